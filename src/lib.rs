@@ -1,0 +1,13 @@
+//! x700: the translation engine for China's 700 privacy-number range.
+//!
+//! Parts, as in DESIGN.md: `number` (parsing and the 8-byte encoding),
+//! `binding` (the model), `table` (memory-mapped shards: records, index,
+//! expiry), `store` (a data directory of shards), `cli` (the `x700` command).
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod binding;
+pub mod cli;
+pub mod number;
+pub mod store;
+pub mod table;

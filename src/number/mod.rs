@@ -1,0 +1,182 @@
+//! Phone numbers: parsing, normalisation and the fixed 8-byte encoding.
+//!
+//! Every number x700 stores or compares is a [`Number`]: up to 15 decimal
+//! digits in packed BCD, most significant digit first, the unused low nibbles
+//! filled with `F`. `700123456789012` is stored as `70 01 23 45 67 89 01 2F`,
+//! so a hex dump of a table reads like the number itself, and a fixed line's
+//! leading zero (`010...`) survives. The all-zero pattern never encodes a
+//! number (it would be sixteen digits) and marks "no number".
+
+mod parse;
+
+pub use parse::{parse_extension, parse_real, parse_virtual, NumberError, XPolicy};
+
+/// Most digits a number may have (ITU-T E.164 limit).
+pub const DIGITS_MAX: usize = 15;
+/// Fewest digits a real number may have (short codes such as `110`).
+pub const REAL_DIGITS_MIN: usize = 3;
+/// Digits in a 700 virtual number.
+pub const VIRTUAL_DIGITS: usize = 15;
+/// Prefix every strict virtual number begins with.
+pub const VIRTUAL_PREFIX: &str = "700";
+/// Most digits in an AXE extension.
+pub const EXTENSION_DIGITS_MAX: usize = 4;
+
+/// A number in the fixed 8-byte BCD encoding (see the module docs).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Number(pub [u8; 8]);
+
+/// Nibble that marks "unused digit position".
+const FILL: u8 = 0xF;
+/// Nibble that opens an extension key, so `12` the extension can never equal a
+/// number: numbers begin with a decimal digit.
+const EXTENSION_MARK: u8 = 0xE;
+
+impl Number {
+    /// The "no number" value: all zero bytes.
+    pub const NONE: Number = Number([0; 8]);
+
+    /// Encodes a string of 1 to 15 ASCII digits. The caller has validated the
+    /// digits; anything else is a programmer error.
+    pub(crate) fn from_digits(digits: &[u8]) -> Number {
+        assert!(!digits.is_empty() && digits.len() <= DIGITS_MAX);
+        let mut nibbles = [FILL; 16];
+        for (slot, digit) in nibbles.iter_mut().zip(digits) {
+            assert!(digit.is_ascii_digit());
+            *slot = digit - b'0';
+        }
+        Number::from_nibbles(&nibbles)
+    }
+
+    /// Encodes an AXE extension (1 to 4 digits, validated by the caller) as a
+    /// key that no real number can collide with: `E`, the digits, `F` fill.
+    pub(crate) fn extension_key(digits: &[u8]) -> Number {
+        assert!(!digits.is_empty() && digits.len() <= EXTENSION_DIGITS_MAX);
+        let mut nibbles = [FILL; 16];
+        nibbles[0] = EXTENSION_MARK;
+        for (slot, digit) in nibbles[1..].iter_mut().zip(digits) {
+            assert!(digit.is_ascii_digit());
+            *slot = digit - b'0';
+        }
+        Number::from_nibbles(&nibbles)
+    }
+
+    fn from_nibbles(nibbles: &[u8; 16]) -> Number {
+        let mut bytes = [0u8; 8];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = (nibbles[2 * i] << 4) | nibbles[2 * i + 1];
+        }
+        Number(bytes)
+    }
+
+    fn nibble(self, i: usize) -> u8 {
+        let byte = self.0[i / 2];
+        if i.is_multiple_of(2) {
+            byte >> 4
+        } else {
+            byte & 0xF
+        }
+    }
+
+    /// True for the "no number" value.
+    pub fn is_none(self) -> bool {
+        self == Number::NONE
+    }
+
+    /// True if this is an extension key rather than a phone number.
+    pub fn is_extension(self) -> bool {
+        self.nibble(0) == EXTENSION_MARK
+    }
+
+    /// The number as a 64-bit word, for hashing.
+    pub fn word(self) -> u64 {
+        u64::from_le_bytes(self.0)
+    }
+
+    /// Decodes the digits (an extension key yields its extension digits).
+    /// Returns an empty string for [`Number::NONE`].
+    pub fn digits(self) -> String {
+        if self.is_none() {
+            return String::new();
+        }
+        let start = usize::from(self.is_extension());
+        (start..16)
+            .map(|i| self.nibble(i))
+            .take_while(|&n| n <= 9)
+            .map(|n| char::from(b'0' + n))
+            .collect()
+    }
+
+    /// True if the bytes are a well-formed encoding: a number (1 to 15
+    /// digits then fill), an extension key, or NONE. Used when reading
+    /// records back from disk.
+    pub fn is_well_formed(self) -> bool {
+        if self.is_none() {
+            return true;
+        }
+        let start = usize::from(self.is_extension());
+        let digits = (start..16).take_while(|&i| self.nibble(i) <= 9).count();
+        let limit = if start == 1 {
+            EXTENSION_DIGITS_MAX
+        } else {
+            DIGITS_MAX
+        };
+        digits >= 1 && digits <= limit && (start + digits..16).all(|i| self.nibble(i) == FILL)
+    }
+}
+
+impl std::fmt::Debug for Number {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_none() {
+            write!(f, "Number(none)")
+        } else if self.is_extension() {
+            write!(f, "Ext({})", self.digits())
+        } else {
+            write!(f, "Number({})", self.digits())
+        }
+    }
+}
+
+impl std::fmt::Display for Number {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.digits())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_is_bcd_most_significant_first_f_filled() {
+        let x = Number::from_digits(b"700123456789012");
+        assert_eq!(x.0, [0x70, 0x01, 0x23, 0x45, 0x67, 0x89, 0x01, 0x2F]);
+        assert_eq!(x.digits(), "700123456789012");
+    }
+
+    #[test]
+    fn leading_zeros_survive() {
+        let fixed = Number::from_digits(b"01012345678");
+        assert_eq!(fixed.0, [0x01, 0x01, 0x23, 0x45, 0x67, 0x8F, 0xFF, 0xFF]);
+        assert_eq!(fixed.digits(), "01012345678");
+        assert_ne!(fixed, Number::from_digits(b"1012345678"));
+    }
+
+    #[test]
+    fn extension_keys_never_equal_numbers() {
+        let ext = Number::extension_key(b"123");
+        assert!(ext.is_extension());
+        assert_eq!(ext.digits(), "123");
+        assert_ne!(ext, Number::from_digits(b"123"));
+        assert!(ext.is_well_formed());
+    }
+
+    #[test]
+    fn well_formedness_rejects_garbage() {
+        assert!(Number::NONE.is_well_formed());
+        assert!(Number::from_digits(b"13800138000").is_well_formed());
+        assert!(!Number([0x12, 0xF3, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]).is_well_formed());
+        assert!(!Number([0xFF; 8]).is_well_formed());
+        assert!(!Number([0x11; 8]).is_well_formed());
+    }
+}

@@ -1,0 +1,262 @@
+//! Parsing and normalisation of virtual numbers, real numbers and extensions.
+//!
+//! Normalisation makes one spelling per number, so a number is never stored
+//! twice: `+86`, `0086` and (before an 11-digit mobile) a bare `86` are
+//! removed. After `+86`/`0086`, a national number that is neither a mobile,
+//! a 700 number nor a service number (400, 800, 95xxx, 96xxx) is a fixed line
+//! written without its trunk prefix, and gets its leading `0` back:
+//! `+86 10 12345678` and `010 12345678` are the same line.
+
+use super::{
+    Number, DIGITS_MAX, EXTENSION_DIGITS_MAX, REAL_DIGITS_MIN, VIRTUAL_DIGITS, VIRTUAL_PREFIX,
+};
+
+/// Why a string is not an acceptable number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NumberError {
+    /// Empty input.
+    #[error("number is empty")]
+    Empty,
+    /// A character other than a digit (and one leading `+`).
+    #[error("number {0:?} contains a character that is not a digit")]
+    NotDigits(String),
+    /// Too few or too many digits after normalisation.
+    #[error("number {input:?} has {digits} digits; allowed {min} to {max}")]
+    Length {
+        /// What was given.
+        input: String,
+        /// Digits after normalisation.
+        digits: usize,
+        /// Fewest allowed.
+        min: usize,
+        /// Most allowed.
+        max: usize,
+    },
+    /// A virtual number outside the 700 range while legacy numbers are off.
+    #[error("virtual number {0:?} is not a 15-digit 700 number (legacy virtual numbers are not enabled on this node)")]
+    NotVirtual(String),
+}
+
+/// Whether legacy (non-700) virtual numbers are accepted: only during the
+/// regulator's transition period, by node configuration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XPolicy {
+    /// Accept any valid real number as X as well as 700 numbers.
+    pub allow_legacy: bool,
+}
+
+/// Parses a virtual number X.
+///
+/// Strictly: exactly 15 digits beginning `700` (after removing a country
+/// prefix). With `policy.allow_legacy`, any valid real number is accepted too.
+pub fn parse_virtual(input: &str, policy: XPolicy) -> Result<Number, NumberError> {
+    let digits = plain_digits(input)?;
+    let national = strip_country(&digits);
+    if national.len() == VIRTUAL_DIGITS && national.starts_with(VIRTUAL_PREFIX.as_bytes()) {
+        return Ok(Number::from_digits(national));
+    }
+    if policy.allow_legacy {
+        return parse_real(input);
+    }
+    Err(NumberError::NotVirtual(input.to_string()))
+}
+
+/// Parses and normalises a real number (A, B, a caller): 3 to 15 national
+/// digits.
+pub fn parse_real(input: &str) -> Result<Number, NumberError> {
+    let digits = plain_digits(input)?;
+    let national = normalise_national(&digits);
+    if national.len() < REAL_DIGITS_MIN || national.len() > DIGITS_MAX {
+        return Err(NumberError::Length {
+            input: input.to_string(),
+            digits: national.len(),
+            min: REAL_DIGITS_MIN,
+            max: DIGITS_MAX,
+        });
+    }
+    Ok(Number::from_digits(&national))
+}
+
+/// Parses an AXE extension: 1 to 4 digits, kept exactly as dialled.
+pub fn parse_extension(input: &str) -> Result<Number, NumberError> {
+    if input.is_empty() {
+        return Err(NumberError::Empty);
+    }
+    if !input.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(NumberError::NotDigits(input.to_string()));
+    }
+    if input.len() > EXTENSION_DIGITS_MAX {
+        return Err(NumberError::Length {
+            input: input.to_string(),
+            digits: input.len(),
+            min: 1,
+            max: EXTENSION_DIGITS_MAX,
+        });
+    }
+    Ok(Number::extension_key(input.as_bytes()))
+}
+
+/// The input's digits, with an optional leading `+` kept as a marker.
+/// Rejects empty input, other characters and absurd lengths before any
+/// allocation grows with the input.
+fn plain_digits(input: &str) -> Result<Vec<u8>, NumberError> {
+    /// Longest plausible spelling: `+0086` plus 15 digits, with room to spare.
+    const INPUT_BYTES_MAX: usize = 24;
+    if input.is_empty() {
+        return Err(NumberError::Empty);
+    }
+    let bytes = input.as_bytes();
+    let body = bytes.strip_prefix(b"+").unwrap_or(bytes);
+    if body.is_empty() || !body.iter().all(u8::is_ascii_digit) {
+        return Err(NumberError::NotDigits(input.to_string()));
+    }
+    if bytes.len() > INPUT_BYTES_MAX {
+        return Err(NumberError::Length {
+            input: input.chars().take(INPUT_BYTES_MAX).collect(),
+            digits: body.len(),
+            min: REAL_DIGITS_MIN,
+            max: DIGITS_MAX,
+        });
+    }
+    Ok(bytes.to_vec())
+}
+
+/// Removes `+86` or `0086`, or a bare `86` in front of a 15-digit 700 number
+/// or an 11-digit mobile. Returns the rest.
+fn strip_country(digits: &[u8]) -> &[u8] {
+    if let Some(rest) = digits.strip_prefix(b"+86") {
+        return rest;
+    }
+    if let Some(rest) = digits.strip_prefix(b"0086") {
+        return rest;
+    }
+    if let Some(rest) = digits.strip_prefix(b"86") {
+        if is_mobile(rest) || (rest.len() == VIRTUAL_DIGITS && rest.starts_with(b"700")) {
+            return rest;
+        }
+    }
+    digits.strip_prefix(b"+").unwrap_or(digits)
+}
+
+/// The national form of a real number (see the module docs).
+fn normalise_national(digits: &[u8]) -> Vec<u8> {
+    let had_country = digits.starts_with(b"+86") || digits.starts_with(b"0086");
+    let national = strip_country(digits);
+    let keeps_form = national.starts_with(b"0")
+        || is_mobile(national)
+        || national.starts_with(b"700")
+        || national.starts_with(b"400")
+        || national.starts_with(b"800")
+        || national.starts_with(b"95")
+        || national.starts_with(b"96");
+    if had_country && !keeps_form && !national.is_empty() {
+        let mut fixed = Vec::with_capacity(national.len() + 1);
+        fixed.push(b'0');
+        fixed.extend_from_slice(national);
+        return fixed;
+    }
+    national.to_vec()
+}
+
+/// An 11-digit number beginning with `1`: a Chinese mobile.
+fn is_mobile(digits: &[u8]) -> bool {
+    digits.len() == 11 && digits[0] == b'1'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STRICT: XPolicy = XPolicy {
+        allow_legacy: false,
+    };
+    const LEGACY: XPolicy = XPolicy { allow_legacy: true };
+
+    #[test]
+    fn virtual_numbers_are_strict_by_default() {
+        assert_eq!(
+            parse_virtual("700123456789012", STRICT).unwrap().digits(),
+            "700123456789012"
+        );
+        assert_eq!(
+            parse_virtual("+86700123456789012", STRICT)
+                .unwrap()
+                .digits(),
+            "700123456789012"
+        );
+        assert!(matches!(
+            parse_virtual("70012345678901", STRICT),
+            Err(NumberError::NotVirtual(_))
+        ));
+        assert!(matches!(
+            parse_virtual("13800138000", STRICT),
+            Err(NumberError::NotVirtual(_))
+        ));
+        assert!(matches!(
+            parse_virtual("7001234567890123", STRICT),
+            Err(NumberError::NotVirtual(_))
+        ));
+    }
+
+    #[test]
+    fn legacy_virtual_numbers_only_when_enabled() {
+        assert_eq!(
+            parse_virtual("+8613800138000", LEGACY).unwrap().digits(),
+            "13800138000"
+        );
+        assert_eq!(parse_virtual("95123", LEGACY).unwrap().digits(), "95123");
+    }
+
+    #[test]
+    fn every_spelling_of_a_mobile_is_one_number() {
+        let canonical = parse_real("13800138000").unwrap();
+        for spelling in ["+8613800138000", "008613800138000", "8613800138000"] {
+            assert_eq!(parse_real(spelling).unwrap(), canonical, "{spelling}");
+        }
+    }
+
+    #[test]
+    fn fixed_lines_regain_their_trunk_zero() {
+        let canonical = parse_real("01012345678").unwrap();
+        assert_eq!(parse_real("+861012345678").unwrap(), canonical);
+        assert_eq!(parse_real("00861012345678").unwrap(), canonical);
+        assert_eq!(parse_real("+864001234567").unwrap().digits(), "4001234567");
+    }
+
+    #[test]
+    fn bare_86_is_only_stripped_before_a_mobile() {
+        // 86 then 9 digits is not a country prefix: keep all 11 digits.
+        assert_eq!(parse_real("86123456789").unwrap().digits(), "86123456789");
+    }
+
+    #[test]
+    fn bad_real_numbers_are_rejected() {
+        assert_eq!(parse_real(""), Err(NumberError::Empty));
+        assert!(matches!(parse_real("12"), Err(NumberError::Length { .. })));
+        assert!(matches!(
+            parse_real("1234567890123456"),
+            Err(NumberError::Length { .. })
+        ));
+        assert!(matches!(
+            parse_real("138-0013-8000"),
+            Err(NumberError::NotDigits(_))
+        ));
+        assert!(matches!(parse_real("+"), Err(NumberError::NotDigits(_))));
+        assert!(matches!(
+            parse_real("1".repeat(1000).as_str()),
+            Err(NumberError::Length { .. })
+        ));
+        assert!(matches!(
+            parse_real("１２３"),
+            Err(NumberError::NotDigits(_))
+        ));
+    }
+
+    #[test]
+    fn extensions() {
+        assert_eq!(parse_extension("0012").unwrap().digits(), "0012");
+        assert!(parse_extension("12345").is_err());
+        assert!(parse_extension("").is_err());
+        assert!(parse_extension("1a").is_err());
+    }
+}

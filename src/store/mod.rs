@@ -1,0 +1,376 @@
+//! A data directory: its lock, its `store` file, and its shards, each owning
+//! the X numbers that hash to it. The store routes every operation to the
+//! shard of its X and supplies the time from its clock.
+//!
+//! Directory layout (docs/STORAGE.md):
+//! ```text
+//! DIR/LOCK            flock'd while open; holds the holder's pid
+//! DIR/store           StoreHeader: format, shard count, nonce
+//! DIR/shard-000/      meta, records, cold, index, overflow
+//! ...
+//! ```
+
+pub mod batch;
+pub mod clock;
+pub mod lock;
+
+use crate::binding::{
+    BindRequest, Binding, BindingId, LookupQuery, LookupResult, Reject, Update, WriteError,
+};
+use crate::number::Number;
+use crate::table::file::ShardIdentity;
+use crate::table::layout::{checksum_of, StoreHeader, FORMAT_VERSION, STORE_MAGIC};
+use crate::table::records::decompose_id;
+use crate::table::{BindOutcome, Shard, ShardStats, TableError};
+use clock::Clock;
+use lock::DirLock;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Default shard count for a new data directory.
+pub const SHARDS_DEFAULT: u16 = 8;
+/// Most shards a directory may have.
+pub const SHARDS_MAX: u16 = 256;
+/// Name of the store file.
+const STORE_FILE_NAME: &str = "store";
+
+/// An open data directory.
+pub struct Store {
+    dir: PathBuf,
+    shards: Vec<Shard>,
+    shard_count: u16,
+    clock: Arc<dyn Clock>,
+    _lock: DirLock,
+}
+
+/// Totals over all shards, for `stats`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Live bindings.
+    pub bindings_live: u64,
+    /// Ghost records.
+    pub ghosts: u64,
+    /// Shards.
+    pub shards: u16,
+    /// Record slots in use (live + ghosts + free list).
+    pub records_used: u64,
+    /// Index data entries.
+    pub index_entries: u64,
+    /// Overflow buckets in use.
+    pub overflow_buckets_live: u64,
+    /// Bytes a lookup can touch: records, index and overflow files, whole.
+    pub lookup_bytes: u64,
+    /// Bytes of the whole directory.
+    pub disk_bytes: u64,
+}
+
+impl Store {
+    /// Opens the directory, creating it with `shards_if_new` shards if it
+    /// holds no store yet.
+    pub fn open_or_create(
+        dir: &Path,
+        shards_if_new: u16,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Store, TableError> {
+        if dir.join(STORE_FILE_NAME).exists() {
+            Store::open(dir, clock)
+        } else {
+            Store::create(dir, shards_if_new, clock)
+        }
+    }
+
+    /// Creates a new store in `dir` (created if missing; must not hold one).
+    pub fn create(
+        dir: &Path,
+        shard_count: u16,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Store, TableError> {
+        assert!(
+            (1..=SHARDS_MAX).contains(&shard_count),
+            "shard count {shard_count} out of range"
+        );
+        std::fs::create_dir_all(dir).map_err(|e| TableError::io(dir, e))?;
+        let lock = DirLock::acquire(dir)?;
+        let now_s = u64::from(clock.now_s());
+        let mut header = StoreHeader {
+            magic: STORE_MAGIC,
+            format_version: FORMAT_VERSION,
+            shard_count: u32::from(shard_count),
+            store_nonce: nonce(),
+            created_at_s: now_s,
+            reserved: [0; 28],
+            checksum: 0,
+        };
+        header.checksum = checksum_of(&header);
+        let mut shards = Vec::with_capacity(usize::from(shard_count));
+        for shard_id in 0..shard_count {
+            let identity = ShardIdentity {
+                shard_id,
+                shard_count,
+                store_nonce: header.store_nonce,
+            };
+            shards.push(Shard::create(&shard_dir(dir, shard_id), identity, now_s)?);
+        }
+        // The store file is written last: a directory without it holds no
+        // store, so a crash during creation leaves nothing half-made that
+        // `open` would accept.
+        let path = dir.join(STORE_FILE_NAME);
+        write_durably(&path, bytemuck::bytes_of(&header)).map_err(|e| TableError::io(&path, e))?;
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            shards,
+            shard_count,
+            clock,
+            _lock: lock,
+        })
+    }
+
+    /// Opens an existing store: maps every shard and checks its headers.
+    pub fn open(dir: &Path, clock: Arc<dyn Clock>) -> Result<Store, TableError> {
+        let path = dir.join(STORE_FILE_NAME);
+        if !path.exists() {
+            return Err(TableError::Missing {
+                path: dir.display().to_string(),
+            });
+        }
+        let lock = DirLock::acquire(dir)?;
+        let bytes = std::fs::read(&path).map_err(|e| TableError::io(&path, e))?;
+        let bad = |reason: String| TableError::BadHeader {
+            path: path.display().to_string(),
+            reason,
+        };
+        if bytes.len() != std::mem::size_of::<StoreHeader>() {
+            return Err(bad(format!("{} bytes, expected 64", bytes.len())));
+        }
+        let header: StoreHeader = bytemuck::pod_read_unaligned(&bytes);
+        if header.magic != STORE_MAGIC {
+            return Err(bad("not an x700 store file".into()));
+        }
+        if header.checksum != checksum_of(&header) {
+            return Err(bad("checksum mismatch".into()));
+        }
+        if header.format_version != FORMAT_VERSION {
+            return Err(TableError::WrongVersion {
+                path: path.display().to_string(),
+                found: header.format_version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        let shard_count = u16::try_from(header.shard_count)
+            .ok()
+            .filter(|n| (1..=SHARDS_MAX).contains(n))
+            .ok_or_else(|| bad(format!("shard count {} out of range", header.shard_count)))?;
+        let mut shards = Vec::with_capacity(usize::from(shard_count));
+        for shard_id in 0..shard_count {
+            let identity = ShardIdentity {
+                shard_id,
+                shard_count,
+                store_nonce: header.store_nonce,
+            };
+            shards.push(Shard::open(&shard_dir(dir, shard_id), identity)?);
+        }
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            shards,
+            shard_count,
+            clock,
+            _lock: lock,
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The clock's current second.
+    pub fn now_s(&self) -> u32 {
+        self.clock.now_s()
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> u16 {
+        self.shard_count
+    }
+
+    /// The shards, for per-shard work (step 2 gives each to a core).
+    pub fn shards(&self) -> &[Shard] {
+        &self.shards
+    }
+
+    /// The shard that owns X.
+    #[inline(always)]
+    pub fn shard_index(&self, x: Number) -> usize {
+        usize::from(crate::table::hash::shard_of(x, self.shard_count))
+    }
+
+    fn shard_of_id(&mut self, id: BindingId) -> Result<&mut Shard, WriteError> {
+        let (shard, _, _) = decompose_id(id).ok_or(WriteError::NotFound)?;
+        self.shards
+            .get_mut(usize::from(shard))
+            .ok_or(WriteError::NotFound)
+    }
+
+    /// Creates a binding (or returns the identical live one).
+    pub fn bind(&mut self, request: &BindRequest) -> Result<BindOutcome, WriteError> {
+        let now_s = self.now_s();
+        let shard = self.shard_index(request.x);
+        self.shards[shard].bind(request, now_s)
+    }
+
+    /// Removes a binding by id; returns what it was.
+    pub fn unbind(&mut self, id: BindingId) -> Result<Binding, WriteError> {
+        let now_s = self.now_s();
+        self.shard_of_id(id)?.unbind(id, now_s)
+    }
+
+    /// Removes the live binding on X that `party` belongs to (a real number,
+    /// or an extension key for AXE).
+    pub fn unbind_by_party(&mut self, x: Number, party: Number) -> Result<Binding, WriteError> {
+        let id = self.find_by_party(x, party).ok_or(WriteError::NotFound)?;
+        self.unbind(id)
+    }
+
+    /// The id of the live binding on X that `party` belongs to.
+    pub fn find_by_party(&self, x: Number, party: Number) -> Option<BindingId> {
+        let now_s = self.now_s();
+        self.shards[self.shard_index(x)].find_by_party(x, party, now_s)
+    }
+
+    /// Changes a binding.
+    pub fn update(&mut self, id: BindingId, update: &Update) -> Result<Binding, WriteError> {
+        let now_s = self.now_s();
+        self.shard_of_id(id)?.update(id, update, now_s)
+    }
+
+    /// The live binding with this id.
+    pub fn query(&self, id: BindingId) -> Option<Binding> {
+        let (shard, _, _) = decompose_id(id)?;
+        self.shards.get(usize::from(shard))?.query(id, self.now_s())
+    }
+
+    /// Answers one lookup.
+    pub fn lookup(&self, query: &LookupQuery) -> LookupResult {
+        if !query_is_well_formed(query) {
+            return LookupResult::Reject(Reject::BadNumber);
+        }
+        self.shards[self.shard_index(query.x)].lookup(query, self.now_s())
+    }
+
+    /// Runs the expiry sweep on every shard, examining up to `budget_per_shard`
+    /// slots each. Returns the bindings removed.
+    pub fn reclaim_expired(&mut self, budget_per_shard: u32) -> u64 {
+        let now_s = self.now_s();
+        self.shards
+            .iter_mut()
+            .map(|shard| u64::from(shard.reclaim_expired(now_s, budget_per_shard)))
+            .sum()
+    }
+
+    /// Per-shard sizes and counters.
+    pub fn shard_stats(&self) -> Vec<ShardStats> {
+        self.shards.iter().map(Shard::stats).collect()
+    }
+
+    /// Totals, including the size of every file in the directory.
+    pub fn stats(&self) -> Result<StoreStats, TableError> {
+        let mut stats = StoreStats {
+            shards: self.shard_count,
+            ..StoreStats::default()
+        };
+        for shard in self.shard_stats() {
+            stats.bindings_live += u64::from(shard.counters.live_bindings);
+            stats.ghosts += u64::from(shard.counters.ghosts);
+            stats.records_used += u64::from(shard.counters.records_used);
+            stats.index_entries += u64::from(shard.index.entries);
+            stats.overflow_buckets_live += u64::from(shard.index.overflow_live);
+            stats.lookup_bytes += shard.records_bytes + shard.index_bytes + shard.overflow_bytes;
+        }
+        stats.disk_bytes = directory_bytes(&self.dir).map_err(|e| TableError::io(&self.dir, e))?;
+        Ok(stats)
+    }
+
+    /// Writes every shard to disk.
+    pub fn flush(&mut self) -> Result<(), TableError> {
+        self.shards
+            .iter_mut()
+            .try_for_each(|shard| shard.flush(false))
+    }
+
+    /// Flushes and closes every shard, marking them clean.
+    pub fn close(self) -> Result<(), TableError> {
+        let mut first_error = None;
+        for shard in self.shards {
+            if let Err(error) = shard.close() {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Reads every record and index entry and checks them (slow; for tests
+    /// and `x700 check`).
+    pub fn verify(&self) -> Result<(), TableError> {
+        self.shards.iter().try_for_each(Shard::verify)
+    }
+}
+
+/// A lookup whose numbers are all present and well formed.
+#[inline(always)]
+pub(crate) fn query_is_well_formed(query: &LookupQuery) -> bool {
+    !query.caller.is_none()
+        && !query.caller.is_extension()
+        && !query.x.is_none()
+        && !query.x.is_extension()
+        && (query.extension.is_none() || query.extension.is_extension())
+}
+
+fn shard_dir(dir: &Path, shard_id: u16) -> PathBuf {
+    dir.join(format!("shard-{shard_id:03}"))
+}
+
+/// A random 64-bit value from the kernel, with the time as a fallback.
+fn nonce() -> u64 {
+    let mut bytes = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_ok()
+    {
+        return u64::from_le_bytes(bytes);
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    #[allow(clippy::cast_possible_truncation)] // any 64 bits will do
+    let value = nanos as u64 ^ u64::from(std::process::id());
+    value
+}
+
+fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Bytes allocated on disk under `dir` (files' lengths).
+fn directory_bytes(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let metadata = entry.metadata()?;
+        total += if metadata.is_dir() {
+            directory_bytes(&entry.path())?
+        } else {
+            metadata.len()
+        };
+    }
+    Ok(total)
+}

@@ -1,0 +1,240 @@
+//! A typed table file: header page checked on open, then an array of `Pod`
+//! items that grows in place.
+
+use super::error::TableError;
+use super::layout::{checksum_of, FileHeader, FileKind, FILE_MAGIC, FORMAT_VERSION, HEADER_BYTES};
+use super::mapped::{GrowError, MappedFile};
+use bytemuck::Pod;
+use std::marker::PhantomData;
+use std::path::Path;
+
+/// Identity every file of a shard must agree on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardIdentity {
+    /// The shard.
+    pub shard_id: u16,
+    /// Shards in the directory.
+    pub shard_count: u16,
+    /// The directory's nonce.
+    pub store_nonce: u64,
+}
+
+/// Growth step: at least this many bytes (one huge page's worth) ...
+const GROW_BYTES_MIN: usize = 64 * 1024;
+/// ... or 1/32 of the file, whichever is larger, so free space stays near 3%.
+const GROW_FRACTION: usize = 32;
+
+/// A table file of `T` items.
+pub struct TableFile<T> {
+    mapped: MappedFile,
+    kind: FileKind,
+    item: PhantomData<T>,
+}
+
+impl<T: Pod> TableFile<T> {
+    /// Creates the file with its header page and no items.
+    pub fn create(
+        dir: &Path,
+        kind: FileKind,
+        identity: ShardIdentity,
+        created_at_s: u64,
+    ) -> Result<TableFile<T>, TableError> {
+        assert_eq!(kind.item_bytes(), std::mem::size_of::<T>());
+        let path = dir.join(kind.file_name());
+        let mut header = FileHeader {
+            magic: FILE_MAGIC,
+            format_version: FORMAT_VERSION,
+            file_kind: kind as u32,
+            header_bytes: HEADER_BYTES as u32,
+            item_bytes: kind.item_bytes() as u32,
+            shard_id: u32::from(identity.shard_id),
+            shard_count: u32::from(identity.shard_count),
+            store_nonce: identity.store_nonce,
+            created_at_s,
+            reserved: [0; 12],
+            checksum: 0,
+        };
+        header.checksum = checksum_of(&header);
+        let mut page = vec![0u8; HEADER_BYTES];
+        page[..64].copy_from_slice(bytemuck::bytes_of(&header));
+        let mapped = MappedFile::create(&path, &page, reserved_bytes(kind))
+            .map_err(|source| TableError::io(&path, source))?;
+        Ok(TableFile {
+            mapped,
+            kind,
+            item: PhantomData,
+        })
+    }
+
+    /// Opens the file and checks its header against what the shard expects.
+    /// Never maps a file blindly: wrong magic, version, kind, sizes, identity
+    /// or checksum are each refused with the reason.
+    pub fn open(
+        dir: &Path,
+        kind: FileKind,
+        identity: ShardIdentity,
+    ) -> Result<TableFile<T>, TableError> {
+        let path = dir.join(kind.file_name());
+        let mapped = MappedFile::open(&path, reserved_bytes(kind))
+            .map_err(|source| TableError::io(&path, source))?;
+        if mapped.file_bytes() < HEADER_BYTES {
+            return Err(TableError::Truncated {
+                path: path.display().to_string(),
+                file_bytes: mapped.file_bytes() as u64,
+                needed_bytes: HEADER_BYTES as u64,
+            });
+        }
+        let header: FileHeader = bytemuck::pod_read_unaligned(&mapped.bytes()[..64]);
+        let bad = |reason: String| TableError::BadHeader {
+            path: path.display().to_string(),
+            reason,
+        };
+        if header.magic != FILE_MAGIC {
+            return Err(bad(format!(
+                "magic is {:02x?}, not an x700 table file",
+                header.magic
+            )));
+        }
+        if header.checksum != checksum_of(&header) {
+            return Err(bad(format!(
+                "header checksum {:#010x} does not match its contents ({:#010x})",
+                header.checksum,
+                checksum_of(&header)
+            )));
+        }
+        if header.format_version != FORMAT_VERSION {
+            return Err(TableError::WrongVersion {
+                path: path.display().to_string(),
+                found: header.format_version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        if header.file_kind != kind as u32
+            || header.header_bytes as usize != HEADER_BYTES
+            || header.item_bytes as usize != kind.item_bytes()
+        {
+            return Err(bad(format!(
+                "kind {} / header {} / item {} bytes; expected kind {} / {} / {}",
+                header.file_kind,
+                header.header_bytes,
+                header.item_bytes,
+                kind as u32,
+                HEADER_BYTES,
+                kind.item_bytes()
+            )));
+        }
+        if header.shard_id != u32::from(identity.shard_id)
+            || header.shard_count != u32::from(identity.shard_count)
+            || header.store_nonce != identity.store_nonce
+        {
+            return Err(bad(format!(
+                "belongs to shard {}/{} of store {:#x}, expected shard {}/{} of store {:#x}",
+                header.shard_id,
+                header.shard_count,
+                header.store_nonce,
+                identity.shard_id,
+                identity.shard_count,
+                identity.store_nonce
+            )));
+        }
+        if !(mapped.file_bytes() - HEADER_BYTES).is_multiple_of(kind.item_bytes()) {
+            return Err(bad(format!(
+                "length {} is not the header plus whole {}-byte items",
+                mapped.file_bytes(),
+                kind.item_bytes()
+            )));
+        }
+        Ok(TableFile {
+            mapped,
+            kind,
+            item: PhantomData,
+        })
+    }
+
+    /// Items the file has room for.
+    pub fn capacity(&self) -> u32 {
+        let items = (self.mapped.file_bytes() - HEADER_BYTES) / std::mem::size_of::<T>();
+        // Reservations keep every file under 2^32 items (see reserved_bytes).
+        u32::try_from(items).unwrap_or(u32::MAX)
+    }
+
+    /// Fails with `Truncated` unless the file holds at least `items`.
+    pub fn require(&self, items: u32) -> Result<(), TableError> {
+        if items > self.capacity() {
+            return Err(TableError::Truncated {
+                path: self.mapped.path().display().to_string(),
+                file_bytes: self.mapped.file_bytes() as u64,
+                needed_bytes: (HEADER_BYTES + items as usize * std::mem::size_of::<T>()) as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// The items.
+    #[inline]
+    pub fn items(&self) -> &[T] {
+        bytemuck::cast_slice(&self.mapped.bytes()[HEADER_BYTES..])
+    }
+
+    /// The items, writable.
+    #[inline]
+    pub fn items_mut(&mut self) -> &mut [T] {
+        bytemuck::cast_slice_mut(&mut self.mapped.bytes_mut()[HEADER_BYTES..])
+    }
+
+    /// Makes room for at least `items`, growing by a step that keeps growth
+    /// rare and free space small. New items are zero.
+    pub fn reserve(&mut self, items: u32) -> Result<(), GrowError> {
+        if items <= self.capacity() {
+            return Ok(());
+        }
+        let needed = HEADER_BYTES + items as usize * std::mem::size_of::<T>();
+        let current = self.mapped.file_bytes();
+        let step = (current / GROW_FRACTION).max(GROW_BYTES_MIN);
+        let item = std::mem::size_of::<T>();
+        let target = needed.max(current + step);
+        let target = HEADER_BYTES + (target - HEADER_BYTES).div_ceil(item) * item;
+        // Near the reservation's end, settle for exactly what is needed.
+        match self.mapped.grow_to(target) {
+            Err(GrowError::BeyondReservation) => self.mapped.grow_to(needed),
+            other => other,
+        }
+    }
+
+    /// msync and fdatasync.
+    pub fn flush(&self) -> Result<(), TableError> {
+        self.mapped
+            .flush()
+            .map_err(|source| TableError::io(self.mapped.path(), source))
+    }
+
+    /// Bytes the file occupies.
+    pub fn file_bytes(&self) -> u64 {
+        self.mapped.file_bytes() as u64
+    }
+
+    /// Path, for messages.
+    pub fn path(&self) -> &Path {
+        self.mapped.path()
+    }
+
+    /// What the file holds.
+    pub fn kind(&self) -> FileKind {
+        self.kind
+    }
+}
+
+/// Address space reserved per file: enough for the largest shard the 24-bit
+/// slot numbers allow, so a file never needs remapping.
+fn reserved_bytes(kind: FileKind) -> usize {
+    let slots = 1usize << 24;
+    HEADER_BYTES
+        + match kind {
+            FileKind::Records => slots * kind.item_bytes(),
+            FileKind::Cold => slots * kind.item_bytes(),
+            // Two index entries per slot at most, 16 per bucket, load >= 0.5.
+            FileKind::Index => slots / 4 * kind.item_bytes(),
+            // Overflow bucket numbers are 24 bits.
+            FileKind::Overflow => slots * kind.item_bytes(),
+        }
+}

@@ -1,0 +1,457 @@
+//! The write rules of a shard: bind, unbind, update, query and expiry
+//! reclamation, as plain functions of the tables and `now_s`.
+//!
+//! Invariants kept here (docs/STORAGE.md, "Representatives and ghosts"):
+//! - every X with at least one binding has exactly one representative record
+//!   with the key (X, NONE); its cold record counts X's live bindings;
+//! - an AXB representative has no (X, A) key: lookups find A through (X, NONE);
+//! - a representative whose binding goes while others remain on X becomes a
+//!   ghost: it keeps X present (so strangers get `not_a_party`) and is freed
+//!   with X's last binding.
+
+use super::hash::key_hash;
+use super::layout::{meta, ColdRecord, HotRecord};
+use super::records::{compose_id, decompose_id};
+use super::shard::Shard;
+use crate::binding::{
+    BindRequest, Binding, BindingId, InvalidRequest, Mode, OrderRef, Parties, Update, WriteError,
+};
+use crate::number::Number;
+
+/// What a successful bind did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BindOutcome {
+    /// The binding's id.
+    pub binding_id: BindingId,
+    /// False when an identical live binding already existed (an idempotent
+    /// retry): nothing changed.
+    pub created: bool,
+    /// Its expiry.
+    pub expires_at_s: u32,
+}
+
+impl Shard {
+    /// The record in `slot`.
+    #[inline(always)]
+    pub(super) fn record(&self, slot: u32) -> &HotRecord {
+        &self.records.items()[slot as usize]
+    }
+
+    fn cold_record(&self, slot: u32) -> &ColdRecord {
+        &self.cold.items()[slot as usize]
+    }
+
+    /// The id of the binding in `slot`.
+    pub(super) fn id_of(&self, slot: u32) -> BindingId {
+        compose_id(self.identity.shard_id, self.record(slot).generation(), slot)
+    }
+
+    /// The slot holding index key (x, party), if any.
+    #[inline(always)]
+    pub(super) fn find_key(&self, x: Number, party: Number) -> Option<u32> {
+        let hash = key_hash(x, party);
+        let records = self.records.items();
+        self.index
+            .find(hash, |slot| records[slot as usize].has_key(x, party))
+    }
+
+    /// The AXB binding on X that has `party` as A or B, found through its
+    /// own key or, for the representative's A, through (X, NONE).
+    pub(super) fn find_axb_party(&self, x: Number, party: Number) -> Option<u32> {
+        if let Some(slot) = self.find_key(x, party) {
+            return Some(slot);
+        }
+        let representative = self.find_key(x, Number::NONE)?;
+        let record = self.record(representative);
+        (record.is_live() && record.mode_bits() == meta::MODE_AXB && record.a() == party)
+            .then_some(representative)
+    }
+
+    /// Creates a binding, or returns the existing one if an identical live
+    /// bind was already made (a retry).
+    pub fn bind(&mut self, request: &BindRequest, now_s: u32) -> Result<BindOutcome, WriteError> {
+        validate(request)?;
+        self.prepare_write()?;
+        let x = request.x;
+        // The key this binding is found by besides (X, NONE), and whether X
+        // must be empty (AXN).
+        let own_key = match request.parties {
+            Parties::Axb { a, b } => {
+                for party in [a, b] {
+                    if let Some(outcome) =
+                        self.clear_way(self.find_axb_party(x, party), request, now_s)?
+                    {
+                        return Ok(outcome);
+                    }
+                }
+                Some(b)
+            }
+            Parties::Axe { extension, .. } => {
+                if let Some(outcome) =
+                    self.clear_way(self.find_key(x, extension), request, now_s)?
+                {
+                    return Ok(outcome);
+                }
+                Some(extension)
+            }
+            Parties::Axn { .. } => None,
+        };
+        // X's representative: an AXN makes X exclusive both ways.
+        if let Some(representative) = self.find_key(x, Number::NONE) {
+            let record = *self.record(representative);
+            let is_axn = record.is_live() && record.mode_bits() == meta::MODE_AXN;
+            let x_bindings = self.cold_record(representative).x_bindings;
+            if is_axn || request.parties.mode() == Mode::Axn {
+                if is_axn && self.same_binding(representative, request) && !record.is_expired(now_s)
+                {
+                    return Ok(self.existing(representative));
+                }
+                let sole_and_expired =
+                    record.is_live() && record.is_expired(now_s) && x_bindings == 1;
+                if sole_and_expired {
+                    self.remove_binding(representative);
+                } else {
+                    return Err(WriteError::Conflict {
+                        binding_id: record.is_live().then(|| self.id_of(representative)),
+                    });
+                }
+            }
+        }
+        let slot = self.allocate_slot();
+        let (b_field, a) = match request.parties {
+            Parties::Axb { a, b } => (b, a),
+            Parties::Axn { a, default_callee } => (default_callee.unwrap_or(Number::NONE), a),
+            Parties::Axe { a, extension } => (extension, a),
+        };
+        let expires_at_s = now_s.saturating_add(request.ttl_s);
+        {
+            let record = &mut self.records.items_mut()[slot as usize];
+            record.x = x.0;
+            record.a = a.0;
+            record.b = b_field.0;
+            record.expires_at_s = expires_at_s;
+            record.set_attributes(request.parties.mode(), request.direction, request.recording);
+        }
+        let (order_len, order) = request.order.stored();
+        self.cold.items_mut()[slot as usize] = ColdRecord {
+            tenant: request.tenant,
+            created_at_s: now_s,
+            ttl_s: request.ttl_s,
+            x_bindings: 0,
+            order_len,
+            reserved: [0; 15],
+            order,
+        };
+        match self.find_key(x, Number::NONE) {
+            Some(representative) => {
+                self.cold.items_mut()[representative as usize].x_bindings += 1;
+            }
+            None => {
+                self.records.items_mut()[slot as usize].meta |= meta::REPRESENTATIVE;
+                self.cold.items_mut()[slot as usize].x_bindings = 1;
+            }
+        }
+        let (parties, count) = self.record(slot).index_keys();
+        for &party in &parties[..count] {
+            self.index.insert(key_hash(x, party), slot);
+        }
+        debug_assert!(own_key.is_none_or(
+            |key| self.find_key(x, key).is_some() || self.find_axb_party(x, key).is_some()
+        ));
+        self.counters.live_bindings += 1;
+        self.split_index();
+        Ok(BindOutcome {
+            binding_id: self.id_of(slot),
+            created: true,
+            expires_at_s,
+        })
+    }
+
+    /// Given the binding that already holds one of a new binding's keys:
+    /// returns it if it is an identical live binding (idempotent retry),
+    /// reclaims it if it has expired, and otherwise refuses the bind.
+    fn clear_way(
+        &mut self,
+        holder: Option<u32>,
+        request: &BindRequest,
+        now_s: u32,
+    ) -> Result<Option<BindOutcome>, WriteError> {
+        let Some(slot) = holder else { return Ok(None) };
+        if self.record(slot).is_expired(now_s) {
+            self.remove_binding(slot);
+            return Ok(None);
+        }
+        if self.same_binding(slot, request) {
+            return Ok(Some(self.existing(slot)));
+        }
+        Err(WriteError::Conflict {
+            binding_id: Some(self.id_of(slot)),
+        })
+    }
+
+    fn existing(&self, slot: u32) -> BindOutcome {
+        BindOutcome {
+            binding_id: self.id_of(slot),
+            created: false,
+            expires_at_s: self.record(slot).expires_at_s,
+        }
+    }
+
+    /// True if the live binding in `slot` was made by exactly this request.
+    fn same_binding(&self, slot: u32, request: &BindRequest) -> bool {
+        let binding = self.binding_at(slot);
+        binding.x == request.x
+            && binding.parties == request.parties
+            && binding.tenant == request.tenant
+            && binding.order == request.order
+            && binding.ttl_s == request.ttl_s
+            && binding.direction == request.direction
+            && binding.recording == request.recording
+    }
+
+    /// Removes a live binding (unbind or reclamation), keeping the
+    /// representative invariant.
+    pub(super) fn remove_binding(&mut self, slot: u32) {
+        let record = *self.record(slot);
+        assert!(
+            record.is_live(),
+            "removing slot {slot} which holds no live binding"
+        );
+        let x = record.x();
+        let (parties, count) = record.index_keys();
+        for &party in parties[..count].iter().filter(|p| !p.is_none()) {
+            self.index.remove(key_hash(x, party), slot);
+        }
+        self.counters.live_bindings -= 1;
+        if record.is_representative() {
+            let remaining = self.cold_record(slot).x_bindings - 1;
+            if remaining == 0 {
+                self.index.remove(key_hash(x, Number::NONE), slot);
+                self.free_slot(slot);
+            } else {
+                self.records.items_mut()[slot as usize].meta |= meta::GHOST;
+                self.cold.items_mut()[slot as usize].x_bindings = remaining;
+                self.counters.ghosts += 1;
+            }
+            return;
+        }
+        self.free_slot(slot);
+        let representative = self
+            .find_key(x, Number::NONE)
+            .unwrap_or_else(|| panic!("X {x} has a binding but no representative"));
+        let remaining = self.cold_record(representative).x_bindings - 1;
+        self.cold.items_mut()[representative as usize].x_bindings = remaining;
+        if remaining == 0 {
+            assert!(
+                self.record(representative).is_ghost(),
+                "live representative not counted"
+            );
+            self.index.remove(key_hash(x, Number::NONE), representative);
+            self.free_slot(representative);
+            self.counters.ghosts -= 1;
+        }
+    }
+
+    /// The live, unexpired binding with this id, as a slot.
+    fn live_slot(&mut self, id: BindingId, now_s: u32) -> Result<u32, WriteError> {
+        let (shard, generation, slot) = decompose_id(id).ok_or(WriteError::NotFound)?;
+        if shard != self.identity.shard_id || slot >= self.counters.records_used {
+            return Err(WriteError::NotFound);
+        }
+        let record = self.record(slot);
+        if !record.is_live() || record.generation() != generation {
+            return Err(WriteError::NotFound);
+        }
+        if record.is_expired(now_s) {
+            return Err(WriteError::NotFound);
+        }
+        Ok(slot)
+    }
+
+    /// Removes a binding by id. Expired bindings count as gone.
+    pub fn unbind(&mut self, id: BindingId, now_s: u32) -> Result<Binding, WriteError> {
+        let slot = self.live_slot(id, now_s)?;
+        self.prepare_write()?;
+        let binding = self.binding_at(slot);
+        self.remove_binding(slot);
+        Ok(binding)
+    }
+
+    /// The live binding on X that `party` (a real number for AXB and AXN's
+    /// owner, an extension key for AXE) belongs to.
+    pub fn find_by_party(&self, x: Number, party: Number, now_s: u32) -> Option<BindingId> {
+        let slot = if party.is_extension() {
+            self.find_key(x, party)
+        } else {
+            self.find_axb_party(x, party).or_else(|| {
+                let representative = self.find_key(x, Number::NONE)?;
+                let record = self.record(representative);
+                (record.is_live() && record.mode_bits() == meta::MODE_AXN && record.a() == party)
+                    .then_some(representative)
+            })
+        }?;
+        (!self.record(slot).is_expired(now_s)).then(|| self.id_of(slot))
+    }
+
+    /// Changes a live binding.
+    pub fn update(
+        &mut self,
+        id: BindingId,
+        update: &Update,
+        now_s: u32,
+    ) -> Result<Binding, WriteError> {
+        let slot = self.live_slot(id, now_s)?;
+        if let Some(ttl_s) = update.ttl_s {
+            validate_ttl(ttl_s)?;
+        }
+        let record = *self.record(slot);
+        let mode = record.mode().unwrap_or(Mode::Axb);
+        if let Some(new_b) = update.b {
+            if mode == Mode::Axe {
+                return Err(
+                    InvalidRequest::NotApplicable("an AXE binding has no B to replace").into(),
+                );
+            }
+            if new_b.is_none() || new_b.is_extension() {
+                return Err(
+                    InvalidRequest::NotApplicable("the new B must be a real number").into(),
+                );
+            }
+            if new_b == record.a() {
+                return Err(InvalidRequest::SamePartyTwice.into());
+            }
+        }
+        self.prepare_write()?;
+        if let (Some(new_b), Mode::Axb) = (update.b, mode) {
+            if new_b != record.b() {
+                if let Some(holder) = self.find_axb_party(record.x(), new_b) {
+                    if self.record(holder).is_expired(now_s) {
+                        self.remove_binding(holder);
+                    } else {
+                        return Err(WriteError::Conflict {
+                            binding_id: Some(self.id_of(holder)),
+                        });
+                    }
+                }
+                self.index.remove(key_hash(record.x(), record.b()), slot);
+                self.records.items_mut()[slot as usize].b = new_b.0;
+                self.index.insert(key_hash(record.x(), new_b), slot);
+                self.split_index();
+            }
+        }
+        if let (Some(new_b), Mode::Axn) = (update.b, mode) {
+            self.records.items_mut()[slot as usize].b = new_b.0;
+        }
+        let direction = update.direction.unwrap_or(record.direction());
+        let recording = update.recording.unwrap_or(record.recording());
+        let record = &mut self.records.items_mut()[slot as usize];
+        record.set_attributes(mode, direction, recording);
+        if let Some(ttl_s) = update.ttl_s {
+            record.expires_at_s = now_s.saturating_add(ttl_s);
+            self.cold.items_mut()[slot as usize].ttl_s = ttl_s;
+        }
+        Ok(self.binding_at(slot))
+    }
+
+    /// The live, unexpired binding with this id.
+    pub fn query(&self, id: BindingId, now_s: u32) -> Option<Binding> {
+        let (shard, generation, slot) = decompose_id(id)?;
+        if shard != self.identity.shard_id || slot >= self.counters.records_used {
+            return None;
+        }
+        let record = self.record(slot);
+        (record.is_live() && record.generation() == generation && !record.is_expired(now_s))
+            .then(|| self.binding_at(slot))
+    }
+
+    /// The binding stored in a live slot.
+    fn binding_at(&self, slot: u32) -> Binding {
+        let record = *self.record(slot);
+        let cold = *self.cold_record(slot);
+        let parties = match record.mode() {
+            Some(Mode::Axn) => Parties::Axn {
+                a: record.a(),
+                default_callee: (!record.b().is_none()).then_some(record.b()),
+            },
+            Some(Mode::Axe) => Parties::Axe {
+                a: record.a(),
+                extension: record.b(),
+            },
+            _ => Parties::Axb {
+                a: record.a(),
+                b: record.b(),
+            },
+        };
+        let order = OrderRef::from_stored(cold.order_len, cold.order).unwrap_or_else(|| {
+            panic!(
+                "slot {slot} holds an order reference of length {}",
+                cold.order_len
+            )
+        });
+        Binding {
+            id: self.id_of(slot),
+            x: record.x(),
+            parties,
+            tenant: cold.tenant,
+            order,
+            ttl_s: cold.ttl_s,
+            expires_at_s: record.expires_at_s,
+            created_at_s: cold.created_at_s,
+            direction: record.direction(),
+            recording: record.recording(),
+        }
+    }
+
+    /// Examines up to `budget` slots from the sweep cursor and removes the
+    /// bindings that have expired. Returns how many it removed. Each call's
+    /// work is bounded by `budget`, whatever the table's size.
+    pub fn reclaim_expired(&mut self, now_s: u32, budget: u32) -> u32 {
+        let used = self.counters.records_used;
+        if used == 0 {
+            return 0;
+        }
+        let mut removed = 0;
+        for _ in 0..budget.min(used) {
+            let slot = self.counters.reclaim_cursor;
+            self.counters.reclaim_cursor = if slot + 1 >= used { 0 } else { slot + 1 };
+            let record = self.record(slot);
+            if record.is_live() && record.is_expired(now_s) {
+                if self.prepare_write().is_err() {
+                    break;
+                }
+                self.remove_binding(slot);
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    fn split_index(&mut self) {
+        let records = self.records.items();
+        self.index.split_while_loaded(&mut |slot, out| {
+            let record = &records[slot as usize];
+            let (parties, count) = record.index_keys();
+            out.extend(parties[..count].iter().map(|&p| key_hash(record.x(), p)));
+        });
+    }
+}
+
+/// Checks a bind request on its own.
+fn validate(request: &BindRequest) -> Result<(), InvalidRequest> {
+    validate_ttl(request.ttl_s)?;
+    match request.parties {
+        Parties::Axb { a, b } if a == b => Err(InvalidRequest::SamePartyTwice),
+        Parties::Axn {
+            a,
+            default_callee: Some(callee),
+        } if a == callee => Err(InvalidRequest::SamePartyTwice),
+        _ => Ok(()),
+    }
+}
+
+fn validate_ttl(ttl_s: u32) -> Result<(), InvalidRequest> {
+    if ttl_s == 0 || ttl_s > crate::binding::TTL_S_MAX {
+        return Err(InvalidRequest::Ttl(u64::from(ttl_s)));
+    }
+    Ok(())
+}

@@ -1,0 +1,458 @@
+//! A shard: the records, cold records and index of one slice of the X space,
+//! with the counters that tie them together. One writer thread per shard.
+//!
+//! Life cycle: `create` or `open` maps the files and checks them against the
+//! meta; the first mutation marks the meta "not clean" (durably) before any
+//! table byte changes; `flush` msyncs the tables and then writes the meta;
+//! `close` (or drop) flushes and marks it clean again.
+
+use super::error::TableError;
+use super::file::{ShardIdentity, TableFile};
+use super::index::{Index, IndexState};
+use super::layout::{
+    entry, meta, ColdRecord, FileKind, HotRecord, ShardMeta, FORMAT_VERSION, META_MAGIC,
+};
+use super::mapped::GrowError;
+use super::meta_file::MetaFile;
+use crate::binding::WriteError;
+use std::path::{Path, PathBuf};
+
+/// Counters of one shard (the in-memory copy of its meta).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardCounters {
+    /// Slots ever handed out.
+    pub records_used: u32,
+    /// Free list head (slot + 1).
+    pub free_head: u32,
+    /// Live bindings.
+    pub live_bindings: u32,
+    /// Ghost records.
+    pub ghosts: u32,
+    /// Retired slots.
+    pub retired_slots: u32,
+    /// Next slot the expiry sweep examines.
+    pub reclaim_cursor: u32,
+    /// Last applied log position.
+    pub applied_log_index: u64,
+}
+
+/// File sizes and counters, for `stats`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Counters.
+    pub counters: ShardCounters,
+    /// Index counters.
+    pub index: IndexState,
+    /// Records file bytes.
+    pub records_bytes: u64,
+    /// Cold file bytes.
+    pub cold_bytes: u64,
+    /// Primary index file bytes.
+    pub index_bytes: u64,
+    /// Overflow file bytes.
+    pub overflow_bytes: u64,
+    /// Meta file bytes.
+    pub meta_bytes: u64,
+}
+
+/// One shard.
+pub struct Shard {
+    pub(super) identity: ShardIdentity,
+    dir: PathBuf,
+    pub(super) records: TableFile<HotRecord>,
+    pub(super) cold: TableFile<ColdRecord>,
+    pub(super) index: Index,
+    pub(super) counters: ShardCounters,
+    meta_file: MetaFile,
+    dirty: bool,
+    /// Set when writing the "not clean" mark failed: the shard refuses writes.
+    poisoned: bool,
+}
+
+impl Shard {
+    /// Creates a new, empty shard in `dir` (which must not exist yet).
+    pub fn create(dir: &Path, identity: ShardIdentity, now_s: u64) -> Result<Shard, TableError> {
+        std::fs::create_dir_all(dir).map_err(|e| TableError::io(dir, e))?;
+        let records = TableFile::create(dir, FileKind::Records, identity, now_s)?;
+        let cold = TableFile::create(dir, FileKind::Cold, identity, now_s)?;
+        let mut primary = TableFile::create(dir, FileKind::Index, identity, now_s)?;
+        let overflow = TableFile::create(dir, FileKind::Overflow, identity, now_s)?;
+        let state = IndexState::new();
+        primary
+            .reserve(state.primaries())
+            .map_err(|e| grow_to_table_error(primary.path(), e))?;
+        let counters = ShardCounters::default();
+        let meta = make_meta(identity, counters, state, true);
+        let meta_file = MetaFile::create(dir, &meta)?;
+        Ok(Shard {
+            identity,
+            dir: dir.to_path_buf(),
+            records,
+            cold,
+            index: Index::new(primary, overflow, state),
+            counters,
+            meta_file,
+            dirty: false,
+            poisoned: false,
+        })
+    }
+
+    /// Opens an existing shard. Time does not depend on the number of
+    /// bindings: it maps the files and checks headers, meta and lengths.
+    pub fn open(dir: &Path, identity: ShardIdentity) -> Result<Shard, TableError> {
+        let (meta_file, meta) = MetaFile::open(dir)?;
+        let meta_path = meta_file.path().display().to_string();
+        if meta.shard_id != u32::from(identity.shard_id)
+            || meta.shard_count != u32::from(identity.shard_count)
+            || meta.store_nonce != identity.store_nonce
+        {
+            return Err(TableError::BadHeader {
+                path: meta_path,
+                reason: "meta belongs to another shard or data directory".into(),
+            });
+        }
+        if meta.clean != 1 {
+            return Err(TableError::NotClean { path: meta_path });
+        }
+        let records = TableFile::<HotRecord>::open(dir, FileKind::Records, identity)?;
+        let cold = TableFile::<ColdRecord>::open(dir, FileKind::Cold, identity)?;
+        let primary = TableFile::open(dir, FileKind::Index, identity)?;
+        let overflow = TableFile::open(dir, FileKind::Overflow, identity)?;
+        let state = IndexState {
+            level: meta.index_level,
+            split: meta.index_split,
+            entries: meta.index_entries,
+            overflow_used: meta.overflow_used,
+            overflow_free_head: meta.overflow_free_head,
+            overflow_live: meta.overflow_live,
+        };
+        if state.level >= 24 || state.split >= 1 << state.level {
+            return Err(TableError::BadHeader {
+                path: meta_path,
+                reason: format!(
+                    "index level {} / split {} out of range",
+                    state.level, state.split
+                ),
+            });
+        }
+        records.require(meta.records_used)?;
+        cold.require(meta.records_used)?;
+        primary.require(state.primaries())?;
+        overflow.require(state.overflow_used)?;
+        let counters = ShardCounters {
+            records_used: meta.records_used,
+            free_head: meta.free_head,
+            live_bindings: meta.live_bindings,
+            ghosts: meta.ghosts,
+            retired_slots: meta.retired_slots,
+            reclaim_cursor: meta.reclaim_cursor,
+            applied_log_index: meta.applied_log_index,
+        };
+        if counters.free_head > counters.records_used
+            || counters.reclaim_cursor > counters.records_used
+        {
+            return Err(TableError::BadHeader {
+                path: meta_path,
+                reason: "free list head or sweep cursor beyond the used slots".into(),
+            });
+        }
+        Ok(Shard {
+            identity,
+            dir: dir.to_path_buf(),
+            records,
+            cold,
+            index: Index::new(primary, overflow, state),
+            counters,
+            meta_file,
+            dirty: false,
+            poisoned: false,
+        })
+    }
+
+    /// The shard's number.
+    pub fn id(&self) -> u16 {
+        self.identity.shard_id
+    }
+
+    /// The shard's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Live bindings.
+    pub fn live_bindings(&self) -> u32 {
+        self.counters.live_bindings
+    }
+
+    /// Sizes and counters.
+    pub fn stats(&self) -> ShardStats {
+        ShardStats {
+            counters: self.counters,
+            index: self.index.state(),
+            records_bytes: self.records.file_bytes(),
+            cold_bytes: self.cold.file_bytes(),
+            index_bytes: self.index.primary_file().file_bytes(),
+            overflow_bytes: self.index.overflow_file().file_bytes(),
+            meta_bytes: 2 * 4096,
+        }
+    }
+
+    /// Prepares for one write: marks the shard not clean on disk (first
+    /// write only) and reserves file room for one record, three index
+    /// entries and the splits they trigger, so a write never fails halfway.
+    pub(super) fn prepare_write(&mut self) -> Result<(), WriteError> {
+        if self.poisoned {
+            return Err(WriteError::Io {
+                path: self.meta_file.path().display().to_string(),
+                source: std::io::Error::other("an earlier meta write failed; writes are stopped"),
+            });
+        }
+        if !self.dirty {
+            let meta = make_meta(self.identity, self.counters, self.index.state(), false);
+            if let Err(error) = self.meta_file.write(&meta) {
+                self.poisoned = true;
+                return Err(WriteError::Io {
+                    path: self.meta_file.path().display().to_string(),
+                    source: std::io::Error::other(error.to_string()),
+                });
+            }
+            self.dirty = true;
+        }
+        if self.counters.free_head == 0 {
+            if self.counters.records_used >= entry::SLOTS_MAX {
+                return Err(WriteError::Capacity {
+                    shard: self.identity.shard_id,
+                    slots: self.counters.records_used,
+                });
+            }
+            let needed = self.counters.records_used + 1;
+            self.records
+                .reserve(needed)
+                .map_err(|e| grow_to_write_error(self.records.path(), e))?;
+            self.cold
+                .reserve(needed)
+                .map_err(|e| grow_to_write_error(self.cold.path(), e))?;
+        }
+        self.index
+            .reserve()
+            .map_err(|e| grow_to_write_error(self.index.primary_file().path(), e))
+    }
+
+    /// Takes a free slot and bumps its generation. `prepare_write` must have
+    /// succeeded.
+    pub(super) fn allocate_slot(&mut self) -> u32 {
+        let slot = if self.counters.free_head != 0 {
+            let slot = self.counters.free_head - 1;
+            let record = self.records.items()[slot as usize];
+            assert_eq!(
+                record.mode_bits(),
+                meta::MODE_FREE,
+                "free list holds a used slot {slot}"
+            );
+            self.counters.free_head =
+                u32::from_le_bytes([record.a[0], record.a[1], record.a[2], record.a[3]]);
+            slot
+        } else {
+            let slot = self.counters.records_used;
+            assert!(
+                slot < self.records.capacity(),
+                "slot allocated without reserve"
+            );
+            self.counters.records_used += 1;
+            slot
+        };
+        let record = &mut self.records.items_mut()[slot as usize];
+        let generation = record.generation() + 1;
+        assert!(
+            generation <= meta::GENERATION_MAX,
+            "retired slot {slot} reused"
+        );
+        *record = HotRecord {
+            meta: generation,
+            ..HotRecord::default()
+        };
+        slot
+    }
+
+    /// Returns a slot to the free list, or retires it when its generation is
+    /// exhausted, so an id is never issued twice.
+    pub(super) fn free_slot(&mut self, slot: u32) {
+        let generation = self.records.items()[slot as usize].generation();
+        let mut record = HotRecord {
+            meta: generation,
+            ..HotRecord::default()
+        };
+        if generation == meta::GENERATION_MAX {
+            self.counters.retired_slots += 1;
+        } else {
+            record.a[..4].copy_from_slice(&self.counters.free_head.to_le_bytes());
+            self.counters.free_head = slot + 1;
+        }
+        self.records.items_mut()[slot as usize] = record;
+        self.cold.items_mut()[slot as usize] = bytemuck::Zeroable::zeroed();
+    }
+
+    /// Writes the tables to disk (msync) and then the meta, so the meta never
+    /// describes table bytes that are not yet on disk. With `clean`, the meta
+    /// records a clean close.
+    pub fn flush(&mut self, clean: bool) -> Result<(), TableError> {
+        self.records.flush()?;
+        self.cold.flush()?;
+        self.index.flush()?;
+        let meta = make_meta(self.identity, self.counters, self.index.state(), clean);
+        self.meta_file.write(&meta)?;
+        self.dirty = !clean;
+        Ok(())
+    }
+
+    /// Flushes and marks the shard clean.
+    pub fn close(mut self) -> Result<(), TableError> {
+        let result = self.flush(true);
+        self.dirty = false;
+        result
+    }
+
+    /// Checks the shard end to end: every record well formed, every index
+    /// key findable, counters consistent. Reads every byte: for tests and
+    /// `x700 check`, not for opening.
+    pub fn verify(&self) -> Result<(), TableError> {
+        let corrupt = |kind: FileKind, offset: u64, reason: String| TableError::Corrupt {
+            path: self.dir.join(kind.file_name()).display().to_string(),
+            offset,
+            reason,
+        };
+        self.index
+            .verify()
+            .map_err(|reason| corrupt(FileKind::Index, 0, reason))?;
+        let mut live = 0;
+        let mut ghosts = 0;
+        let mut keys = 0;
+        for (slot, record) in self.records.items()[..self.counters.records_used as usize]
+            .iter()
+            .enumerate()
+        {
+            let offset = (super::layout::HEADER_BYTES + slot * 32) as u64;
+            if record.mode_bits() == meta::MODE_FREE {
+                continue;
+            }
+            let fields_ok = record.x().is_well_formed()
+                && !record.x().is_none()
+                && record.a().is_well_formed()
+                && record.b().is_well_formed()
+                && record.generation() >= 1
+                && record.meta & (1 << 31) == 0;
+            if !fields_ok {
+                return Err(corrupt(
+                    FileKind::Records,
+                    offset,
+                    format!("malformed record {record:?}"),
+                ));
+            }
+            if record.is_ghost() {
+                ghosts += 1;
+            } else {
+                live += 1;
+            }
+            let (parties, count) = record.index_keys();
+            for &party in &parties[..count] {
+                keys += 1;
+                let hash = super::hash::key_hash(record.x(), party);
+                #[allow(clippy::cast_possible_truncation)] // slot < 2^24
+                let slot = slot as u32;
+                if self.index.find(hash, |s| s == slot).is_none() {
+                    return Err(corrupt(
+                        FileKind::Records,
+                        offset,
+                        format!(
+                            "key ({}, {party:?}) of slot {slot} is not in the index",
+                            record.x()
+                        ),
+                    ));
+                }
+            }
+        }
+        if live != self.counters.live_bindings
+            || ghosts != self.counters.ghosts
+            || keys != self.index.state().entries
+        {
+            return Err(corrupt(
+                FileKind::Records,
+                0,
+                format!(
+                    "counted {live} live / {ghosts} ghosts / {keys} keys; meta says {} / {} / {}",
+                    self.counters.live_bindings,
+                    self.counters.ghosts,
+                    self.index.state().entries
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        if self.dirty {
+            if let Err(error) = self.flush(true) {
+                eprintln!("x700: closing shard {}: {error}", self.identity.shard_id);
+            }
+        }
+    }
+}
+
+fn make_meta(
+    identity: ShardIdentity,
+    counters: ShardCounters,
+    index: IndexState,
+    clean: bool,
+) -> ShardMeta {
+    ShardMeta {
+        magic: META_MAGIC,
+        format_version: FORMAT_VERSION,
+        shard_id: u32::from(identity.shard_id),
+        shard_count: u32::from(identity.shard_count),
+        clean: u32::from(clean),
+        sequence: 0,
+        store_nonce: identity.store_nonce,
+        records_used: counters.records_used,
+        free_head: counters.free_head,
+        live_bindings: counters.live_bindings,
+        ghosts: counters.ghosts,
+        retired_slots: counters.retired_slots,
+        index_level: index.level,
+        index_split: index.split,
+        index_entries: index.entries,
+        overflow_used: index.overflow_used,
+        overflow_free_head: index.overflow_free_head,
+        overflow_live: index.overflow_live,
+        reclaim_cursor: counters.reclaim_cursor,
+        applied_log_index: counters.applied_log_index,
+        reserved: [0; 7],
+        checksum: 0,
+    }
+}
+
+fn grow_to_write_error(path: &Path, error: GrowError) -> WriteError {
+    let path = path.display().to_string();
+    match error {
+        GrowError::DiskFull => WriteError::DiskFull { path },
+        GrowError::BeyondReservation => WriteError::Io {
+            path,
+            source: std::io::Error::other("file reached its reserved mapping"),
+        },
+        GrowError::Io(source) => WriteError::Io { path, source },
+    }
+}
+
+fn grow_to_table_error(path: &Path, error: GrowError) -> TableError {
+    match error {
+        GrowError::DiskFull => TableError::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::StorageFull, "disk full"),
+        ),
+        GrowError::BeyondReservation => {
+            TableError::io(path, std::io::Error::other("beyond reservation"))
+        }
+        GrowError::Io(source) => TableError::io(path, source),
+    }
+}
