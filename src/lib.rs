@@ -10,4 +10,5 @@ pub mod binding;
 pub mod cli;
 pub mod number;
 pub mod store;
+pub mod synth;
 pub mod table;

@@ -38,7 +38,7 @@ impl Number {
 
     /// Encodes a string of 1 to 15 ASCII digits. The caller has validated the
     /// digits; anything else is a programmer error.
-    pub(crate) fn from_digits(digits: &[u8]) -> Number {
+    pub fn from_digits(digits: &[u8]) -> Number {
         assert!(!digits.is_empty() && digits.len() <= DIGITS_MAX);
         let mut nibbles = [FILL; 16];
         for (slot, digit) in nibbles.iter_mut().zip(digits) {
