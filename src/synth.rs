@@ -91,9 +91,7 @@ impl Synthetic {
 
     /// A lookup for an X that (almost surely) holds no binding.
     pub fn miss(&self, i: u64) -> LookupQuery {
-        let other = Synthetic {
-            seed: !self.seed,
-        };
+        let other = Synthetic { seed: !self.seed };
         let binding = other.binding(i);
         LookupQuery {
             caller: binding.a,

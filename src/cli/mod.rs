@@ -1,6 +1,39 @@
-//! The `x700` command line.
+//! The `x700` command line. Every command takes `--json` and then prints
+//! exactly one JSON object; the names of commands, flags and JSON keys are a
+//! contract with users' scripts.
 
-/// Runs the command line; returns the process exit code.
+mod args;
+mod commands;
+mod load;
+mod output;
+
+use args::{Cli, Command};
+use clap::Parser;
+
+/// Runs the command line; returns the process exit code: 0 when the command
+/// did its job (a lookup that rejects is an answer, so 0 too), 1 when the
+/// operation failed (conflict, not found, bad number, storage error), 2 for
+/// usage errors.
 pub fn run() -> i32 {
-    0
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let code = if error.use_stderr() { 2 } else { 0 };
+            let _ = error.print();
+            return code;
+        }
+    };
+    let json = cli.command.json();
+    let outcome = match cli.command {
+        Command::Bind(bind) => commands::bind(&bind),
+        Command::Lookup(lookup) => commands::lookup(&lookup),
+        Command::Unbind(unbind) => commands::unbind(&unbind),
+        Command::Update(update) => commands::update(&update),
+        Command::Query(query) => commands::query(&query),
+        Command::Stats(stats) => commands::stats(&stats),
+        Command::Check(check) => commands::check(&check),
+        Command::Load(load) => load::load(&load),
+        Command::Demo(demo) => load::demo(&demo),
+    };
+    output::emit(&outcome, json)
 }

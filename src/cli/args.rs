@@ -1,0 +1,260 @@
+//! Command-line arguments (clap). Names here are a contract: users' scripts
+//! and checks call `x700 bind axb --data DIR --x X --a A --b B ...`.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// x700: translation engine for the 700 privacy-number range.
+#[derive(Parser, Debug)]
+#[command(name = "x700", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a binding (AXB, AXN or AXE).
+    #[command(subcommand)]
+    Bind(BindCommand),
+    /// Ask where a call from CALLER to X goes.
+    Lookup(LookupArgs),
+    /// Remove a binding, by id or by X plus a party.
+    Unbind(UnbindArgs),
+    /// Change a binding's expiry, direction, recording flag or B.
+    Update(UpdateArgs),
+    /// Show a binding by id.
+    Query(QueryArgs),
+    /// Fill a data directory with synthetic AXB bindings.
+    Load(LoadArgs),
+    /// Counts and sizes of a data directory.
+    Stats(StatsArgs),
+    /// Read every record and index entry of a data directory and verify them.
+    Check(StatsArgs),
+    /// Load and look up bindings in a local data directory, to see x700 work.
+    Demo(DemoArgs),
+}
+
+impl Command {
+    /// Whether to print JSON.
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Bind(BindCommand::Axb(b)) => b.common.store.json,
+            Command::Bind(BindCommand::Axn(b)) => b.common.store.json,
+            Command::Bind(BindCommand::Axe(b)) => b.common.store.json,
+            Command::Lookup(a) => a.store.json,
+            Command::Unbind(a) => a.store.json,
+            Command::Update(a) => a.store.json,
+            Command::Query(a) => a.store.json,
+            Command::Load(a) => a.store.json,
+            Command::Stats(a) | Command::Check(a) => a.store.json,
+            Command::Demo(a) => a.json,
+        }
+    }
+}
+
+/// Options every data-directory command takes.
+#[derive(Args, Debug)]
+pub struct StoreArgs {
+    /// The data directory.
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Shards of a data directory this command creates (ignored if it exists).
+    #[arg(long, default_value_t = crate::store::SHARDS_DEFAULT, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub shards: u16,
+    /// Accept legacy (non-700) virtual numbers: only during the regulator's
+    /// transition period.
+    #[arg(long)]
+    pub allow_legacy_x: bool,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `x700 bind <mode>`.
+#[derive(Subcommand, Debug)]
+pub enum BindCommand {
+    /// A and B bound on X: each reaches the other through X.
+    Axb(BindAxbArgs),
+    /// X belongs to A: anyone calling X reaches A.
+    Axn(BindAxnArgs),
+    /// X plus an extension reaches A.
+    Axe(BindAxeArgs),
+}
+
+/// Options shared by every bind.
+#[derive(Args, Debug)]
+pub struct BindCommon {
+    /// Store options.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The virtual number (700 + 12 digits).
+    #[arg(long, value_name = "X")]
+    pub x: String,
+    /// Party A (the owner for AXN and AXE).
+    #[arg(long, value_name = "A")]
+    pub a: String,
+    /// Tenant (business user) id.
+    #[arg(long)]
+    pub tenant: u32,
+    /// Order reference, 1 to 32 bytes.
+    #[arg(long)]
+    pub order: String,
+    /// Lifetime in seconds.
+    #[arg(long = "ttl-s", value_name = "S")]
+    pub ttl_s: u32,
+    /// both, a2b or b2a.
+    #[arg(long, default_value = "both")]
+    pub direction: String,
+    /// Record calls on this binding.
+    #[arg(long)]
+    pub record: bool,
+}
+
+/// `x700 bind axb`.
+#[derive(Args, Debug)]
+pub struct BindAxbArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: BindCommon,
+    /// Party B.
+    #[arg(long, value_name = "B")]
+    pub b: String,
+}
+
+/// `x700 bind axn`.
+#[derive(Args, Debug)]
+pub struct BindAxnArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: BindCommon,
+    /// Where A's own calls to X go.
+    #[arg(long, value_name = "NUMBER")]
+    pub default_callee: Option<String>,
+}
+
+/// `x700 bind axe`.
+#[derive(Args, Debug)]
+pub struct BindAxeArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: BindCommon,
+    /// The extension, 1 to 4 digits.
+    #[arg(long, value_name = "E")]
+    pub ext: String,
+}
+
+/// `x700 lookup`.
+#[derive(Args, Debug)]
+pub struct LookupArgs {
+    /// Store options.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The calling number.
+    #[arg(long)]
+    pub caller: String,
+    /// The dialled virtual number X.
+    #[arg(long)]
+    pub called: String,
+    /// The dialled extension (AXE).
+    #[arg(long, value_name = "E")]
+    pub ext: Option<String>,
+}
+
+/// `x700 unbind`.
+#[derive(Args, Debug)]
+pub struct UnbindArgs {
+    /// Store options.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The binding id.
+    #[arg(long, conflicts_with_all = ["x", "party", "ext"], required_unless_present = "x")]
+    pub id: Option<u64>,
+    /// The virtual number (with --party or --ext).
+    #[arg(long, value_name = "X")]
+    pub x: Option<String>,
+    /// A party of the binding on X (AXB's A or B, AXN's A).
+    #[arg(long, requires = "x", conflicts_with = "ext")]
+    pub party: Option<String>,
+    /// The extension of the AXE binding on X.
+    #[arg(long, value_name = "E", requires = "x")]
+    pub ext: Option<String>,
+}
+
+/// `x700 update`.
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    /// Store options.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The binding id.
+    #[arg(long)]
+    pub id: u64,
+    /// New lifetime from now, seconds.
+    #[arg(long = "ttl-s", value_name = "S")]
+    pub ttl_s: Option<u32>,
+    /// New direction: both, a2b or b2a.
+    #[arg(long)]
+    pub direction: Option<String>,
+    /// New recording flag.
+    #[arg(long, value_name = "BOOL")]
+    pub record: Option<bool>,
+    /// New B (AXB) or default callee (AXN).
+    #[arg(long, value_name = "B")]
+    pub b: Option<String>,
+}
+
+/// `x700 query`.
+#[derive(Args, Debug)]
+pub struct QueryArgs {
+    /// Store options.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The binding id.
+    #[arg(long)]
+    pub id: u64,
+}
+
+/// `x700 load`.
+#[derive(Args, Debug)]
+pub struct LoadArgs {
+    /// Store options.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// How many synthetic AXB bindings.
+    #[arg(long)]
+    pub bindings: u64,
+    /// Seed: the same seed gives the same bindings.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Lifetime of each binding, seconds (default 30 days).
+    #[arg(long = "ttl-s", default_value_t = 30 * 24 * 3600)]
+    pub ttl_s: u32,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `x700 stats` and `x700 check`.
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    /// Store options.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `x700 demo`.
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// The data directory.
+    #[arg(long, default_value = "x700-data")]
+    pub data: PathBuf,
+    /// Synthetic bindings to load first.
+    #[arg(long, default_value_t = 200_000)]
+    pub bindings: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,329 @@
+//! The offline commands: each opens the data directory (taking its lock),
+//! does one operation and closes it cleanly.
+
+use super::args::{
+    BindAxbArgs, BindAxeArgs, BindAxnArgs, BindCommand, BindCommon, LookupArgs, QueryArgs,
+    StatsArgs, StoreArgs, UnbindArgs, UpdateArgs,
+};
+use super::output::{binding_fields, lookup_outcome, Outcome};
+use crate::binding::{
+    BindRequest, BindingId, Direction, InvalidRequest, LookupQuery, OrderRef, Parties, Update,
+    WriteError,
+};
+use crate::number::{parse_extension, parse_real, parse_virtual, Number, XPolicy};
+use crate::store::clock::SystemClock;
+use crate::store::Store;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Slots each shard's expiry sweep examines per write command, so offline
+/// use reclaims expired bindings a little at a time too.
+const RECLAIM_BUDGET_PER_COMMAND: u32 = 1024;
+
+/// Opens the directory, creating it for commands that write.
+pub(super) fn open(args: &StoreArgs, create: bool) -> Result<Store, Outcome> {
+    let clock = Arc::new(SystemClock);
+    let result = if create {
+        Store::open_or_create(&args.data, args.shards, clock)
+    } else {
+        Store::open(&args.data, clock)
+    };
+    result.map_err(Outcome::from)
+}
+
+/// Closes the store, turning a failure into the outcome.
+fn close(store: Store, outcome: Outcome) -> Outcome {
+    match store.close() {
+        Ok(()) => outcome,
+        Err(error) => Outcome::from(error),
+    }
+}
+
+fn policy(args: &StoreArgs) -> XPolicy {
+    XPolicy {
+        allow_legacy: args.allow_legacy_x,
+    }
+}
+
+fn invalid(error: impl Into<InvalidRequest>) -> Outcome {
+    Outcome::from(WriteError::Invalid(error.into()))
+}
+
+fn parse_direction(text: &str) -> Result<Direction, Outcome> {
+    Direction::parse(text).ok_or_else(|| {
+        Outcome::failure(
+            "bad_request",
+            &format!("direction {text:?} is not one of both, a2b, b2a"),
+        )
+    })
+}
+
+fn bind_request(
+    common: &BindCommon,
+    parties: impl FnOnce(Number) -> Result<Parties, Outcome>,
+) -> Result<BindRequest, Outcome> {
+    let x = parse_virtual(&common.x, policy(&common.store)).map_err(invalid)?;
+    let a = parse_real(&common.a).map_err(invalid)?;
+    Ok(BindRequest {
+        x,
+        parties: parties(a)?,
+        tenant: common.tenant,
+        order: OrderRef::new(common.order.as_bytes()).map_err(invalid)?,
+        ttl_s: common.ttl_s,
+        direction: parse_direction(&common.direction)?,
+        recording: common.record,
+    })
+}
+
+/// `x700 bind axb|axn|axe`.
+pub fn bind(command: &BindCommand) -> Outcome {
+    let (common, request) = match command {
+        BindCommand::Axb(BindAxbArgs { common, b }) => (
+            common,
+            bind_request(common, |a| {
+                Ok(Parties::Axb {
+                    a,
+                    b: parse_real(b).map_err(invalid)?,
+                })
+            }),
+        ),
+        BindCommand::Axn(BindAxnArgs {
+            common,
+            default_callee,
+        }) => (
+            common,
+            bind_request(common, |a| {
+                let default_callee = default_callee
+                    .as_deref()
+                    .map(parse_real)
+                    .transpose()
+                    .map_err(invalid)?;
+                Ok(Parties::Axn { a, default_callee })
+            }),
+        ),
+        BindCommand::Axe(BindAxeArgs { common, ext }) => (
+            common,
+            bind_request(common, |a| {
+                Ok(Parties::Axe {
+                    a,
+                    extension: parse_extension(ext).map_err(invalid)?,
+                })
+            }),
+        ),
+    };
+    let request = match request {
+        Ok(request) => request,
+        Err(outcome) => return outcome,
+    };
+    let mut store = match open(&common.store, true) {
+        Ok(store) => store,
+        Err(outcome) => return outcome,
+    };
+    store.reclaim_expired(RECLAIM_BUDGET_PER_COMMAND);
+    let outcome = match store.bind(&request) {
+        Ok(bound) => Outcome::ok(json!({
+            "binding_id": bound.binding_id.0,
+            "created": bound.created,
+            "mode": request.parties.mode().as_str(),
+            "x": request.x.digits(),
+            "expires_at_s": bound.expires_at_s,
+        })),
+        Err(error) => Outcome::from(error),
+    };
+    close(store, outcome)
+}
+
+/// `x700 lookup`.
+pub fn lookup(args: &LookupArgs) -> Outcome {
+    let query = match lookup_query(args) {
+        Ok(query) => query,
+        Err(outcome) => return outcome,
+    };
+    let store = match open(&args.store, false) {
+        Ok(store) => store,
+        Err(outcome) => return outcome,
+    };
+    let outcome = lookup_outcome(&store.lookup(&query));
+    close(store, outcome)
+}
+
+/// A lookup whose numbers do not parse is answered `bad_number`, as a
+/// switch would be answered.
+fn lookup_query(args: &LookupArgs) -> Result<LookupQuery, Outcome> {
+    let bad = |error: crate::number::NumberError| {
+        Outcome::with_status("bad_number", json!({ "error": error.to_string() }), true)
+    };
+    Ok(LookupQuery {
+        caller: parse_real(&args.caller).map_err(bad)?,
+        x: parse_virtual(&args.called, policy(&args.store)).map_err(bad)?,
+        extension: args
+            .ext
+            .as_deref()
+            .map(parse_extension)
+            .transpose()
+            .map_err(bad)?
+            .unwrap_or(Number::NONE),
+    })
+}
+
+/// `x700 unbind`.
+pub fn unbind(args: &UnbindArgs) -> Outcome {
+    let target = match (&args.id, &args.x) {
+        (Some(id), _) => Ok(Target::Id(BindingId(*id))),
+        (None, Some(x)) => unbind_party(args, x),
+        (None, None) => Err(Outcome::failure(
+            "bad_request",
+            "give --id, or --x with --party or --ext",
+        )),
+    };
+    let target = match target {
+        Ok(target) => target,
+        Err(outcome) => return outcome,
+    };
+    let mut store = match open(&args.store, false) {
+        Ok(store) => store,
+        Err(outcome) => return outcome,
+    };
+    store.reclaim_expired(RECLAIM_BUDGET_PER_COMMAND);
+    let now_s = store.now_s();
+    let result = match target {
+        Target::Id(id) => store.unbind(id),
+        Target::Party(x, party) => store.unbind_by_party(x, party),
+    };
+    let outcome = match result {
+        Ok(binding) => Outcome::ok(binding_fields(&binding, now_s)),
+        Err(error) => Outcome::from(error),
+    };
+    close(store, outcome)
+}
+
+enum Target {
+    Id(BindingId),
+    Party(Number, Number),
+}
+
+fn unbind_party(args: &UnbindArgs, x: &str) -> Result<Target, Outcome> {
+    let x = parse_virtual(x, policy(&args.store)).map_err(invalid)?;
+    let party = match (&args.party, &args.ext) {
+        (Some(party), None) => parse_real(party).map_err(invalid)?,
+        (None, Some(ext)) => parse_extension(ext).map_err(invalid)?,
+        _ => {
+            return Err(Outcome::failure(
+                "bad_request",
+                "with --x, give exactly one of --party or --ext",
+            ))
+        }
+    };
+    Ok(Target::Party(x, party))
+}
+
+/// `x700 update`.
+pub fn update(args: &UpdateArgs) -> Outcome {
+    let update = match update_of(args) {
+        Ok(update) => update,
+        Err(outcome) => return outcome,
+    };
+    if update == Update::default() {
+        return Outcome::failure(
+            "bad_request",
+            "nothing to update: give --ttl-s, --direction, --record or --b",
+        );
+    }
+    let mut store = match open(&args.store, false) {
+        Ok(store) => store,
+        Err(outcome) => return outcome,
+    };
+    store.reclaim_expired(RECLAIM_BUDGET_PER_COMMAND);
+    let now_s = store.now_s();
+    let outcome = match store.update(BindingId(args.id), &update) {
+        Ok(binding) => Outcome::ok(binding_fields(&binding, now_s)),
+        Err(error) => Outcome::from(error),
+    };
+    close(store, outcome)
+}
+
+fn update_of(args: &UpdateArgs) -> Result<Update, Outcome> {
+    Ok(Update {
+        ttl_s: args.ttl_s,
+        direction: args.direction.as_deref().map(parse_direction).transpose()?,
+        recording: args.record,
+        b: args
+            .b
+            .as_deref()
+            .map(parse_real)
+            .transpose()
+            .map_err(invalid)?,
+    })
+}
+
+/// `x700 query`.
+pub fn query(args: &QueryArgs) -> Outcome {
+    let store = match open(&args.store, false) {
+        Ok(store) => store,
+        Err(outcome) => return outcome,
+    };
+    let now_s = store.now_s();
+    let outcome = match store.query(BindingId(args.id)) {
+        Some(binding) => Outcome::ok(binding_fields(&binding, now_s)),
+        None => Outcome::from(WriteError::NotFound),
+    };
+    close(store, outcome)
+}
+
+/// `x700 stats`.
+pub fn stats(args: &StatsArgs) -> Outcome {
+    let store = match open(&args.store, false) {
+        Ok(store) => store,
+        Err(outcome) => return outcome,
+    };
+    let outcome = match stats_fields(&store) {
+        Ok(fields) => Outcome::ok(fields),
+        Err(error) => Outcome::from(error),
+    };
+    close(store, outcome)
+}
+
+/// The figures `stats` prints (also used by `demo`).
+pub(super) fn stats_fields(store: &Store) -> Result<Value, crate::table::TableError> {
+    let stats = store.stats()?;
+    let per_binding = |bytes: u64| {
+        if stats.bindings_live == 0 {
+            Value::Null
+        } else {
+            // Sizes far below 2^52: exact in f64.
+            #[allow(clippy::cast_precision_loss)]
+            let ratio = bytes as f64 / stats.bindings_live as f64;
+            Value::from((ratio * 100.0).round() / 100.0)
+        }
+    };
+    Ok(json!({
+        "bindings_live": stats.bindings_live,
+        "shards": stats.shards,
+        "bytes_per_binding": per_binding(stats.lookup_bytes),
+        "disk_bytes_per_binding": per_binding(stats.disk_bytes),
+        "lookup_bytes": stats.lookup_bytes,
+        "disk_bytes": stats.disk_bytes,
+        "ghosts": stats.ghosts,
+        "records_used": stats.records_used,
+        "index_entries": stats.index_entries,
+        "overflow_buckets_live": stats.overflow_buckets_live,
+        "data": store.dir().display().to_string(),
+    }))
+}
+
+/// `x700 check`: verify every record and index entry.
+pub fn check(args: &StatsArgs) -> Outcome {
+    let store = match open(&args.store, false) {
+        Ok(store) => store,
+        Err(outcome) => return outcome,
+    };
+    let started = std::time::Instant::now();
+    let outcome = match store.verify() {
+        Ok(()) => Outcome::ok(json!({
+            "bindings_live": store.stats().map(|s| s.bindings_live).unwrap_or(0),
+            "elapsed_ms": started.elapsed().as_millis() as u64,
+        })),
+        Err(error) => Outcome::from(error),
+    };
+    close(store, outcome)
+}

@@ -1,0 +1,231 @@
+//! `x700 load` (synthetic bindings into a data directory) and `x700 demo`
+//! (load, then look up, to see the engine work on a fresh machine).
+
+use super::args::{DemoArgs, LoadArgs, StoreArgs};
+use super::commands::{open, stats_fields};
+use super::output::{lookup_outcome, Outcome};
+use crate::binding::{LookupQuery, LookupResult, WriteError};
+use crate::store::Store;
+use crate::synth::{splitmix64, Synthetic};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Binds between progress-bar updates.
+const PROGRESS_STEP: u64 = 16_384;
+
+/// What a load did.
+struct Loaded {
+    created: u64,
+    existing: u64,
+    conflicts: u64,
+    interrupted: bool,
+    seconds: f64,
+}
+
+/// Binds synthetic bindings 0..count. Stops early (and still closes the
+/// store cleanly) on SIGINT or SIGTERM.
+fn load_into(
+    store: &mut Store,
+    seed: u64,
+    count: u64,
+    ttl_s: u32,
+    progress: bool,
+) -> Result<Loaded, WriteError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // Registration only fails for forbidden signals; these two are not.
+        let _ = signal_hook::flag::register(signal, Arc::clone(&stop));
+    }
+    let bar = if progress {
+        let bar = ProgressBar::new(count);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} bindings  {per_sec}  eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let synthetic = Synthetic { seed };
+    let started = Instant::now();
+    let mut loaded = Loaded {
+        created: 0,
+        existing: 0,
+        conflicts: 0,
+        interrupted: false,
+        seconds: 0.0,
+    };
+    for i in 0..count {
+        match store.bind(&synthetic.request(i, ttl_s)) {
+            Ok(outcome) if outcome.created => loaded.created += 1,
+            Ok(_) => loaded.existing += 1,
+            // Two random bindings may share a number on one X: skip it.
+            Err(WriteError::Conflict { .. }) => loaded.conflicts += 1,
+            Err(error) => {
+                bar.abandon();
+                return Err(error);
+            }
+        }
+        if i % PROGRESS_STEP == 0 {
+            bar.set_position(i);
+            if stop.load(Ordering::Relaxed) {
+                loaded.interrupted = true;
+                break;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    loaded.seconds = started.elapsed().as_secs_f64();
+    Ok(loaded)
+}
+
+fn loaded_fields(loaded: &Loaded) -> Value {
+    // Counts below 2^52: exact in f64.
+    #[allow(clippy::cast_precision_loss)]
+    let rate = (loaded.created + loaded.existing) as f64 / loaded.seconds.max(1e-9);
+    json!({
+        "created": loaded.created,
+        "existing": loaded.existing,
+        "conflicts": loaded.conflicts,
+        "interrupted": loaded.interrupted,
+        "elapsed_s": (loaded.seconds * 1000.0).round() / 1000.0,
+        "binds_per_s": rate.round(),
+    })
+}
+
+/// `x700 load`.
+pub fn load(args: &LoadArgs) -> Outcome {
+    let mut store = match open(&args.store, true) {
+        Ok(store) => store,
+        Err(outcome) => return outcome,
+    };
+    let progress = !args.quiet && !args.store.json;
+    let outcome = match load_into(&mut store, args.seed, args.bindings, args.ttl_s, progress) {
+        Ok(loaded) => {
+            let mut fields = loaded_fields(&loaded);
+            if let (Value::Object(map), Ok(Value::Object(stats))) =
+                (&mut fields, stats_fields(&store))
+            {
+                map.insert("bindings_live".into(), stats["bindings_live"].clone());
+                map.insert(
+                    "bytes_per_binding".into(),
+                    stats["bytes_per_binding"].clone(),
+                );
+            }
+            Outcome::ok(fields)
+        }
+        Err(error) => Outcome::from(error),
+    };
+    match store.close() {
+        Ok(()) => outcome,
+        Err(error) => Outcome::from(error),
+    }
+}
+
+/// `x700 demo`: loads synthetic bindings into a local directory, then shows
+/// single lookups (a hit from each side, a stranger, an unbound X) and times
+/// a batch of lookups.
+pub fn demo(args: &DemoArgs) -> Outcome {
+    let store_args = StoreArgs {
+        data: args.data.clone(),
+        shards: crate::store::SHARDS_DEFAULT,
+        allow_legacy_x: false,
+        json: args.json,
+    };
+    let mut store = match open(&store_args, true) {
+        Ok(store) => store,
+        Err(outcome) => return outcome,
+    };
+    if !args.json {
+        println!("x700 demo: data directory {}", args.data.display());
+        println!(
+            "loading {} synthetic AXB bindings (seed 1) ...",
+            args.bindings
+        );
+    }
+    let loaded = match load_into(&mut store, 1, args.bindings, 30 * 24 * 3600, !args.json) {
+        Ok(loaded) => loaded,
+        Err(error) => return Outcome::from(error),
+    };
+    let synthetic = Synthetic { seed: 1 };
+    let mut examples = Vec::new();
+    if args.bindings > 0 {
+        let stranger = LookupQuery {
+            caller: synthetic.binding(1).a,
+            ..synthetic.hit(0, 0)
+        };
+        for (label, query) in [
+            ("A calls X", synthetic.hit(0, 0)),
+            ("B calls X", synthetic.hit(0, 1)),
+            ("a stranger calls X", stranger),
+            ("someone calls an unbound X", synthetic.miss(0)),
+        ] {
+            let answer = lookup_outcome(&store.lookup(&query));
+            examples.push(json!({
+                "case": label,
+                "caller": query.caller.digits(),
+                "called": query.x.digits(),
+                "answer": Value::Object(answer.object),
+            }));
+        }
+    }
+    let batch = time_batch(&store, &synthetic, args.bindings);
+    let stats = stats_fields(&store).unwrap_or(Value::Null);
+    if !args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&examples).unwrap_or_default()
+        );
+        println!("batch lookup: {batch}");
+        println!("stats: {stats}");
+        println!("load: {}", loaded_fields(&loaded));
+    }
+    let outcome = if !args.json {
+        Outcome::ok(json!({ "data": args.data.display().to_string() }))
+    } else {
+        Outcome::ok(json!({
+            "load": loaded_fields(&loaded),
+            "examples": examples,
+            "batch_lookup": batch,
+            "stats": stats,
+        }))
+    };
+    match store.close() {
+        Ok(()) => outcome,
+        Err(error) => Outcome::from(error),
+    }
+}
+
+/// Times one million lookups (hits on random loaded bindings) in batches.
+fn time_batch(store: &Store, synthetic: &Synthetic, loaded: u64) -> Value {
+    const LOOKUPS: usize = 1 << 20;
+    const BATCH: usize = 256;
+    if loaded == 0 {
+        return Value::Null;
+    }
+    let mut state = 7;
+    let queries: Vec<LookupQuery> = (0..LOOKUPS)
+        .map(|_| {
+            let r = splitmix64(&mut state);
+            synthetic.hit(r % loaded, r >> 63)
+        })
+        .collect();
+    let mut answers = vec![LookupResult::Reject(crate::binding::Reject::NotBound); BATCH];
+    let started = Instant::now();
+    let mut routed = 0u64;
+    for chunk in queries.chunks(BATCH) {
+        store.lookup_batch(chunk, &mut answers[..chunk.len()]);
+        routed += answers[..chunk.len()]
+            .iter()
+            .filter(|a| matches!(a, LookupResult::Route(_)))
+            .count() as u64;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    // Counts below 2^52: exact in f64.
+    #[allow(clippy::cast_precision_loss)]
+    let rate = LOOKUPS as f64 / seconds;
+    json!({ "lookups": LOOKUPS, "routed": routed, "lookups_per_s": rate.round() })
+}
