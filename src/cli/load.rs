@@ -23,6 +23,8 @@ struct Loaded {
     conflicts: u64,
     interrupted: bool,
     seconds: f64,
+    /// Per-bind latency, nanoseconds: growth must never pause a bind long.
+    latency_ns: hdrhistogram::Histogram<u64>,
 }
 
 /// Binds synthetic bindings 0..count. Stops early (and still closes the
@@ -57,9 +59,17 @@ fn load_into(
         conflicts: 0,
         interrupted: false,
         seconds: 0.0,
+        // Three significant figures up to an hour: valid bounds.
+        latency_ns: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
+            .unwrap_or_else(|_| unreachable!()),
     };
     for i in 0..count {
-        match store.bind(&synthetic.request(i, ttl_s)) {
+        let request = synthetic.request(i, ttl_s);
+        let bind_started = Instant::now();
+        let result = store.bind(&request);
+        let elapsed_ns = u64::try_from(bind_started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        loaded.latency_ns.saturating_record(elapsed_ns);
+        match result {
             Ok(outcome) if outcome.created => loaded.created += 1,
             Ok(_) => loaded.existing += 1,
             // Two random bindings may share a number on one X: skip it.
@@ -93,7 +103,20 @@ fn loaded_fields(loaded: &Loaded) -> Value {
         "interrupted": loaded.interrupted,
         "elapsed_s": (loaded.seconds * 1000.0).round() / 1000.0,
         "binds_per_s": rate.round(),
+        "bind_latency_us": {
+            "p50": micros(loaded.latency_ns.value_at_quantile(0.5)),
+            "p99": micros(loaded.latency_ns.value_at_quantile(0.99)),
+            "p999": micros(loaded.latency_ns.value_at_quantile(0.999)),
+            "max": micros(loaded.latency_ns.max()),
+        },
     })
+}
+
+fn micros(nanos: u64) -> f64 {
+    // Latencies far below 2^52 ns: exact in f64.
+    #[allow(clippy::cast_precision_loss)]
+    let micros = nanos as f64 / 1000.0;
+    (micros * 10.0).round() / 10.0
 }
 
 /// `x700 load`.
