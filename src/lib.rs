@@ -9,6 +9,7 @@
 pub mod binding;
 pub mod cli;
 pub mod number;
+pub mod protocol;
 pub mod store;
 pub mod synth;
 pub mod table;

@@ -9,7 +9,9 @@
 
 mod parse;
 
-pub use parse::{parse_extension, parse_real, parse_virtual, NumberError, XPolicy};
+pub use parse::{
+    check_real, check_virtual, parse_extension, parse_real, parse_virtual, NumberError, XPolicy,
+};
 
 /// Most digits a number may have (ITU-T E.164 limit).
 pub const DIGITS_MAX: usize = 15;

@@ -65,16 +65,16 @@ pub fn parse_virtual(input: &str, policy: XPolicy) -> Result<Number, NumberError
 /// digits.
 pub fn parse_real(input: &str) -> Result<Number, NumberError> {
     let digits = plain_digits(input)?;
-    let national = normalise_national(&digits);
-    if national.len() < REAL_DIGITS_MIN || national.len() > DIGITS_MAX {
+    let (national, len) = normalise_national(&digits);
+    if !(REAL_DIGITS_MIN..=DIGITS_MAX).contains(&len) {
         return Err(NumberError::Length {
             input: input.to_string(),
-            digits: national.len(),
+            digits: len,
             min: REAL_DIGITS_MIN,
             max: DIGITS_MAX,
         });
     }
-    Ok(Number::from_digits(&national))
+    Ok(Number::from_digits(&national[..len]))
 }
 
 /// Parses an AXE extension: 1 to 4 digits, kept exactly as dialled.
@@ -138,8 +138,12 @@ fn strip_country(digits: &[u8]) -> &[u8] {
     digits.strip_prefix(b"+").unwrap_or(digits)
 }
 
-/// The national form of a real number (see the module docs).
-fn normalise_national(digits: &[u8]) -> Vec<u8> {
+/// Room for the longest input `plain_digits` accepts plus a trunk zero.
+const NATIONAL_BUFFER: usize = 32;
+
+/// The national form of a real number (see the module docs), on the stack:
+/// no allocation, so the wire path can use it per request.
+fn normalise_national(digits: &[u8]) -> ([u8; NATIONAL_BUFFER], usize) {
     let had_country = digits.starts_with(b"+86") || digits.starts_with(b"0086");
     let national = strip_country(digits);
     let keeps_form = national.starts_with(b"0")
@@ -149,13 +153,70 @@ fn normalise_national(digits: &[u8]) -> Vec<u8> {
         || national.starts_with(b"800")
         || national.starts_with(b"95")
         || national.starts_with(b"96");
+    let mut out = [0u8; NATIONAL_BUFFER];
+    let mut len = 0;
     if had_country && !keeps_form && !national.is_empty() {
-        let mut fixed = Vec::with_capacity(national.len() + 1);
-        fixed.push(b'0');
-        fixed.extend_from_slice(national);
-        return fixed;
+        out[0] = b'0';
+        len = 1;
     }
-    national.to_vec()
+    let take = national.len().min(NATIONAL_BUFFER - len);
+    out[len..len + take].copy_from_slice(&national[..take]);
+    (out, len + take)
+}
+
+/// Checks and normalises a real number that arrived already encoded (from
+/// the wire): well formed, not an extension, 3 to 15 digits after removing
+/// a `0086` or (before a mobile) `86` prefix. No allocation.
+pub fn check_real(number: Number) -> Result<Number, NumberError> {
+    let (digits, len) = number_digits(number)?;
+    let (national, national_len) = normalise_national(&digits[..len]);
+    if !(REAL_DIGITS_MIN..=DIGITS_MAX).contains(&national_len) {
+        return Err(NumberError::Length {
+            input: number.digits(),
+            digits: national_len,
+            min: REAL_DIGITS_MIN,
+            max: DIGITS_MAX,
+        });
+    }
+    Ok(Number::from_digits(&national[..national_len]))
+}
+
+/// Checks a virtual number that arrived already encoded: a 15-digit 700
+/// number, or with `policy.allow_legacy` any valid real number.
+pub fn check_virtual(number: Number, policy: XPolicy) -> Result<Number, NumberError> {
+    let (digits, len) = number_digits(number)?;
+    if len == VIRTUAL_DIGITS && digits.starts_with(VIRTUAL_PREFIX.as_bytes()) {
+        return Ok(number);
+    }
+    if policy.allow_legacy {
+        return check_real(number);
+    }
+    Err(NumberError::NotVirtual(number.digits()))
+}
+
+/// The ASCII digits of an encoded number, on the stack.
+fn number_digits(number: Number) -> Result<([u8; 16], usize), NumberError> {
+    if number.is_none() {
+        return Err(NumberError::Empty);
+    }
+    if !number.is_well_formed() || number.is_extension() {
+        return Err(NumberError::NotDigits(format!("{:02x?}", number.0)));
+    }
+    let mut digits = [0u8; 16];
+    let mut len = 0;
+    for i in 0..16 {
+        let nibble = if i % 2 == 0 {
+            number.0[i / 2] >> 4
+        } else {
+            number.0[i / 2] & 0xF
+        };
+        if nibble > 9 {
+            break;
+        }
+        digits[len] = b'0' + nibble;
+        len += 1;
+    }
+    Ok((digits, len))
 }
 
 /// An 11-digit number beginning with `1`: a Chinese mobile.
@@ -250,6 +311,28 @@ mod tests {
             parse_real("１２３"),
             Err(NumberError::NotDigits(_))
         ));
+    }
+
+    #[test]
+    fn encoded_numbers_are_checked_and_normalised() {
+        let mobile = parse_real("13800138000").unwrap();
+        assert_eq!(check_real(mobile), Ok(mobile));
+        assert_eq!(
+            check_real(Number::from_digits(b"8613800138000")),
+            Ok(mobile)
+        );
+        assert_eq!(
+            check_real(Number::from_digits(b"008613800138000")),
+            Ok(mobile)
+        );
+        assert!(check_real(Number::from_digits(b"12")).is_err());
+        assert!(check_real(Number::NONE).is_err());
+        assert!(check_real(Number([0x12; 8])).is_err());
+        assert!(check_real(Number::extension_key(b"123")).is_err());
+        let x = parse_virtual("700123456789012", STRICT).unwrap();
+        assert_eq!(check_virtual(x, STRICT), Ok(x));
+        assert!(check_virtual(mobile, STRICT).is_err());
+        assert_eq!(check_virtual(mobile, LEGACY), Ok(mobile));
     }
 
     #[test]

@@ -1,0 +1,158 @@
+//! The x700 binary protocol (docs/PROTOCOL.md): fixed-width little-endian
+//! frames, numbers in the 8-byte BCD encoding. Pure encode and decode over
+//! byte slices; sockets live in `server` and `client`.
+
+pub mod codec;
+pub mod frame;
+
+pub use codec::{BindBody, QueryBody, Request, UnbindBody, UpdateBody};
+pub use frame::{FrameError, Header, HEADER_BYTES};
+
+/// The protocol version this build speaks.
+pub const VERSION: u16 = 1;
+/// Oldest version this build speaks.
+pub const VERSION_MIN: u16 = 1;
+
+/// Default and hard limits on frame sizes (bytes, header included).
+pub mod limits {
+    /// Largest request frame a server accepts by default.
+    pub const REQUEST_FRAME_BYTES_DEFAULT: u32 = 1024;
+    /// Largest answer frame (STATS answers carry JSON).
+    pub const ANSWER_FRAME_BYTES_MAX: u32 = 64 * 1024;
+    /// Longest credential in HELLO.
+    pub const CREDENTIAL_BYTES_MAX: usize = 64;
+}
+
+/// Operation codes.
+pub mod opcode {
+    /// Opens a TCP session: version, role, credential.
+    pub const HELLO: u8 = 0x01;
+    /// Liveness check; empty body both ways.
+    pub const PING: u8 = 0x02;
+    /// Node statistics as JSON (admin).
+    pub const STATS: u8 = 0x03;
+    /// Where does a call go (switch, admin).
+    pub const LOOKUP: u8 = 0x10;
+    /// Create an AXB binding.
+    pub const BIND_AXB: u8 = 0x20;
+    /// Create an AXN binding.
+    pub const BIND_AXN: u8 = 0x21;
+    /// Create an AXE binding.
+    pub const BIND_AXE: u8 = 0x22;
+    /// Change a binding.
+    pub const UPDATE: u8 = 0x23;
+    /// Remove a binding.
+    pub const UNBIND: u8 = 0x24;
+    /// Read a binding.
+    pub const QUERY: u8 = 0x25;
+}
+
+/// Answer status codes. 0-15 are lookup outcomes, 16-31 operation
+/// outcomes, 32 and up protocol and node conditions.
+pub mod status {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// Nothing bound for this X (and extension).
+    pub const NOT_BOUND: u8 = 1;
+    /// The binding has expired.
+    pub const EXPIRED: u8 = 2;
+    /// The binding forbids this direction.
+    pub const DIRECTION_DENIED: u8 = 3;
+    /// X is bound, not for this caller.
+    pub const NOT_A_PARTY: u8 = 4;
+    /// A number is malformed.
+    pub const BAD_NUMBER: u8 = 5;
+    /// The binding's tenant is suspended (reserved; later step).
+    pub const TENANT_SUSPENDED: u8 = 6;
+    /// A live binding already holds a number of this request.
+    pub const CONFLICT: u8 = 16;
+    /// No live binding has this id (or it belongs to another tenant).
+    pub const NOT_FOUND: u8 = 17;
+    /// A field is out of range (ttl, order length, direction, ...).
+    pub const BAD_REQUEST: u8 = 18;
+    /// The frame's layout is wrong (length for its opcode, reserved bits).
+    pub const BAD_FRAME: u8 = 32;
+    /// The opcode is not one this server knows.
+    pub const UNKNOWN_OPCODE: u8 = 33;
+    /// HELLO asked for a version this server does not speak.
+    pub const UNSUPPORTED_VERSION: u8 = 34;
+    /// Role or credential does not allow this.
+    pub const UNAUTHORISED: u8 = 35;
+    /// The server is saturated; retry later.
+    pub const BUSY: u8 = 36;
+    /// Writes go to the leader (replication, later step).
+    pub const NOT_LEADER: u8 = 37;
+    /// The disk is full; lookups still work.
+    pub const DISK_FULL: u8 = 38;
+    /// A shard is full.
+    pub const CAPACITY: u8 = 39;
+    /// Something failed inside the node.
+    pub const INTERNAL: u8 = 40;
+
+    /// The snake_case name of a status, as the CLI prints it.
+    pub fn name(status: u8) -> &'static str {
+        match status {
+            OK => "ok",
+            NOT_BOUND => "not_bound",
+            EXPIRED => "expired",
+            DIRECTION_DENIED => "direction_denied",
+            NOT_A_PARTY => "not_a_party",
+            BAD_NUMBER => "bad_number",
+            TENANT_SUSPENDED => "tenant_suspended",
+            CONFLICT => "conflict",
+            NOT_FOUND => "not_found",
+            BAD_REQUEST => "bad_request",
+            BAD_FRAME => "bad_frame",
+            UNKNOWN_OPCODE => "unknown_opcode",
+            UNSUPPORTED_VERSION => "unsupported_version",
+            UNAUTHORISED => "unauthorised",
+            BUSY => "busy",
+            NOT_LEADER => "not_leader",
+            DISK_FULL => "disk_full",
+            CAPACITY => "capacity",
+            INTERNAL => "internal",
+            _ => "unknown_status",
+        }
+    }
+}
+
+/// Roles a HELLO may claim.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Role {
+    /// Carrier switches: lookups only.
+    Switch,
+    /// Platforms: bind, update, unbind, query for their own tenants.
+    Platform,
+    /// Everything, plus stats.
+    Admin,
+}
+
+impl Role {
+    /// Wire value.
+    pub fn code(self) -> u8 {
+        match self {
+            Role::Switch => 1,
+            Role::Platform => 2,
+            Role::Admin => 3,
+        }
+    }
+
+    /// From the wire value.
+    pub fn from_code(code: u8) -> Option<Role> {
+        match code {
+            1 => Some(Role::Switch),
+            2 => Some(Role::Platform),
+            3 => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    /// Config and CLI spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Switch => "switch",
+            Role::Platform => "platform",
+            Role::Admin => "admin",
+        }
+    }
+}
