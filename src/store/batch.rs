@@ -9,7 +9,7 @@
 //! the ordinary `Shard::lookup`, which now finds its lines in cache. No
 //! allocation, no syscall.
 
-use super::{query_is_well_formed, Store};
+use super::{query_is_well_formed, ShardSet};
 use crate::binding::{LookupQuery, LookupResult, Reject};
 use crate::table::route::{first_key_hash, representative_hash};
 
@@ -17,11 +17,11 @@ use crate::table::route::{first_key_hash, representative_hash};
 /// few enough that the lines stay in L1/L2 until stage 4.
 const GROUP: usize = 16;
 
-impl Store {
-    /// Answers `queries[i]` into `answers[i]`. Both slices have one length.
-    pub fn lookup_batch(&self, queries: &[LookupQuery], answers: &mut [LookupResult]) {
+impl ShardSet {
+    /// Answers `queries[i]` into `answers[i]`. Both slices have one length;
+    /// every query's X must belong to a shard of this set.
+    pub fn lookup_batch(&self, queries: &[LookupQuery], answers: &mut [LookupResult], now_s: u32) {
         assert_eq!(queries.len(), answers.len(), "one answer per query");
-        let now_s = self.now_s();
         for (queries, answers) in queries.chunks(GROUP).zip(answers.chunks_mut(GROUP)) {
             let mut shard_of = [0usize; GROUP];
             let mut first = [0u64; GROUP];
@@ -29,10 +29,10 @@ impl Store {
             for (i, query) in queries.iter().enumerate() {
                 shard_of[i] = self.shard_index(query.x);
                 first[i] = first_key_hash(query);
-                self.shards[shard_of[i]].prefetch_bucket(first[i]);
+                self.shard(shard_of[i]).prefetch_bucket(first[i]);
             }
             for (i, query) in queries.iter().enumerate() {
-                let shard = &self.shards[shard_of[i]];
+                let shard = &self.shard(shard_of[i]);
                 if !shard.prefetch_candidate(first[i]) && query.extension.is_none() {
                     absent[i] = true;
                     shard.prefetch_bucket(representative_hash(query.x));
@@ -40,12 +40,13 @@ impl Store {
             }
             for (i, query) in queries.iter().enumerate() {
                 if absent[i] {
-                    self.shards[shard_of[i]].prefetch_candidate(representative_hash(query.x));
+                    self.shard(shard_of[i])
+                        .prefetch_candidate(representative_hash(query.x));
                 }
             }
             for (i, query) in queries.iter().enumerate() {
                 answers[i] = if query_is_well_formed(query) {
-                    self.shards[shard_of[i]].lookup(query, now_s)
+                    self.shard(shard_of[i]).lookup(query, now_s)
                 } else {
                     LookupResult::Reject(Reject::BadNumber)
                 };

@@ -13,17 +13,18 @@
 pub mod batch;
 pub mod clock;
 pub mod lock;
+pub mod shard_set;
 
 use crate::binding::{
-    BindRequest, Binding, BindingId, LookupQuery, LookupResult, Reject, Update, WriteError,
+    BindRequest, Binding, BindingId, LookupQuery, LookupResult, Update, WriteError,
 };
 use crate::number::Number;
 use crate::table::file::ShardIdentity;
 use crate::table::layout::{checksum_of, StoreHeader, FORMAT_VERSION, STORE_MAGIC};
-use crate::table::records::decompose_id;
 use crate::table::{BindOutcome, Shard, ShardStats, TableError};
 use clock::Clock;
 use lock::DirLock;
+pub use shard_set::ShardSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -34,13 +35,12 @@ pub const SHARDS_MAX: u16 = 256;
 /// Name of the store file.
 const STORE_FILE_NAME: &str = "store";
 
-/// An open data directory.
+/// An open data directory: all its shards, and the clock that supplies
+/// `now_s` to every operation.
 pub struct Store {
     dir: PathBuf,
-    shards: Vec<Shard>,
-    shard_count: u16,
+    set: ShardSet,
     clock: Arc<dyn Clock>,
-    _lock: DirLock,
 }
 
 /// Totals over all shards, for `stats`.
@@ -118,10 +118,12 @@ impl Store {
         write_durably(&path, bytemuck::bytes_of(&header)).map_err(|e| TableError::io(&path, e))?;
         Ok(Store {
             dir: dir.to_path_buf(),
-            shards,
-            shard_count,
+            set: ShardSet::new(
+                shard_count,
+                shards.into_iter().map(Some).collect(),
+                Arc::new(lock),
+            ),
             clock,
-            _lock: lock,
         })
     }
 
@@ -171,10 +173,12 @@ impl Store {
         }
         Ok(Store {
             dir: dir.to_path_buf(),
-            shards,
-            shard_count,
+            set: ShardSet::new(
+                shard_count,
+                shards.into_iter().map(Some).collect(),
+                Arc::new(lock),
+            ),
             clock,
-            _lock: lock,
         })
     }
 
@@ -190,95 +194,90 @@ impl Store {
 
     /// Number of shards.
     pub fn shard_count(&self) -> u16 {
-        self.shard_count
+        self.set.shard_count()
     }
 
-    /// The shards, for per-shard work (step 2 gives each to a core).
-    pub fn shards(&self) -> &[Shard] {
-        &self.shards
+    /// The shards.
+    pub fn shard_set(&self) -> &ShardSet {
+        &self.set
     }
 
-    /// The shard that owns X.
-    #[inline(always)]
-    pub fn shard_index(&self, x: Number) -> usize {
-        usize::from(crate::table::hash::shard_of(x, self.shard_count))
+    /// The clock.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.clock)
     }
 
-    fn shard_of_id(&mut self, id: BindingId) -> Result<&mut Shard, WriteError> {
-        let (shard, _, _) = decompose_id(id).ok_or(WriteError::NotFound)?;
-        self.shards
-            .get_mut(usize::from(shard))
-            .ok_or(WriteError::NotFound)
+    /// Splits the store into `parts` shard sets, shard `s` going to part
+    /// `s % parts`: one per core, each the only writer of its shards. The
+    /// directory lock is shared and held until every part is closed.
+    pub fn split(self, parts: usize) -> Vec<ShardSet> {
+        self.set.split(parts)
     }
 
     /// Creates a binding (or returns the identical live one).
     pub fn bind(&mut self, request: &BindRequest) -> Result<BindOutcome, WriteError> {
         let now_s = self.now_s();
-        let shard = self.shard_index(request.x);
-        self.shards[shard].bind(request, now_s)
+        self.set.bind(request, now_s)
     }
 
     /// Removes a binding by id; returns what it was.
     pub fn unbind(&mut self, id: BindingId) -> Result<Binding, WriteError> {
         let now_s = self.now_s();
-        self.shard_of_id(id)?.unbind(id, now_s)
+        self.set.unbind(id, now_s)
     }
 
     /// Removes the live binding on X that `party` belongs to (a real number,
     /// or an extension key for AXE).
     pub fn unbind_by_party(&mut self, x: Number, party: Number) -> Result<Binding, WriteError> {
-        let id = self.find_by_party(x, party).ok_or(WriteError::NotFound)?;
-        self.unbind(id)
+        let now_s = self.now_s();
+        self.set.unbind_by_party(x, party, now_s)
     }
 
     /// The id of the live binding on X that `party` belongs to.
     pub fn find_by_party(&self, x: Number, party: Number) -> Option<BindingId> {
-        let now_s = self.now_s();
-        self.shards[self.shard_index(x)].find_by_party(x, party, now_s)
+        self.set.find_by_party(x, party, self.now_s())
     }
 
     /// Changes a binding.
     pub fn update(&mut self, id: BindingId, update: &Update) -> Result<Binding, WriteError> {
         let now_s = self.now_s();
-        self.shard_of_id(id)?.update(id, update, now_s)
+        self.set.update(id, update, now_s)
     }
 
     /// The live binding with this id.
     pub fn query(&self, id: BindingId) -> Option<Binding> {
-        let (shard, _, _) = decompose_id(id)?;
-        self.shards.get(usize::from(shard))?.query(id, self.now_s())
+        self.set.query(id, self.now_s())
     }
 
     /// Answers one lookup.
     pub fn lookup(&self, query: &LookupQuery) -> LookupResult {
-        if !query_is_well_formed(query) {
-            return LookupResult::Reject(Reject::BadNumber);
-        }
-        self.shards[self.shard_index(query.x)].lookup(query, self.now_s())
+        self.set.lookup(query, self.now_s())
+    }
+
+    /// Answers `queries[i]` into `answers[i]`, prefetching across the batch.
+    pub fn lookup_batch(&self, queries: &[LookupQuery], answers: &mut [LookupResult]) {
+        self.set.lookup_batch(queries, answers, self.now_s());
     }
 
     /// Runs the expiry sweep on every shard, examining up to `budget_per_shard`
     /// slots each. Returns the bindings removed.
     pub fn reclaim_expired(&mut self, budget_per_shard: u32) -> u64 {
         let now_s = self.now_s();
-        self.shards
-            .iter_mut()
-            .map(|shard| u64::from(shard.reclaim_expired(now_s, budget_per_shard)))
-            .sum()
+        self.set.reclaim_expired(now_s, budget_per_shard)
     }
 
     /// Per-shard sizes and counters.
     pub fn shard_stats(&self) -> Vec<ShardStats> {
-        self.shards.iter().map(Shard::stats).collect()
+        self.set.shard_stats()
     }
 
     /// Totals, including the size of every file in the directory.
     pub fn stats(&self) -> Result<StoreStats, TableError> {
         let mut stats = StoreStats {
-            shards: self.shard_count,
+            shards: self.set.shard_count(),
             ..StoreStats::default()
         };
-        for shard in self.shard_stats() {
+        for shard in self.set.shard_stats() {
             stats.bindings_live += u64::from(shard.counters.live_bindings);
             stats.ghosts += u64::from(shard.counters.ghosts);
             stats.records_used += u64::from(shard.counters.records_used);
@@ -292,26 +291,18 @@ impl Store {
 
     /// Writes every shard to disk.
     pub fn flush(&mut self) -> Result<(), TableError> {
-        self.shards
-            .iter_mut()
-            .try_for_each(|shard| shard.flush(false))
+        self.set.flush()
     }
 
     /// Flushes and closes every shard, marking them clean.
     pub fn close(self) -> Result<(), TableError> {
-        let mut first_error = None;
-        for shard in self.shards {
-            if let Err(error) = shard.close() {
-                first_error.get_or_insert(error);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
+        self.set.close()
     }
 
     /// Reads every record and index entry and checks them (slow; for tests
     /// and `x700 check`).
     pub fn verify(&self) -> Result<(), TableError> {
-        self.shards.iter().try_for_each(Shard::verify)
+        self.set.verify()
     }
 }
 

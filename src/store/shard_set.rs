@@ -1,0 +1,207 @@
+//! A set of shards owned by one thread: all of a data directory's shards
+//! (offline use) or one core's share of them (the server). Routes each
+//! operation to the shard of its X; time comes in as `now_s`.
+
+use super::lock::DirLock;
+use super::query_is_well_formed;
+use crate::binding::{
+    BindRequest, Binding, BindingId, LookupQuery, LookupResult, Reject, Update, WriteError,
+};
+use crate::number::Number;
+use crate::table::records::decompose_id;
+use crate::table::{BindOutcome, Shard, ShardStats, TableError};
+use std::sync::Arc;
+
+/// Shards owned by one thread. Slot `s` of `shards` holds shard `s` if this
+/// set owns it.
+pub struct ShardSet {
+    shard_count: u16,
+    shards: Vec<Option<Shard>>,
+    _lock: Arc<DirLock>,
+}
+
+impl ShardSet {
+    /// A set over the given shards (indexed by shard id).
+    pub(super) fn new(
+        shard_count: u16,
+        shards: Vec<Option<Shard>>,
+        lock: Arc<DirLock>,
+    ) -> ShardSet {
+        assert_eq!(shards.len(), usize::from(shard_count));
+        ShardSet {
+            shard_count,
+            shards,
+            _lock: lock,
+        }
+    }
+
+    /// Splits into `parts` sets; shard `s` goes to part `s % parts`.
+    pub fn split(self, parts: usize) -> Vec<ShardSet> {
+        assert!(parts >= 1);
+        let mut sets: Vec<ShardSet> = (0..parts)
+            .map(|_| ShardSet {
+                shard_count: self.shard_count,
+                shards: (0..self.shard_count).map(|_| None).collect(),
+                _lock: Arc::clone(&self._lock),
+            })
+            .collect();
+        for (id, shard) in self.shards.into_iter().enumerate() {
+            sets[id % parts].shards[id] = shard;
+        }
+        sets
+    }
+
+    /// Shards in the whole directory.
+    pub fn shard_count(&self) -> u16 {
+        self.shard_count
+    }
+
+    /// The shard that owns X.
+    #[inline(always)]
+    pub fn shard_index(&self, x: Number) -> usize {
+        usize::from(crate::table::hash::shard_of(x, self.shard_count))
+    }
+
+    /// True if this set owns X's shard.
+    #[inline(always)]
+    pub fn owns(&self, x: Number) -> bool {
+        self.shards[self.shard_index(x)].is_some()
+    }
+
+    /// The owned shards.
+    pub fn owned(&self) -> impl Iterator<Item = &Shard> {
+        self.shards.iter().flatten()
+    }
+
+    #[inline(always)]
+    pub(super) fn shard(&self, index: usize) -> &Shard {
+        self.shards[index]
+            .as_ref()
+            .unwrap_or_else(|| panic!("shard {index} is not owned by this thread"))
+    }
+
+    fn shard_mut(&mut self, x: Number) -> &mut Shard {
+        let index = self.shard_index(x);
+        self.shards[index]
+            .as_mut()
+            .unwrap_or_else(|| panic!("shard {index} is not owned by this thread"))
+    }
+
+    fn shard_of_id(&mut self, id: BindingId) -> Result<&mut Shard, WriteError> {
+        let (shard, _, _) = decompose_id(id).ok_or(WriteError::NotFound)?;
+        self.shards
+            .get_mut(usize::from(shard))
+            .and_then(Option::as_mut)
+            .ok_or(WriteError::NotFound)
+    }
+
+    /// The shard an id names, if it is owned here (or does not exist).
+    pub fn owns_id(&self, id: BindingId) -> bool {
+        decompose_id(id).is_none_or(|(shard, _, _)| {
+            self.shards
+                .get(usize::from(shard))
+                .is_none_or(Option::is_some)
+        })
+    }
+
+    /// Creates a binding (or returns the identical live one).
+    pub fn bind(&mut self, request: &BindRequest, now_s: u32) -> Result<BindOutcome, WriteError> {
+        self.shard_mut(request.x).bind(request, now_s)
+    }
+
+    /// Removes a binding by id.
+    pub fn unbind(&mut self, id: BindingId, now_s: u32) -> Result<Binding, WriteError> {
+        self.shard_of_id(id)?.unbind(id, now_s)
+    }
+
+    /// Removes the live binding on X that `party` belongs to.
+    pub fn unbind_by_party(
+        &mut self,
+        x: Number,
+        party: Number,
+        now_s: u32,
+    ) -> Result<Binding, WriteError> {
+        let id = self
+            .find_by_party(x, party, now_s)
+            .ok_or(WriteError::NotFound)?;
+        self.unbind(id, now_s)
+    }
+
+    /// The id of the live binding on X that `party` belongs to.
+    pub fn find_by_party(&self, x: Number, party: Number, now_s: u32) -> Option<BindingId> {
+        self.shard(self.shard_index(x))
+            .find_by_party(x, party, now_s)
+    }
+
+    /// Changes a binding.
+    pub fn update(
+        &mut self,
+        id: BindingId,
+        update: &Update,
+        now_s: u32,
+    ) -> Result<Binding, WriteError> {
+        self.shard_of_id(id)?.update(id, update, now_s)
+    }
+
+    /// The live binding with this id.
+    pub fn query(&self, id: BindingId, now_s: u32) -> Option<Binding> {
+        let (shard, _, _) = decompose_id(id)?;
+        self.shards
+            .get(usize::from(shard))?
+            .as_ref()?
+            .query(id, now_s)
+    }
+
+    /// Answers one lookup.
+    pub fn lookup(&self, query: &LookupQuery, now_s: u32) -> LookupResult {
+        if !query_is_well_formed(query) {
+            return LookupResult::Reject(Reject::BadNumber);
+        }
+        self.shard(self.shard_index(query.x)).lookup(query, now_s)
+    }
+
+    /// Runs the expiry sweep on every owned shard.
+    pub fn reclaim_expired(&mut self, now_s: u32, budget_per_shard: u32) -> u64 {
+        self.shards
+            .iter_mut()
+            .flatten()
+            .map(|shard| u64::from(shard.reclaim_expired(now_s, budget_per_shard)))
+            .sum()
+    }
+
+    /// Per-shard sizes and counters of the owned shards.
+    pub fn shard_stats(&self) -> Vec<ShardStats> {
+        self.owned().map(Shard::stats).collect()
+    }
+
+    /// Live bindings in the owned shards.
+    pub fn bindings_live(&self) -> u64 {
+        self.owned()
+            .map(|shard| u64::from(shard.live_bindings()))
+            .sum()
+    }
+
+    /// msync every owned shard.
+    pub fn flush(&mut self) -> Result<(), TableError> {
+        self.shards
+            .iter_mut()
+            .flatten()
+            .try_for_each(|shard| shard.flush(false))
+    }
+
+    /// Flushes and closes every owned shard, marking them clean.
+    pub fn close(self) -> Result<(), TableError> {
+        let mut first_error = None;
+        for shard in self.shards.into_iter().flatten() {
+            if let Err(error) = shard.close() {
+                first_error.get_or_insert(error);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Reads and checks every owned record and index entry.
+    pub fn verify(&self) -> Result<(), TableError> {
+        self.owned().try_for_each(Shard::verify)
+    }
+}
