@@ -8,8 +8,10 @@
 
 pub mod binding;
 pub mod cli;
+pub mod client;
 pub mod number;
 pub mod protocol;
+pub mod server;
 pub mod store;
 pub mod synth;
 pub mod table;

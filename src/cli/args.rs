@@ -35,6 +35,8 @@ pub enum Command {
     Check(StatsArgs),
     /// Load and look up bindings in a local data directory, to see x700 work.
     Demo(DemoArgs),
+    /// Run a node: the binary protocol over TCP (and UDP), admin HTTP.
+    Serve(ServeArgs),
 }
 
 impl Command {
@@ -51,16 +53,28 @@ impl Command {
             Command::Load(a) => a.store.json,
             Command::Stats(a) | Command::Check(a) => a.store.json,
             Command::Demo(a) => a.json,
+            Command::Serve(_) => false,
         }
     }
 }
 
-/// Options every data-directory command takes.
+/// Options every data command takes: a local data directory (offline) or
+/// a running node (`--server`).
 #[derive(Args, Debug)]
 pub struct StoreArgs {
-    /// The data directory.
-    #[arg(long, value_name = "DIR")]
-    pub data: PathBuf,
+    /// The data directory (offline use).
+    #[arg(long, value_name = "DIR", required_unless_present = "server")]
+    pub data: Option<PathBuf>,
+    /// A running node's TCP address (instead of --data).
+    #[arg(long, value_name = "ADDR", conflicts_with = "data")]
+    pub server: Option<String>,
+    /// Credential for --server (empty: protected mode, loopback only).
+    #[arg(long, value_name = "T", default_value = "")]
+    pub token: String,
+    /// Role to ask for with --server: switch, platform or admin (default:
+    /// switch for lookup, admin for stats, platform otherwise).
+    #[arg(long)]
+    pub role: Option<String>,
     /// Shards of a data directory this command creates (ignored if it exists).
     #[arg(long, default_value_t = crate::store::SHARDS_DEFAULT, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub shards: u16,
@@ -257,4 +271,55 @@ pub struct DemoArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `x700 serve`: flags override the config file, which overrides defaults.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (default ./x700-data).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// TCP address (default 127.0.0.1:7700; port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// UDP address for switches' lookups.
+    #[arg(long, value_name = "ADDR")]
+    pub udp: Option<String>,
+    /// Admin HTTP address (/metrics, /healthz, /readyz).
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
+    /// Event loops, one per core, each owning its share of the table
+    /// shards (default: one per core).
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Table shards of a data directory created at start-up (default 8).
+    #[arg(long)]
+    pub table_shards: Option<u16>,
+    /// This node's id.
+    #[arg(long)]
+    pub node_id: Option<u32>,
+    /// A credential, ROLE:TOKEN or platform:TOKEN:TENANT,TENANT (repeatable).
+    #[arg(long = "credential", value_name = "ROLE:TOKEN[:TENANTS]")]
+    pub credentials: Vec<String>,
+    /// Accept legacy (non-700) virtual numbers.
+    #[arg(long)]
+    pub allow_legacy_x: bool,
+    /// Do not pin event loops to cores.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Most open connections.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+    /// Largest request frame, bytes.
+    #[arg(long)]
+    pub max_frame_bytes: Option<u32>,
+    /// Most requests per connection waiting on another core.
+    #[arg(long)]
+    pub max_in_flight: Option<u32>,
+    /// Unsent answer bytes per connection before it is cut off.
+    #[arg(long)]
+    pub max_output_bytes: Option<usize>,
 }

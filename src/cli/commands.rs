@@ -23,10 +23,16 @@ const RECLAIM_BUDGET_PER_COMMAND: u32 = 1024;
 /// Opens the directory, creating it for commands that write.
 pub(super) fn open(args: &StoreArgs, create: bool) -> Result<Store, Outcome> {
     let clock = Arc::new(SystemClock);
+    let Some(data) = args.data.as_ref() else {
+        return Err(Outcome::failure(
+            "bad_request",
+            "this command works on a data directory: give --data DIR",
+        ));
+    };
     let result = if create {
-        Store::open_or_create(&args.data, args.shards, clock)
+        Store::open_or_create(data, args.shards, clock)
     } else {
-        Store::open(&args.data, clock)
+        Store::open(data, clock)
     };
     result.map_err(Outcome::from)
 }
@@ -39,17 +45,17 @@ fn close(store: Store, outcome: Outcome) -> Outcome {
     }
 }
 
-fn policy(args: &StoreArgs) -> XPolicy {
+pub(super) fn policy(args: &StoreArgs) -> XPolicy {
     XPolicy {
         allow_legacy: args.allow_legacy_x,
     }
 }
 
-fn invalid(error: impl Into<InvalidRequest>) -> Outcome {
+pub(super) fn invalid(error: impl Into<InvalidRequest>) -> Outcome {
     Outcome::from(WriteError::Invalid(error.into()))
 }
 
-fn parse_direction(text: &str) -> Result<Direction, Outcome> {
+pub(super) fn parse_direction(text: &str) -> Result<Direction, Outcome> {
     Direction::parse(text).ok_or_else(|| {
         Outcome::failure(
             "bad_request",
@@ -115,6 +121,9 @@ pub fn bind(command: &BindCommand) -> Outcome {
         Ok(request) => request,
         Err(outcome) => return outcome,
     };
+    if let Some(server) = &common.store.server {
+        return super::remote::bind(server, &common.store, &request);
+    }
     let mut store = match open(&common.store, true) {
         Ok(store) => store,
         Err(outcome) => return outcome,
@@ -139,6 +148,9 @@ pub fn lookup(args: &LookupArgs) -> Outcome {
         Ok(query) => query,
         Err(outcome) => return outcome,
     };
+    if let Some(server) = &args.store.server {
+        return super::remote::lookup(server, &args.store, &query);
+    }
     let store = match open(&args.store, false) {
         Ok(store) => store,
         Err(outcome) => return outcome,
@@ -180,6 +192,13 @@ pub fn unbind(args: &UnbindArgs) -> Outcome {
         Ok(target) => target,
         Err(outcome) => return outcome,
     };
+    if let Some(server) = &args.store.server {
+        let body = match target {
+            Target::Id(id) => crate::protocol::UnbindBody::Id(id),
+            Target::Party(x, party) => crate::protocol::UnbindBody::Party { x, party },
+        };
+        return super::remote::unbind(server, &args.store, &body);
+    }
     let mut store = match open(&args.store, false) {
         Ok(store) => store,
         Err(outcome) => return outcome,
@@ -229,6 +248,9 @@ pub fn update(args: &UpdateArgs) -> Outcome {
             "nothing to update: give --ttl-s, --direction, --record or --b",
         );
     }
+    if let Some(server) = &args.store.server {
+        return super::remote::update(server, &args.store, BindingId(args.id), &update);
+    }
     let mut store = match open(&args.store, false) {
         Ok(store) => store,
         Err(outcome) => return outcome,
@@ -258,6 +280,9 @@ fn update_of(args: &UpdateArgs) -> Result<Update, Outcome> {
 
 /// `x700 query`.
 pub fn query(args: &QueryArgs) -> Outcome {
+    if let Some(server) = &args.store.server {
+        return super::remote::query(server, &args.store, BindingId(args.id));
+    }
     let store = match open(&args.store, false) {
         Ok(store) => store,
         Err(outcome) => return outcome,
@@ -272,6 +297,9 @@ pub fn query(args: &QueryArgs) -> Outcome {
 
 /// `x700 stats`.
 pub fn stats(args: &StatsArgs) -> Outcome {
+    if let Some(server) = &args.store.server {
+        return super::remote::stats(server, &args.store);
+    }
     let store = match open(&args.store, false) {
         Ok(store) => store,
         Err(outcome) => return outcome,

@@ -153,7 +153,10 @@ pub fn load(args: &LoadArgs) -> Outcome {
 /// a batch of lookups.
 pub fn demo(args: &DemoArgs) -> Outcome {
     let store_args = StoreArgs {
-        data: args.data.clone(),
+        data: Some(args.data.clone()),
+        server: None,
+        token: String::new(),
+        role: None,
         shards: crate::store::SHARDS_DEFAULT,
         allow_legacy_x: false,
         json: args.json,

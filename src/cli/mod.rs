@@ -6,6 +6,8 @@ mod args;
 mod commands;
 mod load;
 mod output;
+mod remote;
+mod serve;
 
 use args::{Cli, Command};
 use clap::Parser;
@@ -34,6 +36,7 @@ pub fn run() -> i32 {
         Command::Check(check) => commands::check(&check),
         Command::Load(load) => load::load(&load),
         Command::Demo(demo) => load::demo(&demo),
+        Command::Serve(serve) => return serve::serve(&serve),
     };
     output::emit(&outcome, json)
 }

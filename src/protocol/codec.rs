@@ -540,23 +540,49 @@ pub fn encode_query(out: &mut Vec<u8>, request_id: u32, binding_id: BindingId) {
 
 // ---- answers ----
 
-/// Appends the answer to a LOOKUP.
+/// Largest LOOKUP answer frame.
+pub const LOOKUP_ANSWER_FRAME_BYTES: usize = HEADER_BYTES + ROUTE_BYTES;
+
+/// Writes the answer to a LOOKUP into a fixed buffer; returns its length.
+/// No allocation: the server's hot path.
 #[inline]
-pub fn encode_lookup_answer(out: &mut Vec<u8>, request_id: u32, result: &LookupResult) {
-    match result {
+pub fn write_lookup_answer(
+    frame: &mut [u8; LOOKUP_ANSWER_FRAME_BYTES],
+    request_id: u32,
+    result: &LookupResult,
+) -> usize {
+    let (status_code, length) = match result {
         LookupResult::Route(route) => {
-            let mut body = [0u8; ROUTE_BYTES];
+            let body = &mut frame[HEADER_BYTES..];
             body[0..8].copy_from_slice(&route.callee.0);
             body[8..16].copy_from_slice(&route.display.0);
             body[16..24].copy_from_slice(&route.binding_id.0.to_le_bytes());
             body[24..28].copy_from_slice(&route.expires_in_s.to_le_bytes());
             body[28] = u8::from(route.recording);
-            push_frame(out, opcode::LOOKUP, status::OK, request_id, &body);
+            body[29..32].copy_from_slice(&[0, 0, 0]);
+            (status::OK, LOOKUP_ANSWER_FRAME_BYTES)
         }
-        LookupResult::Reject(reject) => {
-            push_frame(out, opcode::LOOKUP, reject_status(*reject), request_id, &[]);
-        }
+        LookupResult::Reject(reject) => (reject_status(*reject), HEADER_BYTES),
+    };
+    let mut head = [0u8; HEADER_BYTES];
+    Header {
+        // 12 or 44: fits u32.
+        length: length as u32,
+        opcode: opcode::LOOKUP,
+        status: status_code,
+        request_id,
     }
+    .write(&mut head);
+    frame[..HEADER_BYTES].copy_from_slice(&head);
+    length
+}
+
+/// Appends the answer to a LOOKUP.
+#[inline]
+pub fn encode_lookup_answer(out: &mut Vec<u8>, request_id: u32, result: &LookupResult) {
+    let mut frame = [0u8; LOOKUP_ANSWER_FRAME_BYTES];
+    let length = write_lookup_answer(&mut frame, request_id, result);
+    out.extend_from_slice(&frame[..length]);
 }
 
 /// The status code of a reject.

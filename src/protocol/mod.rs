@@ -6,6 +6,7 @@ pub mod codec;
 pub mod frame;
 
 pub use codec::{BindBody, QueryBody, Request, UnbindBody, UpdateBody};
+pub use frame::push_frame;
 pub use frame::{FrameError, Header, HEADER_BYTES};
 
 /// The protocol version this build speaks.

@@ -1,0 +1,286 @@
+//! A blocking Rust client for the x700 protocol, pipelined: many requests
+//! in flight on one connection, answers matched by request id (they may
+//! arrive out of order). Used by the CLI's `--server` mode, benchmarks and
+//! tests.
+
+use crate::binding::{Binding, BindingId, LookupQuery, LookupResult, Update};
+use crate::protocol::codec::{self, BindBody, UnbindBody};
+use crate::protocol::frame::{next_frame, Header, HEADER_BYTES};
+use crate::protocol::{limits, opcode, status, Role, VERSION};
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// What went wrong talking to a node.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The connection failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The node refused HELLO or closed the connection.
+    #[error("refused: {}", status::name(*.0))]
+    Refused(u8),
+    /// The node sent something this client cannot read.
+    #[error("protocol: {0}")]
+    Protocol(&'static str),
+}
+
+/// What a node says in its HELLO answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Protocol version it speaks.
+    pub version: u16,
+    /// Table shards.
+    pub shard_count: u16,
+    /// Node id.
+    pub node_id: u32,
+    /// Leader hint (0 = none).
+    pub leader_hint: u32,
+}
+
+/// An answer to a write: its status and, on success or conflict, details.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteReply {
+    /// Status code.
+    pub status: u8,
+    /// The binding (ok) or the clashing binding (conflict), if known.
+    pub binding_id: Option<BindingId>,
+    /// Expiry of a bound binding.
+    pub expires_at_s: Option<u32>,
+    /// False for an idempotent retry.
+    pub created: Option<bool>,
+}
+
+/// A connection to a node.
+pub struct Client {
+    stream: TcpStream,
+    out: Vec<u8>,
+    input: Vec<u8>,
+    start: usize,
+    next_request_id: u32,
+    /// The node's HELLO answer.
+    pub node: NodeInfo,
+}
+
+impl Client {
+    /// Connects and says HELLO with the role and credential.
+    pub fn connect(
+        address: impl ToSocketAddrs,
+        role: Role,
+        credential: &str,
+    ) -> Result<Client, ClientError> {
+        let stream = TcpStream::connect(address)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut client = Client {
+            stream,
+            out: Vec::with_capacity(64 * 1024),
+            input: Vec::with_capacity(256 * 1024),
+            start: 0,
+            next_request_id: 1,
+            node: NodeInfo {
+                version: 0,
+                shard_count: 0,
+                node_id: 0,
+                leader_hint: 0,
+            },
+        };
+        let (header, body) = client
+            .call(|out, id| codec::encode_hello(out, id, VERSION, role, credential.as_bytes()))?;
+        if header.status != status::OK {
+            return Err(ClientError::Refused(header.status));
+        }
+        if body.len() != codec::HELLO_ANSWER_BYTES {
+            return Err(ClientError::Protocol("HELLO answer has the wrong length"));
+        }
+        client.node = NodeInfo {
+            version: u16::from_le_bytes([body[0], body[1]]),
+            shard_count: u16::from_le_bytes([body[2], body[3]]),
+            node_id: u32::from_le_bytes([body[4], body[5], body[6], body[7]]),
+            leader_hint: u32::from_le_bytes([body[8], body[9], body[10], body[11]]),
+        };
+        Ok(client)
+    }
+
+    fn take_id(&mut self) -> u32 {
+        let id = self.next_request_id;
+        self.next_request_id = self.next_request_id.wrapping_add(1);
+        id
+    }
+
+    /// Sends raw bytes (tests use this for malformed frames).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        self.stream.write_all(bytes)?;
+        Ok(())
+    }
+
+    /// Reads the next answer frame: header and body.
+    pub fn read_frame(&mut self) -> Result<(Header, Vec<u8>), ClientError> {
+        loop {
+            if let Ok(Some((header, frame))) =
+                next_frame(&self.input[self.start..], limits::ANSWER_FRAME_BYTES_MAX)
+            {
+                let body = frame[HEADER_BYTES..].to_vec();
+                self.start += frame.len();
+                return Ok((header, body));
+            }
+            let pending = self.input.len() - self.start;
+            if self.start > 0 {
+                let (start, end) = (self.start, self.input.len());
+                self.input.copy_within(start..end, 0);
+                self.input.truncate(pending);
+                self.start = 0;
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Err(ClientError::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "node closed the connection",
+                )));
+            }
+            self.input.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Sends one request built by `build` and waits for its answer.
+    fn call(
+        &mut self,
+        build: impl FnOnce(&mut Vec<u8>, u32),
+    ) -> Result<(Header, Vec<u8>), ClientError> {
+        let id = self.take_id();
+        self.out.clear();
+        build(&mut self.out, id);
+        self.stream.write_all(&self.out)?;
+        loop {
+            let (header, body) = self.read_frame()?;
+            if header.request_id == id {
+                return Ok((header, body));
+            }
+        }
+    }
+
+    /// PING.
+    pub fn ping(&mut self) -> Result<u8, ClientError> {
+        Ok(self
+            .call(|out, id| crate::protocol::frame::push_frame(out, opcode::PING, 0, id, &[]))?
+            .0
+            .status)
+    }
+
+    /// STATS: the node's JSON.
+    pub fn stats(&mut self) -> Result<(u8, String), ClientError> {
+        let (header, body) = self
+            .call(|out, id| crate::protocol::frame::push_frame(out, opcode::STATS, 0, id, &[]))?;
+        Ok((header.status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// One lookup. `Err(Refused(status))` for non-lookup statuses.
+    pub fn lookup(&mut self, query: &LookupQuery) -> Result<LookupResult, ClientError> {
+        let (header, body) = self.call(|out, id| codec::encode_lookup(out, id, query, true))?;
+        codec::decode_lookup_answer(&header, &body).map_err(ClientError::Refused)
+    }
+
+    /// Many lookups with up to `depth` in flight; `answers[i]` is the
+    /// answer to `queries[i]` (status code on the right for BUSY and such).
+    pub fn lookup_pipelined(
+        &mut self,
+        queries: &[LookupQuery],
+        depth: usize,
+        answers: &mut Vec<Result<LookupResult, u8>>,
+    ) -> Result<(), ClientError> {
+        answers.clear();
+        answers.resize(queries.len(), Err(status::INTERNAL));
+        let base = self.next_request_id;
+        let request_count =
+            u32::try_from(queries.len()).map_err(|_| ClientError::Protocol("too many queries"))?;
+        self.next_request_id = self.next_request_id.wrapping_add(request_count);
+        let mut sent = 0;
+        let mut received = 0;
+        while received < queries.len() {
+            self.out.clear();
+            while sent < queries.len() && sent - received < depth {
+                // sent < queries.len() <= u32::MAX.
+                let id = base.wrapping_add(u32::try_from(sent).unwrap_or(0));
+                codec::encode_lookup(&mut self.out, id, &queries[sent], true);
+                sent += 1;
+            }
+            if !self.out.is_empty() {
+                self.stream.write_all(&self.out)?;
+            }
+            let (header, body) = self.read_frame()?;
+            let index = header.request_id.wrapping_sub(base) as usize;
+            if index < queries.len() {
+                answers[index] = codec::decode_lookup_answer(&header, &body);
+                received += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_reply(header: &Header, body: &[u8]) -> WriteReply {
+        let mut reply = WriteReply {
+            status: header.status,
+            binding_id: None,
+            expires_at_s: None,
+            created: None,
+        };
+        if header.status == status::OK {
+            if let Some((id, expires_at_s, created)) = codec::decode_bind_answer(body) {
+                reply.binding_id = Some(id);
+                reply.expires_at_s = Some(expires_at_s);
+                reply.created = Some(created);
+            }
+        } else if header.status == status::CONFLICT && body.len() == codec::CONFLICT_BYTES {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(body);
+            let id = u64::from_le_bytes(bytes);
+            reply.binding_id = (id != 0).then_some(BindingId(id));
+        }
+        reply
+    }
+
+    /// BIND_AXB / BIND_AXN / BIND_AXE.
+    pub fn bind(&mut self, bind: &BindBody) -> Result<WriteReply, ClientError> {
+        let (header, body) = self.call(|out, id| codec::encode_bind(out, id, bind))?;
+        Ok(Client::write_reply(&header, &body))
+    }
+
+    fn binding_call(
+        &mut self,
+        build: impl FnOnce(&mut Vec<u8>, u32),
+    ) -> Result<Result<Binding, WriteReply>, ClientError> {
+        let (header, body) = self.call(build)?;
+        if header.status == status::OK {
+            return codec::decode_binding(&body)
+                .map(Ok)
+                .ok_or(ClientError::Protocol("binding answer does not decode"));
+        }
+        Ok(Err(Client::write_reply(&header, &body)))
+    }
+
+    /// UPDATE: the changed binding, or the refusal.
+    pub fn update(
+        &mut self,
+        binding_id: BindingId,
+        update: &Update,
+    ) -> Result<Result<Binding, WriteReply>, ClientError> {
+        self.binding_call(|out, id| codec::encode_update(out, id, binding_id, update))
+    }
+
+    /// UNBIND: the removed binding, or the refusal.
+    pub fn unbind(
+        &mut self,
+        target: &UnbindBody,
+    ) -> Result<Result<Binding, WriteReply>, ClientError> {
+        self.binding_call(|out, id| codec::encode_unbind(out, id, target))
+    }
+
+    /// QUERY: the binding, or the refusal.
+    pub fn query(
+        &mut self,
+        binding_id: BindingId,
+    ) -> Result<Result<Binding, WriteReply>, ClientError> {
+        self.binding_call(|out, id| codec::encode_query(out, id, binding_id))
+    }
+}

@@ -1,0 +1,183 @@
+//! Who may do what: HELLO decisions, role permissions and tenant isolation.
+//! Pure functions of the configuration and the request.
+
+use super::config::{role_of, Credential};
+use crate::protocol::{opcode, Role, VERSION, VERSION_MIN};
+use std::sync::Arc;
+
+/// Which tenants a session may read and change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Every tenant (admin, or protected mode).
+    AllTenants,
+    /// Only these (a platform credential's list).
+    Tenants(Arc<[u32]>),
+}
+
+impl Access {
+    /// True if the session may touch `tenant`'s bindings.
+    pub fn allows(&self, tenant: u32) -> bool {
+        match self {
+            Access::AllTenants => true,
+            Access::Tenants(tenants) => tenants.contains(&tenant),
+        }
+    }
+}
+
+/// An authenticated TCP session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    /// The role asked for and granted.
+    pub role: Role,
+    /// Tenant scope.
+    pub access: Access,
+}
+
+/// The answer to a HELLO.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HelloOutcome {
+    /// The session starts.
+    Accepted(Session),
+    /// Wrong or missing credential, or a role the credential does not grant.
+    Unauthorised,
+    /// A version this server does not speak.
+    UnsupportedVersion,
+}
+
+/// Decides a HELLO. With no credentials configured (protected mode), any
+/// role is granted without a token, but only to loopback clients.
+pub fn hello(
+    credentials: &[Credential],
+    version: u16,
+    role: u8,
+    token: &[u8],
+    peer_is_loopback: bool,
+) -> HelloOutcome {
+    if !(VERSION_MIN..=VERSION).contains(&version) {
+        return HelloOutcome::UnsupportedVersion;
+    }
+    let Some(role) = Role::from_code(role) else {
+        return HelloOutcome::Unauthorised;
+    };
+    if credentials.is_empty() {
+        return if peer_is_loopback {
+            HelloOutcome::Accepted(Session {
+                role,
+                access: Access::AllTenants,
+            })
+        } else {
+            HelloOutcome::Unauthorised
+        };
+    }
+    let Some(credential) = credentials
+        .iter()
+        .find(|c| constant_time_eq(c.token.as_bytes(), token))
+    else {
+        return HelloOutcome::Unauthorised;
+    };
+    let granted = role_of(&credential.role);
+    let access = match granted {
+        Some(Role::Admin) => Access::AllTenants,
+        Some(r) if r == role => Access::Tenants(credential.tenants.clone().into()),
+        _ => return HelloOutcome::Unauthorised,
+    };
+    HelloOutcome::Accepted(Session { role, access })
+}
+
+/// True if `role` may send `op`.
+pub fn permits(role: Role, op: u8) -> bool {
+    match op {
+        opcode::PING => true,
+        opcode::LOOKUP => matches!(role, Role::Switch | Role::Admin),
+        opcode::BIND_AXB
+        | opcode::BIND_AXN
+        | opcode::BIND_AXE
+        | opcode::UPDATE
+        | opcode::UNBIND
+        | opcode::QUERY => {
+            matches!(role, Role::Platform | Role::Admin)
+        }
+        _ => role == Role::Admin,
+    }
+}
+
+/// Compares secrets without an early exit that would leak their prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credentials() -> Vec<Credential> {
+        vec![
+            Credential {
+                token: "p".into(),
+                role: "platform".into(),
+                tenants: vec![1, 2],
+            },
+            Credential {
+                token: "a".into(),
+                role: "admin".into(),
+                tenants: vec![],
+            },
+            Credential {
+                token: "s".into(),
+                role: "switch".into(),
+                tenants: vec![],
+            },
+        ]
+    }
+
+    #[test]
+    fn roles_and_tenants() {
+        let creds = credentials();
+        match hello(&creds, 1, Role::Platform.code(), b"p", false) {
+            HelloOutcome::Accepted(session) => {
+                assert!(session.access.allows(2));
+                assert!(!session.access.allows(3));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            hello(&creds, 1, Role::Admin.code(), b"p", false),
+            HelloOutcome::Unauthorised
+        );
+        assert_eq!(
+            hello(&creds, 1, Role::Switch.code(), b"wrong", true),
+            HelloOutcome::Unauthorised
+        );
+        assert!(matches!(
+            hello(&creds, 1, Role::Switch.code(), b"a", false),
+            HelloOutcome::Accepted(_)
+        ));
+        assert_eq!(
+            hello(&creds, 9, Role::Switch.code(), b"s", false),
+            HelloOutcome::UnsupportedVersion
+        );
+        assert_eq!(hello(&creds, 1, 7, b"s", false), HelloOutcome::Unauthorised);
+    }
+
+    #[test]
+    fn protected_mode_is_loopback_only() {
+        assert!(matches!(
+            hello(&[], 1, Role::Admin.code(), b"", true),
+            HelloOutcome::Accepted(_)
+        ));
+        assert_eq!(
+            hello(&[], 1, Role::Admin.code(), b"", false),
+            HelloOutcome::Unauthorised
+        );
+    }
+
+    #[test]
+    fn permissions() {
+        assert!(permits(Role::Switch, opcode::LOOKUP));
+        assert!(!permits(Role::Switch, opcode::BIND_AXB));
+        assert!(!permits(Role::Platform, opcode::LOOKUP));
+        assert!(permits(Role::Platform, opcode::QUERY));
+        assert!(!permits(Role::Platform, opcode::STATS));
+        assert!(permits(Role::Admin, opcode::STATS));
+    }
+}

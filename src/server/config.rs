@@ -1,0 +1,341 @@
+//! Node configuration: a TOML file (`--config FILE`), overridden by flags.
+//! Every limit has a named default here and is checked at start-up.
+//!
+//! ```toml
+//! node_id = 1
+//! data = "./x700-data"
+//! listen = "127.0.0.1:7700"      # TCP
+//! udp = "127.0.0.1:7700"         # optional: UDP lookups from switches
+//! admin = "127.0.0.1:7780"       # optional: HTTP /metrics /healthz /readyz
+//! shards = 2                     # event loops, one per core (default: cores)
+//! table_shards = 8               # table shards of a new data directory
+//! allow_legacy_x = false
+//! switch_networks = ["127.0.0.0/8", "::1/128"]   # who may use UDP
+//!
+//! [[credentials]]
+//! token = "s3cret"
+//! role = "platform"              # switch | platform | admin
+//! tenants = [1, 2]               # platform: the tenants it may touch
+//!
+//! [limits]
+//! connections_max = 10000
+//! request_frame_bytes_max = 1024
+//! in_flight_per_connection_max = 1024
+//! output_buffer_bytes_max = 4194304
+//! queue_batches_max = 256
+//! ```
+
+use crate::protocol::Role;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+/// Default TCP address.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:7700";
+/// Default data directory.
+pub const DATA_DEFAULT: &str = "x700-data";
+
+/// A credential: a token, the role it grants, and for platforms the tenants.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Credential {
+    /// The secret a client presents in HELLO.
+    pub token: String,
+    /// `switch`, `platform` or `admin`.
+    pub role: String,
+    /// Tenants a platform may read and change.
+    #[serde(default)]
+    pub tenants: Vec<u32>,
+}
+
+/// Limits, each with a default.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Open TCP connections per node; more are accepted and closed at once.
+    pub connections_max: usize,
+    /// Largest request frame, header included.
+    pub request_frame_bytes_max: u32,
+    /// Requests one connection may have waiting on another core.
+    pub in_flight_per_connection_max: u32,
+    /// Unsent answer bytes per connection before it is cut off.
+    pub output_buffer_bytes_max: usize,
+    /// Batches queued from one core to another before BUSY.
+    pub queue_batches_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            connections_max: 10_000,
+            request_frame_bytes_max: crate::protocol::limits::REQUEST_FRAME_BYTES_DEFAULT,
+            in_flight_per_connection_max: 1024,
+            output_buffer_bytes_max: 4 << 20,
+            queue_batches_max: 256,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This node's id (HELLO answers carry it).
+    pub node_id: u32,
+    /// Data directory.
+    pub data: PathBuf,
+    /// TCP address.
+    pub listen: String,
+    /// UDP address, if any.
+    pub udp: Option<String>,
+    /// Admin HTTP address, if any.
+    pub admin: Option<String>,
+    /// Event loops (0 = one per core).
+    pub shards: usize,
+    /// Table shards of a data directory created at start-up.
+    pub table_shards: u16,
+    /// Pin each event loop to a core.
+    pub pin_cores: bool,
+    /// Accept legacy (non-700) virtual numbers.
+    pub allow_legacy_x: bool,
+    /// Source networks (CIDR) answered over UDP.
+    pub switch_networks: Vec<String>,
+    /// Credentials; none means protected mode (admin from loopback only).
+    pub credentials: Vec<Credential>,
+    /// Limits.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            node_id: 1,
+            data: PathBuf::from(DATA_DEFAULT),
+            listen: LISTEN_DEFAULT.to_string(),
+            udp: None,
+            admin: None,
+            shards: 0,
+            table_shards: crate::store::SHARDS_DEFAULT,
+            pin_cores: true,
+            allow_legacy_x: false,
+            switch_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            credentials: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("parsing {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// A parsed CIDR network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Network {
+    address: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    /// Parses `a.b.c.d/n` or `x::y/n` (a bare address is a /32 or /128).
+    pub fn parse(text: &str) -> Result<Network, ConfigError> {
+        let (address, prefix) = match text.split_once('/') {
+            Some((address, prefix)) => (address, Some(prefix)),
+            None => (text, None),
+        };
+        let address: IpAddr = address
+            .parse()
+            .map_err(|_| ConfigError::Invalid(format!("switch network {text:?}: bad address")))?;
+        let bits = if address.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().ok().filter(|&p| p <= bits).ok_or_else(|| {
+                ConfigError::Invalid(format!("switch network {text:?}: bad prefix"))
+            })?,
+            None => bits,
+        };
+        Ok(Network { address, prefix })
+    }
+
+    /// True if `ip` is inside the network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.address, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            (IpAddr::V6(_), IpAddr::V4(ip)) => self.contains(IpAddr::V6(ip.to_ipv6_mapped())),
+            (IpAddr::V4(_), IpAddr::V6(ip)) => ip
+                .to_ipv4_mapped()
+                .is_some_and(|v4| self.contains(IpAddr::V4(v4))),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file.
+    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks every value; returns the parsed addresses and networks.
+    pub fn validate(&self) -> Result<Resolved, ConfigError> {
+        let address = |what: &str, text: &str| {
+            text.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::Invalid(format!("{what} {text:?} is not an address:port"))
+            })
+        };
+        let limits = &self.limits;
+        if limits.request_frame_bytes_max < 64 || limits.request_frame_bytes_max > 1 << 20 {
+            return Err(ConfigError::Invalid(
+                "request_frame_bytes_max must be 64 to 1048576".into(),
+            ));
+        }
+        if limits.connections_max == 0
+            || limits.in_flight_per_connection_max == 0
+            || limits.queue_batches_max == 0
+        {
+            return Err(ConfigError::Invalid("limits must be at least 1".into()));
+        }
+        if limits.output_buffer_bytes_max < 64 * 1024 {
+            return Err(ConfigError::Invalid(
+                "output_buffer_bytes_max must be at least 65536".into(),
+            ));
+        }
+        if !(1..=crate::store::SHARDS_MAX).contains(&self.table_shards) {
+            return Err(ConfigError::Invalid("table_shards must be 1 to 256".into()));
+        }
+        for credential in &self.credentials {
+            if role_of(&credential.role).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "credential role {:?} is not switch, platform or admin",
+                    credential.role
+                )));
+            }
+            if credential.token.is_empty()
+                || credential.token.len() > crate::protocol::limits::CREDENTIAL_BYTES_MAX
+            {
+                return Err(ConfigError::Invalid(
+                    "credential tokens must be 1 to 64 bytes".into(),
+                ));
+            }
+        }
+        let workers = if self.shards == 0 {
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        } else {
+            self.shards
+        };
+        if workers > 256 {
+            return Err(ConfigError::Invalid(
+                "shards (event loops) must be 1 to 256".into(),
+            ));
+        }
+        Ok(Resolved {
+            listen: address("listen", &self.listen)?,
+            udp: self.udp.as_deref().map(|a| address("udp", a)).transpose()?,
+            admin: self
+                .admin
+                .as_deref()
+                .map(|a| address("admin", a))
+                .transpose()?,
+            switch_networks: self
+                .switch_networks
+                .iter()
+                .map(|n| Network::parse(n))
+                .collect::<Result<_, _>>()?,
+            workers,
+        })
+    }
+}
+
+/// Values derived from a valid configuration.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    /// TCP address.
+    pub listen: SocketAddr,
+    /// UDP address.
+    pub udp: Option<SocketAddr>,
+    /// Admin address.
+    pub admin: Option<SocketAddr>,
+    /// UDP source networks.
+    pub switch_networks: Vec<Network>,
+    /// Event loops.
+    pub workers: usize,
+}
+
+/// Parses a role name.
+pub fn role_of(name: &str) -> Option<Role> {
+    match name {
+        "switch" => Some(Role::Switch),
+        "platform" => Some(Role::Platform),
+        "admin" => Some(Role::Admin),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks_match() {
+        let loopback = Network::parse("127.0.0.0/8").unwrap();
+        assert!(loopback.contains("127.1.2.3".parse().unwrap()));
+        assert!(!loopback.contains("10.0.0.1".parse().unwrap()));
+        assert!(Network::parse("::1/128")
+            .unwrap()
+            .contains("::1".parse().unwrap()));
+        assert!(Network::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("8.8.8.8".parse().unwrap()));
+        assert!(Network::parse("10.0.0.0/33").is_err());
+        assert!(Network::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn toml_parses_with_defaults_and_rejects_unknown_keys() {
+        let config: Config = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\n[[credentials]]\ntoken = \"t\"\nrole = \"platform\"\ntenants = [3]\n[limits]\nconnections_max = 5\n",
+        )
+        .unwrap();
+        assert_eq!(config.limits.connections_max, 5);
+        assert_eq!(config.limits.request_frame_bytes_max, 1024);
+        assert_eq!(config.credentials[0].tenants, vec![3]);
+        config.validate().unwrap();
+        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,56 @@
+//! What event loops send each other: batches of requests for shards the
+//! receiver owns, and batches of answers going back. Queues are bounded
+//! (`limits.queue_batches_max`); a full queue answers BUSY.
+
+use super::auth::Access;
+use super::dispatch::Op;
+
+/// Where an answer must go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A TCP connection: slab token and generation.
+    Tcp {
+        /// Slab key of the connection.
+        token: u32,
+        /// Its generation.
+        generation: u32,
+    },
+    /// A slot of a UDP datagram being answered.
+    Udp {
+        /// Slab key of the pending datagram.
+        datagram: u32,
+        /// Position of the lookup in the datagram.
+        slot: u16,
+    },
+}
+
+/// One forwarded request.
+#[derive(Clone, Debug)]
+pub struct WorkItem {
+    /// Where the answer goes.
+    pub origin: Origin,
+    /// The client's request id.
+    pub request_id: u32,
+    /// The checked request.
+    pub op: Op,
+    /// The session's tenant scope (writes).
+    pub access: Access,
+}
+
+/// A message between event loops.
+pub enum Message {
+    /// Requests for the receiver's shards, from event loop `from`.
+    Work {
+        /// Sender's index.
+        from: usize,
+        /// The requests, in the order they were read.
+        items: Vec<WorkItem>,
+    },
+    /// Answers: `frames[start..end]` goes to `origin`.
+    Done {
+        /// Destinations and byte ranges.
+        items: Vec<(Origin, u32, u32)>,
+        /// The answer frames, back to back.
+        frames: Vec<u8>,
+    },
+}

@@ -1,0 +1,224 @@
+//! Metrics. Each event loop counts in plain local integers (no atomics, no
+//! locks on the hot path) and publishes them every tick into its own
+//! `WorkerMetrics`; a prometheus-client collector sums the workers at
+//! scrape time.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Opcodes with their own metric label, in slot order.
+const OPCODES: [(u8, &str); 10] = [
+    (crate::protocol::opcode::HELLO, "hello"),
+    (crate::protocol::opcode::PING, "ping"),
+    (crate::protocol::opcode::STATS, "stats"),
+    (crate::protocol::opcode::LOOKUP, "lookup"),
+    (crate::protocol::opcode::BIND_AXB, "bind_axb"),
+    (crate::protocol::opcode::BIND_AXN, "bind_axn"),
+    (crate::protocol::opcode::BIND_AXE, "bind_axe"),
+    (crate::protocol::opcode::UPDATE, "update"),
+    (crate::protocol::opcode::UNBIND, "unbind"),
+    (crate::protocol::opcode::QUERY, "query"),
+];
+/// Slots: the opcodes above plus "other".
+const OPCODE_SLOTS: usize = OPCODES.len() + 1;
+/// Status codes 0..=40 plus "other".
+const STATUS_SLOTS: usize = 42;
+/// Upper bounds of the latency buckets, microseconds.
+const LATENCY_BOUNDS_US: [u64; 11] = [5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000];
+/// Buckets: the bounds plus +Inf.
+const LATENCY_SLOTS: usize = LATENCY_BOUNDS_US.len() + 1;
+
+fn opcode_slot(op: u8) -> usize {
+    OPCODES
+        .iter()
+        .position(|&(code, _)| code == op)
+        .unwrap_or(OPCODES.len())
+}
+
+fn status_slot(status: u8) -> usize {
+    usize::from(status).min(STATUS_SLOTS - 1)
+}
+
+/// One event loop's counters, owned and updated by that loop only.
+pub struct LocalMetrics {
+    requests: [[u64; STATUS_SLOTS]; OPCODE_SLOTS],
+    latency: [u64; LATENCY_SLOTS],
+    latency_sum_ns: u64,
+    /// Open connections.
+    pub connections: u64,
+}
+
+impl Default for LocalMetrics {
+    fn default() -> LocalMetrics {
+        LocalMetrics {
+            requests: [[0; STATUS_SLOTS]; OPCODE_SLOTS],
+            latency: [0; LATENCY_SLOTS],
+            latency_sum_ns: 0,
+            connections: 0,
+        }
+    }
+}
+
+impl LocalMetrics {
+    /// Counts one answered request.
+    #[inline(always)]
+    pub fn answered(&mut self, op: u8, status: u8) {
+        self.requests[opcode_slot(op)][status_slot(status)] += 1;
+    }
+
+    /// Counts `count` requests answered `latency_ns` after they were read.
+    #[inline]
+    pub fn latency(&mut self, latency_ns: u64, count: u64) {
+        let micros = latency_ns / 1000;
+        let slot = LATENCY_BOUNDS_US
+            .iter()
+            .position(|&b| micros <= b)
+            .unwrap_or(LATENCY_SLOTS - 1);
+        self.latency[slot] += count;
+        self.latency_sum_ns += latency_ns * count;
+    }
+
+    /// Copies the counters into the shared snapshot.
+    pub fn publish(&self, shared: &WorkerMetrics, queue_depth: u64, bindings_live: u64) {
+        for (op, row) in self.requests.iter().enumerate() {
+            for (status, &count) in row.iter().enumerate() {
+                shared.requests[op * STATUS_SLOTS + status].store(count, Ordering::Relaxed);
+            }
+        }
+        for (slot, &count) in self.latency.iter().enumerate() {
+            shared.latency[slot].store(count, Ordering::Relaxed);
+        }
+        shared
+            .latency_sum_ns
+            .store(self.latency_sum_ns, Ordering::Relaxed);
+        shared
+            .connections
+            .store(self.connections, Ordering::Relaxed);
+        shared.queue_depth.store(queue_depth, Ordering::Relaxed);
+        shared.bindings_live.store(bindings_live, Ordering::Relaxed);
+    }
+}
+
+/// The published snapshot of one event loop.
+#[derive(Debug)]
+pub struct WorkerMetrics {
+    requests: Vec<AtomicU64>,
+    latency: Vec<AtomicU64>,
+    latency_sum_ns: AtomicU64,
+    connections: AtomicU64,
+    queue_depth: AtomicU64,
+    bindings_live: AtomicU64,
+}
+
+impl Default for WorkerMetrics {
+    fn default() -> WorkerMetrics {
+        WorkerMetrics {
+            requests: (0..OPCODE_SLOTS * STATUS_SLOTS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            latency: (0..LATENCY_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            latency_sum_ns: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            queue_depth: AtomicU64::new(0),
+            bindings_live: AtomicU64::new(0),
+        }
+    }
+}
+
+/// All event loops' metrics, as one prometheus collector.
+#[derive(Debug, Clone, Default)]
+pub struct NodeMetrics {
+    /// One per event loop.
+    pub workers: Vec<Arc<WorkerMetrics>>,
+}
+
+impl NodeMetrics {
+    fn sum(&self, pick: impl Fn(&WorkerMetrics) -> u64) -> u64 {
+        self.workers.iter().map(|w| pick(w)).sum()
+    }
+
+    /// Total live bindings across loops.
+    pub fn bindings_live(&self) -> u64 {
+        self.sum(|w| w.bindings_live.load(Ordering::Relaxed))
+    }
+}
+
+fn status_label(slot: usize) -> &'static str {
+    u8::try_from(slot).map_or("unknown_status", crate::protocol::status::name)
+}
+
+impl Collector for NodeMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut requests = encoder.encode_descriptor(
+            "x700_requests",
+            "Requests answered, by opcode and status.",
+            None,
+            MetricType::Counter,
+        )?;
+        for op in 0..OPCODE_SLOTS {
+            let op_name = OPCODES.get(op).map_or("other", |&(_, name)| name);
+            for status in 0..STATUS_SLOTS {
+                let count =
+                    self.sum(|w| w.requests[op * STATUS_SLOTS + status].load(Ordering::Relaxed));
+                if count > 0 {
+                    let labels = [("opcode", op_name), ("status", status_label(status))];
+                    requests
+                        .encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+                }
+            }
+        }
+        // The text encoder accumulates the buckets itself: pass each
+        // bucket's own count.
+        let mut count = 0;
+        let buckets: Vec<(f64, u64)> = (0..LATENCY_SLOTS)
+            .map(|slot| {
+                let in_bucket = self.sum(|w| w.latency[slot].load(Ordering::Relaxed));
+                count += in_bucket;
+                // Bounds are small integers: exact in f64.
+                #[allow(clippy::cast_precision_loss)]
+                let bound = LATENCY_BOUNDS_US
+                    .get(slot)
+                    .map_or(f64::INFINITY, |&us| us as f64 / 1e6);
+                (bound, in_bucket)
+            })
+            .collect();
+        #[allow(clippy::cast_precision_loss)] // a sum of nanoseconds, reported in seconds
+        let sum_s = self.sum(|w| w.latency_sum_ns.load(Ordering::Relaxed)) as f64 / 1e9;
+        encoder
+            .encode_descriptor(
+                "x700_request_latency_seconds",
+                "Time from reading a lookup to encoding its answer.",
+                None,
+                MetricType::Histogram,
+            )?
+            .encode_histogram::<NoLabelSet>(sum_s, count, &buckets, None)?;
+        let gauges: [(&str, &str, u64); 3] = [
+            (
+                "x700_connections",
+                "Open TCP connections.",
+                self.sum(|w| w.connections.load(Ordering::Relaxed)),
+            ),
+            (
+                "x700_bindings_live",
+                "Live bindings on this node.",
+                self.bindings_live(),
+            ),
+            (
+                "x700_queue_depth",
+                "Batches waiting in the cross-core queues.",
+                self.sum(|w| w.queue_depth.load(Ordering::Relaxed)),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let value = i64::try_from(value).unwrap_or(i64::MAX);
+            encoder
+                .encode_descriptor(name, help, None, MetricType::Gauge)?
+                .encode_gauge(&value)?;
+        }
+        Ok(())
+    }
+}

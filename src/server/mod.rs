@@ -1,0 +1,302 @@
+//! The node: one pinned event loop per core, each owning its share of the
+//! table shards, plus the admin HTTP endpoint. `Server::start` opens the
+//! data directory and starts everything; `stop` drains and closes cleanly.
+
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod conn;
+pub mod cross;
+pub mod dispatch;
+pub mod metrics;
+pub mod worker;
+
+use crate::store::clock::Clock;
+use crate::store::Store;
+use config::{Config, ConfigError, Network};
+use cross::Message;
+use crossbeam_channel::Sender;
+use metrics::{NodeMetrics, WorkerMetrics};
+use mio::{Poll, Waker};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread::JoinHandle;
+
+/// State every event loop shares. Read-mostly: nothing here is touched per
+/// request except the connection count at accept.
+pub struct Shared {
+    /// The configuration.
+    pub config: Config,
+    /// Event loops.
+    pub workers: usize,
+    /// Table shards in the data directory.
+    pub table_shards: u16,
+    /// UDP source networks.
+    pub switch_networks: Vec<Network>,
+    /// Each loop's inbox.
+    pub senders: Vec<Sender<Message>>,
+    /// Each loop's waker.
+    pub wakers: Vec<Arc<Waker>>,
+    /// Set on SIGTERM/SIGINT or `stop`.
+    pub stopping: AtomicBool,
+    /// Loops still answering in-flight requests during a stop.
+    pub busy_workers: AtomicUsize,
+    /// All loops meet here before closing their shards.
+    pub barrier: Barrier,
+    /// Open TCP connections, node-wide.
+    pub connections: AtomicUsize,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// Metrics of every loop.
+    pub metrics: NodeMetrics,
+    /// True once every loop runs.
+    pub ready: AtomicBool,
+}
+
+impl Shared {
+    /// The STATS answer.
+    pub fn stats_json(&self) -> String {
+        serde_json::json!({
+            "node_id": self.config.node_id,
+            "event_loops": self.workers,
+            "table_shards": self.table_shards,
+            "bindings_live": self.metrics.bindings_live(),
+            "connections": self.connections.load(Ordering::Relaxed),
+        })
+        .to_string()
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data directory could not be opened.
+    #[error(transparent)]
+    Table(#[from] crate::table::TableError),
+    /// A socket could not be opened.
+    #[error("{what} {address}: {source}")]
+    Socket {
+        /// Which socket.
+        what: &'static str,
+        /// Its address.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running node.
+pub struct Server {
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<Result<(), crate::table::TableError>>>,
+    admin: Option<JoinHandle<()>>,
+    /// The TCP address actually bound.
+    pub tcp_address: SocketAddr,
+    /// The UDP address actually bound.
+    pub udp_address: Option<SocketAddr>,
+    /// The admin address actually bound.
+    pub admin_address: Option<SocketAddr>,
+}
+
+fn socket_error(what: &'static str, address: SocketAddr) -> impl Fn(std::io::Error) -> StartError {
+    move |source| StartError::Socket {
+        what,
+        address: address.to_string(),
+        source,
+    }
+}
+
+/// A TCP listener with SO_REUSEPORT, so every loop accepts on one address.
+fn tcp_listener(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// A UDP socket with SO_REUSEPORT and large buffers.
+fn udp_socket(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(address),
+        socket2::Type::DGRAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    let _ = socket.set_send_buffer_size(4 << 20);
+    socket.bind(&address.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+impl Server {
+    /// Opens the data directory (creating it if new), binds the sockets and
+    /// starts one event loop per configured core.
+    pub fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
+        let resolved = config.validate()?;
+        let store = Store::open_or_create(&config.data, config.table_shards, Arc::clone(&clock))?;
+        let table_shards = store.shard_count();
+        let workers = resolved.workers;
+        let sets = store.split(workers);
+        let mut polls = Vec::with_capacity(workers);
+        let mut wakers = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let poll = Poll::new().map_err(socket_error("poll", resolved.listen))?;
+            let waker = Waker::new(poll.registry(), worker::WAKER)
+                .map_err(socket_error("waker", resolved.listen))?;
+            polls.push(poll);
+            wakers.push(Arc::new(waker));
+        }
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..workers)
+            .map(|_| crossbeam_channel::bounded(config.limits.queue_batches_max))
+            .unzip();
+        // The first listener fixes the port (it may be 0: ephemeral); the
+        // others share it.
+        let first =
+            tcp_listener(resolved.listen).map_err(socket_error("listen", resolved.listen))?;
+        let tcp_address = first
+            .local_addr()
+            .map_err(socket_error("listen", resolved.listen))?;
+        let mut listeners = vec![first];
+        for _ in 1..workers {
+            listeners.push(tcp_listener(tcp_address).map_err(socket_error("listen", tcp_address))?);
+        }
+        let mut udp_sockets: Vec<Option<std::net::UdpSocket>> =
+            (0..workers).map(|_| None).collect();
+        let mut udp_address = None;
+        if let Some(address) = resolved.udp {
+            let first = udp_socket(address).map_err(socket_error("udp", address))?;
+            let bound = first.local_addr().map_err(socket_error("udp", address))?;
+            udp_sockets[0] = Some(first);
+            for slot in udp_sockets.iter_mut().skip(1) {
+                *slot = Some(udp_socket(bound).map_err(socket_error("udp", bound))?);
+            }
+            udp_address = Some(bound);
+        }
+        let worker_metrics: Vec<Arc<WorkerMetrics>> = (0..workers)
+            .map(|_| Arc::new(WorkerMetrics::default()))
+            .collect();
+        let shared = Arc::new(Shared {
+            workers,
+            table_shards,
+            switch_networks: resolved.switch_networks.clone(),
+            senders,
+            wakers,
+            stopping: AtomicBool::new(false),
+            busy_workers: AtomicUsize::new(workers),
+            barrier: Barrier::new(workers),
+            connections: AtomicUsize::new(0),
+            clock,
+            metrics: NodeMetrics {
+                workers: worker_metrics.clone(),
+            },
+            ready: AtomicBool::new(false),
+            config,
+        });
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let mut handles = Vec::with_capacity(workers);
+        let parts = polls
+            .into_iter()
+            .zip(listeners)
+            .zip(udp_sockets)
+            .zip(receivers)
+            .zip(sets)
+            .zip(worker_metrics)
+            .enumerate();
+        for (index, (((((poll, listener), udp), inbox), set), metrics)) in parts {
+            let listener = mio::net::TcpListener::from_std(listener);
+            let udp = udp.map(mio::net::UdpSocket::from_std);
+            let worker = worker::Worker::new(
+                index,
+                Arc::clone(&shared),
+                poll,
+                listener,
+                udp,
+                inbox,
+                set,
+                metrics,
+            )
+            .map_err(socket_error("register", tcp_address))?;
+            let core =
+                (shared.config.pin_cores && !cores.is_empty()).then(|| cores[index % cores.len()]);
+            let handle = std::thread::Builder::new()
+                .name(format!("x700-loop-{index}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        core_affinity::set_for_current(core);
+                    }
+                    worker.run()
+                })
+                .map_err(socket_error("thread", tcp_address))?;
+            handles.push(handle);
+        }
+        let (admin, admin_address) = match resolved.admin {
+            Some(address) => {
+                let (handle, bound) = admin::start(address, Arc::clone(&shared))
+                    .map_err(socket_error("admin", address))?;
+                (Some(handle), Some(bound))
+            }
+            None => (None, None),
+        };
+        shared.ready.store(true, Ordering::SeqCst);
+        Ok(Server {
+            shared,
+            workers: handles,
+            admin,
+            tcp_address,
+            udp_address,
+            admin_address,
+        })
+    }
+
+    /// Event loops running.
+    pub fn event_loops(&self) -> usize {
+        self.shared.workers
+    }
+
+    /// Table shards of the data directory.
+    pub fn table_shards(&self) -> u16 {
+        self.shared.table_shards
+    }
+
+    /// Stops accepting, answers what is in flight, flushes and closes every
+    /// shard cleanly. Returns the first error of any loop.
+    pub fn stop(self) -> Result<(), crate::table::TableError> {
+        self.shared.ready.store(false, Ordering::SeqCst);
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        for waker in &self.shared.wakers {
+            let _ = waker.wake();
+        }
+        let mut first_error = None;
+        for handle in self.workers {
+            match handle.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    first_error.get_or_insert(error);
+                }
+                Err(_) => {
+                    first_error.get_or_insert(crate::table::TableError::Io {
+                        path: "event loop".into(),
+                        source: std::io::Error::other("an event loop panicked"),
+                    });
+                }
+            }
+        }
+        if let Some(admin) = self.admin {
+            let _ = admin.join();
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,867 @@
+//! One event loop: pinned to a core, owning its share of the table shards,
+//! serving TCP connections and UDP datagrams with `mio`.
+//!
+//! Per poll iteration: read every readable socket (many frames per `recv`),
+//! answer local writes at once, gather local lookups into one batch (run with
+//! the prefetching batch lookup), forward requests for other cores' shards
+//! in one batch per core, then write each connection's answers with one
+//! `send`. No allocation per request once buffers have grown.
+
+use super::auth::{self, Access, HelloOutcome};
+use super::conn::{Connection, INPUT_BYTES};
+use super::cross::{Message, Origin, WorkItem};
+use super::dispatch::{self, Op};
+use super::metrics::{LocalMetrics, WorkerMetrics};
+use super::Shared;
+use crate::binding::{LookupQuery, LookupResult, Reject};
+use crate::number::XPolicy;
+use crate::protocol::codec::{self, Request};
+use crate::protocol::frame::{next_frame, push_frame, Header, HEADER_BYTES};
+use crate::protocol::{opcode, status};
+use crate::store::ShardSet;
+use crossbeam_channel::{Receiver, TrySendError};
+use mio::net::{TcpListener, UdpSocket};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Token of the TCP listener.
+const LISTENER: Token = Token(usize::MAX - 1);
+/// Token of the UDP socket.
+const UDP: Token = Token(usize::MAX - 2);
+/// Token of the waker other loops use.
+pub const WAKER: Token = Token(usize::MAX - 3);
+/// Lookups gathered before a batch runs.
+const LOOKUP_BATCH_MAX: usize = 256;
+/// Housekeeping period: metrics are published this often.
+const TICK: Duration = Duration::from_millis(10);
+/// Ticks between expiry sweeps (every 100 ms).
+const TICKS_PER_SWEEP: u32 = 10;
+/// Record slots each owned shard's expiry sweep examines per sweep.
+const RECLAIM_PER_TICK: u32 = 4096;
+/// Datagrams read per readiness event before other work gets a turn.
+const DATAGRAMS_PER_EVENT: usize = 64;
+/// Largest UDP datagram.
+const DATAGRAM_BYTES: usize = 65_536;
+/// Longest time a graceful stop waits for in-flight answers to drain.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(3);
+/// Largest LOOKUP answer frame.
+const LOOKUP_ANSWER_BYTES: usize = codec::LOOKUP_ANSWER_FRAME_BYTES;
+
+/// A UDP datagram whose lookups are being answered.
+struct PendingDatagram {
+    peer: SocketAddr,
+    answers: Vec<([u8; LOOKUP_ANSWER_BYTES], u8)>,
+    remaining: usize,
+}
+
+/// The event loop's state.
+pub struct Worker {
+    index: usize,
+    shared: Arc<Shared>,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    udp: Option<UdpSocket>,
+    inbox: Receiver<Message>,
+    set: ShardSet,
+    conns: Slab<Connection>,
+    next_generation: u32,
+    lookups: Vec<LookupQuery>,
+    lookup_origins: Vec<(Origin, u32)>,
+    answers: Vec<LookupResult>,
+    outgoing: Vec<Vec<WorkItem>>,
+    unsent_replies: Vec<(usize, Message)>,
+    datagrams: Slab<PendingDatagram>,
+    datagram_buffer: Box<[u8]>,
+    dirty: Vec<usize>,
+    scratch: Vec<u8>,
+    metrics: LocalMetrics,
+    shared_metrics: Arc<WorkerMetrics>,
+    now_s: u32,
+    ticks: u32,
+    iteration_started: Instant,
+    policy: XPolicy,
+}
+
+impl Worker {
+    /// Builds a worker; sockets are registered with its poll.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        index: usize,
+        shared: Arc<Shared>,
+        poll: Poll,
+        listener: TcpListener,
+        udp: Option<UdpSocket>,
+        inbox: Receiver<Message>,
+        set: ShardSet,
+        shared_metrics: Arc<WorkerMetrics>,
+    ) -> std::io::Result<Worker> {
+        let mut listener = listener;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut udp = udp;
+        if let Some(socket) = udp.as_mut() {
+            poll.registry().register(socket, UDP, Interest::READABLE)?;
+        }
+        let workers = shared.workers;
+        let policy = XPolicy {
+            allow_legacy: shared.config.allow_legacy_x,
+        };
+        Ok(Worker {
+            index,
+            shared,
+            poll,
+            listener: Some(listener),
+            udp,
+            inbox,
+            set,
+            conns: Slab::new(),
+            next_generation: 1,
+            lookups: Vec::with_capacity(LOOKUP_BATCH_MAX),
+            lookup_origins: Vec::with_capacity(LOOKUP_BATCH_MAX),
+            answers: Vec::with_capacity(LOOKUP_BATCH_MAX),
+            outgoing: (0..workers).map(|_| Vec::new()).collect(),
+            unsent_replies: Vec::new(),
+            datagrams: Slab::new(),
+            datagram_buffer: vec![0u8; DATAGRAM_BYTES].into_boxed_slice(),
+            dirty: Vec::new(),
+            scratch: Vec::with_capacity(1024),
+            metrics: LocalMetrics::default(),
+            shared_metrics,
+            now_s: 0,
+            ticks: 0,
+            iteration_started: Instant::now(),
+            policy,
+        })
+    }
+
+    /// Runs until the node stops; then drains, closes the shards cleanly and
+    /// returns.
+    pub fn run(mut self) -> Result<(), crate::table::TableError> {
+        let mut events = Events::with_capacity(1024);
+        let mut next_tick = Instant::now();
+        let mut draining_since: Option<Instant> = None;
+        let mut reported_drained = false;
+        loop {
+            let timeout = if self.unsent_replies.is_empty() {
+                TICK
+            } else {
+                Duration::from_millis(1)
+            };
+            if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
+                if error.kind() != ErrorKind::Interrupted {
+                    eprintln!("x700: event loop {}: poll: {error}", self.index);
+                }
+            }
+            self.iteration_started = Instant::now();
+            self.now_s = self.shared.clock.now_s();
+            let draining = draining_since.is_some();
+            for event in &events {
+                match event.token() {
+                    LISTENER if !draining => self.accept(),
+                    UDP if !draining => self.read_datagrams(),
+                    WAKER | LISTENER | UDP => {}
+                    Token(token) => {
+                        if event.is_readable() && !draining {
+                            self.read_connection(token);
+                        }
+                        if event.is_writable() && self.conns.contains(token) {
+                            self.dirty.push(token);
+                        }
+                        if event.is_read_closed() && event.is_write_closed() {
+                            self.close(token);
+                        }
+                    }
+                }
+            }
+            self.drain_inbox();
+            self.run_lookups();
+            self.send_outgoing();
+            self.retry_replies();
+            self.write_dirty();
+            if self.iteration_started >= next_tick {
+                next_tick = self.iteration_started + TICK;
+                self.tick();
+            }
+            if draining_since.is_none() && self.shared.stopping.load(Ordering::SeqCst) {
+                self.stop_intake();
+                draining_since = Some(Instant::now());
+            }
+            if let Some(since) = draining_since {
+                let idle = self.conns.iter().all(|(_, c)| c.in_flight == 0)
+                    && self.outgoing.iter().all(Vec::is_empty)
+                    && self.unsent_replies.is_empty();
+                let flushed = self.conns.iter().all(|(_, c)| c.pending_output() == 0);
+                if idle && !reported_drained {
+                    reported_drained = true;
+                    self.shared.busy_workers.fetch_sub(1, Ordering::SeqCst);
+                }
+                let everyone_idle = self.shared.busy_workers.load(Ordering::SeqCst) == 0;
+                if (everyone_idle && flushed) || since.elapsed() > DRAIN_DEADLINE {
+                    break;
+                }
+            }
+        }
+        if !reported_drained {
+            self.shared.busy_workers.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.tick();
+        self.shared.barrier.wait();
+        self.set.close()
+    }
+
+    fn stop_intake(&mut self) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        if let Some(mut socket) = self.udp.take() {
+            let _ = self.poll.registry().deregister(&mut socket);
+        }
+    }
+
+    fn tick(&mut self) {
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.ticks.is_multiple_of(TICKS_PER_SWEEP) {
+            self.set.reclaim_expired(self.now_s, RECLAIM_PER_TICK);
+        }
+        let queue_depth = self.inbox.len() as u64;
+        self.metrics
+            .publish(&self.shared_metrics, queue_depth, self.set.bindings_live());
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            let (mut stream, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(error) if error.kind() == ErrorKind::WouldBlock => return,
+                Err(error) => {
+                    eprintln!("x700: accept: {error}");
+                    return;
+                }
+            };
+            let open = self.shared.connections.fetch_add(1, Ordering::SeqCst);
+            if open >= self.shared.config.limits.connections_max {
+                self.shared.connections.fetch_sub(1, Ordering::SeqCst);
+                drop(stream);
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let entry = self.conns.vacant_entry();
+            let token = entry.key();
+            if self
+                .poll
+                .registry()
+                .register(
+                    &mut stream,
+                    Token(token),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .is_err()
+            {
+                self.shared.connections.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
+            let generation = self.next_generation;
+            self.next_generation = self.next_generation.wrapping_add(1);
+            let input_bytes =
+                INPUT_BYTES.max(2 * self.shared.config.limits.request_frame_bytes_max as usize);
+            entry.insert(Connection::new(
+                stream,
+                generation,
+                input_bytes,
+                peer.ip().is_loopback(),
+            ));
+            self.metrics.connections += 1;
+        }
+    }
+
+    fn close(&mut self, token: usize) {
+        if let Some(mut conn) = self.conns.try_remove(token) {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            self.shared.connections.fetch_sub(1, Ordering::SeqCst);
+            self.metrics.connections -= 1;
+        }
+    }
+
+    fn read_connection(&mut self, token: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(token) else {
+                return;
+            };
+            if conn.closing {
+                return;
+            }
+            conn.compact_input();
+            let end = conn.end;
+            let read = conn.stream.read(&mut conn.input[end..]);
+            match read {
+                Ok(0) => {
+                    self.close(token);
+                    return;
+                }
+                Ok(n) => {
+                    conn.end += n;
+                    if !self.process_frames(token) {
+                        self.close(token);
+                        return;
+                    }
+                }
+                Err(error) if error.kind() == ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.close(token);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handles every complete frame in the connection's input. Returns false
+    /// if the connection must close now (framing lost, or cut off).
+    fn process_frames(&mut self, token: usize) -> bool {
+        let frame_max = self.shared.config.limits.request_frame_bytes_max;
+        let Some(conn) = self.conns.get_mut(token) else {
+            return false;
+        };
+        let input = std::mem::take(&mut conn.input);
+        let (mut start, end) = (conn.start, conn.end);
+        let mut keep = true;
+        while start < end {
+            match next_frame(&input[start..end], frame_max) {
+                Ok(Some((header, frame))) => {
+                    let length = frame.len();
+                    self.handle_frame(token, &header, &frame[HEADER_BYTES..]);
+                    start += length;
+                    let Some(conn) = self.conns.get(token) else {
+                        break;
+                    };
+                    if conn.closing {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    keep = false;
+                    break;
+                }
+            }
+        }
+        let Some(conn) = self.conns.get_mut(token) else {
+            return false;
+        };
+        conn.input = input;
+        conn.start = start;
+        if conn.closing {
+            conn.start = conn.end;
+        }
+        if conn.pending_output() > self.shared.config.limits.output_buffer_bytes_max {
+            return false;
+        }
+        if conn.pending_output() > 0 {
+            self.dirty.push(token);
+        }
+        keep
+    }
+
+    fn answer(&mut self, token: usize, op_code: u8, status_code: u8, request_id: u32, body: &[u8]) {
+        if let Some(conn) = self.conns.get_mut(token) {
+            push_frame(&mut conn.output, op_code, status_code, request_id, body);
+            self.metrics.answered(op_code, status_code);
+        }
+    }
+
+    fn handle_frame(&mut self, token: usize, header: &Header, body: &[u8]) {
+        let request_id = header.request_id;
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        let Some(session) = conn.session.clone() else {
+            self.handle_hello(token, header, body);
+            return;
+        };
+        let request = match codec::decode_request(header, body) {
+            Ok(request) => request,
+            Err(error) => {
+                self.answer(token, header.opcode, error.status, request_id, &[]);
+                return;
+            }
+        };
+        if !auth::permits(session.role, header.opcode) {
+            self.answer(token, header.opcode, status::UNAUTHORISED, request_id, &[]);
+            return;
+        }
+        let origin = Origin::Tcp {
+            token: u32::try_from(token).unwrap_or(u32::MAX),
+            generation: conn.generation,
+        };
+        match request {
+            Request::Hello { .. } => {
+                self.answer(token, header.opcode, status::BAD_REQUEST, request_id, &[])
+            }
+            Request::Ping => self.answer(token, header.opcode, status::OK, request_id, &[]),
+            Request::Stats => {
+                let stats = self.shared.stats_json();
+                self.answer(
+                    token,
+                    header.opcode,
+                    status::OK,
+                    request_id,
+                    stats.as_bytes(),
+                );
+            }
+            Request::Lookup { query, .. } => match dispatch::check_lookup(&query, self.policy) {
+                Ok(query) => self.route(origin, request_id, Op::Lookup(query), Access::AllTenants),
+                Err(code) => self.answer(token, header.opcode, code, request_id, &[]),
+            },
+            ref write => match dispatch::check_write(write, self.policy) {
+                Ok(op) => self.route(origin, request_id, op, session.access),
+                Err(code) => self.answer(token, header.opcode, code, request_id, &[]),
+            },
+        }
+    }
+
+    fn handle_hello(&mut self, token: usize, header: &Header, body: &[u8]) {
+        let request_id = header.request_id;
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        let decoded = if header.opcode == opcode::HELLO {
+            codec::decode_request(header, body)
+        } else {
+            Err(codec::DecodeError {
+                status: status::UNAUTHORISED,
+                reason: "HELLO must come first",
+            })
+        };
+        let outcome = match decoded {
+            Ok(Request::Hello {
+                version,
+                role,
+                credential,
+            }) => auth::hello(
+                &self.shared.config.credentials,
+                version,
+                role,
+                credential,
+                conn.peer_is_loopback,
+            ),
+            _ => HelloOutcome::Unauthorised,
+        };
+        match outcome {
+            HelloOutcome::Accepted(session) => {
+                conn.session = Some(session);
+                let body =
+                    codec::hello_answer_body(self.set.shard_count(), self.shared.config.node_id, 0);
+                self.answer(token, opcode::HELLO, status::OK, request_id, &body);
+            }
+            HelloOutcome::Unauthorised => {
+                conn.closing = true;
+                self.answer(token, header.opcode, status::UNAUTHORISED, request_id, &[]);
+            }
+            HelloOutcome::UnsupportedVersion => {
+                conn.closing = true;
+                let mut versions = [0u8; 4];
+                versions[0..2].copy_from_slice(&crate::protocol::VERSION_MIN.to_le_bytes());
+                versions[2..4].copy_from_slice(&crate::protocol::VERSION.to_le_bytes());
+                self.answer(
+                    token,
+                    opcode::HELLO,
+                    status::UNSUPPORTED_VERSION,
+                    request_id,
+                    &versions,
+                );
+            }
+        }
+    }
+
+    /// Sends a checked request to the loop that owns its shard, or runs it
+    /// here.
+    fn route(&mut self, origin: Origin, request_id: u32, op: Op, access: Access) {
+        let owner = usize::from(op.table_shard(self.set.shard_count())) % self.shared.workers;
+        if owner == self.index {
+            if let Op::Lookup(query) = op {
+                self.lookups.push(query);
+                self.lookup_origins.push((origin, request_id));
+                if self.lookups.len() >= LOOKUP_BATCH_MAX {
+                    self.run_lookups();
+                }
+                return;
+            }
+            // Writes see every earlier request of the connection.
+            self.run_lookups();
+            let op_code = dispatch::op_opcode(&op);
+            let mut frame = std::mem::take(&mut self.scratch);
+            frame.clear();
+            dispatch::execute_write(
+                &mut self.set,
+                &op,
+                &access,
+                op_code,
+                request_id,
+                self.now_s,
+                &mut frame,
+            );
+            self.deliver(origin, &frame);
+            self.scratch = frame;
+            return;
+        }
+        if let Origin::Tcp { token, .. } = origin {
+            let limit = self.shared.config.limits.in_flight_per_connection_max;
+            let Some(conn) = self.conns.get_mut(token as usize) else {
+                return;
+            };
+            if conn.in_flight >= limit {
+                self.answer(
+                    token as usize,
+                    dispatch::op_opcode(&op),
+                    status::BUSY,
+                    request_id,
+                    &[],
+                );
+                return;
+            }
+            conn.in_flight += 1;
+        }
+        self.outgoing[owner].push(WorkItem {
+            origin,
+            request_id,
+            op,
+            access,
+        });
+    }
+
+    /// Runs the gathered local lookups as one prefetching batch.
+    fn run_lookups(&mut self) {
+        if self.lookups.is_empty() {
+            return;
+        }
+        self.answers
+            .resize(self.lookups.len(), LookupResult::Reject(Reject::NotBound));
+        self.set
+            .lookup_batch(&self.lookups, &mut self.answers, self.now_s);
+        let mut frame = [0u8; LOOKUP_ANSWER_BYTES];
+        let origins = std::mem::take(&mut self.lookup_origins);
+        for (i, &(origin, request_id)) in origins.iter().enumerate() {
+            let length = codec::write_lookup_answer(&mut frame, request_id, &self.answers[i]);
+            self.deliver(origin, &frame[..length]);
+        }
+        let count = origins.len() as u64;
+        let latency_ns =
+            u64::try_from(self.iteration_started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.metrics.latency(latency_ns, count);
+        self.lookup_origins = origins;
+        self.lookup_origins.clear();
+        self.lookups.clear();
+    }
+
+    /// Puts one answer frame where its request came from.
+    fn deliver(&mut self, origin: Origin, frame: &[u8]) {
+        let header = frame
+            .first_chunk::<HEADER_BYTES>()
+            .map(Header::read)
+            .unwrap_or_default();
+        self.metrics.answered(header.opcode, header.status);
+        match origin {
+            Origin::Tcp { token, generation } => {
+                let token = token as usize;
+                if let Some(conn) = self.conns.get_mut(token) {
+                    if conn.generation == generation {
+                        conn.output.extend_from_slice(frame);
+                        self.dirty.push(token);
+                    }
+                }
+            }
+            Origin::Udp { datagram, slot } => {
+                self.deliver_datagram_answer(datagram as usize, slot, frame)
+            }
+        }
+    }
+
+    fn deliver_datagram_answer(&mut self, datagram: usize, slot: u16, frame: &[u8]) {
+        let Some(pending) = self.datagrams.get_mut(datagram) else {
+            return;
+        };
+        let (bytes, length) = &mut pending.answers[usize::from(slot)];
+        let n = frame.len().min(LOOKUP_ANSWER_BYTES);
+        bytes[..n].copy_from_slice(&frame[..n]);
+        // n <= 44: fits u8.
+        *length = u8::try_from(n).unwrap_or(0);
+        pending.remaining -= 1;
+        if pending.remaining == 0 {
+            let pending = self.datagrams.remove(datagram);
+            self.send_datagram(&pending);
+        }
+    }
+
+    fn send_datagram(&mut self, pending: &PendingDatagram) {
+        let mut datagram = Vec::with_capacity(pending.answers.len() * LOOKUP_ANSWER_BYTES);
+        for (bytes, length) in &pending.answers {
+            datagram.extend_from_slice(&bytes[..usize::from(*length)]);
+        }
+        if let Some(socket) = self.udp.as_ref() {
+            // UDP: an answer that cannot be sent now is lost, as the switch
+            // expects; it retries on its own timer.
+            let _ = socket.send_to(&datagram, pending.peer);
+        }
+    }
+
+    fn read_datagrams(&mut self) {
+        for _ in 0..DATAGRAMS_PER_EVENT {
+            let Some(socket) = self.udp.as_ref() else {
+                return;
+            };
+            let (length, peer) = match socket.recv_from(&mut self.datagram_buffer) {
+                Ok(received) => received,
+                Err(error) if error.kind() == ErrorKind::WouldBlock => return,
+                Err(_) => return,
+            };
+            if !self
+                .shared
+                .switch_networks
+                .iter()
+                .any(|n| n.contains(peer.ip()))
+            {
+                continue;
+            }
+            self.handle_datagram(length, peer);
+        }
+    }
+
+    fn handle_datagram(&mut self, length: usize, peer: SocketAddr) {
+        let frame_max = self.shared.config.limits.request_frame_bytes_max;
+        let buffer = std::mem::take(&mut self.datagram_buffer);
+        let mut frames = Vec::new();
+        let mut offset = 0;
+        while offset < length {
+            match next_frame(&buffer[offset..length], frame_max) {
+                Ok(Some((header, frame))) => {
+                    frames.push((header, offset + HEADER_BYTES, offset + frame.len()));
+                    offset += frame.len();
+                }
+                _ => break,
+            }
+        }
+        if !frames.is_empty() && frames.len() <= usize::from(u16::MAX) {
+            let key = self.datagrams.insert(PendingDatagram {
+                peer,
+                answers: vec![([0u8; LOOKUP_ANSWER_BYTES], 0); frames.len()],
+                remaining: frames.len(),
+            });
+            let datagram = u32::try_from(key).unwrap_or(u32::MAX);
+            for (slot, (header, body_start, body_end)) in frames.into_iter().enumerate() {
+                // At most u16::MAX frames, checked above.
+                let slot = u16::try_from(slot).unwrap_or(u16::MAX);
+                let origin = Origin::Udp { datagram, slot };
+                let body = &buffer[body_start..body_end];
+                let checked = if header.opcode != opcode::LOOKUP {
+                    Err(status::UNKNOWN_OPCODE)
+                } else if body.len() != codec::LOOKUP_BYTES {
+                    Err(status::BAD_FRAME)
+                } else {
+                    codec::decode_lookup(body)
+                        .map_err(|e| e.status)
+                        .and_then(|(query, _)| dispatch::check_lookup(&query, self.policy))
+                };
+                match checked {
+                    Ok(query) => self.route(
+                        origin,
+                        header.request_id,
+                        Op::Lookup(query),
+                        Access::AllTenants,
+                    ),
+                    Err(code) => {
+                        let mut frame = Vec::with_capacity(HEADER_BYTES);
+                        push_frame(&mut frame, header.opcode, code, header.request_id, &[]);
+                        self.deliver(origin, &frame);
+                    }
+                }
+            }
+        }
+        self.datagram_buffer = buffer;
+    }
+
+    fn send_outgoing(&mut self) {
+        for owner in 0..self.outgoing.len() {
+            if self.outgoing[owner].is_empty() {
+                continue;
+            }
+            let items = std::mem::take(&mut self.outgoing[owner]);
+            let message = Message::Work {
+                from: self.index,
+                items,
+            };
+            match self.shared.senders[owner].try_send(message) {
+                Ok(()) => {
+                    let _ = self.shared.wakers[owner].wake();
+                }
+                Err(
+                    TrySendError::Full(Message::Work { items, .. })
+                    | TrySendError::Disconnected(Message::Work { items, .. }),
+                ) => {
+                    // The other core is saturated: say so instead of queueing
+                    // without bound.
+                    for item in items {
+                        self.unforward(item.origin);
+                        let mut frame = Vec::with_capacity(HEADER_BYTES);
+                        push_frame(
+                            &mut frame,
+                            dispatch::op_opcode(&item.op),
+                            status::BUSY,
+                            item.request_id,
+                            &[],
+                        );
+                        self.deliver(item.origin, &frame);
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    fn unforward(&mut self, origin: Origin) {
+        if let Origin::Tcp { token, generation } = origin {
+            if let Some(conn) = self.conns.get_mut(token as usize) {
+                if conn.generation == generation {
+                    conn.in_flight = conn.in_flight.saturating_sub(1);
+                }
+            }
+        }
+    }
+
+    fn drain_inbox(&mut self) {
+        while let Ok(message) = self.inbox.try_recv() {
+            match message {
+                Message::Work { from, items } => self.serve_remote(from, items),
+                Message::Done { items, frames } => {
+                    for (origin, start, end) in items {
+                        self.unforward(origin);
+                        self.deliver(origin, &frames[start as usize..end as usize]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Executes requests forwarded by another loop, in order, and queues
+    /// their answers back.
+    fn serve_remote(&mut self, from: usize, items: Vec<WorkItem>) {
+        let mut frames = Vec::with_capacity(items.len() * LOOKUP_ANSWER_BYTES);
+        let mut done = Vec::with_capacity(items.len());
+        let mut i = 0;
+        while i < items.len() {
+            let run = items[i..]
+                .iter()
+                .take_while(|item| matches!(item.op, Op::Lookup(_)))
+                .count();
+            if run > 0 {
+                self.lookups.clear();
+                self.lookups
+                    .extend(items[i..i + run].iter().map(|item| match item.op {
+                        Op::Lookup(query) => query,
+                        _ => LookupQuery::default(),
+                    }));
+                self.answers
+                    .resize(run, LookupResult::Reject(Reject::NotBound));
+                self.set
+                    .lookup_batch(&self.lookups, &mut self.answers[..run], self.now_s);
+                for (item, answer) in items[i..i + run].iter().zip(&self.answers) {
+                    let start = frames.len();
+                    codec::encode_lookup_answer(&mut frames, item.request_id, answer);
+                    done.push((item.origin, offset(start), offset(frames.len())));
+                }
+                self.lookups.clear();
+                i += run;
+                continue;
+            }
+            let item = &items[i];
+            let start = frames.len();
+            let op_code = dispatch::op_opcode(&item.op);
+            dispatch::execute_write(
+                &mut self.set,
+                &item.op,
+                &item.access,
+                op_code,
+                item.request_id,
+                self.now_s,
+                &mut frames,
+            );
+            done.push((item.origin, offset(start), offset(frames.len())));
+            i += 1;
+        }
+        let reply = Message::Done {
+            items: done,
+            frames,
+        };
+        self.send_reply(from, reply);
+    }
+
+    fn send_reply(&mut self, to: usize, reply: Message) {
+        match self.shared.senders[to].try_send(reply) {
+            Ok(()) => {
+                let _ = self.shared.wakers[to].wake();
+            }
+            // Answers are never dropped: keep them and retry next iteration.
+            Err(TrySendError::Full(reply) | TrySendError::Disconnected(reply)) => {
+                self.unsent_replies.push((to, reply))
+            }
+        }
+    }
+
+    fn retry_replies(&mut self) {
+        for (to, reply) in std::mem::take(&mut self.unsent_replies) {
+            self.send_reply(to, reply);
+        }
+    }
+
+    fn write_dirty(&mut self) {
+        let limit = self.shared.config.limits.output_buffer_bytes_max;
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for &token in &dirty {
+            let Some(conn) = self.conns.get_mut(token) else {
+                continue;
+            };
+            let mut broken = false;
+            while conn.sent < conn.output.len() {
+                match conn.stream.write(&conn.output[conn.sent..]) {
+                    Ok(0) => {
+                        broken = true;
+                        break;
+                    }
+                    Ok(n) => conn.sent += n,
+                    Err(error) if error.kind() == ErrorKind::WouldBlock => break,
+                    Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        broken = true;
+                        break;
+                    }
+                }
+            }
+            if conn.sent == conn.output.len() {
+                conn.output.clear();
+                conn.sent = 0;
+            }
+            // A client that stops reading is cut off once its answers pile
+            // up past the limit; nobody else waits for it.
+            let cut_off = conn.pending_output() > limit;
+            let finished = conn.closing && conn.pending_output() == 0;
+            if broken || cut_off || finished {
+                self.close(token);
+            }
+        }
+        dirty.clear();
+        self.dirty = dirty;
+    }
+}
+
+fn offset(position: usize) -> u32 {
+    u32::try_from(position).unwrap_or(u32::MAX)
+}
