@@ -235,7 +235,7 @@ fn expired_bindings_are_never_routed_and_are_reclaimed() {
 }
 
 #[test]
-fn ghost_keeps_x_present_until_its_last_binding_goes() {
+fn representative_is_replaced_when_it_goes_first() {
     let (_dir, mut store, _clock) = store(1);
     let first = store
         .bind(&axb(x(1), "13800000001", "13900000002", "o1"))
@@ -243,21 +243,63 @@ fn ghost_keeps_x_present_until_its_last_binding_goes() {
     let second = store
         .bind(&axb(x(1), "13800000003", "13900000004", "o2"))
         .unwrap();
+    // The first binding represented X; the second takes over.
     store.unbind(first.binding_id).unwrap();
     assert_eq!(
         callee(ask(&store, "13800000001", x(1))),
         "reject:not_a_party"
     );
     assert_eq!(callee(ask(&store, "13800000003", x(1))), "13900000004");
+    assert_eq!(callee(ask(&store, "13900000004", x(1))), "13800000003");
     assert!(store.query(first.binding_id).is_none());
     store.verify().unwrap();
+    // An AXN on X conflicts with, and names, the remaining binding.
+    let axn = BindRequest {
+        parties: Parties::Axn {
+            a: real("13600000001"),
+            default_callee: None,
+        },
+        ..axb(x(1), "13800000001", "13900000002", "o3")
+    };
+    assert!(matches!(
+        store.bind(&axn),
+        Err(WriteError::Conflict { binding_id: Some(id) }) if id == second.binding_id
+    ));
     store.unbind(second.binding_id).unwrap();
     assert_eq!(callee(ask(&store, "13800000003", x(1))), "reject:not_bound");
     let stats = store.stats().unwrap();
-    assert_eq!(
-        (stats.bindings_live, stats.ghosts, stats.index_entries),
-        (0, 0, 0)
-    );
+    assert_eq!((stats.bindings_live, stats.index_entries), (0, 0));
+    store.verify().unwrap();
+}
+
+#[test]
+fn axn_reclaims_an_x_whose_bindings_all_expired() {
+    // Regression: an AXN bind was refused when X's representative had been
+    // unbound and its one remaining binding had expired.
+    let (_dir, mut store, clock) = store(1);
+    let long = BindRequest {
+        ttl_s: 1000,
+        ..axb(x(1), "13800000001", "13900000002", "o1")
+    };
+    let first = store.bind(&long).unwrap();
+    store
+        .bind(&BindRequest {
+            ttl_s: 30,
+            ..axb(x(1), "13800000003", "13900000004", "o2")
+        })
+        .unwrap();
+    store.unbind(first.binding_id).unwrap();
+    clock.advance(30);
+    let axn = BindRequest {
+        parties: Parties::Axn {
+            a: real("13600000001"),
+            default_callee: None,
+        },
+        ..axb(x(1), "13800000001", "13900000002", "o3")
+    };
+    store.bind(&axn).unwrap();
+    assert_eq!(callee(ask(&store, "13700000000", x(1))), "13600000001");
+    assert_eq!(store.stats().unwrap().bindings_live, 1);
     store.verify().unwrap();
 }
 

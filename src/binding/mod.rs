@@ -325,7 +325,7 @@ pub enum WriteError {
     #[error(transparent)]
     Invalid(#[from] InvalidRequest),
     /// A live binding already holds this number on X. The id names it when it
-    /// is known (see docs/STORAGE.md, "Representatives and ghosts").
+    /// is known (it always is for bindings made by this version).
     #[error("conflict with live binding {}", .binding_id.map_or("on the same X".to_string(), |id| id.0.to_string()))]
     Conflict {
         /// The clashing binding.

@@ -331,7 +331,6 @@ pub(super) fn stats_fields(store: &Store) -> Result<Value, crate::table::TableEr
         "disk_bytes_per_binding": per_binding(stats.disk_bytes),
         "lookup_bytes": stats.lookup_bytes,
         "disk_bytes": stats.disk_bytes,
-        "ghosts": stats.ghosts,
         "records_used": stats.records_used,
         "index_entries": stats.index_entries,
         "overflow_buckets_live": stats.overflow_buckets_live,

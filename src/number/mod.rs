@@ -85,6 +85,31 @@ impl Number {
         self == Number::NONE
     }
 
+    /// For a plain number (digits, then `F` fill to the end): how many
+    /// digits. `None` for NONE, extension keys and malformed bytes. No
+    /// allocation and no branches per digit beyond the loop: the wire path
+    /// calls it per request.
+    #[inline]
+    pub fn digit_run(self) -> Option<usize> {
+        let word = u64::from_be_bytes(self.0);
+        let mut digits = 16;
+        for i in 0..16 {
+            let nibble = (word >> (60 - 4 * i)) & 0xF;
+            if nibble > 9 {
+                digits = i;
+                break;
+            }
+        }
+        // Everything after the digits must be fill.
+        let fill_bits = 64 - 4 * digits;
+        let fill_mask = if fill_bits == 64 {
+            u64::MAX
+        } else {
+            (1u64 << fill_bits) - 1
+        };
+        ((1..=DIGITS_MAX).contains(&digits) && word & fill_mask == fill_mask).then_some(digits)
+    }
+
     /// True if this is an extension key rather than a phone number.
     pub fn is_extension(self) -> bool {
         self.nibble(0) == EXTENSION_MARK
@@ -171,6 +196,22 @@ mod tests {
         assert_eq!(ext.digits(), "123");
         assert_ne!(ext, Number::from_digits(b"123"));
         assert!(ext.is_well_formed());
+    }
+
+    #[test]
+    fn digit_runs() {
+        assert_eq!(Number::from_digits(b"13800138000").digit_run(), Some(11));
+        assert_eq!(
+            Number::from_digits(b"700123456789012").digit_run(),
+            Some(15)
+        );
+        assert_eq!(Number::from_digits(b"1").digit_run(), Some(1));
+        assert_eq!(Number::NONE.digit_run(), None);
+        assert_eq!(Number::extension_key(b"12").digit_run(), None);
+        assert_eq!(
+            Number([0x13, 0xF8, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]).digit_run(),
+            None
+        );
     }
 
     #[test]

@@ -168,6 +168,10 @@ fn normalise_national(digits: &[u8]) -> ([u8; NATIONAL_BUFFER], usize) {
 /// the wire): well formed, not an extension, 3 to 15 digits after removing
 /// a `0086` or (before a mobile) `86` prefix. No allocation.
 pub fn check_real(number: Number) -> Result<Number, NumberError> {
+    // Fast path: a mobile (11 digits from 1) has no prefix to remove.
+    if number.digit_run() == Some(11) && number.0[0] >> 4 == 1 {
+        return Ok(number);
+    }
     let (digits, len) = number_digits(number)?;
     let (national, national_len) = normalise_national(&digits[..len]);
     if !(REAL_DIGITS_MIN..=DIGITS_MAX).contains(&national_len) {
@@ -184,6 +188,9 @@ pub fn check_real(number: Number) -> Result<Number, NumberError> {
 /// Checks a virtual number that arrived already encoded: a 15-digit 700
 /// number, or with `policy.allow_legacy` any valid real number.
 pub fn check_virtual(number: Number, policy: XPolicy) -> Result<Number, NumberError> {
+    if number.digit_run() == Some(VIRTUAL_DIGITS) && number.0[0] == 0x70 && number.0[1] >> 4 == 0 {
+        return Ok(number);
+    }
     let (digits, len) = number_digits(number)?;
     if len == VIRTUAL_DIGITS && digits.starts_with(VIRTUAL_PREFIX.as_bytes()) {
         return Ok(number);

@@ -30,6 +30,8 @@ pub struct Connection {
     pub in_flight: u32,
     /// Close once the output is flushed (after a refused HELLO).
     pub closing: bool,
+    /// Already in the loop's list of connections to write.
+    pub queued_for_write: bool,
     /// The peer is on loopback (protected mode).
     pub peer_is_loopback: bool,
 }
@@ -53,6 +55,7 @@ impl Connection {
             session: None,
             in_flight: 0,
             closing: false,
+            queued_for_write: false,
             peer_is_loopback,
         }
     }

@@ -169,8 +169,13 @@ impl Worker {
                         if event.is_readable() && !draining {
                             self.read_connection(token);
                         }
-                        if event.is_writable() && self.conns.contains(token) {
-                            self.dirty.push(token);
+                        if event.is_writable() {
+                            if let Some(conn) = self.conns.get_mut(token) {
+                                if !conn.queued_for_write {
+                                    conn.queued_for_write = true;
+                                    self.dirty.push(token);
+                                }
+                            }
                         }
                         if event.is_read_closed() && event.is_write_closed() {
                             self.close(token);
@@ -364,7 +369,8 @@ impl Worker {
         if conn.pending_output() > self.shared.config.limits.output_buffer_bytes_max {
             return false;
         }
-        if conn.pending_output() > 0 {
+        if conn.pending_output() > 0 && !conn.queued_for_write {
+            conn.queued_for_write = true;
             self.dirty.push(token);
         }
         keep
@@ -382,7 +388,7 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
-        let Some(session) = conn.session.clone() else {
+        let Some(role) = conn.session.as_ref().map(|s| s.role) else {
             self.handle_hello(token, header, body);
             return;
         };
@@ -393,7 +399,7 @@ impl Worker {
                 return;
             }
         };
-        if !auth::permits(session.role, header.opcode) {
+        if !auth::permits(role, header.opcode) {
             self.answer(token, header.opcode, status::UNAUTHORISED, request_id, &[]);
             return;
         }
@@ -421,7 +427,15 @@ impl Worker {
                 Err(code) => self.answer(token, header.opcode, code, request_id, &[]),
             },
             ref write => match dispatch::check_write(write, self.policy) {
-                Ok(op) => self.route(origin, request_id, op, session.access),
+                Ok(op) => {
+                    // Writes are rare: cloning the tenant list's Arc is fine here.
+                    let access = self
+                        .conns
+                        .get(token)
+                        .and_then(|c| c.session.as_ref())
+                        .map_or(Access::AllTenants, |s| s.access.clone());
+                    self.route(origin, request_id, op, access);
+                }
                 Err(code) => self.answer(token, header.opcode, code, request_id, &[]),
             },
         }
@@ -574,7 +588,10 @@ impl Worker {
                 if let Some(conn) = self.conns.get_mut(token) {
                     if conn.generation == generation {
                         conn.output.extend_from_slice(frame);
-                        self.dirty.push(token);
+                        if !conn.queued_for_write {
+                            conn.queued_for_write = true;
+                            self.dirty.push(token);
+                        }
                     }
                 }
             }

@@ -48,11 +48,9 @@ pub struct Store {
 pub struct StoreStats {
     /// Live bindings.
     pub bindings_live: u64,
-    /// Ghost records.
-    pub ghosts: u64,
     /// Shards.
     pub shards: u16,
-    /// Record slots in use (live + ghosts + free list).
+    /// Record slots handed out (live + free list + retired).
     pub records_used: u64,
     /// Index data entries.
     pub index_entries: u64,
@@ -279,7 +277,6 @@ impl Store {
         };
         for shard in self.set.shard_stats() {
             stats.bindings_live += u64::from(shard.counters.live_bindings);
-            stats.ghosts += u64::from(shard.counters.ghosts);
             stats.records_used += u64::from(shard.counters.records_used);
             stats.index_entries += u64::from(shard.index.entries);
             stats.overflow_buckets_live += u64::from(shard.index.overflow_live);

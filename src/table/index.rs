@@ -17,9 +17,11 @@ use super::mapped::{prefetch, GrowError};
 const LOAD_PERCENT: u64 = 80;
 /// Buckets at level 0 of a new index: 2^INITIAL_LEVEL.
 pub const INITIAL_LEVEL: u32 = 4;
-/// Overflow buckets reserved before each write, so a write never fails
-/// halfway: a bind inserts at most 3 entries, each needing at most one.
-const OVERFLOW_RESERVE: u32 = 4;
+/// Overflow buckets of file room reserved before each write, so a write
+/// never fails halfway: a bind inserts at most 4 entries (its own two, and
+/// one promotion for each expired holder it reclaims), each needing at most
+/// one new bucket. Twice that, for margin.
+const OVERFLOW_RESERVE: u32 = 8;
 /// Splits done per write at most, keeping each write's work bounded.
 const SPLITS_PER_WRITE_MAX: u32 = 2;
 
@@ -168,10 +170,10 @@ impl Index {
     pub fn reserve(&mut self) -> Result<(), GrowError> {
         self.primary
             .reserve(self.state.primaries() + SPLITS_PER_WRITE_MAX)?;
-        if self.state.overflow_free_head == 0 {
-            self.overflow
-                .reserve(self.state.overflow_used + OVERFLOW_RESERVE)?;
-        }
+        // Room beyond the used buckets, whether or not the free list has
+        // some: one write may need more buckets than the list holds.
+        self.overflow
+            .reserve(self.state.overflow_used + OVERFLOW_RESERVE)?;
         Ok(())
     }
 
@@ -403,5 +405,42 @@ impl Index {
     pub fn flush(&self) -> Result<(), super::error::TableError> {
         self.primary.flush()?;
         self.overflow.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::file::ShardIdentity;
+    use crate::table::layout::FileKind;
+
+    /// Regression: `reserve` grew the overflow file only when the free list
+    /// was empty, so a write that needed more buckets than the free list
+    /// held ran past the file and panicked in `allocate_overflow`.
+    #[test]
+    fn reserve_makes_room_even_when_the_free_list_has_buckets() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = ShardIdentity {
+            shard_id: 0,
+            shard_count: 1,
+            store_nonce: 1,
+        };
+        let mut primary =
+            TableFile::<Bucket>::create(dir.path(), FileKind::Index, identity, 0).unwrap();
+        primary.reserve(IndexState::new().primaries() + 2).unwrap();
+        let mut overflow =
+            TableFile::<Bucket>::create(dir.path(), FileKind::Overflow, identity, 0).unwrap();
+        overflow.reserve(1).unwrap();
+        let full = overflow.capacity();
+        // Every bucket handed out, one of them back on the free list.
+        let state = IndexState {
+            overflow_used: full,
+            overflow_free_head: 1,
+            overflow_live: full - 1,
+            ..IndexState::new()
+        };
+        let mut index = Index::new(primary, overflow, state);
+        index.reserve().unwrap();
+        assert!(index.overflow_file().capacity() >= full + 4);
     }
 }

@@ -99,7 +99,7 @@ pub struct HotRecord {
     /// Absolute expiry, seconds since the Unix epoch.
     pub expires_at_s: u32,
     /// Generation (bits 0-23), mode (24-25), direction (26-27), recording
-    /// (28), representative (29), ghost (30). See `meta` in this module.
+    /// (28), representative (29). See `meta` in this module.
     pub meta: u32,
 }
 const _: () = assert!(size_of::<HotRecord>() == 32);
@@ -118,8 +118,6 @@ pub mod meta {
     pub const RECORDING: u32 = 1 << 28;
     /// The record represents its X in the index (key (X, NONE)).
     pub const REPRESENTATIVE: u32 = 1 << 29;
-    /// The binding is gone; the record only keeps its X present.
-    pub const GHOST: u32 = 1 << 30;
     /// Mode value of a free slot.
     pub const MODE_FREE: u32 = 0;
     /// Mode value of AXB.
@@ -140,12 +138,15 @@ pub struct ColdRecord {
     pub created_at_s: u32,
     /// Requested lifetime, seconds (part of the idempotency check).
     pub ttl_s: u32,
-    /// On a representative (or ghost): live bindings on its X.
-    pub x_bindings: u32,
+    /// Next binding on the same X (slot + 1; 0 ends the list). X's
+    /// representative heads the list.
+    pub x_next: u32,
+    /// Previous binding on the same X (slot + 1; 0 for the head).
+    pub x_prev: u32,
     /// Order reference length (1 to 32).
     pub order_len: u8,
     /// Zero.
-    pub reserved: [u8; 15],
+    pub reserved: [u8; 11],
     /// Order reference, zero-padded.
     pub order: [u8; 32],
 }
@@ -217,10 +218,10 @@ pub struct ShardMeta {
     pub records_used: u32,
     /// Head of the free-slot list (slot + 1; 0 = empty).
     pub free_head: u32,
-    /// Live bindings (not ghosts).
+    /// Live bindings.
     pub live_bindings: u32,
-    /// Ghost records (see docs/STORAGE.md).
-    pub ghosts: u32,
+    /// Zero.
+    pub reserved0: u32,
     /// Slots retired because their generation is exhausted.
     pub retired_slots: u32,
     /// Linear hashing level: 2^level <= primary buckets < 2^(level+1).

@@ -20,10 +20,12 @@ pub fn compose_id(shard: u16, generation: u32, slot: u32) -> BindingId {
     )
 }
 
-/// The parts of an id: (shard, generation, slot). `None` if the top bits are
-/// set (no id this engine issues has them).
+/// The parts of an id: (shard, generation, slot). `None` if the shard part
+/// is beyond the largest shard count (no id this engine issues has it).
 pub fn decompose_id(id: BindingId) -> Option<(u16, u32, u32)> {
-    let shard = u16::try_from(id.0 >> (ID_SLOT_BITS + ID_GENERATION_BITS)).ok()?;
+    let shard = u16::try_from(id.0 >> (ID_SLOT_BITS + ID_GENERATION_BITS))
+        .ok()
+        .filter(|&shard| shard < crate::store::SHARDS_MAX)?;
     #[allow(clippy::cast_possible_truncation)] // masked to 24 bits
     let generation = ((id.0 >> ID_SLOT_BITS) as u32) & meta::GENERATION_MASK;
     #[allow(clippy::cast_possible_truncation)] // masked to 24 bits
@@ -72,12 +74,6 @@ impl HotRecord {
         }
     }
 
-    /// True for a ghost (see docs/STORAGE.md).
-    #[inline(always)]
-    pub fn is_ghost(&self) -> bool {
-        self.meta & meta::GHOST != 0
-    }
-
     /// True for the record that represents its X.
     #[inline(always)]
     pub fn is_representative(&self) -> bool {
@@ -87,7 +83,7 @@ impl HotRecord {
     /// True for a binding that has not been removed (it may have expired).
     #[inline(always)]
     pub fn is_live(&self) -> bool {
-        self.mode_bits() != meta::MODE_FREE && !self.is_ghost()
+        self.mode_bits() != meta::MODE_FREE
     }
 
     /// True once the expiry second has come.
@@ -140,9 +136,6 @@ impl HotRecord {
         if party.is_none() {
             return self.is_representative();
         }
-        if self.is_ghost() {
-            return false;
-        }
         match self.mode_bits() {
             meta::MODE_AXB => self.b == party.0 || (self.a == party.0 && !self.is_representative()),
             meta::MODE_AXE => self.b == party.0,
@@ -156,7 +149,7 @@ impl HotRecord {
     /// - AXB: (X, B), and (X, A) unless it is the representative (which
     ///   answers for A through (X, NONE));
     /// - AXE: (X, extension);
-    /// - AXN: only (X, NONE); a ghost: only (X, NONE).
+    /// - AXN: only (X, NONE).
     pub fn index_keys(&self) -> ([Number; 2], usize) {
         let mut parties = [Number::NONE; 2];
         let mut count = 0;
@@ -164,22 +157,20 @@ impl HotRecord {
             parties[count] = Number::NONE;
             count += 1;
         }
-        if !self.is_ghost() {
-            match self.mode_bits() {
-                meta::MODE_AXB => {
-                    if !self.is_representative() {
-                        parties[count] = self.a();
-                        count += 1;
-                    }
-                    parties[count] = self.b();
+        match self.mode_bits() {
+            meta::MODE_AXB => {
+                if !self.is_representative() {
+                    parties[count] = self.a();
                     count += 1;
                 }
-                meta::MODE_AXE => {
-                    parties[count] = self.b();
-                    count += 1;
-                }
-                _ => {}
+                parties[count] = self.b();
+                count += 1;
             }
+            meta::MODE_AXE => {
+                parties[count] = self.b();
+                count += 1;
+            }
+            _ => {}
         }
         (parties, count)
     }

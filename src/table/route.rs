@@ -43,9 +43,6 @@ impl Shard {
             return LookupResult::Reject(Reject::NotBound);
         };
         let record = self.record(representative);
-        if record.is_ghost() {
-            return LookupResult::Reject(Reject::NotAParty);
-        }
         match record.mode_bits() {
             meta::MODE_AXN => route_axn(
                 record,

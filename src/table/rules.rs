@@ -1,13 +1,14 @@
 //! The write rules of a shard: bind, unbind, update, query and expiry
 //! reclamation, as plain functions of the tables and `now_s`.
 //!
-//! Invariants kept here (docs/STORAGE.md, "Representatives and ghosts"):
-//! - every X with at least one binding has exactly one representative record
-//!   with the key (X, NONE); its cold record counts X's live bindings;
+//! Invariants kept here (docs/STORAGE.md, "Representatives"):
+//! - every X with at least one binding has exactly one representative
+//!   record, with the key (X, NONE); it heads the list of X's bindings,
+//!   linked through their cold records;
 //! - an AXB representative has no (X, A) key: lookups find A through (X, NONE);
-//! - a representative whose binding goes while others remain on X becomes a
-//!   ghost: it keeps X present (so strangers get `not_a_party`) and is freed
-//!   with X's last binding.
+//! - when the representative goes while other bindings remain on X, the next
+//!   one on the list is promoted: it takes (X, NONE) (and an AXB gives up its
+//!   (X, A) key).
 
 use super::hash::key_hash;
 use super::layout::{meta, ColdRecord, HotRecord};
@@ -73,9 +74,7 @@ impl Shard {
         validate(request)?;
         self.prepare_write()?;
         let x = request.x;
-        // The key this binding is found by besides (X, NONE), and whether X
-        // must be empty (AXN).
-        let own_key = match request.parties {
+        match request.parties {
             Parties::Axb { a, b } => {
                 for party in [a, b] {
                     if let Some(outcome) =
@@ -84,7 +83,6 @@ impl Shard {
                         return Ok(outcome);
                     }
                 }
-                Some(b)
             }
             Parties::Axe { extension, .. } => {
                 if let Some(outcome) =
@@ -92,36 +90,39 @@ impl Shard {
                 {
                     return Ok(outcome);
                 }
-                Some(extension)
             }
-            Parties::Axn { .. } => None,
-        };
-        // X's representative: an AXN makes X exclusive both ways.
+            Parties::Axn { .. } => {}
+        }
         if let Some(representative) = self.find_key(x, Number::NONE) {
             let record = *self.record(representative);
-            let is_axn = record.is_live() && record.mode_bits() == meta::MODE_AXN;
-            let x_bindings = self.cold_record(representative).x_bindings;
-            if is_axn || request.parties.mode() == Mode::Axn {
-                if is_axn && self.same_binding(representative, request) && !record.is_expired(now_s)
+            if request.parties.mode() == Mode::Axn {
+                // An AXN makes X exclusive: every binding on X must be gone
+                // or expired (then reclaimed here).
+                if record.mode_bits() == meta::MODE_AXN
+                    && self.same_binding(representative, request)
+                    && !record.is_expired(now_s)
                 {
                     return Ok(self.existing(representative));
                 }
-                let sole_and_expired =
-                    record.is_live() && record.is_expired(now_s) && x_bindings == 1;
-                if sole_and_expired {
-                    self.remove_binding(representative);
-                } else {
+                if let Some(live) = self.clear_x(representative, now_s) {
                     return Err(WriteError::Conflict {
-                        binding_id: record.is_live().then(|| self.id_of(representative)),
+                        binding_id: Some(self.id_of(live)),
                     });
                 }
+            } else if record.mode_bits() == meta::MODE_AXN {
+                if !record.is_expired(now_s) {
+                    return Err(WriteError::Conflict {
+                        binding_id: Some(self.id_of(representative)),
+                    });
+                }
+                self.remove_binding(representative);
             }
         }
         let slot = self.allocate_slot();
-        let (b_field, a) = match request.parties {
-            Parties::Axb { a, b } => (b, a),
-            Parties::Axn { a, default_callee } => (default_callee.unwrap_or(Number::NONE), a),
-            Parties::Axe { a, extension } => (extension, a),
+        let (a, b_field) = match request.parties {
+            Parties::Axb { a, b } => (a, b),
+            Parties::Axn { a, default_callee } => (a, default_callee.unwrap_or(Number::NONE)),
+            Parties::Axe { a, extension } => (a, extension),
         };
         let expires_at_s = now_s.saturating_add(request.ttl_s);
         {
@@ -137,27 +138,20 @@ impl Shard {
             tenant: request.tenant,
             created_at_s: now_s,
             ttl_s: request.ttl_s,
-            x_bindings: 0,
+            x_next: 0,
+            x_prev: 0,
             order_len,
-            reserved: [0; 15],
+            reserved: [0; 11],
             order,
         };
         match self.find_key(x, Number::NONE) {
-            Some(representative) => {
-                self.cold.items_mut()[representative as usize].x_bindings += 1;
-            }
-            None => {
-                self.records.items_mut()[slot as usize].meta |= meta::REPRESENTATIVE;
-                self.cold.items_mut()[slot as usize].x_bindings = 1;
-            }
+            Some(representative) => self.link_after(representative, slot),
+            None => self.records.items_mut()[slot as usize].meta |= meta::REPRESENTATIVE,
         }
         let (parties, count) = self.record(slot).index_keys();
         for &party in &parties[..count] {
             self.index.insert(key_hash(x, party), slot);
         }
-        debug_assert!(own_key.is_none_or(
-            |key| self.find_key(x, key).is_some() || self.find_axb_party(x, key).is_some()
-        ));
         self.counters.live_bindings += 1;
         self.split_index();
         Ok(BindOutcome {
@@ -189,6 +183,29 @@ impl Shard {
         })
     }
 
+    /// Empties X for an AXN: if every binding on X (the list headed by
+    /// `representative`) has expired, removes them all and returns `None`;
+    /// otherwise changes nothing and returns a live binding's slot. The
+    /// representative goes last, so no promotion (and no index insert)
+    /// happens on the way.
+    fn clear_x(&mut self, representative: u32, now_s: u32) -> Option<u32> {
+        let mut slot = representative;
+        loop {
+            if !self.record(slot).is_expired(now_s) {
+                return Some(slot);
+            }
+            match self.cold_record(slot).x_next {
+                0 => break,
+                next => slot = next - 1,
+            }
+        }
+        while let Some(next) = self.cold_record(representative).x_next.checked_sub(1) {
+            self.remove_binding(next);
+        }
+        self.remove_binding(representative);
+        None
+    }
+
     fn existing(&self, slot: u32) -> BindOutcome {
         BindOutcome {
             binding_id: self.id_of(slot),
@@ -209,8 +226,34 @@ impl Shard {
             && binding.recording == request.recording
     }
 
-    /// Removes a live binding (unbind or reclamation), keeping the
-    /// representative invariant.
+    /// Puts `slot` on X's list right after the representative.
+    fn link_after(&mut self, representative: u32, slot: u32) {
+        let cold = self.cold.items_mut();
+        let next = cold[representative as usize].x_next;
+        cold[slot as usize].x_prev = representative + 1;
+        cold[slot as usize].x_next = next;
+        if next != 0 {
+            cold[next as usize - 1].x_prev = slot + 1;
+        }
+        cold[representative as usize].x_next = slot + 1;
+    }
+
+    /// Takes `slot` off its X's list; returns the slot that followed it.
+    fn unlink(&mut self, slot: u32) -> Option<u32> {
+        let cold = self.cold.items_mut();
+        let (previous, next) = (cold[slot as usize].x_prev, cold[slot as usize].x_next);
+        if previous != 0 {
+            cold[previous as usize - 1].x_next = next;
+        }
+        if next != 0 {
+            cold[next as usize - 1].x_prev = previous;
+        }
+        next.checked_sub(1)
+    }
+
+    /// Removes a live binding (unbind or reclamation). If it represented
+    /// its X and others remain, the next on X's list becomes the
+    /// representative. At most one index insert (the promotion).
     pub(super) fn remove_binding(&mut self, slot: u32) {
         let record = *self.record(slot);
         assert!(
@@ -219,37 +262,25 @@ impl Shard {
         );
         let x = record.x();
         let (parties, count) = record.index_keys();
-        for &party in parties[..count].iter().filter(|p| !p.is_none()) {
+        for &party in &parties[..count] {
             self.index.remove(key_hash(x, party), slot);
         }
-        self.counters.live_bindings -= 1;
-        if record.is_representative() {
-            let remaining = self.cold_record(slot).x_bindings - 1;
-            if remaining == 0 {
-                self.index.remove(key_hash(x, Number::NONE), slot);
-                self.free_slot(slot);
-            } else {
-                self.records.items_mut()[slot as usize].meta |= meta::GHOST;
-                self.cold.items_mut()[slot as usize].x_bindings = remaining;
-                self.counters.ghosts += 1;
-            }
-            return;
-        }
-        self.free_slot(slot);
-        let representative = self
-            .find_key(x, Number::NONE)
-            .unwrap_or_else(|| panic!("X {x} has a binding but no representative"));
-        let remaining = self.cold_record(representative).x_bindings - 1;
-        self.cold.items_mut()[representative as usize].x_bindings = remaining;
-        if remaining == 0 {
+        let next = self.unlink(slot);
+        if let (true, Some(successor)) = (record.is_representative(), next) {
+            let promoted = *self.record(successor);
             assert!(
-                self.record(representative).is_ghost(),
-                "live representative not counted"
+                !promoted.is_representative(),
+                "X {x} has two representatives"
             );
-            self.index.remove(key_hash(x, Number::NONE), representative);
-            self.free_slot(representative);
-            self.counters.ghosts -= 1;
+            if promoted.mode_bits() == meta::MODE_AXB {
+                // The representative answers for A through (X, NONE).
+                self.index.remove(key_hash(x, promoted.a()), successor);
+            }
+            self.records.items_mut()[successor as usize].meta |= meta::REPRESENTATIVE;
+            self.index.insert(key_hash(x, Number::NONE), successor);
         }
+        self.counters.live_bindings -= 1;
+        self.free_slot(slot);
     }
 
     /// The live, unexpired binding with this id, as a slot.

@@ -26,8 +26,6 @@ pub struct ShardCounters {
     pub free_head: u32,
     /// Live bindings.
     pub live_bindings: u32,
-    /// Ghost records.
-    pub ghosts: u32,
     /// Retired slots.
     pub retired_slots: u32,
     /// Next slot the expiry sweep examines.
@@ -143,17 +141,19 @@ impl Shard {
             records_used: meta.records_used,
             free_head: meta.free_head,
             live_bindings: meta.live_bindings,
-            ghosts: meta.ghosts,
             retired_slots: meta.retired_slots,
             reclaim_cursor: meta.reclaim_cursor,
             applied_log_index: meta.applied_log_index,
         };
         if counters.free_head > counters.records_used
             || counters.reclaim_cursor > counters.records_used
+            || state.overflow_free_head > state.overflow_used
+            || state.overflow_live > state.overflow_used
         {
             return Err(TableError::BadHeader {
                 path: meta_path,
-                reason: "free list head or sweep cursor beyond the used slots".into(),
+                reason: "a free list head, the sweep cursor or the overflow counters point beyond the used items"
+                    .into(),
             });
         }
         Ok(Shard {
@@ -325,7 +325,7 @@ impl Shard {
             .verify()
             .map_err(|reason| corrupt(FileKind::Index, 0, reason))?;
         let mut live = 0;
-        let mut ghosts = 0;
+        let mut listed = 0;
         let mut keys = 0;
         for (slot, record) in self.records.items()[..self.counters.records_used as usize]
             .iter()
@@ -340,7 +340,7 @@ impl Shard {
                 && record.a().is_well_formed()
                 && record.b().is_well_formed()
                 && record.generation() >= 1
-                && record.meta & (1 << 31) == 0;
+                && record.meta & (3 << 30) == 0;
             if !fields_ok {
                 return Err(corrupt(
                     FileKind::Records,
@@ -348,10 +348,12 @@ impl Shard {
                     format!("malformed record {record:?}"),
                 ));
             }
-            if record.is_ghost() {
-                ghosts += 1;
-            } else {
-                live += 1;
+            live += 1;
+            #[allow(clippy::cast_possible_truncation)] // slot < 2^24
+            if record.is_representative() {
+                listed += self
+                    .verify_x_list(slot as u32)
+                    .map_err(|reason| corrupt(FileKind::Cold, offset, reason))?;
             }
             let (parties, count) = record.index_keys();
             for &party in &parties[..count] {
@@ -372,21 +374,54 @@ impl Shard {
             }
         }
         if live != self.counters.live_bindings
-            || ghosts != self.counters.ghosts
+            || listed != live
             || keys != self.index.state().entries
         {
             return Err(corrupt(
                 FileKind::Records,
                 0,
                 format!(
-                    "counted {live} live / {ghosts} ghosts / {keys} keys; meta says {} / {} / {}",
+                    "counted {live} live / {listed} on X lists / {keys} keys; meta says {} live / {} keys",
                     self.counters.live_bindings,
-                    self.counters.ghosts,
                     self.index.state().entries
                 ),
             ));
         }
         Ok(())
+    }
+
+    /// Walks the X list headed by representative `head`: every member has
+    /// the same X, is live, is no representative itself, and links back.
+    /// Returns the list's length.
+    fn verify_x_list(&self, head: u32) -> Result<u32, String> {
+        let x = self.records.items()[head as usize].x;
+        let cold = self.cold.items();
+        if cold[head as usize].x_prev != 0 {
+            return Err(format!("representative slot {head} has a previous binding"));
+        }
+        let mut length = 1;
+        let (mut previous, mut next) = (head, cold[head as usize].x_next);
+        while next != 0 {
+            let slot = next - 1;
+            let record = self
+                .records
+                .items()
+                .get(slot as usize)
+                .ok_or("X list leaves the table")?;
+            if record.x != x
+                || !record.is_live()
+                || record.is_representative()
+                || cold[slot as usize].x_prev != previous + 1
+            {
+                return Err(format!("X list of slot {head} is broken at slot {slot}"));
+            }
+            length += 1;
+            if length > self.counters.live_bindings {
+                return Err(format!("X list of slot {head} loops"));
+            }
+            (previous, next) = (slot, cold[slot as usize].x_next);
+        }
+        Ok(length)
     }
 }
 
@@ -417,7 +452,7 @@ fn make_meta(
         records_used: counters.records_used,
         free_head: counters.free_head,
         live_bindings: counters.live_bindings,
-        ghosts: counters.ghosts,
+        reserved0: 0,
         retired_slots: counters.retired_slots,
         index_level: index.level,
         index_split: index.split,
