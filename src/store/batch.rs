@@ -1,52 +1,71 @@
-//! Batch lookup: many queries in one call, staged so the random memory
-//! loads of different queries overlap instead of queueing one behind the
-//! other (DESIGN.md: "prefetch across a batch").
+//! Batch lookup: many queries in one call, software-pipelined so the random
+//! memory loads of different queries overlap instead of queueing one behind
+//! the other (DESIGN.md: "prefetch across a batch").
 //!
-//! For each group of `GROUP` queries: (1) start loading each query's bucket;
-//! (2) scan the buckets and start loading the first candidate record, or,
-//! when the key is surely absent, X's representative bucket; (3) scan those
-//! and start loading the representative records; (4) answer each query with
-//! the ordinary `Shard::lookup`, which now finds its lines in cache. No
-//! allocation, no syscall.
+//! Each query passes four stages, `DISTANCE` queries apart: (1) start
+//! loading its bucket; (2) scan the bucket (now cached) and start loading the
+//! first candidate record, or, when the key is surely absent, X's
+//! representative bucket; (3) scan that and start loading the representative
+//! record; (4) answer with the ordinary `Shard::lookup`, which finds its
+//! lines in cache. While query i is answered, queries i+D..i+3D are in
+//! flight, so the memory system stays busy without the per-group stalls of a
+//! fixed-size batch. No allocation, no syscall.
 
 use super::{query_is_well_formed, ShardSet};
 use crate::binding::{LookupQuery, LookupResult, Reject};
 use crate::table::route::{first_key_hash, representative_hash};
 
-/// Queries in flight at once: enough loads to keep the memory system busy,
-/// few enough that the lines stay in L1/L2 until stage 4.
-const GROUP: usize = 16;
+/// Queries between pipeline stages: enough loads in flight to cover memory
+/// latency, few enough that the lines stay in L1/L2 until stage 4.
+const DISTANCE: usize = 8;
+/// Ring size for per-query state: a power of two above 3 * DISTANCE.
+const RING: usize = 32;
 
 impl ShardSet {
     /// Answers `queries[i]` into `answers[i]`. Both slices have one length;
     /// every query's X must belong to a shard of this set.
     pub fn lookup_batch(&self, queries: &[LookupQuery], answers: &mut [LookupResult], now_s: u32) {
         assert_eq!(queries.len(), answers.len(), "one answer per query");
-        for (queries, answers) in queries.chunks(GROUP).zip(answers.chunks_mut(GROUP)) {
-            let mut shard_of = [0usize; GROUP];
-            let mut first = [0u64; GROUP];
-            let mut absent = [false; GROUP];
-            for (i, query) in queries.iter().enumerate() {
-                shard_of[i] = self.shard_index(query.x);
-                first[i] = first_key_hash(query);
-                self.shard(shard_of[i]).prefetch_bucket(first[i]);
+        let n = queries.len();
+        let mut shard_of = [0usize; RING];
+        let mut first = [0u64; RING];
+        let mut first_slot = [None; RING];
+        let mut representative_slot = [None; RING];
+        for step in 0..n + 3 * DISTANCE {
+            if step < n {
+                let slot = step % RING;
+                let query = &queries[step];
+                shard_of[slot] = self.shard_index(query.x);
+                first[slot] = first_key_hash(query);
+                self.shard(shard_of[slot]).prefetch_bucket(first[slot]);
             }
-            for (i, query) in queries.iter().enumerate() {
-                let shard = &self.shard(shard_of[i]);
-                if !shard.prefetch_candidate(first[i]) && query.extension.is_none() {
-                    absent[i] = true;
-                    shard.prefetch_bucket(representative_hash(query.x));
+            if let Some(i) = step.checked_sub(DISTANCE).filter(|&i| i < n) {
+                let slot = i % RING;
+                let shard = self.shard(shard_of[slot]);
+                first_slot[slot] = shard.prefetch_candidate(first[slot]);
+                representative_slot[slot] = None;
+                if first_slot[slot].is_none() && queries[i].extension.is_none() {
+                    shard.prefetch_bucket(representative_hash(queries[i].x));
                 }
             }
-            for (i, query) in queries.iter().enumerate() {
-                if absent[i] {
-                    self.shard(shard_of[i])
-                        .prefetch_candidate(representative_hash(query.x));
+            if let Some(i) = step.checked_sub(2 * DISTANCE).filter(|&i| i < n) {
+                let slot = i % RING;
+                if first_slot[slot].is_none() && queries[i].extension.is_none() {
+                    representative_slot[slot] = self
+                        .shard(shard_of[slot])
+                        .prefetch_candidate(representative_hash(queries[i].x));
                 }
             }
-            for (i, query) in queries.iter().enumerate() {
+            if let Some(i) = step.checked_sub(3 * DISTANCE).filter(|&i| i < n) {
+                let query = &queries[i];
+                let slot = i % RING;
                 answers[i] = if query_is_well_formed(query) {
-                    self.shard(shard_of[i]).lookup(query, now_s)
+                    self.shard(shard_of[slot]).lookup_with_candidates(
+                        query,
+                        first_slot[slot],
+                        representative_slot[slot],
+                        now_s,
+                    )
                 } else {
                     LookupResult::Reject(Reject::BadNumber)
                 };

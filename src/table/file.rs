@@ -173,13 +173,13 @@ impl<T: Pod> TableFile<T> {
     /// The items.
     #[inline]
     pub fn items(&self) -> &[T] {
-        bytemuck::cast_slice(&self.mapped.bytes()[HEADER_BYTES..])
+        self.mapped.items(HEADER_BYTES)
     }
 
     /// The items, writable.
     #[inline]
     pub fn items_mut(&mut self) -> &mut [T] {
-        bytemuck::cast_slice_mut(&mut self.mapped.bytes_mut()[HEADER_BYTES..])
+        self.mapped.items_mut(HEADER_BYTES)
     }
 
     /// Makes room for at least `items`, growing by a step that keeps growth

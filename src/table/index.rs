@@ -25,6 +25,18 @@ const OVERFLOW_RESERVE: u32 = 8;
 /// Splits done per write at most, keeping each write's work bounded.
 const SPLITS_PER_WRITE_MAX: u32 = 2;
 
+/// One bit per entry whose tag is `tag` (empty entries have tag 0 and links
+/// 0xFF, which no data tag equals). Written without early exit so the
+/// compiler turns it into a few vector compares.
+#[inline(always)]
+fn tag_matches(bucket: &Bucket, tag: u32) -> u32 {
+    let mut matches = 0u32;
+    for (i, &e) in bucket.entries.iter().enumerate() {
+        matches |= u32::from(entry::tag(e) == tag) << i;
+    }
+    matches
+}
+
 /// Where a bucket lives.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Loc {
@@ -152,13 +164,13 @@ impl Index {
         let mut loc = Loc::Primary(self.bucket_of(hash));
         loop {
             let bucket = self.bucket(loc);
-            for &e in &bucket.entries {
-                let t = entry::tag(e);
-                if t == entry::TAG_EMPTY {
-                    return None;
-                }
-                if t == tag && candidate(entry::slot(e)) {
-                    return Some(entry::slot(e));
+            let mut matches = tag_matches(bucket, tag);
+            while matches != 0 {
+                let i = matches.trailing_zeros() as usize;
+                matches &= matches - 1;
+                let slot = entry::slot(bucket.entries[i]);
+                if candidate(slot) {
+                    return Some(slot);
                 }
             }
             loc = Index::next(bucket)?;

@@ -107,6 +107,33 @@ impl MappedFile {
         &mut self.map[..self.file_bytes]
     }
 
+    /// The whole `T` items stored from byte `offset` to the end of the file.
+    /// The hot path: no checks beyond a debug assertion, because every
+    /// condition was established when the file was opened or grown.
+    #[inline(always)]
+    pub fn items<T: bytemuck::Pod>(&self, offset: usize) -> &[T] {
+        debug_assert!(offset <= self.file_bytes && offset % std::mem::align_of::<T>() == 0);
+        let count = (self.file_bytes - offset) / std::mem::size_of::<T>();
+        // SAFETY: the mapping starts page-aligned and `offset` is a multiple
+        // of T's alignment (table files put items at 4096), so the pointer is
+        // aligned; `count` whole items lie within `file_bytes`, which are
+        // mapped and backed by the file; T is Pod, so any bytes are a valid
+        // T; the slice borrows `self`, so the mapping outlives it.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset).cast::<T>(), count) }
+    }
+
+    /// The whole `T` items from byte `offset` to the end, writable.
+    #[inline(always)]
+    pub fn items_mut<T: bytemuck::Pod>(&mut self, offset: usize) -> &mut [T] {
+        debug_assert!(offset <= self.file_bytes && offset % std::mem::align_of::<T>() == 0);
+        let count = (self.file_bytes - offset) / std::mem::size_of::<T>();
+        // SAFETY: as in `items`; the mutable borrow of `self` makes this the
+        // only reference into the mapping.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(offset).cast::<T>(), count)
+        }
+    }
+
     /// Grows the file to at least `bytes`, allocating real blocks. Does
     /// nothing if it is already that long.
     pub fn grow_to(&mut self, bytes: usize) -> Result<(), GrowError> {

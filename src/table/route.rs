@@ -74,17 +74,82 @@ impl Shard {
     }
 
     /// Batch stage 2: scan the (now cached) bucket of `hash` and start
-    /// loading the record of the first entry with its tag. Returns false if
-    /// no entry has the tag, i.e. the key is surely absent.
+    /// loading the record of the first entry with its tag; returns that
+    /// slot. `None` means no entry has the tag: the key is surely absent.
     #[inline(always)]
-    pub fn prefetch_candidate(&self, hash: u64) -> bool {
+    pub fn prefetch_candidate(&self, hash: u64) -> Option<u32> {
         let records = self.records.items();
-        self.index
-            .find(hash, |slot| {
-                prefetch(&records[slot as usize]);
-                true
-            })
-            .is_some()
+        self.index.find(hash, |slot| {
+            prefetch(&records[slot as usize]);
+            true
+        })
+    }
+
+    /// Batch stage 4: answers a lookup from the candidates the earlier
+    /// stages found (`first` for the query's own key, `representative` for
+    /// (X, NONE) when the own key was absent), whose records are now in
+    /// cache. Falls back to `lookup` when a candidate was a tag collision.
+    /// Same answers as `lookup`, with no hashing or bucket scan repeated.
+    #[inline]
+    pub fn lookup_with_candidates(
+        &self,
+        query: &LookupQuery,
+        first: Option<u32>,
+        representative: Option<u32>,
+        now_s: u32,
+    ) -> LookupResult {
+        let x = query.x;
+        if let Some(slot) = first {
+            let record = self.record(slot);
+            if query.extension.is_none() {
+                if record.mode_bits() == meta::MODE_AXB && record.has_key(x, query.caller) {
+                    return route_axb(record, query.caller, x, self.id_of_slot(slot), now_s);
+                }
+            } else if record.has_key(x, query.extension) {
+                return route_to_owner(record, query.caller, x, self.id_of_slot(slot), now_s);
+            }
+            // A tag collision: take the careful path.
+            return self.lookup(query, now_s);
+        }
+        if !query.extension.is_none() {
+            return LookupResult::Reject(Reject::NotBound);
+        }
+        match representative {
+            None => LookupResult::Reject(Reject::NotBound),
+            Some(slot) if self.record(slot).has_key(x, Number::NONE) => {
+                self.answer_from_representative(query, slot, now_s)
+            }
+            Some(_) => self.lookup(query, now_s),
+        }
+    }
+
+    /// The answer when the caller's own key is absent and `representative`
+    /// represents X.
+    #[inline]
+    fn answer_from_representative(
+        &self,
+        query: &LookupQuery,
+        representative: u32,
+        now_s: u32,
+    ) -> LookupResult {
+        let record = self.record(representative);
+        match record.mode_bits() {
+            meta::MODE_AXN => route_axn(
+                record,
+                query.caller,
+                query.x,
+                self.id_of_slot(representative),
+                now_s,
+            ),
+            meta::MODE_AXB if record.a() == query.caller => route_axb(
+                record,
+                query.caller,
+                query.x,
+                self.id_of_slot(representative),
+                now_s,
+            ),
+            _ => LookupResult::Reject(Reject::NotAParty),
+        }
     }
 }
 
