@@ -103,6 +103,8 @@ fn loaded_fields(loaded: &Loaded) -> Value {
         "interrupted": loaded.interrupted,
         "elapsed_s": (loaded.seconds * 1000.0).round() / 1000.0,
         "binds_per_s": rate.round(),
+        "binds_over_1ms": loaded.latency_ns.count_between(1_000_000, u64::MAX),
+        "involuntary_context_switches": involuntary_context_switches(),
         "bind_latency_us": {
             "p50": micros(loaded.latency_ns.value_at_quantile(0.5)),
             "p99": micros(loaded.latency_ns.value_at_quantile(0.99)),
@@ -110,6 +112,17 @@ fn loaded_fields(loaded: &Loaded) -> Value {
             "max": micros(loaded.latency_ns.max()),
         },
     })
+}
+
+/// How often the kernel preempted this process (from /proc/self/status):
+/// on a shared machine, a bind that took milliseconds usually waited for
+/// the CPU, and this count says how often that could have happened.
+fn involuntary_context_switches() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+        .and_then(|value| value.trim().parse().ok())
 }
 
 fn micros(nanos: u64) -> f64 {
