@@ -1227,30 +1227,8 @@ impl IndexDriver {
         }
     }
 
-    /// A reservoir slot whose bucket is not in `keep` (removed from the list).
-    fn take(&self, reservoir: &mut Vec<u32>, keep: &[u32]) -> u32 {
-        let at = reservoir
-            .iter()
-            .position(|slot| !keep.contains(&self.index.bucket_of(self.live[slot])))
-            .expect("reservoir exhausted");
-        reservoir.swap_remove(at)
-    }
-
-    /// Entries in a bucket's chain.
-    fn count(&self, bucket: u32) -> usize {
-        self.live
-            .values()
-            .filter(|&&hash| self.index.bucket_of(hash) == bucket)
-            .count()
-    }
-
     /// Overflow buckets the file has room for.
     fn capacity(&self) -> u32 {
         self.index.overflow_file().capacity()
-    }
-
-    /// Most entries before `wants_split` (80% of 16 per primary bucket).
-    fn entries_before_split(&self) -> u32 {
-        1280 * self.index.state().primaries() / 100
     }
 }

@@ -408,10 +408,21 @@ fn decode_unbind(body: &[u8]) -> Result<UnbindBody, DecodeError> {
     }
     match body[0] {
         0 => Ok(UnbindBody::Id(BindingId(u64_at(body, 8)))),
-        1 => Ok(UnbindBody::Party {
-            x: number_at(body, 16),
-            party: number_at(body, 24),
-        }),
+        1 => {
+            let party = number_at(body, 24);
+            // A real number never begins with the extension nibble: such a
+            // party would be read as an extension (selector 2's meaning).
+            if party.is_extension() {
+                return Err(DecodeError {
+                    status: status::BAD_NUMBER,
+                    reason: "unbind by party: the party is not a real number",
+                });
+            }
+            Ok(UnbindBody::Party {
+                x: number_at(body, 16),
+                party,
+            })
+        }
         2 => {
             let extension = decode_extension([body[24], body[25]])?;
             if extension.is_none() {

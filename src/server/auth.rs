@@ -87,7 +87,8 @@ pub fn hello(
 /// True if `role` may send `op`.
 pub fn permits(role: Role, op: u8) -> bool {
     match op {
-        opcode::PING => true,
+        // A second HELLO is answered BAD_REQUEST, whatever the role.
+        opcode::PING | opcode::HELLO => true,
         opcode::LOOKUP => matches!(role, Role::Switch | Role::Admin),
         opcode::BIND_AXB
         | opcode::BIND_AXN

@@ -80,7 +80,8 @@ pub fn check_write(request: &Request<'_>, policy: XPolicy) -> Result<Op, u8> {
         }
         Request::Update(body) => {
             let mut update = body.update;
-            if let Some(b) = update.b {
+            // All zeros is "no number": it removes an AXN's default callee.
+            if let Some(b) = update.b.filter(|b| !b.is_none()) {
                 update.b = Some(real(b)?);
             }
             Ok(Op::Update(body.binding_id, update))

@@ -47,10 +47,23 @@ const RECLAIM_PER_TICK: u32 = 4096;
 const DATAGRAMS_PER_EVENT: usize = 64;
 /// Largest UDP datagram.
 const DATAGRAM_BYTES: usize = 65_536;
+/// Lookups answered per datagram: their answers (44 bytes each at most)
+/// must fit one UDP datagram (65,507 bytes). Frames beyond are not answered.
+const LOOKUPS_PER_DATAGRAM_MAX: usize = 1024;
 /// Longest time a graceful stop waits for in-flight answers to drain.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(3);
 /// Largest LOOKUP answer frame.
 const LOOKUP_ANSWER_BYTES: usize = codec::LOOKUP_ANSWER_FRAME_BYTES;
+
+/// What reading a connection's input left it in.
+enum Framing {
+    /// Carry on.
+    Keep,
+    /// A length field could not be trusted: answer what was read, then close.
+    Lost,
+    /// Close now (the client does not read its answers, or it is gone).
+    CutOff,
+}
 
 /// A UDP datagram whose lookups are being answered.
 struct PendingDatagram {
@@ -313,9 +326,26 @@ impl Worker {
                 }
                 Ok(n) => {
                     conn.end += n;
-                    if !self.process_frames(token) {
-                        self.close(token);
-                        return;
+                    match self.process_frames(token) {
+                        Framing::Keep => {}
+                        Framing::Lost => {
+                            // Nothing after a bad length can be trusted:
+                            // stop reading, send the answers already made
+                            // (the client learns which requests were done),
+                            // then close.
+                            if let Some(conn) = self.conns.get_mut(token) {
+                                conn.closing = true;
+                                if !conn.queued_for_write {
+                                    conn.queued_for_write = true;
+                                    self.dirty.push(token);
+                                }
+                            }
+                            return;
+                        }
+                        Framing::CutOff => {
+                            self.close(token);
+                            return;
+                        }
                     }
                 }
                 Err(error) if error.kind() == ErrorKind::WouldBlock => return,
@@ -328,16 +358,15 @@ impl Worker {
         }
     }
 
-    /// Handles every complete frame in the connection's input. Returns false
-    /// if the connection must close now (framing lost, or cut off).
-    fn process_frames(&mut self, token: usize) -> bool {
+    /// Handles every complete frame in the connection's input.
+    fn process_frames(&mut self, token: usize) -> Framing {
         let frame_max = self.shared.config.limits.request_frame_bytes_max;
         let Some(conn) = self.conns.get_mut(token) else {
-            return false;
+            return Framing::CutOff;
         };
         let input = std::mem::take(&mut conn.input);
         let (mut start, end) = (conn.start, conn.end);
-        let mut keep = true;
+        let mut framing = Framing::Keep;
         while start < end {
             match next_frame(&input[start..end], frame_max) {
                 Ok(Some((header, frame))) => {
@@ -353,13 +382,13 @@ impl Worker {
                 }
                 Ok(None) => break,
                 Err(_) => {
-                    keep = false;
+                    framing = Framing::Lost;
                     break;
                 }
             }
         }
         let Some(conn) = self.conns.get_mut(token) else {
-            return false;
+            return Framing::CutOff;
         };
         conn.input = input;
         conn.start = start;
@@ -367,13 +396,13 @@ impl Worker {
             conn.start = conn.end;
         }
         if conn.pending_output() > self.shared.config.limits.output_buffer_bytes_max {
-            return false;
+            return Framing::CutOff;
         }
         if conn.pending_output() > 0 && !conn.queued_for_write {
             conn.queued_for_write = true;
             self.dirty.push(token);
         }
-        keep
+        framing
     }
 
     fn answer(&mut self, token: usize, op_code: u8, status_code: u8, request_id: u32, body: &[u8]) {
@@ -658,7 +687,7 @@ impl Worker {
         let mut offset = 0;
         while offset < length {
             match next_frame(&buffer[offset..length], frame_max) {
-                Ok(Some((header, frame))) => {
+                Ok(Some((header, frame))) if frames.len() < LOOKUPS_PER_DATAGRAM_MAX => {
                     frames.push((header, offset + HEADER_BYTES, offset + frame.len()));
                     offset += frame.len();
                 }

@@ -112,7 +112,9 @@ impl MappedFile {
     /// condition was established when the file was opened or grown.
     #[inline(always)]
     pub fn items<T: bytemuck::Pod>(&self, offset: usize) -> &[T] {
-        debug_assert!(offset <= self.file_bytes && offset.is_multiple_of(std::mem::align_of::<T>()));
+        debug_assert!(
+            offset <= self.file_bytes && offset.is_multiple_of(std::mem::align_of::<T>())
+        );
         let count = (self.file_bytes - offset) / std::mem::size_of::<T>();
         // SAFETY: the mapping starts page-aligned and `offset` is a multiple
         // of T's alignment (table files put items at 4096), so the pointer is
@@ -125,7 +127,9 @@ impl MappedFile {
     /// The whole `T` items from byte `offset` to the end, writable.
     #[inline(always)]
     pub fn items_mut<T: bytemuck::Pod>(&mut self, offset: usize) -> &mut [T] {
-        debug_assert!(offset <= self.file_bytes && offset.is_multiple_of(std::mem::align_of::<T>()));
+        debug_assert!(
+            offset <= self.file_bytes && offset.is_multiple_of(std::mem::align_of::<T>())
+        );
         let count = (self.file_bytes - offset) / std::mem::size_of::<T>();
         // SAFETY: as in `items`; the mutable borrow of `self` makes this the
         // only reference into the mapping.

@@ -343,7 +343,8 @@ impl Shard {
                     InvalidRequest::NotApplicable("an AXE binding has no B to replace").into(),
                 );
             }
-            if new_b.is_none() || new_b.is_extension() {
+            // NONE removes an AXN's default callee; an AXB needs a real B.
+            if new_b.is_extension() || (new_b.is_none() && mode == Mode::Axb) {
                 return Err(
                     InvalidRequest::NotApplicable("the new B must be a real number").into(),
                 );
