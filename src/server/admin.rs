@@ -14,6 +14,8 @@ use std::time::Duration;
 
 /// Longest request head read.
 const REQUEST_BYTES_MAX: usize = 4096;
+/// Longest time one request may take to arrive.
+const REQUEST_DEADLINE: Duration = Duration::from_millis(500);
 
 /// Binds the address and serves until the node stops.
 pub fn start(
@@ -52,7 +54,15 @@ fn answer(mut stream: TcpStream, shared: &Shared, registry: &Registry) -> std::i
     stream.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut head = vec![0u8; REQUEST_BYTES_MAX];
     let mut filled = 0;
+    // One deadline for the whole request head: a client trickling bytes
+    // must not hold up scrapes, health checks or a stop.
+    let deadline = std::time::Instant::now() + REQUEST_DEADLINE;
     while filled < head.len() && !head[..filled].windows(4).any(|w| w == b"\r\n\r\n") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))?;
         let n = stream.read(&mut head[filled..])?;
         if n == 0 {
             break;

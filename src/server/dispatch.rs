@@ -155,6 +155,16 @@ pub fn execute_write(
                     request_id,
                     &codec::bind_answer_body(bound.binding_id, bound.expires_at_s, bound.created),
                 ),
+                Err(WriteError::Conflict { binding_id }) => {
+                    // Another tenant's binding is not named to this session.
+                    let binding_id = binding_id.filter(|&id| visible(set, id).is_some());
+                    push_error(
+                        out,
+                        op_code,
+                        request_id,
+                        &WriteError::Conflict { binding_id },
+                    );
+                }
                 Err(error) => push_error(out, op_code, request_id, &error),
             }
         }

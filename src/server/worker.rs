@@ -181,6 +181,8 @@ impl Worker {
                     Token(token) => {
                         if event.is_readable() && !draining {
                             self.read_connection(token);
+                        } else if event.is_readable() {
+                            self.discard_input(token);
                         }
                         if event.is_writable() {
                             if let Some(conn) = self.conns.get_mut(token) {
@@ -213,7 +215,13 @@ impl Worker {
                 let idle = self.conns.iter().all(|(_, c)| c.in_flight == 0)
                     && self.outgoing.iter().all(Vec::is_empty)
                     && self.unsent_replies.is_empty();
-                let flushed = self.conns.iter().all(|(_, c)| c.pending_output() == 0);
+                // Answers are delivered once the peer has acknowledged them:
+                // closing earlier, with unread requests in the socket, would
+                // reset the connection and lose answers still in flight.
+                let flushed = self.conns.iter().all(|(_, c)| {
+                    c.pending_output() == 0
+                        && crate::sys::unacknowledged_bytes(&c.stream).is_none_or(|n| n == 0)
+                });
                 if idle && !reported_drained {
                     reported_drained = true;
                     self.shared.busy_workers.fetch_sub(1, Ordering::SeqCst);
@@ -230,6 +238,20 @@ impl Worker {
         self.tick();
         self.shared.barrier.wait();
         self.set.close()
+    }
+
+    /// While stopping: requests that arrive are not served, but they are
+    /// read (and dropped) so the socket never resets over unread input.
+    fn discard_input(&mut self, token: usize) {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        let mut sink = [0u8; 4096];
+        while let Ok(n) = conn.stream.read(&mut sink) {
+            if n == 0 {
+                break;
+            }
+        }
     }
 
     fn stop_intake(&mut self) {
@@ -798,6 +820,9 @@ impl Worker {
     /// Executes requests forwarded by another loop, in order, and queues
     /// their answers back.
     fn serve_remote(&mut self, from: usize, items: Vec<WorkItem>) {
+        // The lookup buffers are shared: answer this loop's own gathered
+        // lookups before borrowing them for the remote batch.
+        self.run_lookups();
         let mut frames = Vec::with_capacity(items.len() * LOOKUP_ANSWER_BYTES);
         let mut done = Vec::with_capacity(items.len());
         let mut i = 0;
@@ -875,6 +900,7 @@ impl Worker {
             let Some(conn) = self.conns.get_mut(token) else {
                 continue;
             };
+            conn.queued_for_write = false;
             let mut broken = false;
             while conn.sent < conn.output.len() {
                 match conn.stream.write(&conn.output[conn.sent..]) {
@@ -898,7 +924,8 @@ impl Worker {
             // A client that stops reading is cut off once its answers pile
             // up past the limit; nobody else waits for it.
             let cut_off = conn.pending_output() > limit;
-            let finished = conn.closing && conn.pending_output() == 0;
+            // Answers still owed by another core must arrive first.
+            let finished = conn.closing && conn.pending_output() == 0 && conn.in_flight == 0;
             if broken || cut_off || finished {
                 self.close(token);
             }

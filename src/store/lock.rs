@@ -1,12 +1,10 @@
 //! The data directory lock: one process at a time may use a directory. A
 //! second gets a clear error naming the holder instead of mapping files
 //! another process is writing.
-#![allow(unsafe_code)]
 
 use crate::table::TableError;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
 /// Name of the lock file inside a data directory.
@@ -30,9 +28,7 @@ impl DirLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| TableError::io(&path, e))?;
-        // SAFETY: flock on a descriptor this function owns; no memory involved.
-        let status = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if status != 0 {
+        if !crate::sys::try_lock_exclusive(&file) {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             return Err(TableError::Locked {
