@@ -124,22 +124,7 @@ impl Client {
                 self.start += frame.len();
                 return Ok((header, body));
             }
-            let pending = self.input.len() - self.start;
-            if self.start > 0 {
-                let (start, end) = (self.start, self.input.len());
-                self.input.copy_within(start..end, 0);
-                self.input.truncate(pending);
-                self.start = 0;
-            }
-            let mut chunk = [0u8; 64 * 1024];
-            let n = self.stream.read(&mut chunk)?;
-            if n == 0 {
-                return Err(ClientError::Io(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "node closed the connection",
-                )));
-            }
-            self.input.extend_from_slice(&chunk[..n]);
+            self.fill()?;
         }
     }
 
@@ -183,6 +168,8 @@ impl Client {
 
     /// Many lookups with up to `depth` in flight; `answers[i]` is the
     /// answer to `queries[i]` (status code on the right for BUSY and such).
+    /// Each round trip writes every request the window allows in one
+    /// `send` and decodes every answer one `recv` brought, in place.
     pub fn lookup_pipelined(
         &mut self,
         queries: &[LookupQuery],
@@ -195,6 +182,7 @@ impl Client {
         let request_count =
             u32::try_from(queries.len()).map_err(|_| ClientError::Protocol("too many queries"))?;
         self.next_request_id = self.next_request_id.wrapping_add(request_count);
+        let depth = depth.max(1);
         let mut sent = 0;
         let mut received = 0;
         while received < queries.len() {
@@ -208,13 +196,40 @@ impl Client {
             if !self.out.is_empty() {
                 self.stream.write_all(&self.out)?;
             }
-            let (header, body) = self.read_frame()?;
-            let index = header.request_id.wrapping_sub(base) as usize;
-            if index < queries.len() {
-                answers[index] = codec::decode_lookup_answer(&header, &body);
-                received += 1;
+            self.fill()?;
+            while let Ok(Some((header, frame))) =
+                next_frame(&self.input[self.start..], limits::ANSWER_FRAME_BYTES_MAX)
+            {
+                let length = frame.len();
+                let index = header.request_id.wrapping_sub(base) as usize;
+                if index < queries.len() {
+                    answers[index] = codec::decode_lookup_answer(&header, &frame[HEADER_BYTES..]);
+                    received += 1;
+                }
+                self.start += length;
             }
         }
+        Ok(())
+    }
+
+    /// Reads once from the socket into the input buffer (after moving
+    /// unread bytes to its front).
+    fn fill(&mut self) -> Result<(), ClientError> {
+        if self.start > 0 {
+            let (start, end) = (self.start, self.input.len());
+            self.input.copy_within(start..end, 0);
+            self.input.truncate(end - start);
+            self.start = 0;
+        }
+        let mut chunk = [0u8; 64 * 1024];
+        let n = self.stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(ClientError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "node closed the connection",
+            )));
+        }
+        self.input.extend_from_slice(&chunk[..n]);
         Ok(())
     }
 
