@@ -19,12 +19,11 @@ use crate::protocol::codec::{self, Request};
 use crate::protocol::frame::{next_frame, push_frame, Header, HEADER_BYTES};
 use crate::protocol::{opcode, status};
 use crate::store::ShardSet;
-use crossbeam_channel::{Receiver, TrySendError};
+use crossbeam_channel::Receiver;
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use std::io::{ErrorKind, Read, Write};
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -65,12 +64,10 @@ enum Framing {
     CutOff,
 }
 
-/// A UDP datagram whose lookups are being answered.
-struct PendingDatagram {
-    peer: SocketAddr,
-    answers: Vec<([u8; LOOKUP_ANSWER_BYTES], u8)>,
-    remaining: usize,
-}
+mod remote;
+mod udp;
+
+use udp::PendingDatagram;
 
 /// The event loop's state.
 pub struct Worker {
@@ -649,245 +646,6 @@ impl Worker {
             Origin::Udp { datagram, slot } => {
                 self.deliver_datagram_answer(datagram as usize, slot, frame)
             }
-        }
-    }
-
-    fn deliver_datagram_answer(&mut self, datagram: usize, slot: u16, frame: &[u8]) {
-        let Some(pending) = self.datagrams.get_mut(datagram) else {
-            return;
-        };
-        let (bytes, length) = &mut pending.answers[usize::from(slot)];
-        let n = frame.len().min(LOOKUP_ANSWER_BYTES);
-        bytes[..n].copy_from_slice(&frame[..n]);
-        // n <= 44: fits u8.
-        *length = u8::try_from(n).unwrap_or(0);
-        pending.remaining -= 1;
-        if pending.remaining == 0 {
-            let pending = self.datagrams.remove(datagram);
-            self.send_datagram(&pending);
-        }
-    }
-
-    fn send_datagram(&mut self, pending: &PendingDatagram) {
-        let mut datagram = Vec::with_capacity(pending.answers.len() * LOOKUP_ANSWER_BYTES);
-        for (bytes, length) in &pending.answers {
-            datagram.extend_from_slice(&bytes[..usize::from(*length)]);
-        }
-        if let Some(socket) = self.udp.as_ref() {
-            // UDP: an answer that cannot be sent now is lost, as the switch
-            // expects; it retries on its own timer.
-            let _ = socket.send_to(&datagram, pending.peer);
-        }
-    }
-
-    fn read_datagrams(&mut self) {
-        for _ in 0..DATAGRAMS_PER_EVENT {
-            let Some(socket) = self.udp.as_ref() else {
-                return;
-            };
-            let (length, peer) = match socket.recv_from(&mut self.datagram_buffer) {
-                Ok(received) => received,
-                Err(error) if error.kind() == ErrorKind::WouldBlock => return,
-                Err(_) => return,
-            };
-            if !self
-                .shared
-                .switch_networks
-                .iter()
-                .any(|n| n.contains(peer.ip()))
-            {
-                continue;
-            }
-            self.handle_datagram(length, peer);
-        }
-    }
-
-    fn handle_datagram(&mut self, length: usize, peer: SocketAddr) {
-        let frame_max = self.shared.config.limits.request_frame_bytes_max;
-        let buffer = std::mem::take(&mut self.datagram_buffer);
-        let mut frames = Vec::new();
-        let mut offset = 0;
-        while offset < length {
-            match next_frame(&buffer[offset..length], frame_max) {
-                Ok(Some((header, frame))) if frames.len() < LOOKUPS_PER_DATAGRAM_MAX => {
-                    frames.push((header, offset + HEADER_BYTES, offset + frame.len()));
-                    offset += frame.len();
-                }
-                _ => break,
-            }
-        }
-        if !frames.is_empty() && frames.len() <= usize::from(u16::MAX) {
-            let key = self.datagrams.insert(PendingDatagram {
-                peer,
-                answers: vec![([0u8; LOOKUP_ANSWER_BYTES], 0); frames.len()],
-                remaining: frames.len(),
-            });
-            let datagram = u32::try_from(key).unwrap_or(u32::MAX);
-            for (slot, (header, body_start, body_end)) in frames.into_iter().enumerate() {
-                // At most u16::MAX frames, checked above.
-                let slot = u16::try_from(slot).unwrap_or(u16::MAX);
-                let origin = Origin::Udp { datagram, slot };
-                let body = &buffer[body_start..body_end];
-                let checked = if header.opcode != opcode::LOOKUP {
-                    Err(status::UNKNOWN_OPCODE)
-                } else if body.len() != codec::LOOKUP_BYTES {
-                    Err(status::BAD_FRAME)
-                } else {
-                    codec::decode_lookup(body)
-                        .map_err(|e| e.status)
-                        .and_then(|(query, _)| dispatch::check_lookup(&query, self.policy))
-                };
-                match checked {
-                    Ok(query) => self.route(
-                        origin,
-                        header.request_id,
-                        Op::Lookup(query),
-                        Access::AllTenants,
-                    ),
-                    Err(code) => {
-                        let mut frame = Vec::with_capacity(HEADER_BYTES);
-                        push_frame(&mut frame, header.opcode, code, header.request_id, &[]);
-                        self.deliver(origin, &frame);
-                    }
-                }
-            }
-        }
-        self.datagram_buffer = buffer;
-    }
-
-    fn send_outgoing(&mut self) {
-        for owner in 0..self.outgoing.len() {
-            if self.outgoing[owner].is_empty() {
-                continue;
-            }
-            let items = std::mem::take(&mut self.outgoing[owner]);
-            let message = Message::Work {
-                from: self.index,
-                items,
-            };
-            match self.shared.senders[owner].try_send(message) {
-                Ok(()) => {
-                    let _ = self.shared.wakers[owner].wake();
-                }
-                Err(
-                    TrySendError::Full(Message::Work { items, .. })
-                    | TrySendError::Disconnected(Message::Work { items, .. }),
-                ) => {
-                    // The other core is saturated: say so instead of queueing
-                    // without bound.
-                    for item in items {
-                        self.unforward(item.origin);
-                        let mut frame = Vec::with_capacity(HEADER_BYTES);
-                        push_frame(
-                            &mut frame,
-                            dispatch::op_opcode(&item.op),
-                            status::BUSY,
-                            item.request_id,
-                            &[],
-                        );
-                        self.deliver(item.origin, &frame);
-                    }
-                }
-                Err(_) => {}
-            }
-        }
-    }
-
-    fn unforward(&mut self, origin: Origin) {
-        if let Origin::Tcp { token, generation } = origin {
-            if let Some(conn) = self.conns.get_mut(token as usize) {
-                if conn.generation == generation {
-                    conn.in_flight = conn.in_flight.saturating_sub(1);
-                }
-            }
-        }
-    }
-
-    fn drain_inbox(&mut self) {
-        while let Ok(message) = self.inbox.try_recv() {
-            match message {
-                Message::Work { from, items } => self.serve_remote(from, items),
-                Message::Done { items, frames } => {
-                    for (origin, start, end) in items {
-                        self.unforward(origin);
-                        self.deliver(origin, &frames[start as usize..end as usize]);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Executes requests forwarded by another loop, in order, and queues
-    /// their answers back.
-    fn serve_remote(&mut self, from: usize, items: Vec<WorkItem>) {
-        // The lookup buffers are shared: answer this loop's own gathered
-        // lookups before borrowing them for the remote batch.
-        self.run_lookups();
-        let mut frames = Vec::with_capacity(items.len() * LOOKUP_ANSWER_BYTES);
-        let mut done = Vec::with_capacity(items.len());
-        let mut i = 0;
-        while i < items.len() {
-            let run = items[i..]
-                .iter()
-                .take_while(|item| matches!(item.op, Op::Lookup(_)))
-                .count();
-            if run > 0 {
-                self.lookups.clear();
-                self.lookups
-                    .extend(items[i..i + run].iter().map(|item| match item.op {
-                        Op::Lookup(query) => query,
-                        _ => LookupQuery::default(),
-                    }));
-                self.answers
-                    .resize(run, LookupResult::Reject(Reject::NotBound));
-                self.set
-                    .lookup_batch(&self.lookups, &mut self.answers[..run], self.now_s);
-                for (item, answer) in items[i..i + run].iter().zip(&self.answers) {
-                    let start = frames.len();
-                    codec::encode_lookup_answer(&mut frames, item.request_id, answer);
-                    done.push((item.origin, offset(start), offset(frames.len())));
-                }
-                self.lookups.clear();
-                i += run;
-                continue;
-            }
-            let item = &items[i];
-            let start = frames.len();
-            let op_code = dispatch::op_opcode(&item.op);
-            dispatch::execute_write(
-                &mut self.set,
-                &item.op,
-                &item.access,
-                op_code,
-                item.request_id,
-                self.now_s,
-                &mut frames,
-            );
-            done.push((item.origin, offset(start), offset(frames.len())));
-            i += 1;
-        }
-        let reply = Message::Done {
-            items: done,
-            frames,
-        };
-        self.send_reply(from, reply);
-    }
-
-    fn send_reply(&mut self, to: usize, reply: Message) {
-        match self.shared.senders[to].try_send(reply) {
-            Ok(()) => {
-                let _ = self.shared.wakers[to].wake();
-            }
-            // Answers are never dropped: keep them and retry next iteration.
-            Err(TrySendError::Full(reply) | TrySendError::Disconnected(reply)) => {
-                self.unsent_replies.push((to, reply))
-            }
-        }
-    }
-
-    fn retry_replies(&mut self) {
-        for (to, reply) in std::mem::take(&mut self.unsent_replies) {
-            self.send_reply(to, reply);
         }
     }
 

@@ -1,0 +1,158 @@
+//! Round trips and refusals of the request and answer codec.
+use super::*;
+use crate::number::{parse_extension, parse_real, parse_virtual, XPolicy};
+use crate::protocol::frame::next_frame;
+
+fn only_frame(bytes: &[u8]) -> (Header, &[u8]) {
+    let (header, frame) = next_frame(bytes, 64 * 1024).unwrap().unwrap();
+    assert_eq!(frame.len(), bytes.len());
+    (header, &frame[HEADER_BYTES..])
+}
+
+#[test]
+fn extensions_round_trip() {
+    for text in ["1", "12", "012", "0012", "9999"] {
+        let key = parse_extension(text).unwrap();
+        assert_eq!(decode_extension(encode_extension(key)), Ok(key), "{text}");
+    }
+    assert_eq!(
+        encode_extension(parse_extension("12").unwrap()),
+        [0x12, 0xFF]
+    );
+    assert!(decode_extension([0x1F, 0x2F]).is_err());
+    assert!(decode_extension([0xA1, 0xFF]).is_err());
+}
+
+#[test]
+fn lookup_round_trips() {
+    let query = LookupQuery {
+        caller: parse_real("13800138000").unwrap(),
+        x: parse_virtual("700123456789012", XPolicy::default()).unwrap(),
+        extension: parse_extension("12").unwrap(),
+    };
+    let mut out = Vec::new();
+    encode_lookup(&mut out, 42, &query, false);
+    assert_eq!(out.len(), 32);
+    let (header, body) = only_frame(&out);
+    assert_eq!(header.request_id, 42);
+    assert_eq!(
+        decode_request(&header, body),
+        Ok(Request::Lookup {
+            query,
+            voice: false
+        })
+    );
+}
+
+#[test]
+fn bind_update_unbind_round_trip() {
+    let bind = BindBody {
+        mode: Mode::Axe,
+        x: parse_virtual("700123456789012", XPolicy::default()).unwrap(),
+        a: parse_real("13800138000").unwrap(),
+        b: parse_extension("0012").unwrap(),
+        tenant: 9,
+        ttl_s: 600,
+        direction: Direction::BToA,
+        recording: true,
+        order: OrderRef::new(b"order-77").unwrap(),
+    };
+    let mut out = Vec::new();
+    encode_bind(&mut out, 1, &bind);
+    let (header, body) = only_frame(&out);
+    assert_eq!(decode_request(&header, body), Ok(Request::Bind(bind)));
+
+    let update = Update {
+        ttl_s: Some(60),
+        direction: None,
+        recording: Some(false),
+        b: Some(parse_real("13900139000").unwrap()),
+    };
+    out.clear();
+    encode_update(&mut out, 2, BindingId(5), &update);
+    let (header, body) = only_frame(&out);
+    assert_eq!(
+        decode_request(&header, body),
+        Ok(Request::Update(UpdateBody {
+            binding_id: BindingId(5),
+            update
+        }))
+    );
+
+    for unbind in [
+        UnbindBody::Id(BindingId(77)),
+        UnbindBody::Party {
+            x: bind.x,
+            party: bind.a,
+        },
+        UnbindBody::Party {
+            x: bind.x,
+            party: bind.b,
+        },
+    ] {
+        out.clear();
+        encode_unbind(&mut out, 3, &unbind);
+        let (header, body) = only_frame(&out);
+        assert_eq!(decode_request(&header, body), Ok(Request::Unbind(unbind)));
+    }
+}
+
+#[test]
+fn binding_body_round_trips() {
+    let binding = Binding {
+        id: BindingId(0x0001_0000_0100_0002),
+        x: parse_virtual("700123456789012", XPolicy::default()).unwrap(),
+        parties: Parties::Axn {
+            a: parse_real("13800138000").unwrap(),
+            default_callee: Some(parse_real("01012345678").unwrap()),
+        },
+        tenant: 3,
+        order: OrderRef::new(b"o-1").unwrap(),
+        ttl_s: 60,
+        expires_at_s: 1_800_000_060,
+        created_at_s: 1_800_000_000,
+        direction: Direction::AToB,
+        recording: true,
+    };
+    assert_eq!(decode_binding(&binding_body(&binding)), Some(binding));
+}
+
+#[test]
+fn malformed_bodies_are_refused_not_panicked_on() {
+    let header = |op| Header {
+        length: 0,
+        opcode: op,
+        status: 0,
+        request_id: 0,
+    };
+    assert_eq!(
+        decode_request(&header(0x77), &[]).unwrap_err().status,
+        status::UNKNOWN_OPCODE
+    );
+    assert_eq!(
+        decode_request(&header(opcode::LOOKUP), &[0; 19])
+            .unwrap_err()
+            .status,
+        status::BAD_FRAME
+    );
+    assert_eq!(
+        decode_request(&header(opcode::HELLO), &[1, 0, 1, 9, 0])
+            .unwrap_err()
+            .status,
+        status::BAD_FRAME
+    );
+    let mut bind = [0u8; BIND_BYTES];
+    bind[34] = 33;
+    assert_eq!(
+        decode_request(&header(opcode::BIND_AXB), &bind)
+            .unwrap_err()
+            .status,
+        status::BAD_REQUEST
+    );
+    assert_eq!(
+        decode_request(&header(opcode::UPDATE), &[0; UPDATE_BYTES])
+            .unwrap_err()
+            .status,
+        status::BAD_REQUEST
+    );
+}

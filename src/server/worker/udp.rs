@@ -1,0 +1,125 @@
+//! UDP: a datagram holds LOOKUP frames back to back; its answer datagram
+//! holds their answers in the same order, sent once the last one (perhaps
+//! from another core) is in. Only switch networks are answered.
+
+use super::{Worker, DATAGRAMS_PER_EVENT, LOOKUPS_PER_DATAGRAM_MAX, LOOKUP_ANSWER_BYTES};
+use crate::protocol::codec;
+use crate::protocol::frame::{next_frame, push_frame, HEADER_BYTES};
+use crate::protocol::{opcode, status};
+use crate::server::auth::Access;
+use crate::server::cross::Origin;
+use crate::server::dispatch::{self, Op};
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+
+/// A UDP datagram whose lookups are being answered.
+pub(super) struct PendingDatagram {
+    pub(super) peer: SocketAddr,
+    pub(super) answers: Vec<([u8; LOOKUP_ANSWER_BYTES], u8)>,
+    pub(super) remaining: usize,
+}
+
+impl Worker {
+    pub(super) fn read_datagrams(&mut self) {
+        for _ in 0..DATAGRAMS_PER_EVENT {
+            let Some(socket) = self.udp.as_ref() else {
+                return;
+            };
+            let (length, peer) = match socket.recv_from(&mut self.datagram_buffer) {
+                Ok(received) => received,
+                Err(error) if error.kind() == ErrorKind::WouldBlock => return,
+                Err(_) => return,
+            };
+            if !self
+                .shared
+                .switch_networks
+                .iter()
+                .any(|n| n.contains(peer.ip()))
+            {
+                continue;
+            }
+            self.handle_datagram(length, peer);
+        }
+    }
+
+    pub(super) fn handle_datagram(&mut self, length: usize, peer: SocketAddr) {
+        let frame_max = self.shared.config.limits.request_frame_bytes_max;
+        let buffer = std::mem::take(&mut self.datagram_buffer);
+        let mut frames = Vec::new();
+        let mut offset = 0;
+        while offset < length {
+            match next_frame(&buffer[offset..length], frame_max) {
+                Ok(Some((header, frame))) if frames.len() < LOOKUPS_PER_DATAGRAM_MAX => {
+                    frames.push((header, offset + HEADER_BYTES, offset + frame.len()));
+                    offset += frame.len();
+                }
+                _ => break,
+            }
+        }
+        if !frames.is_empty() && frames.len() <= usize::from(u16::MAX) {
+            let key = self.datagrams.insert(PendingDatagram {
+                peer,
+                answers: vec![([0u8; LOOKUP_ANSWER_BYTES], 0); frames.len()],
+                remaining: frames.len(),
+            });
+            let datagram = u32::try_from(key).unwrap_or(u32::MAX);
+            for (slot, (header, body_start, body_end)) in frames.into_iter().enumerate() {
+                // At most u16::MAX frames, checked above.
+                let slot = u16::try_from(slot).unwrap_or(u16::MAX);
+                let origin = Origin::Udp { datagram, slot };
+                let body = &buffer[body_start..body_end];
+                let checked = if header.opcode != opcode::LOOKUP {
+                    Err(status::UNKNOWN_OPCODE)
+                } else if body.len() != codec::LOOKUP_BYTES {
+                    Err(status::BAD_FRAME)
+                } else {
+                    codec::decode_lookup(body)
+                        .map_err(|e| e.status)
+                        .and_then(|(query, _)| dispatch::check_lookup(&query, self.policy))
+                };
+                match checked {
+                    Ok(query) => self.route(
+                        origin,
+                        header.request_id,
+                        Op::Lookup(query),
+                        Access::AllTenants,
+                    ),
+                    Err(code) => {
+                        let mut frame = Vec::with_capacity(HEADER_BYTES);
+                        push_frame(&mut frame, header.opcode, code, header.request_id, &[]);
+                        self.deliver(origin, &frame);
+                    }
+                }
+            }
+        }
+        self.datagram_buffer = buffer;
+    }
+
+    pub(super) fn deliver_datagram_answer(&mut self, datagram: usize, slot: u16, frame: &[u8]) {
+        let Some(pending) = self.datagrams.get_mut(datagram) else {
+            return;
+        };
+        let (bytes, length) = &mut pending.answers[usize::from(slot)];
+        let n = frame.len().min(LOOKUP_ANSWER_BYTES);
+        bytes[..n].copy_from_slice(&frame[..n]);
+        // n <= 44: fits u8.
+        *length = u8::try_from(n).unwrap_or(0);
+        pending.remaining -= 1;
+        if pending.remaining == 0 {
+            let pending = self.datagrams.remove(datagram);
+            self.send_datagram(&pending);
+        }
+    }
+
+    pub(super) fn send_datagram(&mut self, pending: &PendingDatagram) {
+        let mut datagram = Vec::with_capacity(pending.answers.len() * LOOKUP_ANSWER_BYTES);
+        for (bytes, length) in &pending.answers {
+            datagram.extend_from_slice(&bytes[..usize::from(*length)]);
+        }
+        if let Some(socket) = self.udp.as_ref() {
+            // UDP: an answer that cannot be sent now is lost, as the switch
+            // expects; it retries on its own timer.
+            let _ = socket.send_to(&datagram, pending.peer);
+        }
+    }
+}
