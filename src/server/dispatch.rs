@@ -126,6 +126,25 @@ fn push_error(out: &mut Vec<u8>, op_code: u8, request_id: u32, error: &WriteErro
     }
 }
 
+/// Appends the answer to an op that returns a binding (UPDATE, UNBIND).
+fn push_binding(
+    out: &mut Vec<u8>,
+    op_code: u8,
+    request_id: u32,
+    result: Result<crate::binding::Binding, WriteError>,
+) {
+    match result {
+        Ok(binding) => push_frame(
+            out,
+            op_code,
+            status::OK,
+            request_id,
+            &codec::binding_body(&binding),
+        ),
+        Err(error) => push_error(out, op_code, request_id, &error),
+    }
+}
+
 /// Executes a write op (not a lookup) on the shard set, which must own its
 /// shard, and appends the answer frame. A binding of a tenant the session
 /// may not touch answers `not_found` (its existence is not revealed); a bind
@@ -183,16 +202,7 @@ pub fn execute_write(
                 push_frame(out, op_code, status::NOT_FOUND, request_id, &[]);
                 return;
             }
-            match set.update(*id, update, now_s) {
-                Ok(binding) => push_frame(
-                    out,
-                    op_code,
-                    status::OK,
-                    request_id,
-                    &codec::binding_body(&binding),
-                ),
-                Err(error) => push_error(out, op_code, request_id, &error),
-            }
+            push_binding(out, op_code, request_id, set.update(*id, update, now_s));
         }
         Op::Unbind(target) => {
             let id = match *target {
@@ -203,16 +213,7 @@ pub fn execute_write(
                 push_frame(out, op_code, status::NOT_FOUND, request_id, &[]);
                 return;
             };
-            match set.unbind(id, now_s) {
-                Ok(binding) => push_frame(
-                    out,
-                    op_code,
-                    status::OK,
-                    request_id,
-                    &codec::binding_body(&binding),
-                ),
-                Err(error) => push_error(out, op_code, request_id, &error),
-            }
+            push_binding(out, op_code, request_id, set.unbind(id, now_s));
         }
         Op::Lookup(query) => {
             let answer = set.lookup(query, now_s);
