@@ -1,5 +1,6 @@
 //! Round trips and refusals of the request and answer codec.
 use super::*;
+use crate::binding::Binding;
 use crate::number::{parse_extension, parse_real, parse_virtual, XPolicy};
 use crate::protocol::frame::next_frame;
 
