@@ -62,12 +62,6 @@ impl ShardSet {
         usize::from(crate::table::hash::shard_of(x, self.shard_count))
     }
 
-    /// True if this set owns X's shard.
-    #[inline(always)]
-    pub fn owns(&self, x: Number) -> bool {
-        self.shards[self.shard_index(x)].is_some()
-    }
-
     /// The owned shards.
     pub fn owned(&self) -> impl Iterator<Item = &Shard> {
         self.shards.iter().flatten()
@@ -93,15 +87,6 @@ impl ShardSet {
             .get_mut(usize::from(shard))
             .and_then(Option::as_mut)
             .ok_or(WriteError::NotFound)
-    }
-
-    /// The shard an id names, if it is owned here (or does not exist).
-    pub fn owns_id(&self, id: BindingId) -> bool {
-        decompose_id(id).is_none_or(|(shard, _, _)| {
-            self.shards
-                .get(usize::from(shard))
-                .is_none_or(Option::is_some)
-        })
     }
 
     /// Creates a binding (or returns the identical live one).
