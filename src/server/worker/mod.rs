@@ -7,7 +7,7 @@
 //! in one batch per core, then write each connection's answers with one
 //! `send`. No allocation per request once buffers have grown.
 
-use super::auth::{self, Access, HelloOutcome};
+use super::auth::Access;
 use super::conn::{Connection, INPUT_BYTES};
 use super::cross::{Message, Origin, WorkItem};
 use super::dispatch::{self, Op};
@@ -15,9 +15,9 @@ use super::metrics::{LocalMetrics, WorkerMetrics};
 use super::Shared;
 use crate::binding::{LookupQuery, LookupResult, Reject};
 use crate::number::XPolicy;
-use crate::protocol::codec::{self, Request};
+use crate::protocol::codec;
 use crate::protocol::frame::{next_frame, push_frame, Header, HEADER_BYTES};
-use crate::protocol::{opcode, status};
+use crate::protocol::status;
 use crate::store::ShardSet;
 use crossbeam_channel::Receiver;
 use mio::net::{TcpListener, UdpSocket};
@@ -65,6 +65,7 @@ enum Framing {
 }
 
 mod remote;
+mod session;
 mod udp;
 
 use udp::PendingDatagram;
@@ -436,118 +437,6 @@ impl Worker {
         if let Some(conn) = self.conns.get_mut(token) {
             push_frame(&mut conn.output, op_code, status_code, request_id, body);
             self.metrics.answered(op_code, status_code);
-        }
-    }
-
-    fn handle_frame(&mut self, token: usize, header: &Header, body: &[u8]) {
-        let request_id = header.request_id;
-        let Some(conn) = self.conns.get_mut(token) else {
-            return;
-        };
-        let Some(role) = conn.session.as_ref().map(|s| s.role) else {
-            self.handle_hello(token, header, body);
-            return;
-        };
-        let request = match codec::decode_request(header, body) {
-            Ok(request) => request,
-            Err(error) => {
-                self.answer(token, header.opcode, error.status, request_id, &[]);
-                return;
-            }
-        };
-        if !auth::permits(role, header.opcode) {
-            self.answer(token, header.opcode, status::UNAUTHORISED, request_id, &[]);
-            return;
-        }
-        let origin = Origin::Tcp {
-            token: u32::try_from(token).unwrap_or(u32::MAX),
-            generation: conn.generation,
-        };
-        match request {
-            Request::Hello { .. } => {
-                self.answer(token, header.opcode, status::BAD_REQUEST, request_id, &[])
-            }
-            Request::Ping => self.answer(token, header.opcode, status::OK, request_id, &[]),
-            Request::Stats => {
-                let stats = self.shared.stats_json();
-                self.answer(
-                    token,
-                    header.opcode,
-                    status::OK,
-                    request_id,
-                    stats.as_bytes(),
-                );
-            }
-            Request::Lookup { query, .. } => match dispatch::check_lookup(&query, self.policy) {
-                Ok(query) => self.route(origin, request_id, Op::Lookup(query), Access::AllTenants),
-                Err(code) => self.answer(token, header.opcode, code, request_id, &[]),
-            },
-            ref write => match dispatch::check_write(write, self.policy) {
-                Ok(op) => {
-                    // Writes are rare: cloning the tenant list's Arc is fine here.
-                    let access = self
-                        .conns
-                        .get(token)
-                        .and_then(|c| c.session.as_ref())
-                        .map_or(Access::AllTenants, |s| s.access.clone());
-                    self.route(origin, request_id, op, access);
-                }
-                Err(code) => self.answer(token, header.opcode, code, request_id, &[]),
-            },
-        }
-    }
-
-    fn handle_hello(&mut self, token: usize, header: &Header, body: &[u8]) {
-        let request_id = header.request_id;
-        let Some(conn) = self.conns.get_mut(token) else {
-            return;
-        };
-        let decoded = if header.opcode == opcode::HELLO {
-            codec::decode_request(header, body)
-        } else {
-            Err(codec::DecodeError {
-                status: status::UNAUTHORISED,
-                reason: "HELLO must come first",
-            })
-        };
-        let outcome = match decoded {
-            Ok(Request::Hello {
-                version,
-                role,
-                credential,
-            }) => auth::hello(
-                &self.shared.config.credentials,
-                version,
-                role,
-                credential,
-                conn.peer_is_loopback,
-            ),
-            _ => HelloOutcome::Unauthorised,
-        };
-        match outcome {
-            HelloOutcome::Accepted(session) => {
-                conn.session = Some(session);
-                let body =
-                    codec::hello_answer_body(self.set.shard_count(), self.shared.config.node_id, 0);
-                self.answer(token, opcode::HELLO, status::OK, request_id, &body);
-            }
-            HelloOutcome::Unauthorised => {
-                conn.closing = true;
-                self.answer(token, header.opcode, status::UNAUTHORISED, request_id, &[]);
-            }
-            HelloOutcome::UnsupportedVersion => {
-                conn.closing = true;
-                let mut versions = [0u8; 4];
-                versions[0..2].copy_from_slice(&crate::protocol::VERSION_MIN.to_le_bytes());
-                versions[2..4].copy_from_slice(&crate::protocol::VERSION.to_le_bytes());
-                self.answer(
-                    token,
-                    opcode::HELLO,
-                    status::UNSUPPORTED_VERSION,
-                    request_id,
-                    &versions,
-                );
-            }
         }
     }
 
