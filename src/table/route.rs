@@ -23,48 +23,22 @@ impl Shard {
         let x = query.x;
         if !query.extension.is_none() {
             return match self.find_key(x, query.extension) {
-                Some(slot) => route_to_owner(
-                    self.record(slot),
-                    query.caller,
-                    x,
-                    self.id_of_slot(slot),
-                    now_s,
-                ),
+                Some(slot) => {
+                    route_to_owner(self.record(slot), query.caller, x, self.id_of(slot), now_s)
+                }
                 None => LookupResult::Reject(Reject::NotBound),
             };
         }
         if let Some(slot) = self.find_key(x, query.caller) {
             let record = self.record(slot);
             if record.mode_bits() == meta::MODE_AXB {
-                return route_axb(record, query.caller, x, self.id_of_slot(slot), now_s);
+                return route_axb(record, query.caller, x, self.id_of(slot), now_s);
             }
         }
-        let Some(representative) = self.find_key(x, Number::NONE) else {
-            return LookupResult::Reject(Reject::NotBound);
-        };
-        let record = self.record(representative);
-        match record.mode_bits() {
-            meta::MODE_AXN => route_axn(
-                record,
-                query.caller,
-                x,
-                self.id_of_slot(representative),
-                now_s,
-            ),
-            meta::MODE_AXB if record.a() == query.caller => route_axb(
-                record,
-                query.caller,
-                x,
-                self.id_of_slot(representative),
-                now_s,
-            ),
-            _ => LookupResult::Reject(Reject::NotAParty),
+        match self.find_key(x, Number::NONE) {
+            Some(representative) => self.answer_from_representative(query, representative, now_s),
+            None => LookupResult::Reject(Reject::NotBound),
         }
-    }
-
-    #[inline(always)]
-    fn id_of_slot(&self, slot: u32) -> crate::binding::BindingId {
-        super::records::compose_id(self.identity.shard_id, self.record(slot).generation(), slot)
     }
 
     /// Batch stage 1: start loading the bucket that holds `hash`.
@@ -103,10 +77,10 @@ impl Shard {
             let record = self.record(slot);
             if query.extension.is_none() {
                 if record.mode_bits() == meta::MODE_AXB && record.has_key(x, query.caller) {
-                    return route_axb(record, query.caller, x, self.id_of_slot(slot), now_s);
+                    return route_axb(record, query.caller, x, self.id_of(slot), now_s);
                 }
             } else if record.has_key(x, query.extension) {
-                return route_to_owner(record, query.caller, x, self.id_of_slot(slot), now_s);
+                return route_to_owner(record, query.caller, x, self.id_of(slot), now_s);
             }
             // A tag collision: take the careful path.
             return self.lookup(query, now_s);
@@ -138,14 +112,14 @@ impl Shard {
                 record,
                 query.caller,
                 query.x,
-                self.id_of_slot(representative),
+                self.id_of(representative),
                 now_s,
             ),
             meta::MODE_AXB if record.a() == query.caller => route_axb(
                 record,
                 query.caller,
                 query.x,
-                self.id_of_slot(representative),
+                self.id_of(representative),
                 now_s,
             ),
             _ => LookupResult::Reject(Reject::NotAParty),

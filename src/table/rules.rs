@@ -43,6 +43,7 @@ impl Shard {
     }
 
     /// The id of the binding in `slot`.
+    #[inline(always)]
     pub(super) fn id_of(&self, slot: u32) -> BindingId {
         compose_id(self.identity.shard_id, self.record(slot).generation(), slot)
     }
