@@ -9,6 +9,7 @@
 pub mod binding;
 pub mod cli;
 pub mod client;
+pub mod log;
 pub mod number;
 pub mod protocol;
 pub mod server;

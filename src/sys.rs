@@ -22,3 +22,10 @@ pub fn unacknowledged_bytes(socket: &impl AsRawFd) -> Option<usize> {
     let status = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &raw mut queued) };
     (status == 0).then(|| usize::try_from(queued).unwrap_or(0))
 }
+
+/// `posix_fallocate`: reserves real blocks for `offset..offset + length`.
+/// Returns 0 or the error number (ENOSPC when the disk is full).
+pub fn fallocate(fd: std::os::unix::io::RawFd, offset: libc::off_t, length: libc::off_t) -> i32 {
+    // SAFETY: a plain system call on a descriptor the caller owns.
+    unsafe { libc::posix_fallocate(fd, offset, length) }
+}

@@ -1,4 +1,4 @@
-//! Proves that a damaged data directory is refused with an error naming the damaged file, never mapped blindly: each file of a real store is corrupted on disk (flipped header bytes, another format version with a valid checksum, truncation, files from another store, shard or kind, damaged meta copies, an unclean shutdown, a held lock), `Store::open` must fail with the expected `TableError`, the refusal must write nothing, and the repaired directory must open with every binding intact.
+//! Proves that a damaged data directory is refused with an error naming the damaged file, never mapped blindly: each file of a real store is corrupted on disk (flipped header bytes, another format version with a valid checksum, truncation, files from another store, shard or kind, damaged meta copies, a copy taken while a writer had it open, a held lock), `Store::open` must fail with the expected `TableError`, the refusal must write nothing, and the repaired directory must open with every binding intact.
 
 use std::mem::{offset_of, size_of};
 use std::path::{Path, PathBuf};
@@ -9,9 +9,7 @@ use x700::binding::{
 use x700::number::{parse_real, parse_virtual, Number, XPolicy};
 use x700::store::clock::FakeClock;
 use x700::store::Store;
-use x700::table::layout::{
-    FileHeader, ShardMeta, StoreHeader, FORMAT_VERSION, HEADER_BYTES, META_MAGIC,
-};
+use x700::table::layout::{FileHeader, ShardMeta, StoreHeader, FORMAT_VERSION, HEADER_BYTES};
 use x700::table::{ShardStats, TableError};
 
 const T0: u32 = 1_800_000_000;
@@ -198,20 +196,6 @@ fn fix_checksum(bytes: &mut [u8], start: usize, len: usize) {
 
 fn put_u32(bytes: &mut [u8], at: usize, value: u32) {
     bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap())
-}
-
-/// Offset of the meta copy with the higher sequence (the one `open` uses).
-fn newest_meta_copy(meta: &[u8]) -> usize {
-    let sequence = |copy: usize| u64_at(meta, copy + offset_of!(ShardMeta, sequence));
-    if sequence(META_COPY_STRIDE) > sequence(0) {
-        META_COPY_STRIDE
-    } else {
-        0
-    }
 }
 
 fn expect_bad_header(error: TableError, path: &Path, needle: &str) {
@@ -528,10 +512,11 @@ fn one_damaged_meta_copy_is_survived() {
     // Open and close once more without writing: both copies now describe
     // the same clean state, so either alone must open the store.
     let fixture = Fixture::new(1, 30);
-    Store::open(fixture.path(), clock())
-        .unwrap()
-        .close()
-        .unwrap();
+    {
+        let mut store = Store::open(fixture.path(), clock()).unwrap();
+        store.checkpoint().unwrap();
+        store.close().unwrap();
+    }
     let pristine = read(&fixture.file("meta"));
     for copy in [0, META_COPY_STRIDE] {
         for damage in [
@@ -554,77 +539,48 @@ fn one_damaged_meta_copy_is_survived() {
 }
 
 #[test]
-fn a_damaged_newest_meta_copy_never_falls_back_to_a_stale_state() {
-    // After bind + close the older copy is the "not clean" mark the first
-    // write made: losing the newest must refuse, not open stale counters.
+fn a_damaged_meta_copy_never_falls_back_to_a_stale_state() {
+    // A checkpoint writes both meta copies (under its journal), so after
+    // it either copy alone holds the newest state: damaging one must open
+    // every binding, never an older checkpoint whose pages were since
+    // overwritten in place.
     let fixture = Fixture::new(1, 5);
     let path = fixture.file("meta");
     let pristine = read(&path);
-    let newest = newest_meta_copy(&pristine);
-    let older = META_COPY_STRIDE - newest;
-    let clean_at = offset_of!(ShardMeta, clean);
-    assert_eq!(
-        pristine[older + clean_at],
-        0,
-        "the older copy is not the mark"
-    );
-    let mut damaged = pristine.clone();
-    damaged[newest + offset_of!(ShardMeta, records_used)] ^= 0x01;
-    write(&path, &damaged);
-    match refused(fixture.path()) {
-        TableError::NotClean { path: named } => assert_eq!(named, name(&path)),
-        other => panic!("expected not clean, got {other}"),
+    for copy in [0, META_COPY_STRIDE] {
+        let mut damaged = pristine.clone();
+        damaged[copy + offset_of!(ShardMeta, records_used)] ^= 0x01;
+        write(&path, &damaged);
+        let scratch = tempfile::tempdir().unwrap();
+        copy_dir(fixture.path(), scratch.path());
+        assert_holds(scratch.path(), &fixture.ids);
     }
     write(&path, &pristine);
     fixture.assert_intact();
 }
 
 #[test]
-fn a_meta_marked_not_clean_is_refused() {
-    let fixture = Fixture::new(1, 5);
-    let path = fixture.file("meta");
-    let pristine = read(&path);
-    assert_eq!(&pristine[..8], &META_MAGIC);
-    let newest = newest_meta_copy(&pristine);
-    let mut damaged = pristine.clone();
-    put_u32(&mut damaged, newest + offset_of!(ShardMeta, clean), 0);
-    fix_checksum(&mut damaged, newest, size_of::<ShardMeta>());
-    write(&path, &damaged);
-    match refused(fixture.path()) {
-        TableError::NotClean { path: named } => assert_eq!(named, name(&path)),
-        other => panic!("expected not clean, got {other}"),
-    }
-    write(&path, &pristine);
-    fixture.assert_intact();
-}
-
-#[test]
-fn a_directory_copied_while_a_writer_had_it_open_is_refused() {
-    // Copying the files of a live store is what a crash leaves on disk.
+fn a_directory_copied_while_a_writer_had_it_open_holds_its_last_checkpoint() {
+    // Copying the files of a live store is what a crash leaves on disk:
+    // the private mapping keeps every change since the last checkpoint in
+    // memory, so the copy holds exactly that checkpoint, whole.
     let dir = tempfile::tempdir().unwrap();
     let mut store = Store::create(dir.path(), 2, clock()).unwrap();
-    // Before any write the shards are still marked clean: a copy opens.
-    let before_writes = tempfile::tempdir().unwrap();
-    copy_dir(dir.path(), before_writes.path());
-    Store::open(before_writes.path(), clock())
-        .unwrap()
-        .close()
-        .unwrap();
     let ids: Vec<BindingId> = (0..20)
         .map(|i| store.bind(&request(i)).unwrap().binding_id)
         .collect();
     let crashed = tempfile::tempdir().unwrap();
     copy_dir(dir.path(), crashed.path());
-    match refused(crashed.path()) {
-        TableError::NotClean { path } => {
-            assert!(
-                path.ends_with("meta") && path.starts_with(&name(crashed.path())),
-                "{path}"
-            );
-        }
-        other => panic!("expected not clean, got {other}"),
+    {
+        let copy = Store::open(crashed.path(), clock()).unwrap();
+        assert_eq!(copy.stats().unwrap().bindings_live, 0);
+        copy.verify().unwrap();
     }
-    // After a clean close the same directory opens with everything.
+    // After a checkpoint, a copy holds every binding.
+    store.checkpoint().unwrap();
+    let checkpointed = tempfile::tempdir().unwrap();
+    copy_dir(dir.path(), checkpointed.path());
+    assert_holds(checkpointed.path(), &ids);
     store.close().unwrap();
     assert_holds(dir.path(), &ids);
 }

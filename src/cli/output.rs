@@ -60,8 +60,7 @@ impl From<TableError> for Outcome {
             TableError::BadHeader { .. }
             | TableError::WrongVersion { .. }
             | TableError::Truncated { .. }
-            | TableError::Corrupt { .. }
-            | TableError::NotClean { .. } => "corrupt",
+            | TableError::Corrupt { .. } => "corrupt",
         };
         Outcome::failure(status, &error.to_string())
     }

@@ -287,8 +287,8 @@ impl Store {
     }
 
     /// Writes every shard to disk.
-    pub fn flush(&mut self) -> Result<(), TableError> {
-        self.set.flush()
+    pub fn checkpoint(&mut self) -> Result<(), TableError> {
+        self.set.checkpoint()
     }
 
     /// Flushes and closes every shard, marking them clean.

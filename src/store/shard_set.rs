@@ -8,6 +8,7 @@ use crate::binding::{
     BindRequest, Binding, BindingId, LookupQuery, LookupResult, Reject, Update, WriteError,
 };
 use crate::number::Number;
+use crate::table::checkpoint::ShardImage;
 use crate::table::records::decompose_id;
 use crate::table::{BindOutcome, Shard, ShardStats, TableError};
 use std::sync::Arc;
@@ -74,7 +75,7 @@ impl ShardSet {
             .unwrap_or_else(|| panic!("shard {index} is not owned by this thread"))
     }
 
-    fn shard_mut(&mut self, x: Number) -> &mut Shard {
+    fn shard_mut_of(&mut self, x: Number) -> &mut Shard {
         let index = self.shard_index(x);
         self.shards[index]
             .as_mut()
@@ -91,7 +92,7 @@ impl ShardSet {
 
     /// Creates a binding (or returns the identical live one).
     pub fn bind(&mut self, request: &BindRequest, now_s: u32) -> Result<BindOutcome, WriteError> {
-        self.shard_mut(request.x).bind(request, now_s)
+        self.shard_mut_of(request.x).bind(request, now_s)
     }
 
     /// Removes a binding by id.
@@ -166,12 +167,32 @@ impl ShardSet {
             .sum()
     }
 
-    /// msync every owned shard.
-    pub fn flush(&mut self) -> Result<(), TableError> {
+    /// Checkpoints every owned shard now (capture and persist here).
+    pub fn checkpoint(&mut self) -> Result<(), TableError> {
         self.shards
             .iter_mut()
             .flatten()
-            .try_for_each(|shard| shard.flush(false))
+            .try_for_each(|shard| shard.checkpoint().map(|_| ()))
+    }
+
+    /// The first half of a checkpoint of every owned shard (see
+    /// `table::checkpoint`); the images are persisted by the caller.
+    pub fn capture(&mut self) -> Result<Vec<ShardImage>, TableError> {
+        self.shards
+            .iter_mut()
+            .flatten()
+            .map(Shard::capture)
+            .collect()
+    }
+
+    /// The owned shard `index`, writable.
+    pub fn shard_mut(&mut self, index: usize) -> Option<&mut Shard> {
+        self.shards.get_mut(index).and_then(Option::as_mut)
+    }
+
+    /// Whether this set owns shard `index`.
+    pub fn owns(&self, index: usize) -> bool {
+        self.shards.get(index).is_some_and(Option::is_some)
     }
 
     /// Flushes and closes every owned shard, marking them clean.

@@ -53,12 +53,6 @@ pub enum TableError {
         /// What is wrong.
         reason: String,
     },
-    /// The last writer did not close the shard.
-    #[error("{path}: the shard was not closed cleanly (a writer crashed or was killed); this version cannot yet recover it (log replay arrives with the write-ahead log)")]
-    NotClean {
-        /// The meta file.
-        path: String,
-    },
     /// Another process holds the data directory.
     #[error("{path}: data directory is in use by another process ({holder})")]
     Locked {

@@ -176,10 +176,32 @@ impl<T: Pod> TableFile<T> {
         self.mapped.items(HEADER_BYTES)
     }
 
-    /// The items, writable.
+    /// Item `index`, writable (its page is marked for the next checkpoint).
     #[inline]
-    pub fn items_mut(&mut self) -> &mut [T] {
-        self.mapped.items_mut(HEADER_BYTES)
+    pub fn item_mut(&mut self, index: usize) -> &mut T {
+        self.mapped.item_mut(HEADER_BYTES, index)
+    }
+
+    /// The pages written since the last call (see `MappedFile::take_dirty`).
+    pub fn take_dirty(&mut self) -> super::mapped::DirtyPages {
+        self.mapped.take_dirty()
+    }
+
+    /// Marks a byte range dirty again (see `MappedFile::mark_dirty`).
+    pub fn mark_dirty(&mut self, offset: u64, bytes: u64) {
+        self.mapped.mark_dirty(offset, bytes);
+    }
+
+    /// True if an item was written since the last `take_dirty`.
+    pub fn is_dirty(&self) -> bool {
+        self.mapped.is_dirty()
+    }
+
+    /// A second handle on the file, for the checkpoint writer.
+    pub fn file_handle(&self) -> Result<std::fs::File, TableError> {
+        self.mapped
+            .file_handle()
+            .map_err(|source| TableError::io(self.mapped.path(), source))
     }
 
     /// Makes room for at least `items`, growing by a step that keeps growth
@@ -199,13 +221,6 @@ impl<T: Pod> TableFile<T> {
             Err(GrowError::BeyondReservation) => self.mapped.grow_to(needed),
             other => other,
         }
-    }
-
-    /// msync and fdatasync.
-    pub fn flush(&self) -> Result<(), TableError> {
-        self.mapped
-            .flush()
-            .map_err(|source| TableError::io(self.mapped.path(), source))
     }
 
     /// Bytes the file occupies.

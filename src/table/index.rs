@@ -145,8 +145,8 @@ impl Index {
 
     fn bucket_mut(&mut self, loc: Loc) -> &mut Bucket {
         match loc {
-            Loc::Primary(b) => &mut self.primary.items_mut()[b as usize],
-            Loc::Overflow(b) => &mut self.overflow.items_mut()[b as usize],
+            Loc::Primary(b) => self.primary.item_mut(b as usize),
+            Loc::Overflow(b) => self.overflow.item_mut(b as usize),
         }
     }
 
@@ -413,10 +413,23 @@ impl Index {
         Ok(())
     }
 
-    /// msync both files.
-    pub fn flush(&self) -> Result<(), super::error::TableError> {
-        self.primary.flush()?;
-        self.overflow.flush()
+    /// Marks a byte range of the primary (or overflow) file dirty again.
+    pub fn mark_dirty(&mut self, overflow: bool, offset: u64, bytes: u64) {
+        if overflow {
+            self.overflow.mark_dirty(offset, bytes);
+        } else {
+            self.primary.mark_dirty(offset, bytes);
+        }
+    }
+
+    /// True if either file was written since the last `take_dirty`.
+    pub fn is_dirty(&self) -> bool {
+        self.primary.is_dirty() || self.overflow.is_dirty()
+    }
+
+    /// The pages of both files written since the last call.
+    pub fn take_dirty(&mut self) -> (super::mapped::DirtyPages, super::mapped::DirtyPages) {
+        (self.primary.take_dirty(), self.overflow.take_dirty())
     }
 }
 

@@ -1,5 +1,12 @@
 //! Memory-mapped table files. This module holds all of x700's `unsafe`.
 //!
+//! The mapping is *private* (`MAP_PRIVATE`): changes stay in memory and
+//! never reach the file by themselves, so the file always holds the last
+//! checkpoint, whole, whatever happens to the process. Every write goes
+//! through `item_mut`, which marks its 4 KiB page dirty; a checkpoint copies
+//! the dirty pages out (`take_dirty`) and `table::checkpoint` writes them to
+//! the file through a journal.
+//!
 //! Each file is mapped once with a fixed *reserved* length far larger than
 //! the file, so growing the file (with `posix_fallocate`, which reserves real
 //! blocks and so reports a full disk as an error instead of a later SIGBUS)
@@ -31,6 +38,21 @@ pub struct MappedFile {
     file: File,
     map: MmapMut,
     file_bytes: usize,
+    /// One bit per page of `file_bytes`: written since the last checkpoint.
+    dirty: Vec<u64>,
+    /// Set while any bit of `dirty` may be set.
+    any_dirty: bool,
+}
+
+/// Page size the dirty map tracks.
+pub const PAGE_BYTES: usize = 4096;
+
+/// Pages copied out of a mapping for a checkpoint: runs of consecutive
+/// dirty pages, each with its file offset.
+#[derive(Debug, Default)]
+pub struct DirtyPages {
+    /// (file offset, bytes) of each run.
+    pub runs: Vec<(u64, Vec<u8>)>,
 }
 
 impl MappedFile {
@@ -42,19 +64,20 @@ impl MappedFile {
             .write(true)
             .create_new(true)
             .open(path)?;
-        let mut mapped = MappedFile::map(path, file, reserved_bytes)?;
-        match mapped.grow_to(first_page.len()) {
-            Ok(()) => {}
-            Err(GrowError::Io(error)) => return Err(error),
-            Err(GrowError::DiskFull) => {
+        let length = libc::off_t::try_from(first_page.len())
+            .map_err(|_| io::Error::other("first page too large"))?;
+        match crate::sys::fallocate(file.as_raw_fd(), 0, length) {
+            0 => {}
+            libc::ENOSPC | libc::EDQUOT => {
                 return Err(io::Error::new(io::ErrorKind::StorageFull, "disk full"))
             }
-            Err(GrowError::BeyondReservation) => {
-                return Err(io::Error::other("first page beyond reservation"))
-            }
+            errno => return Err(io::Error::from_raw_os_error(errno)),
         }
-        mapped.bytes_mut()[..first_page.len()].copy_from_slice(first_page);
-        Ok(mapped)
+        // The first page goes to the file itself: the private mapping would
+        // keep it in memory only.
+        std::os::unix::fs::FileExt::write_all_at(&file, first_page, 0)?;
+        file.sync_all()?;
+        MappedFile::map(path, file, reserved_bytes)
     }
 
     /// Opens and maps an existing file. Its length is checked by the caller
@@ -72,18 +95,22 @@ impl MappedFile {
                 "file is {file_bytes} bytes, more than the {reserved_bytes} this build maps"
             )));
         }
-        // SAFETY: the mapping is shared with the file, which only this process
-        // writes: the data directory's LOCK (store::lock) excludes every other
-        // x700 process, and the files are not meant to be touched by anything
-        // else while locked. Bytes beyond `file_bytes` are never accessed
-        // (every accessor slices to `file_bytes`), so the reservation past the
-        // end of the file cannot raise SIGBUS.
-        let map = unsafe { MmapOptions::new().len(reserved_bytes).map_mut(&file)? };
+        // SAFETY: the mapping is private (copy on write) over a file that
+        // only this process writes: the data directory's LOCK (store::lock)
+        // excludes every other x700 process. The file changes only at a
+        // checkpoint, which writes pages whose private copies this mapping
+        // already holds, so what the mapping shows never changes under it.
+        // Bytes beyond `file_bytes` are never accessed (every accessor
+        // slices to `file_bytes`), so the reservation past the end of the
+        // file cannot raise SIGBUS.
+        let map = unsafe { MmapOptions::new().len(reserved_bytes).map_copy(&file)? };
         Ok(MappedFile {
             path: path.to_path_buf(),
             file,
             map,
             file_bytes,
+            dirty: vec![0; file_bytes.div_ceil(PAGE_BYTES).div_ceil(64)],
+            any_dirty: false,
         })
     }
 
@@ -100,11 +127,6 @@ impl MappedFile {
     /// The file's bytes.
     pub fn bytes(&self) -> &[u8] {
         &self.map[..self.file_bytes]
-    }
-
-    /// The file's bytes, writable.
-    pub fn bytes_mut(&mut self) -> &mut [u8] {
-        &mut self.map[..self.file_bytes]
     }
 
     /// The whole `T` items stored from byte `offset` to the end of the file.
@@ -124,18 +146,79 @@ impl MappedFile {
         unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(offset).cast::<T>(), count) }
     }
 
-    /// The whole `T` items from byte `offset` to the end, writable.
+    /// Item `index` of the `T` items stored from byte `offset`, writable;
+    /// marks its page dirty for the next checkpoint.
+    ///
+    /// # Panics
+    /// If the item lies beyond the file (a broken invariant: callers reserve
+    /// room first).
     #[inline(always)]
-    pub fn items_mut<T: bytemuck::Pod>(&mut self, offset: usize) -> &mut [T] {
-        debug_assert!(
-            offset <= self.file_bytes && offset.is_multiple_of(std::mem::align_of::<T>())
-        );
-        let count = (self.file_bytes - offset) / std::mem::size_of::<T>();
-        // SAFETY: as in `items`; the mutable borrow of `self` makes this the
-        // only reference into the mapping.
-        unsafe {
-            std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(offset).cast::<T>(), count)
+    pub fn item_mut<T: bytemuck::Pod>(&mut self, offset: usize, index: usize) -> &mut T {
+        let size = std::mem::size_of::<T>();
+        let at = offset + index * size;
+        assert!(at + size <= self.file_bytes, "item {index} beyond the file");
+        debug_assert!(at.is_multiple_of(std::mem::align_of::<T>()));
+        // Items never straddle pages (sizes divide 4096 and start at 4096).
+        debug_assert_eq!(at / PAGE_BYTES, (at + size - 1) / PAGE_BYTES);
+        let page = at / PAGE_BYTES;
+        self.dirty[page / 64] |= 1 << (page % 64);
+        self.any_dirty = true;
+        // SAFETY: `at + size <= file_bytes`, which is mapped and backed by
+        // the file; `at` is aligned for T (checked above in debug builds:
+        // items start at page-aligned offsets and T's size is a multiple of
+        // its alignment); T is Pod, so any bytes are a valid T; the mutable
+        // borrow of `self` makes this the only reference into the mapping.
+        unsafe { &mut *self.map.as_mut_ptr().add(at).cast::<T>() }
+    }
+
+    /// Copies out every page written since the last call and clears the
+    /// dirty map: the checkpoint's image of this file.
+    pub fn take_dirty(&mut self) -> DirtyPages {
+        let mut pages = DirtyPages::default();
+        if !self.any_dirty {
+            return pages;
         }
+        let page_count = self.file_bytes.div_ceil(PAGE_BYTES);
+        let mut page = 0;
+        while page < page_count {
+            if self.dirty[page / 64] & (1 << (page % 64)) == 0 {
+                page += 1;
+                continue;
+            }
+            let start = page;
+            while page < page_count && self.dirty[page / 64] & (1 << (page % 64)) != 0 {
+                page += 1;
+            }
+            let from = start * PAGE_BYTES;
+            let to = (page * PAGE_BYTES).min(self.file_bytes);
+            pages.runs.push((from as u64, self.map[from..to].to_vec()));
+        }
+        self.dirty.iter_mut().for_each(|word| *word = 0);
+        self.any_dirty = false;
+        pages
+    }
+
+    /// Marks `bytes` from `offset` dirty again (a checkpoint that failed).
+    pub fn mark_dirty(&mut self, offset: u64, bytes: u64) {
+        let first = usize::try_from(offset).unwrap_or(usize::MAX) / PAGE_BYTES;
+        let end = usize::try_from(offset + bytes)
+            .unwrap_or(usize::MAX)
+            .min(self.file_bytes);
+        for page in first..end.div_ceil(PAGE_BYTES) {
+            self.dirty[page / 64] |= 1 << (page % 64);
+            self.any_dirty = true;
+        }
+    }
+
+    /// True if a page was written since the last `take_dirty`.
+    pub fn is_dirty(&self) -> bool {
+        self.any_dirty
+    }
+
+    /// A second handle on the file, for writing a checkpoint from another
+    /// thread.
+    pub fn file_handle(&self) -> io::Result<File> {
+        self.file.try_clone()
     }
 
     /// Grows the file to at least `bytes`, allocating real blocks. Does
@@ -151,23 +234,17 @@ impl MappedFile {
             libc::off_t::try_from(self.file_bytes).map_err(|_| GrowError::BeyondReservation)?;
         let length = libc::off_t::try_from(bytes - self.file_bytes)
             .map_err(|_| GrowError::BeyondReservation)?;
-        // SAFETY: plain system call on a file descriptor this struct owns.
-        let status = unsafe { libc::posix_fallocate(self.file.as_raw_fd(), offset, length) };
+        let status = crate::sys::fallocate(self.file.as_raw_fd(), offset, length);
         match status {
             0 => {
                 self.file_bytes = bytes;
+                self.dirty
+                    .resize(bytes.div_ceil(PAGE_BYTES).div_ceil(64), 0);
                 Ok(())
             }
             libc::ENOSPC | libc::EDQUOT => Err(GrowError::DiskFull),
             errno => Err(GrowError::Io(io::Error::from_raw_os_error(errno))),
         }
-    }
-
-    /// Writes dirty pages to disk and waits (msync), then syncs the file's
-    /// length.
-    pub fn flush(&self) -> io::Result<()> {
-        self.map.flush_range(0, self.file_bytes)?;
-        self.file.sync_data()
     }
 }
 

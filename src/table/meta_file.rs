@@ -105,4 +105,27 @@ impl MetaFile {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The next copy to write, sequence and checksum set, for a checkpoint
+    /// that writes it later (`checkpoint::ShardImage::persist`, at offset
+    /// `(sequence % 2) * 4096`).
+    pub fn next_copy(&mut self, meta: &ShardMeta) -> ShardMeta {
+        let mut meta = *meta;
+        self.sequence += 1;
+        meta.sequence = self.sequence;
+        meta.checksum = checksum_of(&meta);
+        meta
+    }
+
+    /// Sequence of the newest copy.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+
+    /// A second handle on the file.
+    pub fn handle(&self) -> Result<File, TableError> {
+        self.file
+            .try_clone()
+            .map_err(|e| TableError::io(&self.path, e))
+    }
 }

@@ -2,6 +2,7 @@
 //! index, one set per shard. Pure data structures over mapped bytes; time
 //! comes in as `now_s` arguments, never from a clock.
 
+pub mod checkpoint;
 pub mod error;
 pub mod file;
 pub mod hash;

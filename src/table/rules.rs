@@ -127,7 +127,7 @@ impl Shard {
         };
         let expires_at_s = now_s.saturating_add(request.ttl_s);
         {
-            let record = &mut self.records.items_mut()[slot as usize];
+            let record = self.records.item_mut(slot as usize);
             record.x = x.0;
             record.a = a.0;
             record.b = b_field.0;
@@ -135,7 +135,7 @@ impl Shard {
             record.set_attributes(request.parties.mode(), request.direction, request.recording);
         }
         let (order_len, order) = request.order.stored();
-        self.cold.items_mut()[slot as usize] = ColdRecord {
+        *self.cold.item_mut(slot as usize) = ColdRecord {
             tenant: request.tenant,
             created_at_s: now_s,
             ttl_s: request.ttl_s,
@@ -147,7 +147,7 @@ impl Shard {
         };
         match self.find_key(x, Number::NONE) {
             Some(representative) => self.link_after(representative, slot),
-            None => self.records.items_mut()[slot as usize].meta |= meta::REPRESENTATIVE,
+            None => self.records.item_mut(slot as usize).meta |= meta::REPRESENTATIVE,
         }
         let (parties, count) = self.record(slot).index_keys();
         for &party in &parties[..count] {
@@ -229,25 +229,28 @@ impl Shard {
 
     /// Puts `slot` on X's list right after the representative.
     fn link_after(&mut self, representative: u32, slot: u32) {
-        let cold = self.cold.items_mut();
-        let next = cold[representative as usize].x_next;
-        cold[slot as usize].x_prev = representative + 1;
-        cold[slot as usize].x_next = next;
+        let cold = &mut self.cold;
+        let next = cold.items()[representative as usize].x_next;
+        cold.item_mut(slot as usize).x_prev = representative + 1;
+        cold.item_mut(slot as usize).x_next = next;
         if next != 0 {
-            cold[next as usize - 1].x_prev = slot + 1;
+            cold.item_mut(next as usize - 1).x_prev = slot + 1;
         }
-        cold[representative as usize].x_next = slot + 1;
+        cold.item_mut(representative as usize).x_next = slot + 1;
     }
 
     /// Takes `slot` off its X's list; returns the slot that followed it.
     fn unlink(&mut self, slot: u32) -> Option<u32> {
-        let cold = self.cold.items_mut();
-        let (previous, next) = (cold[slot as usize].x_prev, cold[slot as usize].x_next);
+        let cold = &mut self.cold;
+        let (previous, next) = (
+            cold.items()[slot as usize].x_prev,
+            cold.items()[slot as usize].x_next,
+        );
         if previous != 0 {
-            cold[previous as usize - 1].x_next = next;
+            cold.item_mut(previous as usize - 1).x_next = next;
         }
         if next != 0 {
-            cold[next as usize - 1].x_prev = previous;
+            cold.item_mut(next as usize - 1).x_prev = previous;
         }
         next.checked_sub(1)
     }
@@ -277,7 +280,7 @@ impl Shard {
                 // The representative answers for A through (X, NONE).
                 self.index.remove(key_hash(x, promoted.a()), successor);
             }
-            self.records.items_mut()[successor as usize].meta |= meta::REPRESENTATIVE;
+            self.records.item_mut(successor as usize).meta |= meta::REPRESENTATIVE;
             self.index.insert(key_hash(x, Number::NONE), successor);
         }
         self.counters.live_bindings -= 1;
@@ -367,21 +370,21 @@ impl Shard {
                     }
                 }
                 self.index.remove(key_hash(record.x(), record.b()), slot);
-                self.records.items_mut()[slot as usize].b = new_b.0;
+                self.records.item_mut(slot as usize).b = new_b.0;
                 self.index.insert(key_hash(record.x(), new_b), slot);
                 self.split_index();
             }
         }
         if let (Some(new_b), Mode::Axn) = (update.b, mode) {
-            self.records.items_mut()[slot as usize].b = new_b.0;
+            self.records.item_mut(slot as usize).b = new_b.0;
         }
         let direction = update.direction.unwrap_or(record.direction());
         let recording = update.recording.unwrap_or(record.recording());
-        let record = &mut self.records.items_mut()[slot as usize];
+        let record = self.records.item_mut(slot as usize);
         record.set_attributes(mode, direction, recording);
         if let Some(ttl_s) = update.ttl_s {
             record.expires_at_s = now_s.saturating_add(ttl_s);
-            self.cold.items_mut()[slot as usize].ttl_s = ttl_s;
+            self.cold.item_mut(slot as usize).ttl_s = ttl_s;
         }
         Ok(self.binding_at(slot))
     }

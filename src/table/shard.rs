@@ -1,11 +1,13 @@
 //! A shard: the records, cold records and index of one slice of the X space,
 //! with the counters that tie them together. One writer thread per shard.
 //!
-//! Life cycle: `create` or `open` maps the files and checks them against the
-//! meta; the first mutation marks the meta "not clean" (durably) before any
-//! table byte changes; `flush` msyncs the tables and then writes the meta;
-//! `close` (or drop) flushes and marks it clean again.
+//! Life cycle: `create` or `open` finishes an interrupted checkpoint
+//! (`checkpoint::recover_journal`), maps the files privately and checks
+//! them against the meta. Writes change memory only; `capture` +
+//! `ShardImage::persist` (or `checkpoint`, both at once) commit them to the
+//! files. `close` (or drop) checkpoints what changed.
 
+use super::checkpoint::{FileImage, PersistStats, Remarks, ShardImage};
 use super::error::TableError;
 use super::file::{ShardIdentity, TableFile};
 use super::index::{Index, IndexState};
@@ -62,9 +64,12 @@ pub struct Shard {
     pub(super) index: Index,
     pub(super) counters: ShardCounters,
     meta_file: MetaFile,
-    dirty: bool,
-    /// Set when writing the "not clean" mark failed: the shard refuses writes.
-    poisoned: bool,
+    /// Counters and index state at the last capture.
+    captured: (ShardCounters, IndexState),
+    /// Set by `close`, so drop does not checkpoint again.
+    closed: bool,
+    /// Pages of a checkpoint that failed, to capture again.
+    remarks: Remarks,
 }
 
 impl Shard {
@@ -80,7 +85,7 @@ impl Shard {
             .reserve(state.primaries())
             .map_err(|e| grow_to_table_error(primary.path(), e))?;
         let counters = ShardCounters::default();
-        let meta = make_meta(identity, counters, state, true);
+        let meta = make_meta(identity, counters, state);
         let meta_file = MetaFile::create(dir, &meta)?;
         Ok(Shard {
             identity,
@@ -90,15 +95,20 @@ impl Shard {
             index: Index::new(primary, overflow, state),
             counters,
             meta_file,
-            dirty: false,
-            poisoned: false,
+            captured: (counters, state),
+            closed: false,
+            remarks: Remarks::default(),
         })
     }
 
     /// Opens an existing shard. Time does not depend on the number of
     /// bindings: it maps the files and checks headers, meta and lengths.
     pub fn open(dir: &Path, identity: ShardIdentity) -> Result<Shard, TableError> {
-        let (meta_file, meta) = MetaFile::open(dir)?;
+        let (_, meta) = MetaFile::open(dir)?;
+        let (meta_file, meta) = match super::checkpoint::recover_journal(dir, meta.sequence)? {
+            super::checkpoint::JournalOutcome::Replayed { .. } => MetaFile::open(dir)?,
+            _ => MetaFile::open(dir)?,
+        };
         let meta_path = meta_file.path().display().to_string();
         if meta.shard_id != u32::from(identity.shard_id)
             || meta.shard_count != u32::from(identity.shard_count)
@@ -108,9 +118,6 @@ impl Shard {
                 path: meta_path,
                 reason: "meta belongs to another shard or data directory".into(),
             });
-        }
-        if meta.clean != 1 {
-            return Err(TableError::NotClean { path: meta_path });
         }
         let records = TableFile::<HotRecord>::open(dir, FileKind::Records, identity)?;
         let cold = TableFile::<ColdRecord>::open(dir, FileKind::Cold, identity)?;
@@ -164,8 +171,9 @@ impl Shard {
             index: Index::new(primary, overflow, state),
             counters,
             meta_file,
-            dirty: false,
-            poisoned: false,
+            captured: (counters, state),
+            closed: false,
+            remarks: Remarks::default(),
         })
     }
 
@@ -197,27 +205,10 @@ impl Shard {
         }
     }
 
-    /// Prepares for one write: marks the shard not clean on disk (first
-    /// write only) and reserves file room for one record, three index
-    /// entries and the splits they trigger, so a write never fails halfway.
+    /// Prepares for one write: reserves file room for one record, three
+    /// index entries and the splits they trigger, so a write never fails
+    /// halfway.
     pub(super) fn prepare_write(&mut self) -> Result<(), WriteError> {
-        if self.poisoned {
-            return Err(WriteError::Io {
-                path: self.meta_file.path().display().to_string(),
-                source: std::io::Error::other("an earlier meta write failed; writes are stopped"),
-            });
-        }
-        if !self.dirty {
-            let meta = make_meta(self.identity, self.counters, self.index.state(), false);
-            if let Err(error) = self.meta_file.write(&meta) {
-                self.poisoned = true;
-                return Err(WriteError::Io {
-                    path: self.meta_file.path().display().to_string(),
-                    source: std::io::Error::other(error.to_string()),
-                });
-            }
-            self.dirty = true;
-        }
         if self.counters.free_head == 0 {
             if self.counters.records_used >= entry::SLOTS_MAX {
                 return Err(WriteError::Capacity {
@@ -261,7 +252,7 @@ impl Shard {
             self.counters.records_used += 1;
             slot
         };
-        let record = &mut self.records.items_mut()[slot as usize];
+        let record = self.records.item_mut(slot as usize);
         let generation = record.generation() + 1;
         assert!(
             generation <= meta::GENERATION_MAX,
@@ -288,27 +279,108 @@ impl Shard {
             record.a[..4].copy_from_slice(&self.counters.free_head.to_le_bytes());
             self.counters.free_head = slot + 1;
         }
-        self.records.items_mut()[slot as usize] = record;
-        self.cold.items_mut()[slot as usize] = bytemuck::Zeroable::zeroed();
+        *self.records.item_mut(slot as usize) = record;
+        *self.cold.item_mut(slot as usize) = bytemuck::Zeroable::zeroed();
     }
 
-    /// Writes the tables to disk (msync) and then the meta, so the meta never
-    /// describes table bytes that are not yet on disk. With `clean`, the meta
-    /// records a clean close.
-    pub fn flush(&mut self, clean: bool) -> Result<(), TableError> {
-        self.records.flush()?;
-        self.cold.flush()?;
-        self.index.flush()?;
-        let meta = make_meta(self.identity, self.counters, self.index.state(), clean);
-        self.meta_file.write(&meta)?;
-        self.dirty = !clean;
-        Ok(())
+    /// Records that the log is applied up to `index` (a checkpoint
+    /// captured after this says so in its meta).
+    pub fn set_applied_log_index(&mut self, index: u64) {
+        self.counters.applied_log_index = index;
     }
 
-    /// Flushes and marks the shard clean.
+    /// The last log index applied, as far as this shard knows.
+    pub fn applied_log_index(&self) -> u64 {
+        self.counters.applied_log_index
+    }
+
+    /// True if anything changed since the last capture.
+    pub fn has_changes(&self) -> bool {
+        self.records.is_dirty()
+            || self.cold.is_dirty()
+            || self.index.is_dirty()
+            || self.captured != (self.counters, self.index.state())
+            || self.remarks.lock().is_ok_and(|r| !r.is_empty())
+    }
+
+    /// The first half of a checkpoint: copies out every page written since
+    /// the last capture, with the counters that describe them. Cheap next
+    /// to `persist`, which may run in another thread.
+    pub fn capture(&mut self) -> Result<ShardImage, TableError> {
+        let remarked: Vec<(FileKind, u64, u64)> = self
+            .remarks
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default();
+        for (kind, offset, bytes) in remarked {
+            match kind {
+                FileKind::Records => self.records.mark_dirty(offset, bytes),
+                FileKind::Cold => self.cold.mark_dirty(offset, bytes),
+                FileKind::Index => self.index.mark_dirty(false, offset, bytes),
+                FileKind::Overflow => self.index.mark_dirty(true, offset, bytes),
+            }
+        }
+        let meta = make_meta(self.identity, self.counters, self.index.state());
+        let meta = self.meta_file.next_copy(&meta);
+        // What the previous capture refers to, per file: pages past it are
+        // fresh (written in place without the journal).
+        let (counters, index) = self.captured;
+        let header = super::layout::HEADER_BYTES as u64;
+        let records_end = header + u64::from(counters.records_used) * 32;
+        let cold_end = header + u64::from(counters.records_used) * 64;
+        let primary_end = header + u64::from(index.primaries()) * 64;
+        let overflow_end = header + u64::from(index.overflow_used) * 64;
+        let (primary, overflow) = self.index.take_dirty();
+        let files = vec![
+            FileImage::split(
+                FileKind::Records,
+                self.records.file_handle()?,
+                self.records.take_dirty(),
+                records_end,
+            ),
+            FileImage::split(
+                FileKind::Cold,
+                self.cold.file_handle()?,
+                self.cold.take_dirty(),
+                cold_end,
+            ),
+            FileImage::split(
+                FileKind::Index,
+                self.index.primary_file().file_handle()?,
+                primary,
+                primary_end,
+            ),
+            FileImage::split(
+                FileKind::Overflow,
+                self.index.overflow_file().file_handle()?,
+                overflow,
+                overflow_end,
+            ),
+        ];
+        self.captured = (self.counters, self.index.state());
+        Ok(ShardImage {
+            dir: self.dir.clone(),
+            shard_id: self.identity.shard_id,
+            meta,
+            meta_file: self.meta_file.handle()?,
+            files,
+            remarks: std::sync::Arc::clone(&self.remarks),
+        })
+    }
+
+    /// A whole checkpoint, here and now: capture, then persist.
+    pub fn checkpoint(&mut self) -> Result<PersistStats, TableError> {
+        self.capture()?.persist()
+    }
+
+    /// Checkpoints what changed and closes the shard.
     pub fn close(mut self) -> Result<(), TableError> {
-        let result = self.flush(true);
-        self.dirty = false;
+        let result = if self.has_changes() {
+            self.checkpoint().map(|_| ())
+        } else {
+            Ok(())
+        };
+        self.closed = true;
         result
     }
 
@@ -427,26 +499,22 @@ impl Shard {
 
 impl Drop for Shard {
     fn drop(&mut self) {
-        if self.dirty {
-            if let Err(error) = self.flush(true) {
+        if !self.closed && self.has_changes() {
+            if let Err(error) = self.checkpoint() {
                 eprintln!("x700: closing shard {}: {error}", self.identity.shard_id);
             }
         }
     }
 }
 
-fn make_meta(
-    identity: ShardIdentity,
-    counters: ShardCounters,
-    index: IndexState,
-    clean: bool,
-) -> ShardMeta {
+fn make_meta(identity: ShardIdentity, counters: ShardCounters, index: IndexState) -> ShardMeta {
     ShardMeta {
         magic: META_MAGIC,
         format_version: FORMAT_VERSION,
         shard_id: u32::from(identity.shard_id),
         shard_count: u32::from(identity.shard_count),
-        clean: u32::from(clean),
+        // Every meta on disk describes a whole checkpoint.
+        clean: 1,
         sequence: 0,
         store_nonce: identity.store_nonce,
         records_used: counters.records_used,

@@ -1,0 +1,619 @@
+//! The durable log: every change of state is appended here and made
+//! durable (group commit, `fdatasync`) before anyone hears "ok".
+//!
+//! Files, all under `<data>/log/` (byte layouts in `record.rs`,
+//! `segment.rs`, `state_file.rs` and docs/STORAGE.md):
+//! - `<first index, 20 digits>.seg`: segments of records, preallocated;
+//! - `spare`: the next segment, preallocated ahead of need, so that a full
+//!   disk is seen before an append could fail;
+//! - `state`: the Raft vote and the last purged position.
+//!
+//! The log knows nothing of Raft or bindings: `replication` maps openraft's
+//! entries onto `LogRecord`s, and the tables are its state machine.
+
+mod flusher;
+pub mod record;
+pub mod segment;
+pub mod state_file;
+
+pub use flusher::{Completion, Flusher, SyncJob};
+pub use record::{LogRecord, RecordKind};
+pub use state_file::{LogState, StoredVote};
+
+use segment::{scan, Tail, HEADER_BYTES, SEGMENT_BYTES};
+use state_file::StateFile;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Name of the log directory inside a data directory.
+pub const LOG_DIR_NAME: &str = "log";
+/// Name of the preallocated next segment.
+const SPARE_NAME: &str = "spare";
+/// An append rolls to a new segment when it would leave less than this
+/// room: enough for every write already accepted (see
+/// `replication::batch::BATCH_BYTES_MAX` and the proposal queue bound).
+pub const ROLL_HEADROOM_BYTES: u64 = 16 << 20;
+
+/// A position in the log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LogPosition {
+    /// Index.
+    pub index: u64,
+    /// Term.
+    pub term: u64,
+    /// Leader that wrote it.
+    pub leader: u64,
+}
+
+/// Why the log cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// An I/O call failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The acknowledged part of the log is damaged.
+    #[error("{path}: corrupt at byte offset {offset}: {reason}")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// Where.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No room for the next segment.
+    #[error("{path}: disk full: no room for the next log segment")]
+    DiskFull {
+        /// The segment that could not be created.
+        path: String,
+    },
+    /// An earlier `fdatasync` failed; the log takes no more writes.
+    #[error("the log stopped taking writes after an fdatasync failure")]
+    Failed,
+    /// A request the log cannot honour (a hole, a purged entry).
+    #[error("log: {0}")]
+    Invalid(String),
+}
+
+impl LogError {
+    /// Wraps an I/O error with its file.
+    pub fn io(path: &Path, source: std::io::Error) -> LogError {
+        LogError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// Shared flags and counters, read by the write path and metrics.
+#[derive(Debug, Default)]
+pub struct LogHealth {
+    /// No spare segment could be made: new writes are refused (`disk_full`)
+    /// until one can.
+    pub disk_full: AtomicBool,
+    /// An `fdatasync` failed: writes are stopped for good on this node.
+    pub failed: AtomicBool,
+    /// Syncs done.
+    pub syncs: AtomicU64,
+    /// Appends made durable.
+    pub synced_appends: AtomicU64,
+    /// Total time in `fdatasync`, microseconds.
+    pub sync_time_us: AtomicU64,
+}
+
+impl LogHealth {
+    fn record_sync(&self, took: Duration, appends: usize) {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.synced_appends
+            .fetch_add(appends as u64, Ordering::Relaxed);
+        self.sync_time_us.fetch_add(
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+struct Segment {
+    first_index: u64,
+    path: PathBuf,
+    file: Arc<File>,
+    offsets: Vec<u32>,
+    end: u64,
+}
+
+impl Segment {
+    fn last_index(&self) -> Option<u64> {
+        (!self.offsets.is_empty()).then(|| self.first_index + self.offsets.len() as u64 - 1)
+    }
+}
+
+/// What opening the log found and did.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Torn tails cut off: segment path and offset.
+    pub torn_tails_cut: Vec<(String, u64)>,
+    /// Records present.
+    pub records: u64,
+}
+
+/// The log of one data directory.
+pub struct Log {
+    dir: PathBuf,
+    nonce: u64,
+    segments: Vec<Segment>,
+    spare: Option<File>,
+    state_file: StateFile,
+    state: LogState,
+    last: Option<LogPosition>,
+    buffer: Vec<u8>,
+    health: Arc<LogHealth>,
+}
+
+/// Flushes a directory so that files created or removed in it stay so.
+pub fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogError::io(dir, e))
+}
+
+fn segment_name(first_index: u64) -> String {
+    format!("{first_index:020}.seg")
+}
+
+fn preallocate(file: &File, path: &Path) -> Result<(), LogError> {
+    let length = libc::off_t::try_from(SEGMENT_BYTES).unwrap_or(libc::off_t::MAX);
+    match crate::sys::fallocate(file.as_raw_fd(), 0, length) {
+        0 => Ok(()),
+        libc::ENOSPC | libc::EDQUOT => Err(LogError::DiskFull {
+            path: path.display().to_string(),
+        }),
+        errno => Err(LogError::io(path, std::io::Error::from_raw_os_error(errno))),
+    }
+}
+
+impl Log {
+    /// Opens the log in `<data>/log` (creating it if new): checks every
+    /// segment, cuts a torn tail off the last one, refuses damage anywhere
+    /// else, and removes segments left over from an interrupted purge.
+    pub fn open(data_dir: &Path, nonce: u64) -> Result<(Log, Recovery), LogError> {
+        let dir = data_dir.join(LOG_DIR_NAME);
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
+            sync_dir(data_dir)?;
+        }
+        let (state_file, state) = StateFile::open_or_create(&dir, nonce)?;
+        let mut names: Vec<(u64, PathBuf)> = Vec::new();
+        for item in std::fs::read_dir(&dir).map_err(|e| LogError::io(&dir, e))? {
+            let path = item.map_err(|e| LogError::io(&dir, e))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if let Some(first) = name
+                .strip_suffix(".seg")
+                .and_then(|n| n.parse::<u64>().ok())
+            {
+                names.push((first, path));
+            }
+        }
+        names.sort();
+        let mut recovery = Recovery::default();
+        let mut segments: Vec<Segment> = Vec::new();
+        let purged_upto = state.purged.map(|p| p.index);
+        let count = names.len();
+        for (position, (first, path)) in names.into_iter().enumerate() {
+            let is_last = position + 1 == count;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(|e| LogError::io(&path, e))?;
+            let bytes = std::fs::read(&path).map_err(|e| LogError::io(&path, e))?;
+            let declared =
+                segment::check_header(&bytes, nonce).map_err(|reason| LogError::Corrupt {
+                    path: path.display().to_string(),
+                    offset: 0,
+                    reason,
+                })?;
+            if declared != first {
+                return Err(LogError::Corrupt {
+                    path: path.display().to_string(),
+                    offset: 24,
+                    reason: format!("header says first index {declared}, the name says {first}"),
+                });
+            }
+            let found = scan(&bytes, first);
+            match found.tail {
+                Tail::Clean => {}
+                Tail::Torn { offset, reason } if is_last => {
+                    // Zero what the torn write left, so later scans and
+                    // appends see a clean end.
+                    let written = bytes.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+                    let zeros = vec![0u8; written.saturating_sub(offset as usize)];
+                    file.write_all_at(&zeros, offset)
+                        .and_then(|()| file.sync_data())
+                        .map_err(|e| LogError::io(&path, e))?;
+                    eprintln!(
+                        "x700: log: cut a torn record ({reason}) at {}:{offset}",
+                        path.display()
+                    );
+                    recovery
+                        .torn_tails_cut
+                        .push((path.display().to_string(), offset));
+                }
+                Tail::Torn { offset, reason } => {
+                    return Err(LogError::Corrupt {
+                        path: path.display().to_string(),
+                        offset,
+                        reason: format!("{reason} in a segment that is not the last"),
+                    })
+                }
+                Tail::Corrupt { offset, reason } => {
+                    return Err(LogError::Corrupt {
+                        path: path.display().to_string(),
+                        offset,
+                        reason,
+                    })
+                }
+            }
+            let segment = Segment {
+                first_index: first,
+                path,
+                file: Arc::new(file),
+                offsets: found.offsets,
+                end: found.end,
+            };
+            if let Some(previous) = segments.last() {
+                let due = previous.first_index + previous.offsets.len() as u64;
+                if segment.first_index != due {
+                    return Err(LogError::Corrupt {
+                        path: segment.path.display().to_string(),
+                        offset: 24,
+                        reason: format!(
+                            "starts at index {} but the previous segment ends before {due}",
+                            segment.first_index
+                        ),
+                    });
+                }
+            }
+            recovery.records += segment.offsets.len() as u64;
+            segments.push(segment);
+        }
+        // A purge writes the state first, then removes segments: finish one
+        // that a crash interrupted.
+        while segments.len() > 1
+            && segments[0]
+                .last_index()
+                .zip(purged_upto)
+                .is_some_and(|(last, purged)| last <= purged)
+        {
+            let gone = segments.remove(0);
+            std::fs::remove_file(&gone.path).map_err(|e| LogError::io(&gone.path, e))?;
+        }
+        let mut log = Log {
+            dir,
+            nonce,
+            segments,
+            spare: None,
+            state_file,
+            state,
+            last: None,
+            buffer: Vec::new(),
+            health: Arc::new(LogHealth::default()),
+        };
+        if log.segments.is_empty() {
+            let first = log.state.purged.map_or(0, |p| p.index + 1);
+            let segment = log.new_segment(first)?;
+            log.segments.push(segment);
+        }
+        log.last = log.read_last()?;
+        if log.last.is_none() {
+            log.last = log.state.purged;
+        }
+        log.prepare_spare();
+        Ok((log, recovery))
+    }
+
+    /// Flags and counters shared with the write path.
+    pub fn health(&self) -> Arc<LogHealth> {
+        Arc::clone(&self.health)
+    }
+
+    /// The log directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn read_last(&self) -> Result<Option<LogPosition>, LogError> {
+        let Some(index) = self.segments.iter().rev().find_map(Segment::last_index) else {
+            return Ok(None);
+        };
+        Ok(self.read(index, index + 1)?.first().map(|r| LogPosition {
+            index: r.index,
+            term: r.term,
+            leader: r.leader,
+        }))
+    }
+
+    /// Makes sure a preallocated spare segment is ready. Clears or sets the
+    /// disk-full flag accordingly; returns whether a spare is ready.
+    pub fn prepare_spare(&mut self) -> bool {
+        if self.spare.is_some() {
+            self.health.disk_full.store(false, Ordering::SeqCst);
+            return true;
+        }
+        let path = self.dir.join(SPARE_NAME);
+        let made = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| LogError::io(&path, e))
+            .and_then(|file| preallocate(&file, &path).map(|()| file));
+        match made {
+            Ok(file) => {
+                self.spare = Some(file);
+                self.health.disk_full.store(false, Ordering::SeqCst);
+                true
+            }
+            Err(error) => {
+                if !matches!(error, LogError::DiskFull { .. }) {
+                    eprintln!("x700: log: cannot prepare the next segment: {error}");
+                }
+                self.health.disk_full.store(true, Ordering::SeqCst);
+                false
+            }
+        }
+    }
+
+    fn new_segment(&mut self, first_index: u64) -> Result<Segment, LogError> {
+        let path = self.dir.join(segment_name(first_index));
+        let file = match self.spare.take() {
+            Some(file) => {
+                std::fs::rename(self.dir.join(SPARE_NAME), &path)
+                    .map_err(|e| LogError::io(&path, e))?;
+                file
+            }
+            None => {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(|e| LogError::io(&path, e))?;
+                if let Err(error) = preallocate(&file, &path) {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(error);
+                }
+                file
+            }
+        };
+        file.write_all_at(&segment::header(self.nonce, first_index), 0)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| LogError::io(&path, e))?;
+        sync_dir(&self.dir)?;
+        Ok(Segment {
+            first_index,
+            path,
+            file: Arc::new(file),
+            offsets: Vec::new(),
+            end: HEADER_BYTES as u64,
+        })
+    }
+
+    /// The last record's position (or the last purged one if none is left).
+    pub fn last(&self) -> Option<LogPosition> {
+        self.last
+    }
+
+    /// The stored vote and purge position.
+    pub fn state(&self) -> LogState {
+        self.state
+    }
+
+    /// Index of the first record still present.
+    pub fn first_index(&self) -> u64 {
+        let first = self.segments.first().map_or(0, |s| s.first_index);
+        self.state.purged.map_or(first, |p| first.max(p.index + 1))
+    }
+
+    /// Saves the vote durably.
+    pub fn save_vote(&mut self, vote: StoredVote) -> Result<(), LogError> {
+        let mut state = self.state;
+        state.vote = Some(vote);
+        self.state_file.write(&state)?;
+        self.state = state;
+        Ok(())
+    }
+
+    /// Writes `records` (which must follow the last record without a hole)
+    /// and returns the files to sync before they count as durable. The
+    /// bytes are written, not yet synced: hand the files to the flusher.
+    pub fn append(&mut self, records: &[LogRecord]) -> Result<Vec<Arc<File>>, LogError> {
+        if self.health.failed.load(Ordering::SeqCst) {
+            return Err(LogError::Failed);
+        }
+        let Some(first) = records.first() else {
+            return Ok(Vec::new());
+        };
+        let next = self.last.map_or(self.first_index(), |p| p.index + 1);
+        if first.index != next {
+            return Err(LogError::Invalid(format!(
+                "append at index {} would leave a hole: next index is {next}",
+                first.index
+            )));
+        }
+        let mut files = Vec::with_capacity(2);
+        let mut buffer = std::mem::take(&mut self.buffer);
+        buffer.clear();
+        let mut starts = Vec::with_capacity(records.len());
+        for (i, record) in records.iter().enumerate() {
+            if i > 0 && record.index != records[i - 1].index + 1 {
+                self.buffer = buffer;
+                return Err(LogError::Invalid("records out of order".into()));
+            }
+            starts.push(buffer.len());
+            record.encode(&mut buffer);
+        }
+        let active_end = self.segments.last().map_or(0, |s| s.end);
+        if active_end + buffer.len() as u64 + ROLL_HEADROOM_BYTES > SEGMENT_BYTES
+            && self.segments.last().is_some_and(|s| !s.offsets.is_empty())
+        {
+            if let Some(active) = self.segments.last() {
+                files.push(Arc::clone(&active.file));
+            }
+            let segment = self.new_segment(first.index)?;
+            self.segments.push(segment);
+            self.prepare_spare();
+        }
+        let active = self
+            .segments
+            .last_mut()
+            .ok_or_else(|| LogError::Invalid("no active segment".into()))?;
+        if active.end + buffer.len() as u64 > SEGMENT_BYTES {
+            self.buffer = buffer;
+            return Err(LogError::Invalid("append larger than a segment".into()));
+        }
+        active
+            .file
+            .write_all_at(&buffer, active.end)
+            .map_err(|e| LogError::io(&active.path, e))?;
+        for start in starts {
+            active
+                .offsets
+                .push(u32::try_from(active.end + start as u64).unwrap_or(u32::MAX));
+        }
+        active.end += buffer.len() as u64;
+        files.push(Arc::clone(&active.file));
+        let last = &records[records.len() - 1];
+        self.last = Some(LogPosition {
+            index: last.index,
+            term: last.term,
+            leader: last.leader,
+        });
+        self.buffer = buffer;
+        Ok(files)
+    }
+
+    /// Records `from..to` that are present (purged ones are skipped).
+    pub fn read(&self, from: u64, to: u64) -> Result<Vec<LogRecord>, LogError> {
+        let mut records = Vec::new();
+        let from = from.max(self.first_index());
+        for segment in &self.segments {
+            let Some(last) = segment.last_index() else {
+                continue;
+            };
+            let start = from.max(segment.first_index);
+            let stop = to.min(last + 1);
+            if start >= stop {
+                continue;
+            }
+            let first_at = u64::from(segment.offsets[(start - segment.first_index) as usize]);
+            let stop_at = if stop > last {
+                segment.end
+            } else {
+                u64::from(segment.offsets[(stop - segment.first_index) as usize])
+            };
+            let mut bytes = vec![0u8; (stop_at - first_at) as usize];
+            segment
+                .file
+                .read_exact_at(&mut bytes, first_at)
+                .map_err(|e| LogError::io(&segment.path, e))?;
+            let mut at = 0;
+            for index in start..stop {
+                match record::decode(&bytes[at..]) {
+                    record::Decoded::Record(record, length) if record.index == index => {
+                        records.push(record);
+                        at += length;
+                    }
+                    _ => {
+                        return Err(LogError::Corrupt {
+                            path: segment.path.display().to_string(),
+                            offset: first_at + at as u64,
+                            reason: format!("record {index} no longer reads back"),
+                        })
+                    }
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// Removes every record from `index` on, durably.
+    pub fn truncate(&mut self, index: u64) -> Result<(), LogError> {
+        while self.segments.len() > 1
+            && self.segments.last().is_some_and(|s| s.first_index >= index)
+        {
+            if let Some(gone) = self.segments.pop() {
+                std::fs::remove_file(&gone.path).map_err(|e| LogError::io(&gone.path, e))?;
+            }
+        }
+        sync_dir(&self.dir)?;
+        let Some(active) = self.segments.last_mut() else {
+            return Ok(());
+        };
+        if index < active.first_index + active.offsets.len() as u64 {
+            let keep = index.saturating_sub(active.first_index) as usize;
+            let cut = if keep < active.offsets.len() {
+                u64::from(active.offsets[keep])
+            } else {
+                active.end
+            };
+            let zeros = vec![0u8; (active.end - cut) as usize];
+            active
+                .file
+                .write_all_at(&zeros, cut)
+                .and_then(|()| active.file.sync_data())
+                .map_err(|e| LogError::io(&active.path, e))?;
+            active.offsets.truncate(keep);
+            active.end = cut;
+        }
+        self.last = self.read_last()?;
+        if self.last.is_none() {
+            self.last = self.state.purged;
+        }
+        Ok(())
+    }
+
+    /// Forgets every record up to and including `upto`: records the purge
+    /// durably, then removes whole segments that hold nothing newer.
+    pub fn purge(&mut self, upto: LogPosition) -> Result<(), LogError> {
+        if self.state.purged.is_some_and(|p| p.index >= upto.index) {
+            return Ok(());
+        }
+        let mut state = self.state;
+        state.purged = Some(upto);
+        self.state_file.write(&state)?;
+        self.state = state;
+        if self.last.is_none_or(|l| l.index < upto.index) {
+            self.last = Some(upto);
+        }
+        let mut removed = false;
+        while self.segments.len() > 1
+            && self.segments[0]
+                .last_index()
+                .is_none_or(|last| last <= upto.index)
+        {
+            let gone = self.segments.remove(0);
+            std::fs::remove_file(&gone.path).map_err(|e| LogError::io(&gone.path, e))?;
+            removed = true;
+        }
+        if removed {
+            sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Bytes of log files on disk (segments, preallocated room included).
+    pub fn disk_bytes(&self) -> u64 {
+        self.segments.len() as u64 * SEGMENT_BYTES
+    }
+}

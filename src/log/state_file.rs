@@ -1,0 +1,227 @@
+//! The log's small state: the Raft vote and the last purged position, in
+//! `log/state`. Two copies, one per 4 KiB page, written alternately with
+//! `pwrite` + `fdatasync`; a torn write damages only the copy being
+//! written, and opening takes the valid copy with the higher sequence.
+//!
+//! Copy layout (96 bytes, little-endian):
+//!
+//! | offset | width | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `X700STAT` |
+//! | 8 | 4 | format version (1) |
+//! | 12 | 4 | flags: bit 0 a vote is stored, bit 1 the vote is committed |
+//! | 16 | 8 | sequence |
+//! | 24 | 8 | store nonce |
+//! | 32 | 8 | vote term |
+//! | 40 | 8 | vote node id |
+//! | 48 | 8 | last purged index + 1 (0: nothing purged) |
+//! | 56 | 8 | last purged term |
+//! | 64 | 8 | last purged leader |
+//! | 72 | 20 | zero |
+//! | 92 | 4 | CRC32C of bytes 0..92 |
+
+use super::{LogError, LogPosition};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+const MAGIC: [u8; 8] = *b"X700STAT";
+const VERSION: u32 = 1;
+const COPY_BYTES: usize = 96;
+const COPY_STRIDE: u64 = 4096;
+/// File name inside the log directory.
+pub const STATE_FILE_NAME: &str = "state";
+
+/// A Raft vote as the log stores it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoredVote {
+    /// Term.
+    pub term: u64,
+    /// Node voted for.
+    pub node: u64,
+    /// Whether a quorum granted it.
+    pub committed: bool,
+}
+
+/// What the state file holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogState {
+    /// The vote, if one was ever saved.
+    pub vote: Option<StoredVote>,
+    /// The last purged entry.
+    pub purged: Option<LogPosition>,
+}
+
+/// The open state file.
+pub struct StateFile {
+    path: PathBuf,
+    file: File,
+    sequence: u64,
+    nonce: u64,
+}
+
+fn encode(state: &LogState, sequence: u64, nonce: u64) -> [u8; COPY_BYTES] {
+    let mut bytes = [0u8; COPY_BYTES];
+    bytes[0..8].copy_from_slice(&MAGIC);
+    bytes[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    let vote = state.vote.unwrap_or_default();
+    let flags = u32::from(state.vote.is_some()) | (u32::from(vote.committed) << 1);
+    bytes[12..16].copy_from_slice(&flags.to_le_bytes());
+    bytes[16..24].copy_from_slice(&sequence.to_le_bytes());
+    bytes[24..32].copy_from_slice(&nonce.to_le_bytes());
+    bytes[32..40].copy_from_slice(&vote.term.to_le_bytes());
+    bytes[40..48].copy_from_slice(&vote.node.to_le_bytes());
+    let purged = state.purged.unwrap_or_default();
+    let purged_plus_one = state.purged.map_or(0, |p| p.index + 1);
+    bytes[48..56].copy_from_slice(&purged_plus_one.to_le_bytes());
+    bytes[56..64].copy_from_slice(&purged.term.to_le_bytes());
+    bytes[64..72].copy_from_slice(&purged.leader.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes[..92]);
+    bytes[92..96].copy_from_slice(&crc.to_le_bytes());
+    bytes
+}
+
+fn decode(bytes: &[u8; COPY_BYTES], nonce: u64) -> Result<(u64, LogState), String> {
+    let word =
+        |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let long = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    if bytes[0..8] != MAGIC {
+        return Err("bad magic".into());
+    }
+    if crc32c::crc32c(&bytes[..92]) != word(92) {
+        return Err("checksum mismatch".into());
+    }
+    if word(8) != VERSION {
+        return Err(format!(
+            "format version {}, this build reads {VERSION}",
+            word(8)
+        ));
+    }
+    if long(24) != nonce {
+        return Err("belongs to another data directory".into());
+    }
+    let flags = word(12);
+    let vote = (flags & 1 == 1).then(|| StoredVote {
+        term: long(32),
+        node: long(40),
+        committed: flags & 2 == 2,
+    });
+    let purged = (long(48) > 0).then(|| LogPosition {
+        index: long(48) - 1,
+        term: long(56),
+        leader: long(64),
+    });
+    Ok((long(16), LogState { vote, purged }))
+}
+
+impl StateFile {
+    /// Opens the state file, or creates an empty one.
+    pub fn open_or_create(dir: &Path, nonce: u64) -> Result<(StateFile, LogState), LogError> {
+        let path = dir.join(STATE_FILE_NAME);
+        let existed = path.exists();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| LogError::io(&path, e))?;
+        let mut state_file = StateFile {
+            path,
+            file,
+            sequence: 0,
+            nonce,
+        };
+        if !existed {
+            state_file.write(&LogState::default())?;
+            state_file.write(&LogState::default())?;
+            super::sync_dir(dir)?;
+            return Ok((state_file, LogState::default()));
+        }
+        let mut best: Option<(u64, LogState)> = None;
+        let mut reasons = Vec::new();
+        for copy in 0..2u64 {
+            let mut bytes = [0u8; COPY_BYTES];
+            if let Err(e) = state_file
+                .file
+                .read_exact_at(&mut bytes, copy * COPY_STRIDE)
+            {
+                reasons.push(format!("copy {copy}: {e}"));
+                continue;
+            }
+            match decode(&bytes, nonce) {
+                Ok((sequence, state)) if best.is_none_or(|(s, _)| sequence > s) => {
+                    best = Some((sequence, state));
+                }
+                Ok(_) => {}
+                Err(reason) => reasons.push(format!("copy {copy}: {reason}")),
+            }
+        }
+        let (sequence, state) = best.ok_or_else(|| LogError::Corrupt {
+            path: state_file.path.display().to_string(),
+            offset: 0,
+            reason: format!("no valid copy ({})", reasons.join("; ")),
+        })?;
+        state_file.sequence = sequence;
+        Ok((state_file, state))
+    }
+
+    /// Writes `state` durably (returns after `fdatasync`).
+    pub fn write(&mut self, state: &LogState) -> Result<(), LogError> {
+        self.sequence += 1;
+        let bytes = encode(state, self.sequence, self.nonce);
+        let offset = (self.sequence % 2) * COPY_STRIDE;
+        self.file
+            .write_all_at(&bytes, offset)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| LogError::io(&self.path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_newest_valid_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut file, state) = StateFile::open_or_create(dir.path(), 5).unwrap();
+        assert_eq!(state, LogState::default());
+        let first = LogState {
+            vote: Some(StoredVote {
+                term: 2,
+                node: 1,
+                committed: true,
+            }),
+            purged: None,
+        };
+        let second = LogState {
+            vote: first.vote,
+            purged: Some(LogPosition {
+                index: 9,
+                term: 2,
+                leader: 1,
+            }),
+        };
+        file.write(&first).unwrap();
+        file.write(&second).unwrap();
+        drop(file);
+        assert_eq!(StateFile::open_or_create(dir.path(), 5).unwrap().1, second);
+        // Damage the newer copy: the older one is still there.
+        let path = dir.path().join(STATE_FILE_NAME);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let newer = if bytes[16] > bytes[4096 + 16] {
+            0
+        } else {
+            4096
+        };
+        bytes[newer + 40] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(StateFile::open_or_create(dir.path(), 5).unwrap().1, first);
+        assert!(StateFile::open_or_create(dir.path(), 6).is_err());
+    }
+}
