@@ -12,6 +12,7 @@ pub mod client;
 pub mod log;
 pub mod number;
 pub mod protocol;
+pub mod replication;
 pub mod server;
 pub mod store;
 pub mod synth;

@@ -409,6 +409,28 @@ impl Log {
         })
     }
 
+    fn restart_at(&mut self, first_index: u64) -> Result<(), LogError> {
+        let single = self.segments.len() == 1;
+        let Some(active) = self.segments.last_mut() else {
+            return Err(LogError::Invalid("no segment".into()));
+        };
+        if !single || !active.offsets.is_empty() {
+            return Err(LogError::Invalid(
+                "only an empty log can start elsewhere".into(),
+            ));
+        }
+        let path = self.dir.join(segment_name(first_index));
+        active
+            .file
+            .write_all_at(&segment::header(self.nonce, first_index), 0)
+            .and_then(|()| active.file.sync_data())
+            .and_then(|()| std::fs::rename(&active.path, &path))
+            .map_err(|e| LogError::io(&path, e))?;
+        active.path = path;
+        active.first_index = first_index;
+        sync_dir(&self.dir)
+    }
+
     /// The last record's position (or the last purged one if none is left).
     pub fn last(&self) -> Option<LogPosition> {
         self.last
@@ -444,7 +466,13 @@ impl Log {
         let Some(first) = records.first() else {
             return Ok(Vec::new());
         };
-        let next = self.last.map_or(self.first_index(), |p| p.index + 1);
+        let mut next = self.last.map_or(self.first_index(), |p| p.index + 1);
+        if self.last.is_none() && first.index != next {
+            // An empty log (nothing appended, nothing purged) may start
+            // anywhere: openraft's own storage tests start at index 1.
+            self.restart_at(first.index)?;
+            next = first.index;
+        }
         if first.index != next {
             return Err(LogError::Invalid(format!(
                 "append at index {} would leave a hole: next index is {next}",

@@ -81,7 +81,7 @@ pub mod status {
     pub const UNAUTHORISED: u8 = 35;
     /// The server is saturated; retry later.
     pub const BUSY: u8 = 36;
-    /// Writes go to the leader (replication, later step).
+    /// Writes go to the leader (multi-node replication, later step).
     pub const NOT_LEADER: u8 = 37;
     /// The disk is full; lookups still work.
     pub const DISK_FULL: u8 = 38;
@@ -89,6 +89,9 @@ pub mod status {
     pub const CAPACITY: u8 = 39;
     /// Something failed inside the node.
     pub const INTERNAL: u8 = 40;
+    /// Writes are stopped on this node: it is stopping, or its log failed
+    /// an fsync. Lookups still work; write to another node.
+    pub const UNAVAILABLE: u8 = 41;
 
     /// The snake_case name of a status, as the CLI prints it.
     pub fn name(status: u8) -> &'static str {
@@ -112,6 +115,7 @@ pub mod status {
             DISK_FULL => "disk_full",
             CAPACITY => "capacity",
             INTERNAL => "internal",
+            UNAVAILABLE => "unavailable",
             _ => "unknown_status",
         }
     }

@@ -104,7 +104,36 @@ pub struct Config {
     pub credentials: Vec<Credential>,
     /// Limits.
     pub limits: Limits,
+    /// The durable log.
+    pub log: LogSettings,
 }
+
+/// `[log]`: group commit and checkpoints.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// Longest the group commit waits for more writes before one
+    /// `fdatasync`, microseconds (0: sync as soon as the last sync ends;
+    /// writes arriving meanwhile share the next one).
+    pub group_commit_wait_us: u64,
+    /// A checkpoint is taken at least this often while writes arrive.
+    pub checkpoint_interval_s: u64,
+    /// ... or once the log's segments hold this many MiB.
+    pub checkpoint_log_mb: u64,
+}
+
+impl Default for LogSettings {
+    fn default() -> LogSettings {
+        LogSettings {
+            group_commit_wait_us: 0,
+            checkpoint_interval_s: 60,
+            checkpoint_log_mb: 512,
+        }
+    }
+}
+
+/// Longest group-commit wait accepted: a write's latency is at least this.
+pub const GROUP_COMMIT_WAIT_US_MAX: u64 = 100_000;
 
 impl Default for Config {
     fn default() -> Config {
@@ -121,6 +150,7 @@ impl Default for Config {
             switch_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
             credentials: Vec::new(),
             limits: Limits::default(),
+            log: LogSettings::default(),
         }
     }
 }
@@ -234,6 +264,17 @@ impl Config {
         if limits.output_buffer_bytes_max < 64 * 1024 {
             return Err(ConfigError::Invalid(
                 "output_buffer_bytes_max must be at least 65536".into(),
+            ));
+        }
+        if self.log.group_commit_wait_us > GROUP_COMMIT_WAIT_US_MAX {
+            return Err(ConfigError::Invalid(format!(
+                "log.group_commit_wait_us must be at most {GROUP_COMMIT_WAIT_US_MAX}"
+            )));
+        }
+        if self.log.checkpoint_interval_s == 0 || self.log.checkpoint_log_mb < 64 {
+            return Err(ConfigError::Invalid(
+                "log.checkpoint_interval_s must be at least 1 and log.checkpoint_log_mb at least 64"
+                    .into(),
             ));
         }
         if !(1..=crate::store::SHARDS_MAX).contains(&self.table_shards) {

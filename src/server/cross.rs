@@ -46,6 +46,21 @@ pub enum Message {
         /// The requests, in the order they were read.
         items: Vec<WorkItem>,
     },
+    /// Committed write batches to apply to the receiver's shards.
+    Apply {
+        /// (log index, batch), in log order.
+        batches: std::sync::Arc<Vec<(u64, crate::replication::WriteBatch)>>,
+        /// Gets the receiver's answers, one part per batch.
+        reply: tokio::sync::oneshot::Sender<Vec<super::apply::PartialAnswers>>,
+    },
+    /// Capture the receiver's shards for a checkpoint.
+    Capture {
+        /// Log index after the last applied entry.
+        applied_next: u64,
+        /// Gets the images.
+        reply:
+            tokio::sync::oneshot::Sender<Result<Vec<crate::table::checkpoint::ShardImage>, String>>,
+    },
     /// Answers: `frames[start..end]` goes to `origin`.
     Done {
         /// Destinations and byte ranges.

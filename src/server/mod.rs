@@ -3,6 +3,7 @@
 //! data directory and starts everything; `stop` drains and closes cleanly.
 
 pub mod admin;
+pub mod apply;
 pub mod auth;
 pub mod config;
 pub mod conn;
@@ -22,6 +23,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// State every event loop shares. Read-mostly: nothing here is touched per
 /// request except the connection count at accept.
@@ -52,6 +54,10 @@ pub struct Shared {
     pub metrics: NodeMetrics,
     /// True once every loop runs.
     pub ready: AtomicBool,
+    /// The write path, once it has started.
+    pub replica: std::sync::OnceLock<Arc<crate::replication::Replica>>,
+    /// Set once the replica has stopped: loops may close their shards.
+    pub replica_stopped: AtomicBool,
 }
 
 impl Shared {
@@ -77,6 +83,9 @@ pub enum StartError {
     /// The data directory could not be opened.
     #[error(transparent)]
     Table(#[from] crate::table::TableError),
+    /// The log could not be replayed or the write path could not start.
+    #[error("{0}")]
+    Recovery(String),
     /// A socket could not be opened.
     #[error("{what} {address}: {source}")]
     Socket {
@@ -146,7 +155,15 @@ impl Server {
     /// starts one event loop per configured core.
     pub fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
         let resolved = config.validate()?;
-        let store = Store::open_or_create(&config.data, config.table_shards, Arc::clone(&clock))?;
+        let mut store =
+            Store::open_or_create(&config.data, config.table_shards, Arc::clone(&clock))?;
+        let (log, recovered) = apply::recover(&mut store).map_err(StartError::Recovery)?;
+        if recovered.batches_replayed > 0 {
+            eprintln!(
+                "x700: recovery: replayed {} log entries ({} write batches)",
+                recovered.entries_replayed, recovered.batches_replayed
+            );
+        }
         let table_shards = store.shard_count();
         let workers = resolved.workers;
         let sets = store.split(workers);
@@ -203,6 +220,8 @@ impl Server {
                 workers: worker_metrics.clone(),
             },
             ready: AtomicBool::new(false),
+            replica: std::sync::OnceLock::new(),
+            replica_stopped: AtomicBool::new(false),
             config,
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -242,6 +261,41 @@ impl Server {
                 .map_err(socket_error("thread", tcp_address))?;
             handles.push(handle);
         }
+        let applier = Arc::new(apply::LoopApplier::new(
+            shared.senders.clone(),
+            shared.wakers.clone(),
+        ));
+        let options = crate::replication::ReplicaOptions {
+            node_id: u64::from(shared.config.node_id),
+            group_commit_wait: Duration::from_micros(shared.config.log.group_commit_wait_us),
+            checkpoint_interval: Duration::from_secs(shared.config.log.checkpoint_interval_s),
+            checkpoint_log_bytes: shared.config.log.checkpoint_log_mb << 20,
+            ..crate::replication::ReplicaOptions::default()
+        };
+        let started = crate::replication::Replica::start(
+            &shared.config.data,
+            log,
+            applier,
+            &recovered,
+            options,
+            Arc::clone(&shared.clock),
+        );
+        let replica = match started {
+            Ok(replica) => replica,
+            Err(error) => {
+                // Let the loops go before reporting.
+                shared.stopping.store(true, Ordering::SeqCst);
+                shared.replica_stopped.store(true, Ordering::SeqCst);
+                for waker in &shared.wakers {
+                    let _ = waker.wake();
+                }
+                for handle in handles {
+                    let _ = handle.join();
+                }
+                return Err(StartError::Recovery(error.to_string()));
+            }
+        };
+        let _ = shared.replica.set(Arc::new(replica));
         let (admin, admin_address) = match resolved.admin {
             Some(address) => {
                 let (handle, bound) = admin::start(address, Arc::clone(&shared))
@@ -279,7 +333,25 @@ impl Server {
         for waker in &self.shared.wakers {
             let _ = waker.wake();
         }
+        // In-flight requests are answered first (their writes need the
+        // replica); then the replica takes its last checkpoint, which the
+        // loops serve; then the loops close.
+        while self.shared.busy_workers.load(Ordering::SeqCst) > 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let mut first_error = None;
+        if let Some(replica) = self.shared.replica.get() {
+            if let Err(error) = replica.shutdown() {
+                first_error.get_or_insert(crate::table::TableError::Io {
+                    path: "replication".into(),
+                    source: std::io::Error::other(error),
+                });
+            }
+        }
+        self.shared.replica_stopped.store(true, Ordering::SeqCst);
+        for waker in &self.shared.wakers {
+            let _ = waker.wake();
+        }
         for handle in self.workers {
             match handle.join() {
                 Ok(Ok(())) => {}

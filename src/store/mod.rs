@@ -41,6 +41,7 @@ pub struct Store {
     dir: PathBuf,
     set: ShardSet,
     clock: Arc<dyn Clock>,
+    nonce: u64,
 }
 
 /// Totals over all shards, for `stats`.
@@ -122,6 +123,7 @@ impl Store {
                 Arc::new(lock),
             ),
             clock,
+            nonce: header.store_nonce,
         })
     }
 
@@ -177,6 +179,7 @@ impl Store {
                 Arc::new(lock),
             ),
             clock,
+            nonce: header.store_nonce,
         })
     }
 
@@ -198,6 +201,16 @@ impl Store {
     /// The shards.
     pub fn shard_set(&self) -> &ShardSet {
         &self.set
+    }
+
+    /// The shards, writable (recovery replays the log into them).
+    pub fn shard_set_mut(&mut self) -> &mut ShardSet {
+        &mut self.set
+    }
+
+    /// The random number that ties every file of this directory together.
+    pub fn nonce(&self) -> u64 {
+        self.nonce
     }
 
     /// The clock.

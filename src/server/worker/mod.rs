@@ -38,10 +38,6 @@ pub const WAKER: Token = Token(usize::MAX - 3);
 const LOOKUP_BATCH_MAX: usize = 256;
 /// Housekeeping period: metrics are published this often.
 const TICK: Duration = Duration::from_millis(10);
-/// Ticks between expiry sweeps (every 100 ms).
-const TICKS_PER_SWEEP: u32 = 10;
-/// Record slots each owned shard's expiry sweep examines per sweep.
-const RECLAIM_PER_TICK: u32 = 4096;
 /// Datagrams read per readiness event before other work gets a turn.
 const DATAGRAMS_PER_EVENT: usize = 64;
 /// Largest UDP datagram.
@@ -64,9 +60,12 @@ enum Framing {
     CutOff,
 }
 
+mod propose;
 mod remote;
 mod session;
 mod udp;
+
+use propose::PendingWrite;
 
 use udp::PendingDatagram;
 
@@ -93,9 +92,10 @@ pub struct Worker {
     metrics: LocalMetrics,
     shared_metrics: Arc<WorkerMetrics>,
     now_s: u32,
-    ticks: u32,
     iteration_started: Instant,
     policy: XPolicy,
+    proposal: crate::replication::WriteBatch,
+    pending_writes: Vec<PendingWrite>,
 }
 
 impl Worker {
@@ -144,9 +144,10 @@ impl Worker {
             metrics: LocalMetrics::default(),
             shared_metrics,
             now_s: 0,
-            ticks: 0,
             iteration_started: Instant::now(),
             policy,
+            proposal: crate::replication::WriteBatch::new(0),
+            pending_writes: Vec::new(),
         })
     }
 
@@ -198,6 +199,7 @@ impl Worker {
             }
             self.drain_inbox();
             self.run_lookups();
+            self.flush_proposal();
             self.send_outgoing();
             self.retry_replies();
             self.write_dirty();
@@ -233,6 +235,13 @@ impl Worker {
         if !reported_drained {
             self.shared.busy_workers.fetch_sub(1, Ordering::SeqCst);
         }
+        // The replica's last checkpoint captures this loop's shards: keep
+        // serving its messages until it has stopped.
+        while !self.shared.replica_stopped.load(Ordering::SeqCst) {
+            let _ = self.poll.poll(&mut events, Some(Duration::from_millis(10)));
+            self.drain_inbox();
+        }
+        self.drain_inbox();
         self.tick();
         self.shared.barrier.wait();
         self.set.close()
@@ -262,10 +271,9 @@ impl Worker {
     }
 
     fn tick(&mut self) {
-        self.ticks = self.ticks.wrapping_add(1);
-        if self.ticks.is_multiple_of(TICKS_PER_SWEEP) {
-            self.set.reclaim_expired(self.now_s, RECLAIM_PER_TICK);
-        }
+        // Expired bindings are reclaimed by the log's sweep entries
+        // (`server::apply`), deterministically: a timer here would make
+        // slot reuse, and so binding ids, differ between runs.
         let queue_depth = self.inbox.len() as u64;
         self.metrics
             .publish(&self.shared_metrics, queue_depth, self.set.bindings_live());

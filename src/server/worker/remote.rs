@@ -7,6 +7,7 @@ use crate::binding::{LookupQuery, LookupResult, Reject};
 use crate::protocol::codec;
 use crate::protocol::frame::{push_frame, HEADER_BYTES};
 use crate::protocol::status;
+use crate::server::apply::{apply_batch, capture_set, PartialAnswers};
 use crate::server::cross::{Message, Origin, WorkItem};
 use crate::server::dispatch::{self, Op};
 use crossbeam_channel::TrySendError;
@@ -69,6 +70,26 @@ impl Worker {
                         self.unforward(origin);
                         self.deliver(origin, &frames[start as usize..end as usize]);
                     }
+                }
+                Message::Apply { batches, reply } => {
+                    // Lookups already read see the state before these
+                    // writes; answer them first.
+                    self.run_lookups();
+                    let parts = batches
+                        .iter()
+                        .map(|(index, batch)| {
+                            let mut part = PartialAnswers::default();
+                            apply_batch(&mut self.set, *index, batch, &mut part);
+                            part
+                        })
+                        .collect();
+                    let _ = reply.send(parts);
+                }
+                Message::Capture {
+                    applied_next,
+                    reply,
+                } => {
+                    let _ = reply.send(capture_set(&mut self.set, applied_next));
                 }
             }
         }

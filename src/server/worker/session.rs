@@ -62,7 +62,13 @@ impl Worker {
                         .get(token)
                         .and_then(|c| c.session.as_ref())
                         .map_or(Access::AllTenants, |s| s.access.clone());
-                    self.route(origin, request_id, op, access);
+                    if matches!(op, Op::Query(_)) {
+                        self.route(origin, request_id, op, access);
+                    } else {
+                        // Changes go through the log, whichever shard
+                        // they touch; the loop that owns it applies them.
+                        self.propose(origin, header, body, &access);
+                    }
                 }
                 Err(code) => self.answer(token, header.opcode, code, request_id, &[]),
             },

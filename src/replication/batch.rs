@@ -1,0 +1,245 @@
+//! A write batch: the payload of one log entry. Every write request that an
+//! event loop read in one iteration goes into one batch, so one Raft entry,
+//! one append and one share of a group-commit `fdatasync` carry many writes.
+//!
+//! Payload layout (little-endian), as stored in a log record of kind 1:
+//!
+//! | offset | width | field |
+//! |---|---|---|
+//! | 0 | 4 | `now_s`: the leader's clock when it proposed the batch |
+//! | 4 | .. | writes, back to back |
+//!
+//! Each write: tenant scope count `u16` (`0xFFFF`: every tenant), then that
+//! many tenant ids `u32`, then the request frame exactly as the client sent
+//! it (12-byte header with its length, then the body; docs/PROTOCOL.md).
+//!
+//! Applying a batch is a pure function of the tables and the batch: the
+//! time comes from `now_s`, never from a clock, so a replay (or a follower)
+//! reaches the same state and the same binding ids.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest batch payload: bounds a log record and a proposal.
+pub const BATCH_BYTES_MAX: usize = 1 << 20;
+/// Tenant-scope count meaning "every tenant".
+const ALL_TENANTS: u16 = u16::MAX;
+
+/// Which tenants a write may touch (the session's scope when it was made).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// Every tenant.
+    AllTenants,
+    /// These tenant ids, as little-endian `u32`s.
+    Tenants(&'a [u8]),
+}
+
+impl Scope<'_> {
+    /// The tenant ids.
+    pub fn tenants(&self) -> Option<Vec<u32>> {
+        match self {
+            Scope::AllTenants => None,
+            Scope::Tenants(bytes) => Some(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// A batch of write requests and the time they were proposed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteBatch {
+    /// The proposer's clock, seconds.
+    pub now_s: u32,
+    /// The encoded writes (see the module comment).
+    pub writes: Vec<u8>,
+    /// How many writes.
+    pub count: u32,
+}
+
+impl WriteBatch {
+    /// An empty batch stamped `now_s`. Applied empty, it runs an expiry
+    /// sweep at that time.
+    pub fn new(now_s: u32) -> WriteBatch {
+        WriteBatch {
+            now_s,
+            writes: Vec::new(),
+            count: 0,
+        }
+    }
+
+    /// Adds a write; false (and nothing added) if the batch would pass
+    /// `BATCH_BYTES_MAX` or the scope has too many tenants.
+    pub fn push(&mut self, tenants: Option<&[u32]>, frame: &[u8]) -> bool {
+        let scope_len = tenants.map_or(0, <[u32]>::len);
+        if scope_len >= usize::from(ALL_TENANTS)
+            || self.writes.len() + 2 + 4 * scope_len + frame.len() > BATCH_BYTES_MAX
+        {
+            return false;
+        }
+        match tenants {
+            None => self.writes.extend_from_slice(&ALL_TENANTS.to_le_bytes()),
+            Some(list) => {
+                let count = u16::try_from(list.len()).unwrap_or(ALL_TENANTS - 1);
+                self.writes.extend_from_slice(&count.to_le_bytes());
+                for tenant in list {
+                    self.writes.extend_from_slice(&tenant.to_le_bytes());
+                }
+            }
+        }
+        self.writes.extend_from_slice(frame);
+        self.count += 1;
+        true
+    }
+
+    /// True if the batch holds no write.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Bytes of encoded writes.
+    pub fn bytes(&self) -> usize {
+        self.writes.len()
+    }
+
+    /// The writes, in order: each is its scope and its request frame, or
+    /// an error if the bytes cannot be read (a damaged payload).
+    pub fn iter(&self) -> Writes<'_> {
+        Writes {
+            bytes: &self.writes,
+            at: 0,
+        }
+    }
+
+    /// The log record payload.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + self.writes.len());
+        out.extend_from_slice(&self.now_s.to_le_bytes());
+        out.extend_from_slice(&self.writes);
+        out
+    }
+
+    /// Reads a log record payload; `None` if it is malformed.
+    pub fn decode(payload: &[u8]) -> Option<WriteBatch> {
+        let now_s = u32::from_le_bytes(payload.get(..4)?.try_into().ok()?);
+        let mut batch = WriteBatch {
+            now_s,
+            writes: payload[4..].to_vec(),
+            count: 0,
+        };
+        let mut count = 0;
+        for write in batch.iter() {
+            write.ok()?;
+            count += 1;
+        }
+        batch.count = count;
+        Some(batch)
+    }
+}
+
+/// Iterator over a batch's writes.
+pub struct Writes<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Iterator for Writes<'a> {
+    type Item = Result<(Scope<'a>, &'a [u8]), &'static str>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.at >= self.bytes.len() {
+            return None;
+        }
+        let result = (|| {
+            let rest = &self.bytes[self.at..];
+            let count = u16::from_le_bytes(
+                rest.get(..2)
+                    .ok_or("short scope")?
+                    .try_into()
+                    .map_err(|_| "short scope")?,
+            );
+            let (scope, frame_at) = if count == ALL_TENANTS {
+                (Scope::AllTenants, 2)
+            } else {
+                let end = 2 + 4 * usize::from(count);
+                (Scope::Tenants(rest.get(2..end).ok_or("short scope")?), end)
+            };
+            let head = rest.get(frame_at..frame_at + 4).ok_or("short frame")?;
+            let length = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            if length < crate::protocol::frame::HEADER_BYTES {
+                return Err("frame length below the header");
+            }
+            let frame = rest
+                .get(frame_at..frame_at + length)
+                .ok_or("frame runs past the batch")?;
+            Ok((scope, frame, frame_at + length))
+        })();
+        match result {
+            Ok((scope, frame, used)) => {
+                self.at += used;
+                Some(Ok((scope, frame)))
+            }
+            Err(reason) => {
+                self.at = self.bytes.len();
+                Some(Err(reason))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(id: u8) -> Vec<u8> {
+        let mut f = vec![0u8; 14];
+        f[0] = 14;
+        f[4] = 0x10;
+        f[8] = id;
+        f
+    }
+
+    #[test]
+    fn round_trips_writes_and_scopes() {
+        let mut batch = WriteBatch::new(1_800_000_000);
+        assert!(batch.push(None, &frame(1)));
+        assert!(batch.push(Some(&[7, 9]), &frame(2)));
+        let decoded = WriteBatch::decode(&batch.encode()).unwrap();
+        assert_eq!(decoded, batch);
+        let writes: Vec<_> = decoded.iter().map(Result::unwrap).collect();
+        assert_eq!(writes.len(), 2);
+        assert_eq!(writes[0].0, Scope::AllTenants);
+        assert_eq!(writes[1].0.tenants(), Some(vec![7, 9]));
+        assert_eq!(writes[1].1, &frame(2)[..]);
+    }
+
+    #[test]
+    fn damaged_payloads_are_refused_not_misread() {
+        let mut batch = WriteBatch::new(5);
+        batch.push(None, &frame(1));
+        let bytes = batch.encode();
+        for cut in 0..bytes.len() {
+            if let Some(decoded) = WriteBatch::decode(&bytes[..cut]) {
+                assert!(decoded.count < 1, "a cut at {cut} read as a whole write");
+            }
+        }
+    }
+
+    #[test]
+    fn a_full_batch_refuses_more() {
+        let mut batch = WriteBatch::new(5);
+        let big = {
+            let mut f = vec![0u8; 60_000];
+            f[..4].copy_from_slice(&60_000u32.to_le_bytes());
+            f
+        };
+        let mut pushed = 0;
+        while batch.push(None, &big) {
+            pushed += 1;
+        }
+        assert_eq!(pushed, BATCH_BYTES_MAX / 60_002);
+        assert!(batch.bytes() <= BATCH_BYTES_MAX);
+    }
+}

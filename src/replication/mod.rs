@@ -1,0 +1,369 @@
+//! Replication: the write path every change of state takes. Writes are
+//! proposed to openraft (pinned to 0.9.25, wrapped here so nothing else
+//! names it) as batches; openraft appends them to the durable log
+//! (`log_store`), commits them and applies them to the tables
+//! (`state_machine`), and only then does the client hear the answer. A
+//! single node is a one-member cluster that initialises itself, so it takes
+//! the same path as a cluster (step 6).
+
+pub mod batch;
+mod log_store;
+mod network;
+pub mod recover;
+pub mod state_machine;
+pub mod types;
+
+pub use batch::WriteBatch;
+pub use recover::{replay, Recovered};
+pub use state_machine::{Applier, CheckpointStats};
+pub use types::Answers;
+
+use crate::log::{Flusher, Log, LogHealth};
+use log_store::LogStore;
+use network::NoPeers;
+use openraft::{BasicNode, Raft, SnapshotPolicy};
+use state_machine::StateMachine;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Why a write was not taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Too many proposals waiting: try again.
+    Busy,
+    /// No room for the log: writes resume by themselves when space is back.
+    DiskFull,
+    /// Writes are stopped on this node (stopping, or an fsync failed).
+    Stopped,
+    /// Another node leads; its id if known.
+    NotLeader(Option<u64>),
+}
+
+/// Called once with the answers of a proposed batch, or why it failed.
+pub type Done = Box<dyn FnOnce(Result<Answers, Refusal>) + Send>;
+
+/// Settings of the write path.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplicaOptions {
+    /// This node's id.
+    pub node_id: u64,
+    /// Longest time the group commit waits for more appends before
+    /// syncing (0: sync as soon as the previous sync ends).
+    pub group_commit_wait: Duration,
+    /// A checkpoint is taken at least this often while writes arrive.
+    pub checkpoint_interval: Duration,
+    /// ... or as soon as the log holds this many bytes of segments.
+    pub checkpoint_log_bytes: u64,
+    /// Proposals waiting for the Raft core at most; more answer BUSY.
+    pub proposals_max: usize,
+    /// An expiry sweep entry is proposed this often (it reclaims expired
+    /// bindings deterministically, at the time it carries).
+    pub sweep_interval: Duration,
+}
+
+impl Default for ReplicaOptions {
+    fn default() -> ReplicaOptions {
+        ReplicaOptions {
+            node_id: 1,
+            group_commit_wait: Duration::ZERO,
+            checkpoint_interval: Duration::from_secs(60),
+            checkpoint_log_bytes: 512 << 20,
+            proposals_max: 1024,
+            sweep_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+struct Proposal {
+    batch: WriteBatch,
+    done: Done,
+}
+
+/// The node's write path, running.
+pub struct Replica {
+    runtime: tokio::runtime::Runtime,
+    raft: Raft<types::TypeConfig>,
+    proposals: tokio::sync::mpsc::Sender<Proposal>,
+    health: Arc<LogHealth>,
+    log: Arc<Mutex<Log>>,
+    stopping: Arc<AtomicBool>,
+    /// Checkpoint counters.
+    pub checkpoints: Arc<CheckpointStats>,
+    node_id: u64,
+}
+
+/// Why the write path could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("replication: {0}")]
+pub struct StartError(pub String);
+
+fn start_error(error: impl ToString) -> StartError {
+    StartError(error.to_string())
+}
+
+impl Replica {
+    /// Starts openraft over `log` and the tables behind `applier`, which
+    /// already hold everything `recovered` says; becomes leader of its
+    /// one-member cluster (initialising it on first start) and returns once
+    /// it takes writes. `clock` stamps proposals.
+    pub fn start(
+        data_dir: &Path,
+        log: Log,
+        applier: Arc<dyn Applier>,
+        recovered: &Recovered,
+        options: ReplicaOptions,
+        clock: Arc<dyn crate::store::clock::Clock>,
+    ) -> Result<Replica, StartError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("x700-raft")
+            .enable_all()
+            .build()
+            .map_err(start_error)?;
+        let health = log.health();
+        let log = Arc::new(Mutex::new(log));
+        let flusher = Arc::new(
+            Flusher::start(Arc::clone(&health), options.group_commit_wait).map_err(start_error)?,
+        );
+        let config = openraft::Config {
+            cluster_name: "x700".into(),
+            election_timeout_min: 150,
+            election_timeout_max: 300,
+            heartbeat_interval: 50,
+            snapshot_policy: SnapshotPolicy::Never,
+            max_in_snapshot_log_to_keep: 0,
+            purge_batch_size: 1,
+            ..openraft::Config::default()
+        }
+        .validate()
+        .map_err(start_error)?;
+        let checkpoints = Arc::new(CheckpointStats::default());
+        let state_machine = StateMachine::new(
+            applier,
+            data_dir,
+            recovered.last_applied.map(types::log_id),
+            recovered.membership.clone(),
+            Arc::new(tokio::sync::Mutex::new(())),
+            Arc::clone(&checkpoints),
+        )
+        .map_err(start_error)?;
+        let store = LogStore::new(Arc::clone(&log), flusher);
+        let node_id = options.node_id;
+        let raft = runtime
+            .block_on(Raft::new(
+                node_id,
+                Arc::new(config),
+                NoPeers,
+                store,
+                state_machine,
+            ))
+            .map_err(start_error)?;
+        runtime.block_on(async {
+            if raft.is_initialized().await.map_err(start_error)? {
+                raft.trigger().elect().await.map_err(start_error)?;
+            } else {
+                let members = BTreeMap::from([(node_id, BasicNode::default())]);
+                raft.initialize(members).await.map_err(start_error)?;
+            }
+            raft.wait(Some(Duration::from_secs(10)))
+                .current_leader(node_id, "one-member cluster elects itself")
+                .await
+                .map_err(start_error)?;
+            Ok::<(), StartError>(())
+        })?;
+        let (proposals, inbox) = tokio::sync::mpsc::channel(options.proposals_max.max(1));
+        let stopping = Arc::new(AtomicBool::new(false));
+        runtime.spawn(propose(raft.clone(), inbox));
+        runtime.spawn(housekeeping(
+            raft.clone(),
+            Arc::clone(&log),
+            proposals.clone(),
+            options,
+            clock,
+            Arc::clone(&stopping),
+        ));
+        Ok(Replica {
+            runtime,
+            raft,
+            proposals,
+            health,
+            log,
+            stopping,
+            checkpoints,
+            node_id,
+        })
+    }
+
+    /// Proposes a batch; `done` hears the answers once the batch is durable
+    /// and applied. A refusal returns `done` unused.
+    pub fn submit(&self, batch: WriteBatch, done: Done) -> Result<(), (Refusal, Done)> {
+        if self.stopping.load(Ordering::SeqCst) || self.health.failed.load(Ordering::SeqCst) {
+            return Err((Refusal::Stopped, done));
+        }
+        if self.health.disk_full.load(Ordering::SeqCst) {
+            return Err((Refusal::DiskFull, done));
+        }
+        match self.proposals.try_send(Proposal { batch, done }) {
+            Ok(()) => Ok(()),
+            Err(tokio::sync::mpsc::error::TrySendError::Full(p)) => Err((Refusal::Busy, p.done)),
+            Err(tokio::sync::mpsc::error::TrySendError::Closed(p)) => {
+                Err((Refusal::Stopped, p.done))
+            }
+        }
+    }
+
+    /// Flags of the log (disk full, failed) and its sync counters.
+    pub fn log_health(&self) -> Arc<LogHealth> {
+        Arc::clone(&self.health)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// Index of the last applied entry, as openraft last reported it.
+    pub fn applied_index(&self) -> u64 {
+        self.raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index)
+    }
+
+    /// Takes a checkpoint of everything applied so far and waits for it
+    /// (and the log purge it allows).
+    pub fn checkpoint(&self) -> Result<(), String> {
+        self.runtime.block_on(checkpoint_now(&self.raft))
+    }
+
+    /// Bytes of log segments on disk.
+    pub fn log_bytes(&self) -> u64 {
+        self.log.lock().map_or(0, |log| log.disk_bytes())
+    }
+
+    /// Stops taking writes, waits for those in flight, takes a last
+    /// checkpoint (so the next start replays nothing) and stops openraft.
+    /// The shards' owners must keep serving `Applier` calls until this
+    /// returns.
+    pub fn shutdown(&self) -> Result<(), String> {
+        if self.stopping.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let result = self.runtime.block_on(async {
+            // Proposals already queued drain first: a blank wait on the
+            // queue's capacity shows when the proposer has taken them all.
+            let _ = self
+                .proposals
+                .reserve_many(self.proposals.max_capacity())
+                .await;
+            let result = if self.health.failed.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                checkpoint_now(&self.raft).await
+            };
+            let _ = self.raft.shutdown().await;
+            result
+        });
+        result
+    }
+}
+
+async fn checkpoint_now(raft: &Raft<types::TypeConfig>) -> Result<(), String> {
+    let applied = raft.metrics().borrow().last_applied;
+    let Some(applied) = applied else {
+        return Ok(());
+    };
+    if raft
+        .metrics()
+        .borrow()
+        .snapshot
+        .is_some_and(|s| s.index >= applied.index)
+    {
+        return Ok(());
+    }
+    raft.trigger().snapshot().await.map_err(|e| e.to_string())?;
+    raft.wait(Some(Duration::from_secs(600)))
+        .snapshot(applied, "checkpoint")
+        .await
+        .map(|_| ())
+        .or_else(|_| {
+            // A later entry may have been included: any snapshot at or past
+            // `applied` will do.
+            let snapshot = raft.metrics().borrow().snapshot;
+            if snapshot.is_some_and(|s| s.index >= applied.index) {
+                Ok(())
+            } else {
+                Err("checkpoint did not complete".to_string())
+            }
+        })
+}
+
+async fn propose(raft: Raft<types::TypeConfig>, mut inbox: tokio::sync::mpsc::Receiver<Proposal>) {
+    while let Some(Proposal { batch, done }) = inbox.recv().await {
+        match raft.client_write_ff(batch).await {
+            Ok(receiver) => {
+                tokio::spawn(async move {
+                    let outcome = match receiver.await {
+                        Ok(Ok(response)) => Ok(response.data),
+                        Ok(Err(openraft::error::ClientWriteError::ForwardToLeader(forward))) => {
+                            Err(Refusal::NotLeader(forward.leader_id))
+                        }
+                        Ok(Err(_)) | Err(_) => Err(Refusal::Stopped),
+                    };
+                    done(outcome);
+                });
+            }
+            Err(_) => done(Err(Refusal::Stopped)),
+        }
+    }
+}
+
+async fn housekeeping(
+    raft: Raft<types::TypeConfig>,
+    log: Arc<Mutex<Log>>,
+    proposals: tokio::sync::mpsc::Sender<Proposal>,
+    options: ReplicaOptions,
+    clock: Arc<dyn crate::store::clock::Clock>,
+    stopping: Arc<AtomicBool>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut since_checkpoint = Duration::ZERO;
+    let mut since_sweep = Duration::ZERO;
+    while !stopping.load(Ordering::SeqCst) {
+        tick.tick().await;
+        since_checkpoint += Duration::from_millis(100);
+        since_sweep += Duration::from_millis(100);
+        let (disk_full, log_bytes) = match log.lock() {
+            Ok(mut log) => {
+                let disk_full = log.health().disk_full.load(Ordering::SeqCst);
+                if disk_full {
+                    log.prepare_spare();
+                }
+                (disk_full, log.disk_bytes())
+            }
+            Err(_) => (false, 0),
+        };
+        if since_sweep >= options.sweep_interval && !disk_full {
+            since_sweep = Duration::ZERO;
+            let _ = proposals.try_send(Proposal {
+                batch: WriteBatch::new(clock.now_s()),
+                done: Box::new(|_| {}),
+            });
+        }
+        let metrics = raft.metrics().borrow().clone();
+        let applied = metrics.last_applied.map_or(0, |l| l.index);
+        let checkpointed = metrics.snapshot.map_or(0, |s| s.index);
+        let due = (since_checkpoint >= options.checkpoint_interval && applied > checkpointed)
+            || log_bytes >= options.checkpoint_log_bytes;
+        if due && !stopping.load(Ordering::SeqCst) {
+            since_checkpoint = Duration::ZERO;
+            if let Err(error) = checkpoint_now(&raft).await {
+                eprintln!("x700: checkpoint: {error}");
+            }
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Writes: every BIND, UPDATE and UNBIND a loop reads in one iteration goes
+//! into one write batch, proposed to the replica at the end of the
+//! iteration. The answers come back (as a `Message::Done`) once the batch is
+//! in the log, fsync'd and applied by the loops that own its shards.
+
+use super::Worker;
+use crate::protocol::frame::{push_frame, Header, HEADER_BYTES};
+use crate::protocol::status;
+use crate::replication::{Answers, Refusal, WriteBatch};
+use crate::server::auth::Access;
+use crate::server::cross::{Message, Origin};
+
+/// A write waiting for its answer: where it goes and what it was.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PendingWrite {
+    pub origin: Origin,
+    pub opcode: u8,
+    pub request_id: u32,
+}
+
+fn refusal_status(refusal: Refusal) -> u8 {
+    match refusal {
+        Refusal::Busy => status::BUSY,
+        Refusal::DiskFull => status::DISK_FULL,
+        Refusal::Stopped => status::UNAVAILABLE,
+        Refusal::NotLeader(_) => status::NOT_LEADER,
+    }
+}
+
+/// The message that carries a batch's answers (or its refusal) back.
+fn answers_message(pending: &[PendingWrite], outcome: Result<Answers, Refusal>) -> Message {
+    let mut items = Vec::with_capacity(pending.len());
+    let mut frames = match outcome {
+        Ok(Answers(frames)) => frames,
+        Err(refusal) => {
+            let code = refusal_status(refusal);
+            let mut frames = Vec::with_capacity(pending.len() * HEADER_BYTES);
+            for write in pending {
+                push_frame(&mut frames, write.opcode, code, write.request_id, &[]);
+            }
+            frames
+        }
+    };
+    let mut at = 0usize;
+    for write in pending {
+        let length = frames
+            .get(at..)
+            .and_then(|rest| rest.first_chunk::<HEADER_BYTES>())
+            .map(|head| Header::read(head).length as usize)
+            .filter(|&length| length >= HEADER_BYTES && at + length <= frames.len());
+        let (start, end) = if let Some(length) = length {
+            (at, at + length)
+        } else {
+            // One answer per write is an invariant of the state machine;
+            // should it ever break, the client still hears about its write.
+            let start = frames.len();
+            push_frame(
+                &mut frames,
+                write.opcode,
+                status::INTERNAL,
+                write.request_id,
+                &[],
+            );
+            (start, frames.len())
+        };
+        at = end.max(at);
+        items.push((write.origin, offset(start), offset(end)));
+    }
+    Message::Done { items, frames }
+}
+
+fn offset(position: usize) -> u32 {
+    u32::try_from(position).unwrap_or(u32::MAX)
+}
+
+impl Worker {
+    /// Adds a checked write to this iteration's batch.
+    pub(super) fn propose(
+        &mut self,
+        origin: Origin,
+        header: &Header,
+        body: &[u8],
+        access: &Access,
+    ) {
+        if let Origin::Tcp { token, .. } = origin {
+            let limit = self.shared.config.limits.in_flight_per_connection_max;
+            let Some(conn) = self.conns.get_mut(token as usize) else {
+                return;
+            };
+            if conn.in_flight >= limit {
+                self.answer(
+                    token as usize,
+                    header.opcode,
+                    status::BUSY,
+                    header.request_id,
+                    &[],
+                );
+                return;
+            }
+            conn.in_flight += 1;
+        }
+        let mut frame = std::mem::take(&mut self.scratch);
+        frame.clear();
+        push_frame(&mut frame, header.opcode, 0, header.request_id, body);
+        let tenants = match access {
+            Access::AllTenants => None,
+            Access::Tenants(list) => Some(&list[..]),
+        };
+        if !self.proposal.push(tenants, &frame) {
+            self.flush_proposal();
+            if !self.proposal.push(tenants, &frame) {
+                self.scratch = frame;
+                self.unforward(origin);
+                self.deliver_now(
+                    origin,
+                    header.opcode,
+                    status::BAD_REQUEST,
+                    header.request_id,
+                );
+                return;
+            }
+        }
+        self.scratch = frame;
+        self.pending_writes.push(PendingWrite {
+            origin,
+            opcode: header.opcode,
+            request_id: header.request_id,
+        });
+    }
+
+    fn deliver_now(&mut self, origin: Origin, opcode: u8, code: u8, request_id: u32) {
+        let mut frame = Vec::with_capacity(HEADER_BYTES);
+        push_frame(&mut frame, opcode, code, request_id, &[]);
+        self.deliver(origin, &frame);
+    }
+
+    /// Proposes the batch gathered this iteration.
+    pub(super) fn flush_proposal(&mut self) {
+        if self.proposal.is_empty() {
+            return;
+        }
+        let mut batch = std::mem::replace(&mut self.proposal, WriteBatch::new(0));
+        batch.now_s = self.now_s;
+        let pending = std::mem::take(&mut self.pending_writes);
+        let Some(replica) = self.shared.replica.get().cloned() else {
+            let message = answers_message(&pending, Err(Refusal::Busy));
+            self.deliver_message(message);
+            return;
+        };
+        let inbox = self.shared.senders[self.index].clone();
+        let waker = std::sync::Arc::clone(&self.shared.wakers[self.index]);
+        let shared_pending = pending.clone();
+        let done: crate::replication::Done = Box::new(move |outcome| {
+            // The loop empties its inbox every iteration and never blocks,
+            // so this send waits at most one iteration.
+            let _ = inbox.send(answers_message(&shared_pending, outcome));
+            let _ = waker.wake();
+        });
+        if let Err((refusal, _)) = replica.submit(batch, done) {
+            let message = answers_message(&pending, Err(refusal));
+            self.deliver_message(message);
+        }
+    }
+
+    /// Delivers a `Done` message's answers here and now.
+    fn deliver_message(&mut self, message: Message) {
+        if let Message::Done { items, frames } = message {
+            for (origin, start, end) in items {
+                self.unforward(origin);
+                self.deliver(origin, &frames[start as usize..end as usize]);
+            }
+        }
+    }
+}
