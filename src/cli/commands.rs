@@ -34,7 +34,14 @@ pub(super) fn open(args: &StoreArgs, create: bool) -> Result<Store, Outcome> {
     } else {
         Store::open(data, clock)
     };
-    result.map_err(Outcome::from)
+    let mut store = result.map_err(Outcome::from)?;
+    // The tables hold the last checkpoint; the log holds what followed.
+    // Offline commands see (and change) the state after it. Their own
+    // changes are not logged: they act on a stopped single node, and reach
+    // the files through the checkpoint `close` takes.
+    crate::server::apply::recover(&mut store)
+        .map_err(|error| Outcome::failure("corrupt", &error))?;
+    Ok(store)
 }
 
 /// Closes the store, turning a failure into the outcome.

@@ -410,13 +410,12 @@ impl Log {
     }
 
     fn restart_at(&mut self, first_index: u64) -> Result<(), LogError> {
-        let single = self.segments.len() == 1;
         let Some(active) = self.segments.last_mut() else {
             return Err(LogError::Invalid("no segment".into()));
         };
-        if !single || !active.offsets.is_empty() {
+        if !active.offsets.is_empty() {
             return Err(LogError::Invalid(
-                "only an empty log can start elsewhere".into(),
+                "only an empty segment can start elsewhere".into(),
             ));
         }
         let path = self.dir.join(segment_name(first_index));
@@ -463,6 +462,14 @@ impl Log {
         if self.health.failed.load(Ordering::SeqCst) {
             return Err(LogError::Failed);
         }
+        // Records at or below the purge point are already in the
+        // checkpoint: there is nothing to keep of them.
+        let purged = self.state.purged.map(|p| p.index);
+        let skip = records
+            .iter()
+            .take_while(|r| purged.is_some_and(|p| r.index <= p))
+            .count();
+        let records = &records[skip..];
         let Some(first) = records.first() else {
             return Ok(Vec::new());
         };
@@ -470,8 +477,17 @@ impl Log {
         if self.last.is_none() && first.index != next {
             // An empty log (nothing appended, nothing purged) may start
             // anywhere: openraft's own storage tests start at index 1.
-            self.restart_at(first.index)?;
             next = first.index;
+        }
+        // An empty active segment starts where the next record goes (after
+        // a purge past everything, it was created for an earlier index).
+        if first.index == next
+            && self
+                .segments
+                .last()
+                .is_some_and(|s| s.offsets.is_empty() && s.first_index != next)
+        {
+            self.restart_at(next)?;
         }
         if first.index != next {
             return Err(LogError::Invalid(format!(

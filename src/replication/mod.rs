@@ -14,20 +14,47 @@ pub mod state_machine;
 pub mod types;
 
 pub use batch::WriteBatch;
+pub use log_store::LogStore;
 pub use recover::{replay, Recovered};
+pub use state_machine::StateMachine;
 pub use state_machine::{Applier, CheckpointStats};
 pub use types::Answers;
 
 use crate::log::{Flusher, Log, LogHealth};
-use log_store::LogStore;
 use network::NoPeers;
 use openraft::{BasicNode, Raft, SnapshotPolicy};
-use state_machine::StateMachine;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// The storage pair openraft runs on, built over an open log and the tables
+/// behind `applier` (which hold everything `recovered` says). `Replica`
+/// builds the same pair; openraft's storage test suite
+/// (tests/raft_storage.rs) builds it here.
+pub fn storage(
+    data_dir: &Path,
+    log: Log,
+    applier: Arc<dyn Applier>,
+    recovered: &Recovered,
+) -> Result<(LogStore, StateMachine), StartError> {
+    let health = log.health();
+    let flusher = Arc::new(Flusher::start(health, Duration::ZERO).map_err(start_error)?);
+    let state_machine = StateMachine::new(
+        applier,
+        data_dir,
+        recovered.last_applied.map(types::log_id),
+        recovered.membership.clone(),
+        Arc::new(tokio::sync::Mutex::new(())),
+        Arc::new(CheckpointStats::default()),
+    )
+    .map_err(start_error)?;
+    Ok((
+        LogStore::new(Arc::new(Mutex::new(log)), flusher),
+        state_machine,
+    ))
+}
 
 /// Why a write was not taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
