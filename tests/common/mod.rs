@@ -243,6 +243,13 @@ impl Node {
         }
     }
 
+    /// SIGKILL (a crash, as `kill -9` gives one), then reap the process.
+    pub fn kill(mut self) -> Stopped {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.wait_exit()
+    }
+
     /// SIGTERM, then wait (bounded) for the exit status.
     pub fn stop(self) -> ExitStatus {
         self.terminate();
