@@ -141,6 +141,8 @@ pub fn merge_answers(parts: &[&PartialAnswers]) -> Answers {
 /// (server or offline command) runs before anything reads the tables.
 /// Returns the open log and what was replayed.
 pub fn recover(store: &mut Store) -> Result<(Log, Recovered), String> {
+    // Never serve from a damaged table: every page is checked first.
+    store.verify_pages().map_err(|e| e.to_string())?;
     let dir = store.dir().to_path_buf();
     let (log, found) = Log::open(&dir, store.nonce()).map_err(|e| e.to_string())?;
     for (path, offset) in &found.torn_tails_cut {

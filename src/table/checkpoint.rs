@@ -77,12 +77,42 @@ pub struct FileImage {
     /// Pages beyond what the previous checkpoint refers to: written in
     /// place directly.
     pub fresh: DirtyPages,
+    /// A handle on its `.sum` file.
+    pub sums_file: File,
+    /// Runs of the `.sum` file (checksums of the pages above): journaled.
+    pub sums: DirtyPages,
+}
+
+/// Journal code of a file: 1-4 the table files, 101-104 their `.sum` files.
+const SUMS_CODE: u32 = 100;
+
+fn kind_of(code: u32) -> Option<FileKind> {
+    match code {
+        1 => Some(FileKind::Records),
+        2 => Some(FileKind::Cold),
+        3 => Some(FileKind::Index),
+        4 => Some(FileKind::Overflow),
+        _ => None,
+    }
+}
+
+fn path_of(dir: &Path, code: u32) -> Option<PathBuf> {
+    if code > SUMS_CODE {
+        kind_of(code - SUMS_CODE).map(|kind| super::file::sums_path(dir, kind))
+    } else {
+        kind_of(code).map(|kind| dir.join(kind.file_name()))
+    }
 }
 
 impl FileImage {
     /// Splits a file's dirty pages at `referenced_end`, the end of what the
     /// previous checkpoint refers to.
-    pub fn split(kind: FileKind, file: File, pages: DirtyPages, referenced_end: u64) -> FileImage {
+    pub fn split(
+        kind: FileKind,
+        (file, sums_file): (File, File),
+        (pages, sums): (DirtyPages, DirtyPages),
+        referenced_end: u64,
+    ) -> FileImage {
         let mut journaled = DirtyPages::default();
         let mut fresh = DirtyPages::default();
         for (offset, bytes) in pages.runs {
@@ -109,6 +139,8 @@ impl FileImage {
             file,
             pages: journaled,
             fresh,
+            sums_file,
+            sums,
         }
     }
 }
@@ -171,12 +203,16 @@ impl ShardImage {
     }
 
     fn journal(&self) -> Vec<u8> {
-        let runs: usize = self.files.iter().map(|f| f.pages.runs.len()).sum();
+        let runs: usize = self
+            .files
+            .iter()
+            .map(|f| f.pages.runs.len() + f.sums.runs.len())
+            .sum();
         let payload = META_BYTES
             + self
                 .files
                 .iter()
-                .flat_map(|f| f.pages.runs.iter())
+                .flat_map(|f| f.pages.runs.iter().chain(f.sums.runs.iter()))
                 .map(|(_, b)| RUN_HEADER_BYTES + b.len())
                 .sum::<usize>()
             + 8;
@@ -193,8 +229,15 @@ impl ShardImage {
         out.extend_from_slice(&crc.to_le_bytes());
         out.extend_from_slice(bytemuck::bytes_of(&self.meta));
         for image in &self.files {
-            for (offset, bytes) in &image.pages.runs {
-                out.extend_from_slice(&(image.kind as u32).to_le_bytes());
+            let code = image.kind as u32;
+            let runs = image
+                .pages
+                .runs
+                .iter()
+                .map(|run| (code, run))
+                .chain(image.sums.runs.iter().map(|run| (SUMS_CODE + code, run)));
+            for (code, (offset, bytes)) in runs {
+                out.extend_from_slice(&code.to_le_bytes());
                 out.extend_from_slice(
                     &u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes(),
                 );
@@ -221,6 +264,15 @@ impl ShardImage {
                 for image in &self.files {
                     for (offset, bytes) in image.pages.runs.iter().chain(&image.fresh.runs) {
                         remarks.push((image.kind, *offset, bytes.len() as u64));
+                    }
+                    // Checksum entries are remade from their pages.
+                    let page = super::mapped::PAGE_BYTES as u64;
+                    for (offset, bytes) in &image.sums.runs {
+                        remarks.push((
+                            image.kind,
+                            offset / 4 * page,
+                            bytes.len() as u64 / 4 * page,
+                        ));
                     }
                 }
             }
@@ -268,6 +320,16 @@ impl ShardImage {
                 if !image.pages.runs.is_empty() {
                     image.file.sync_data().map_err(io(&path))?;
                 }
+                let sums_path = super::file::sums_path(&self.dir, image.kind);
+                for (offset, bytes) in &image.sums.runs {
+                    image
+                        .sums_file
+                        .write_all_at(bytes, *offset)
+                        .map_err(io(&sums_path))?;
+                }
+                if !image.sums.runs.is_empty() {
+                    image.sums_file.sync_data().map_err(io(&sums_path))?;
+                }
             }
         }
         write_both_meta_copies(&self.meta_file, &self.meta, &self.dir)?;
@@ -301,7 +363,7 @@ pub fn recover_journal(dir: &Path, meta_sequence: u64) -> Result<JournalOutcome,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(JournalOutcome::None),
         Err(e) => return Err(TableError::io(&path, e)),
     };
-    let Some(parsed) = parse(&bytes) else {
+    let Some(parsed) = parse(&bytes, dir) else {
         std::fs::remove_file(&path).map_err(io(&path))?;
         sync_dir(dir)?;
         return Ok(JournalOutcome::Discarded);
@@ -312,21 +374,19 @@ pub fn recover_journal(dir: &Path, meta_sequence: u64) -> Result<JournalOutcome,
         return Ok(JournalOutcome::Discarded);
     }
     let mut page_bytes = 0;
-    let mut touched: Vec<FileKind> = Vec::new();
-    for (kind, offset, run) in &parsed.runs {
-        let file_path = dir.join(kind.file_name());
+    let mut touched: Vec<PathBuf> = Vec::new();
+    for (file_path, offset, run) in &parsed.runs {
         let file = OpenOptions::new()
             .write(true)
-            .open(&file_path)
-            .map_err(io(&file_path))?;
-        file.write_all_at(run, *offset).map_err(io(&file_path))?;
+            .open(file_path)
+            .map_err(io(file_path))?;
+        file.write_all_at(run, *offset).map_err(io(file_path))?;
         page_bytes += run.len() as u64;
-        if !touched.contains(kind) {
-            touched.push(*kind);
+        if !touched.contains(file_path) {
+            touched.push(file_path.clone());
         }
     }
-    for kind in touched {
-        let file_path = dir.join(kind.file_name());
+    for file_path in touched {
         File::open(&file_path)
             .and_then(|f| f.sync_data())
             .map_err(io(&file_path))?;
@@ -344,10 +404,10 @@ pub fn recover_journal(dir: &Path, meta_sequence: u64) -> Result<JournalOutcome,
 
 struct Parsed<'a> {
     meta: ShardMeta,
-    runs: Vec<(FileKind, u64, &'a [u8])>,
+    runs: Vec<(PathBuf, u64, &'a [u8])>,
 }
 
-fn parse(bytes: &[u8]) -> Option<Parsed<'_>> {
+fn parse<'a>(bytes: &'a [u8], dir: &Path) -> Option<Parsed<'a>> {
     let u32_at = |at: usize| -> Option<u32> {
         Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
     };
@@ -377,17 +437,11 @@ fn parse(bytes: &[u8]) -> Option<Parsed<'_>> {
     let mut runs = Vec::new();
     let mut at = HEADER_BYTES + META_BYTES;
     for _ in 0..u32_at(24)? {
-        let kind = match u32_at(at)? {
-            1 => FileKind::Records,
-            2 => FileKind::Cold,
-            3 => FileKind::Index,
-            4 => FileKind::Overflow,
-            _ => return None,
-        };
+        let path = path_of(dir, u32_at(at)?)?;
         let length = u32_at(at + 4)? as usize;
         let offset = u64_at(at + 8)?;
         let run = bytes.get(at + RUN_HEADER_BYTES..at + RUN_HEADER_BYTES + length)?;
-        runs.push((kind, offset, run));
+        runs.push((path, offset, run));
         at += RUN_HEADER_BYTES + length;
     }
     (at == end - 8).then_some(Parsed { meta, runs })

@@ -3,7 +3,7 @@
 
 use super::error::TableError;
 use super::layout::{checksum_of, FileHeader, FileKind, FILE_MAGIC, FORMAT_VERSION, HEADER_BYTES};
-use super::mapped::{GrowError, MappedFile};
+use super::mapped::{DirtyPages, GrowError, MappedFile, PAGE_BYTES};
 use bytemuck::Pod;
 use std::marker::PhantomData;
 use std::path::Path;
@@ -29,6 +29,40 @@ pub struct TableFile<T> {
     mapped: MappedFile,
     kind: FileKind,
     item: PhantomData<T>,
+    /// CRC32C of each 4 KiB page as of the last checkpoint (the `.sum`
+    /// file); pages past its end were never written and hold zeros.
+    sums: Vec<u32>,
+    /// Entries the `.sum` file holds (or will, once the last capture is
+    /// persisted).
+    sums_on_disk: usize,
+}
+
+/// CRC32C of a page of zeros: what an unwritten page must check to.
+pub fn zero_page_sum() -> u32 {
+    crc32c::crc32c(&[0u8; PAGE_BYTES])
+}
+
+/// The page-checksum file of a table file: `<name>.sum`, one little-endian
+/// CRC32C per 4 KiB page of the table file, page 0 (the header) first.
+/// Written only by checkpoints, through their journal.
+pub fn sums_path(dir: &Path, kind: FileKind) -> std::path::PathBuf {
+    dir.join(format!("{}.sum", kind.file_name()))
+}
+
+fn read_sums(dir: &Path, kind: FileKind) -> Result<Vec<u32>, TableError> {
+    let path = sums_path(dir, kind);
+    let bytes = std::fs::read(&path).map_err(|e| TableError::io(&path, e))?;
+    if !bytes.len().is_multiple_of(4) {
+        return Err(TableError::Truncated {
+            path: path.display().to_string(),
+            file_bytes: bytes.len() as u64,
+            needed_bytes: bytes.len().next_multiple_of(4) as u64,
+        });
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
 }
 
 impl<T: Pod> TableFile<T> {
@@ -59,10 +93,20 @@ impl<T: Pod> TableFile<T> {
         page[..64].copy_from_slice(bytemuck::bytes_of(&header));
         let mapped = MappedFile::create(&path, &page, reserved_bytes(kind))
             .map_err(|source| TableError::io(&path, source))?;
+        let sums = vec![crc32c::crc32c(&page)];
+        let sums_file = sums_path(dir, kind);
+        std::fs::File::create(&sums_file)
+            .and_then(|mut f| {
+                std::io::Write::write_all(&mut f, &sums[0].to_le_bytes())?;
+                f.sync_all()
+            })
+            .map_err(|source| TableError::io(&sums_file, source))?;
         Ok(TableFile {
             mapped,
             kind,
             item: PhantomData,
+            sums_on_disk: sums.len(),
+            sums,
         })
     }
 
@@ -144,10 +188,13 @@ impl<T: Pod> TableFile<T> {
                 kind.item_bytes()
             )));
         }
+        let sums = read_sums(dir, kind)?;
         Ok(TableFile {
             mapped,
             kind,
             item: PhantomData,
+            sums_on_disk: sums.len(),
+            sums,
         })
     }
 
@@ -182,14 +229,86 @@ impl<T: Pod> TableFile<T> {
         self.mapped.item_mut(HEADER_BYTES, index)
     }
 
-    /// The pages written since the last call (see `MappedFile::take_dirty`).
-    pub fn take_dirty(&mut self) -> super::mapped::DirtyPages {
-        self.mapped.take_dirty()
+    /// The pages written since the last call (see `MappedFile::take_dirty`)
+    /// and the runs of the `.sum` file that describe them (offset in the
+    /// sum file, little-endian CRCs); the in-memory sums are updated.
+    pub fn take_dirty(&mut self) -> (DirtyPages, DirtyPages) {
+        let pages = self.mapped.take_dirty();
+        let mut sum_runs = DirtyPages::default();
+        for (offset, bytes) in &pages.runs {
+            let first = usize::try_from(*offset).unwrap_or(usize::MAX) / PAGE_BYTES;
+            let mut run = Vec::with_capacity(bytes.len() / PAGE_BYTES * 4 + 4);
+            for (i, page) in bytes.chunks(PAGE_BYTES).enumerate() {
+                let sum = page_sum(page);
+                let at = first + i;
+                if self.sums.len() <= at {
+                    self.sums.resize(at + 1, zero_page_sum());
+                }
+                self.sums[at] = sum;
+                run.extend_from_slice(&sum.to_le_bytes());
+            }
+            sum_runs.runs.push((first as u64 * 4, run));
+        }
+        // The file grew: its new pages (zeros unless written) get their
+        // entries too, so the sum file never has a hole.
+        let page_count = self.mapped.file_bytes().div_ceil(PAGE_BYTES);
+        if self.sums.len() < page_count {
+            self.sums.resize(page_count, zero_page_sum());
+        }
+        if self.sums_on_disk < self.sums.len() {
+            let tail: Vec<u8> = self.sums[self.sums_on_disk..]
+                .iter()
+                .flat_map(|s| s.to_le_bytes())
+                .collect();
+            sum_runs.runs.push((self.sums_on_disk as u64 * 4, tail));
+            self.sums_on_disk = self.sums.len();
+        }
+        (pages, sum_runs)
+    }
+
+    /// Checks every page of the file (except those written since the last
+    /// checkpoint) against its checksum: the first page that does not match
+    /// is reported with its offset.
+    pub fn verify_pages(&self) -> Result<(), TableError> {
+        let bytes = self.mapped.bytes();
+        let zero = zero_page_sum();
+        for (page, content) in bytes.chunks(PAGE_BYTES).enumerate() {
+            // A page written since the last checkpoint has no checksum yet.
+            if self.mapped.is_page_dirty(page) {
+                continue;
+            }
+            let expected = self.sums.get(page).copied().unwrap_or(zero);
+            if page_sum(content) != expected {
+                return Err(TableError::Corrupt {
+                    path: self.mapped.path().display().to_string(),
+                    offset: (page * PAGE_BYTES) as u64,
+                    reason: format!(
+                        "page {page} does not match its checksum in {} (damaged on disk)",
+                        sums_path(
+                            self.mapped.path().parent().unwrap_or(Path::new(".")),
+                            self.kind
+                        )
+                        .display()
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Marks a byte range dirty again (see `MappedFile::mark_dirty`).
     pub fn mark_dirty(&mut self, offset: u64, bytes: u64) {
         self.mapped.mark_dirty(offset, bytes);
+    }
+
+    /// A write handle on the `.sum` file, for the checkpoint writer.
+    pub fn sums_handle(&self) -> Result<std::fs::File, TableError> {
+        let dir = self.mapped.path().parent().unwrap_or(Path::new("."));
+        let path = sums_path(dir, self.kind);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| TableError::io(&path, e))
     }
 
     /// True if an item was written since the last `take_dirty`.
@@ -252,4 +371,13 @@ fn reserved_bytes(kind: FileKind) -> usize {
             // Overflow bucket numbers are 24 bits.
             FileKind::Overflow => slots * kind.item_bytes(),
         }
+}
+
+/// CRC32C of one page; a short last page counts as if padded with zeros.
+fn page_sum(page: &[u8]) -> u32 {
+    if page.len() == PAGE_BYTES {
+        crc32c::crc32c(page)
+    } else {
+        crc32c::crc32c_append(crc32c::crc32c(page), &vec![0u8; PAGE_BYTES - page.len()])
+    }
 }

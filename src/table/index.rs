@@ -428,7 +428,13 @@ impl Index {
     }
 
     /// The pages of both files written since the last call.
-    pub fn take_dirty(&mut self) -> (super::mapped::DirtyPages, super::mapped::DirtyPages) {
+    #[allow(clippy::type_complexity)]
+    pub fn take_dirty(
+        &mut self,
+    ) -> (
+        (super::mapped::DirtyPages, super::mapped::DirtyPages),
+        (super::mapped::DirtyPages, super::mapped::DirtyPages),
+    ) {
         (self.primary.take_dirty(), self.overflow.take_dirty())
     }
 }

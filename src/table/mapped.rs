@@ -210,6 +210,13 @@ impl MappedFile {
         }
     }
 
+    /// True if page `page` was written since the last `take_dirty`.
+    pub fn is_page_dirty(&self, page: usize) -> bool {
+        self.dirty
+            .get(page / 64)
+            .is_some_and(|word| word & (1 << (page % 64)) != 0)
+    }
+
     /// True if a page was written since the last `take_dirty`.
     pub fn is_dirty(&self) -> bool {
         self.any_dirty

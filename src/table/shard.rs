@@ -334,25 +334,31 @@ impl Shard {
         let files = vec![
             FileImage::split(
                 FileKind::Records,
-                self.records.file_handle()?,
+                (self.records.file_handle()?, self.records.sums_handle()?),
                 self.records.take_dirty(),
                 records_end,
             ),
             FileImage::split(
                 FileKind::Cold,
-                self.cold.file_handle()?,
+                (self.cold.file_handle()?, self.cold.sums_handle()?),
                 self.cold.take_dirty(),
                 cold_end,
             ),
             FileImage::split(
                 FileKind::Index,
-                self.index.primary_file().file_handle()?,
+                (
+                    self.index.primary_file().file_handle()?,
+                    self.index.primary_file().sums_handle()?,
+                ),
                 primary,
                 primary_end,
             ),
             FileImage::split(
                 FileKind::Overflow,
-                self.index.overflow_file().file_handle()?,
+                (
+                    self.index.overflow_file().file_handle()?,
+                    self.index.overflow_file().sums_handle()?,
+                ),
                 overflow,
                 overflow_end,
             ),
@@ -366,6 +372,15 @@ impl Shard {
             files,
             remarks: std::sync::Arc::clone(&self.remarks),
         })
+    }
+
+    /// Checks every page of the four table files against its checksum.
+    /// Reads every byte: `Store::open_checked` and `x700 check` run it.
+    pub fn verify_pages(&self) -> Result<(), TableError> {
+        self.records.verify_pages()?;
+        self.cold.verify_pages()?;
+        self.index.primary_file().verify_pages()?;
+        self.index.overflow_file().verify_pages()
     }
 
     /// A whole checkpoint, here and now: capture, then persist.
@@ -388,6 +403,7 @@ impl Shard {
     /// key findable, counters consistent. Reads every byte: for tests and
     /// `x700 check`, not for opening.
     pub fn verify(&self) -> Result<(), TableError> {
+        self.verify_pages()?;
         let corrupt = |kind: FileKind, offset: u64, reason: String| TableError::Corrupt {
             path: self.dir.join(kind.file_name()).display().to_string(),
             offset,
