@@ -1,7 +1,11 @@
 //! Proves that a full disk is a clean, recoverable error: on a small tmpfs,
 //! binds fail with `disk_full` before changing anything, every acknowledged
 //! binding stays routable, lookups carry on, and binds succeed again once
-//! space is freed. Needs root to mount the tmpfs (CI runs as root).
+//! space is freed, by themselves: for the tables alone (in process), and for
+//! a real `x700 serve` whose log cannot get its next segment or whose tables
+//! cannot grow. Needs root to mount the tmpfs (CI runs as root).
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,6 +43,15 @@ impl SmallDisk {
 
     fn path(&self) -> &Path {
         &self.mount_point
+    }
+
+    fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.mount_point)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "remounting the tmpfs failed");
     }
 }
 
@@ -94,4 +107,113 @@ fn full_disk_refuses_binds_keeps_data_and_recovers() {
     let store = Store::open(&dir, Arc::new(clock)).unwrap();
     assert_eq!(store.stats().unwrap().bindings_live, acknowledged + 500);
     store.verify().unwrap();
+}
+
+fn bind(client: &mut x700::client::Client, g: u64) -> u8 {
+    client
+        .bind(&common::axb(
+            common::x(g),
+            &format!("138{g:08}"),
+            &format!("139{g:08}"),
+            "full",
+        ))
+        .expect("bind answered")
+        .status
+}
+
+fn routes(client: &mut x700::client::Client, g: u64) -> bool {
+    matches!(
+        client
+            .lookup(&common::ask(&format!("138{g:08}"), common::x(g)))
+            .unwrap(),
+        LookupResult::Route(_)
+    )
+}
+
+#[test]
+fn a_node_whose_log_cannot_get_its_next_segment_refuses_binds_until_space_returns() {
+    use x700::protocol::{status, Role};
+    // Room for the first 64 MiB log segment and the tables, not for the
+    // preallocated spare segment the log must have before it takes writes.
+    let disk = SmallDisk::mount("100m");
+    let data = disk.path().join("data");
+    let node = common::Node::start_on(&data, &["--table-shards", "2"]);
+    let mut client = x700::client::Client::connect(node.tcp, Role::Admin, "").unwrap();
+    assert_eq!(bind(&mut client, 1), status::DISK_FULL);
+    // Lookups carry on.
+    assert!(!routes(&mut client, 1));
+    // Space comes back: within a few housekeeping rounds binds resume.
+    disk.resize("300m");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut g = 2;
+    while bind(&mut client, g) != status::OK {
+        assert!(std::time::Instant::now() < deadline, "binds never resumed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        g += 1;
+    }
+    assert!(routes(&mut client, g));
+    assert!(node.stop().success());
+    let node = common::Node::start_on(&data, &[]);
+    let mut client = x700::client::Client::connect(node.tcp, Role::Admin, "").unwrap();
+    assert!(routes(&mut client, g));
+    assert!(node.stop().success());
+}
+
+#[test]
+fn a_node_whose_tables_cannot_grow_answers_disk_full_and_resumes() {
+    use x700::protocol::{status, Role};
+    let disk = SmallDisk::mount("200m");
+    let data = disk.path().join("data");
+    let node = common::Node::start_on(&data, &["--table-shards", "1"]);
+    // Fill the disk but for a little room for the tables to grow.
+    let filler = disk.path().join("filler");
+    let free = {
+        let output = Command::new("df")
+            .args(["-B1", "--output=avail"])
+            .arg(disk.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .nth(1)
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    std::fs::write(&filler, vec![1u8; (free - 512 * 1024) as usize]).unwrap();
+    let mut client = x700::client::Client::connect(node.tcp, Role::Admin, "").unwrap();
+    let mut acknowledged = Vec::new();
+    let mut g = 0;
+    loop {
+        match bind(&mut client, g) {
+            status::OK => acknowledged.push(g),
+            status::DISK_FULL => break,
+            other => panic!("bind {g}: {}", status::name(other)),
+        }
+        g += 1;
+        assert!(g < 200_000, "the disk never filled");
+    }
+    assert!(
+        acknowledged.len() > 100,
+        "filled after {} binds",
+        acknowledged.len()
+    );
+    for &a in &acknowledged {
+        assert!(routes(&mut client, a), "binding {a} lost");
+    }
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(
+        bind(&mut client, g),
+        status::OK,
+        "binds resume once space is back"
+    );
+    acknowledged.push(g);
+    assert!(node.stop().success());
+    let node = common::Node::start_on(&data, &[]);
+    let mut client = x700::client::Client::connect(node.tcp, Role::Admin, "").unwrap();
+    for &a in &acknowledged {
+        assert!(routes(&mut client, a), "binding {a} lost after restart");
+    }
+    assert!(node.stop().success());
 }

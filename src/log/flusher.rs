@@ -121,3 +121,62 @@ fn sync_all(batch: &[SyncJob], health: &LogHealth) -> io::Result<()> {
     health.record_sync(started.elapsed(), batch.len());
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(file: &Arc<File>) -> (SyncJob, crossbeam_channel::Receiver<io::Result<()>>) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        (
+            SyncJob {
+                files: vec![Arc::clone(file)],
+                done: Box::new(move |result| {
+                    let _ = tx.send(result);
+                }),
+            },
+            rx,
+        )
+    }
+
+    #[test]
+    fn a_failed_sync_stops_the_log_for_good() {
+        // fdatasync on a character device fails (EINVAL): a real failing
+        // sync, with no injection.
+        let health = Arc::new(LogHealth::default());
+        let flusher = Flusher::start(Arc::clone(&health), Duration::ZERO).unwrap();
+        let broken = Arc::new(File::options().write(true).open("/dev/full").unwrap());
+        let (first, first_done) = job(&broken);
+        flusher.submit(first);
+        assert!(first_done.recv().unwrap().is_err());
+        assert!(health.failed.load(Ordering::SeqCst));
+        // A file that syncs fine is refused too: the earlier failure may
+        // have dropped data, so nothing after it counts as durable.
+        let dir = tempfile::tempdir().unwrap();
+        let good = Arc::new(File::create(dir.path().join("f")).unwrap());
+        let (second, second_done) = job(&good);
+        flusher.submit(second);
+        assert!(second_done.recv().unwrap().is_err());
+    }
+
+    #[test]
+    fn jobs_complete_after_their_sync() {
+        let health = Arc::new(LogHealth::default());
+        let flusher = Flusher::start(Arc::clone(&health), Duration::from_micros(200)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = Arc::new(File::create(dir.path().join("f")).unwrap());
+        let receivers: Vec<_> = (0..50)
+            .map(|_| {
+                let (j, rx) = job(&file);
+                flusher.submit(j);
+                rx
+            })
+            .collect();
+        for rx in receivers {
+            assert!(rx.recv().unwrap().is_ok());
+        }
+        let syncs = health.syncs.load(Ordering::SeqCst);
+        assert!((1..=50).contains(&syncs));
+        assert_eq!(health.synced_appends.load(Ordering::SeqCst), 50);
+    }
+}
