@@ -94,6 +94,18 @@ impl WriteBatch {
         true
     }
 
+    /// Appends another batch's writes (the later clock wins); false (and
+    /// nothing added) if the result would pass `BATCH_BYTES_MAX`.
+    pub fn append(&mut self, other: &WriteBatch) -> bool {
+        if self.writes.len() + other.writes.len() > BATCH_BYTES_MAX {
+            return false;
+        }
+        self.writes.extend_from_slice(&other.writes);
+        self.count += other.count;
+        self.now_s = self.now_s.max(other.now_s);
+        true
+    }
+
     /// True if the batch holds no write.
     pub fn is_empty(&self) -> bool {
         self.count == 0

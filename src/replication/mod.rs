@@ -329,9 +329,38 @@ async fn checkpoint_now(raft: &Raft<types::TypeConfig>) -> Result<(), String> {
         })
 }
 
+/// Entries this node has handed to openraft and not yet heard back about.
+/// openraft 0.9 makes each append durable before it takes the next, so
+/// everything that arrives meanwhile is merged into the next entry: one
+/// append, one `fdatasync`, one apply for all of it (group commit at the
+/// proposal level). Two in flight keep the next entry ready while one syncs.
+const ENTRIES_IN_FLIGHT_MAX: usize = 2;
+
 async fn propose(raft: Raft<types::TypeConfig>, mut inbox: tokio::sync::mpsc::Receiver<Proposal>) {
-    while let Some(Proposal { batch, done }) = inbox.recv().await {
-        match raft.client_write_ff(batch).await {
+    let permits = Arc::new(tokio::sync::Semaphore::new(ENTRIES_IN_FLIGHT_MAX));
+    let mut carried: Option<Proposal> = None;
+    loop {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            return;
+        };
+        let first = match carried.take() {
+            Some(proposal) => proposal,
+            None => match inbox.recv().await {
+                Some(proposal) => proposal,
+                None => return,
+            },
+        };
+        // Merge whatever else is waiting, up to one batch's bytes.
+        let mut merged = first.batch;
+        let mut parts = vec![(merged.count, first.done)];
+        while let Ok(next) = inbox.try_recv() {
+            if !merged.append(&next.batch) {
+                carried = Some(next);
+                break;
+            }
+            parts.push((next.batch.count, next.done));
+        }
+        match raft.client_write_ff(merged).await {
             Ok(receiver) => {
                 tokio::spawn(async move {
                     let outcome = match receiver.await {
@@ -341,11 +370,43 @@ async fn propose(raft: Raft<types::TypeConfig>, mut inbox: tokio::sync::mpsc::Re
                         }
                         Ok(Err(_)) | Err(_) => Err(Refusal::Stopped),
                     };
-                    done(outcome);
+                    drop(permit);
+                    split_answers(outcome, parts);
                 });
             }
-            Err(_) => done(Err(Refusal::Stopped)),
+            Err(_) => {
+                drop(permit);
+                split_answers(Err(Refusal::Stopped), parts);
+            }
         }
+    }
+}
+
+/// Hands each merged proposal its own answers (one frame per write, in
+/// order).
+fn split_answers(outcome: Result<Answers, Refusal>, parts: Vec<(u32, Done)>) {
+    let frames = match outcome {
+        Ok(Answers(frames)) => frames,
+        Err(refusal) => {
+            for (_, done) in parts {
+                done(Err(refusal));
+            }
+            return;
+        }
+    };
+    let mut at = 0usize;
+    for (count, done) in parts {
+        let start = at;
+        for _ in 0..count {
+            let length = frames
+                .get(at..at + 4)
+                .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+            if length < crate::protocol::frame::HEADER_BYTES || at + length > frames.len() {
+                break;
+            }
+            at += length;
+        }
+        done(Ok(Answers(frames[start..at].to_vec())));
     }
 }
 

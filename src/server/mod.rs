@@ -63,14 +63,31 @@ pub struct Shared {
 impl Shared {
     /// The STATS answer.
     pub fn stats_json(&self) -> String {
-        serde_json::json!({
+        let mut stats = serde_json::json!({
             "node_id": self.config.node_id,
             "event_loops": self.workers,
             "table_shards": self.table_shards,
             "bindings_live": self.metrics.bindings_live(),
             "connections": self.connections.load(Ordering::Relaxed),
-        })
-        .to_string()
+        });
+        if let Some(replica) = self.replica.get() {
+            let health = replica.log_health();
+            let syncs = health.syncs.load(Ordering::Relaxed);
+            let appends = health.synced_appends.load(Ordering::Relaxed);
+            let sync_us = health.sync_time_us.load(Ordering::Relaxed);
+            stats["log"] = serde_json::json!({
+                "syncs": syncs,
+                "appends_synced": appends,
+                "sync_time_us_mean": sync_us.checked_div(syncs).unwrap_or(0),
+                "disk_full": health.disk_full.load(Ordering::Relaxed),
+                "failed": health.failed.load(Ordering::Relaxed),
+                "segment_bytes": replica.log_bytes(),
+                "applied_index": replica.applied_index(),
+                "checkpoints": replica.checkpoints.count.load(Ordering::Relaxed),
+                "checkpoint_page_bytes": replica.checkpoints.page_bytes.load(Ordering::Relaxed),
+            });
+        }
+        stats.to_string()
     }
 }
 
