@@ -27,6 +27,9 @@ pub const SEGMENT_BYTES: u64 = 64 << 20;
 pub const MAGIC: [u8; 8] = *b"X700LOG\0";
 /// Version of the segment and record format.
 pub const FORMAT_VERSION: u32 = 1;
+/// Largest log index a segment may start at: far beyond any real log
+/// (2^62 entries), and small enough that index arithmetic never overflows.
+pub const INDEX_MAX: u64 = 1 << 62;
 
 /// Encodes a segment header.
 pub fn header(store_nonce: u64, first_index: u64) -> [u8; HEADER_BYTES] {
@@ -65,6 +68,9 @@ pub fn check_header(bytes: &[u8], store_nonce: u64) -> Result<u64, String> {
     }
     if long(16) != store_nonce {
         return Err("segment belongs to another data directory".into());
+    }
+    if long(24) > INDEX_MAX {
+        return Err(format!("first index {} is beyond any log", long(24)));
     }
     Ok(long(24))
 }
@@ -113,7 +119,9 @@ pub fn scan(bytes: &[u8], first_index: u64) -> Scan {
     let mut at = HEADER_BYTES;
     let mut last: Option<LogRecord> = None;
     let tail = loop {
-        let expected = first_index + offsets.len() as u64;
+        // Wrapping: `first_index` comes from a file and may be anything
+        // (`check_header` refuses absurd ones before a log trusts them).
+        let expected = first_index.wrapping_add(offsets.len() as u64);
         match decode(&bytes[at.min(bytes.len())..]) {
             Decoded::End => break Tail::Clean,
             Decoded::Record(record, length) => {
@@ -131,7 +139,7 @@ pub fn scan(bytes: &[u8], first_index: u64) -> Scan {
                 // A torn write leaves nothing valid behind it. A valid
                 // record right after a bad one means the damage is inside
                 // data that was written (and acknowledged) before.
-                if valid_record_follows(bytes, at, expected + 1) {
+                if valid_record_follows(bytes, at, expected.wrapping_add(1)) {
                     break Tail::Corrupt {
                         offset: at as u64,
                         reason: format!("{reason}, and valid records follow"),
@@ -217,6 +225,17 @@ mod tests {
         let scan = scan(&bytes, 0);
         assert_eq!(scan.offsets.len(), 1);
         assert!(matches!(scan.tail, Tail::Corrupt { offset, .. } if offset == starts[1] as u64));
+    }
+
+    /// Regression: the fuzzer (target `log`) found `scan` overflowing on a
+    /// segment whose header claims a first index near `u64::MAX`.
+    #[test]
+    fn an_absurd_first_index_neither_overflows_nor_is_trusted() {
+        let (bytes, _) = segment(0, 3);
+        let scan = scan(&bytes, u64::MAX);
+        assert!(scan.offsets.is_empty());
+        assert!(check_header(&header(7, INDEX_MAX + 1), 7).is_err());
+        assert_eq!(check_header(&header(7, INDEX_MAX), 7), Ok(INDEX_MAX));
     }
 
     #[test]
