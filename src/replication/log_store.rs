@@ -35,6 +35,11 @@ impl LogStore {
         LogStore { log, flusher }
     }
 
+    /// The shared log.
+    pub fn log(&self) -> Arc<Mutex<Log>> {
+        Arc::clone(&self.log)
+    }
+
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Log>, StorageError<u64>> {
         self.log
             .lock()

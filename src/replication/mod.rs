@@ -39,15 +39,32 @@ pub fn storage(
     applier: Arc<dyn Applier>,
     recovered: &Recovered,
 ) -> Result<(LogStore, StateMachine), StartError> {
-    let health = log.health();
-    let flusher = Arc::new(Flusher::start(health, Duration::ZERO).map_err(start_error)?);
+    build_storage(
+        data_dir,
+        log,
+        applier,
+        recovered,
+        Duration::ZERO,
+        Arc::new(CheckpointStats::default()),
+    )
+}
+
+fn build_storage(
+    data_dir: &Path,
+    log: Log,
+    applier: Arc<dyn Applier>,
+    recovered: &Recovered,
+    group_commit_wait: Duration,
+    checkpoints: Arc<CheckpointStats>,
+) -> Result<(LogStore, StateMachine), StartError> {
+    let flusher = Arc::new(Flusher::start(log.health(), group_commit_wait).map_err(start_error)?);
     let state_machine = StateMachine::new(
         applier,
         data_dir,
         recovered.last_applied.map(types::log_id),
         recovered.membership.clone(),
         Arc::new(tokio::sync::Mutex::new(())),
-        Arc::new(CheckpointStats::default()),
+        checkpoints,
     )
     .map_err(start_error)?;
     Ok((
@@ -151,10 +168,6 @@ impl Replica {
             .build()
             .map_err(start_error)?;
         let health = log.health();
-        let log = Arc::new(Mutex::new(log));
-        let flusher = Arc::new(
-            Flusher::start(Arc::clone(&health), options.group_commit_wait).map_err(start_error)?,
-        );
         let config = openraft::Config {
             cluster_name: "x700".into(),
             election_timeout_min: 150,
@@ -168,16 +181,15 @@ impl Replica {
         .validate()
         .map_err(start_error)?;
         let checkpoints = Arc::new(CheckpointStats::default());
-        let state_machine = StateMachine::new(
-            applier,
+        let (store, state_machine) = build_storage(
             data_dir,
-            recovered.last_applied.map(types::log_id),
-            recovered.membership.clone(),
-            Arc::new(tokio::sync::Mutex::new(())),
+            log,
+            applier,
+            recovered,
+            options.group_commit_wait,
             Arc::clone(&checkpoints),
-        )
-        .map_err(start_error)?;
-        let store = LogStore::new(Arc::clone(&log), flusher);
+        )?;
+        let log = store.log();
         let node_id = options.node_id;
         let raft = runtime
             .block_on(Raft::new(

@@ -479,22 +479,8 @@ impl Worker {
             self.scratch = frame;
             return;
         }
-        if let Origin::Tcp { token, .. } = origin {
-            let limit = self.shared.config.limits.in_flight_per_connection_max;
-            let Some(conn) = self.conns.get_mut(token as usize) else {
-                return;
-            };
-            if conn.in_flight >= limit {
-                self.answer(
-                    token as usize,
-                    dispatch::op_opcode(&op),
-                    status::BUSY,
-                    request_id,
-                    &[],
-                );
-                return;
-            }
-            conn.in_flight += 1;
+        if !self.admit(origin, dispatch::op_opcode(&op), request_id) {
+            return;
         }
         self.outgoing[owner].push(WorkItem {
             origin,
@@ -502,6 +488,25 @@ impl Worker {
             op,
             access,
         });
+    }
+
+    /// Counts a request that will be answered later (by another loop or
+    /// the log) against its connection's in-flight limit; past the limit
+    /// it is answered BUSY here and false is returned.
+    fn admit(&mut self, origin: Origin, op_code: u8, request_id: u32) -> bool {
+        let Origin::Tcp { token, .. } = origin else {
+            return true;
+        };
+        let limit = self.shared.config.limits.in_flight_per_connection_max;
+        let Some(conn) = self.conns.get_mut(token as usize) else {
+            return false;
+        };
+        if conn.in_flight >= limit {
+            self.answer(token as usize, op_code, status::BUSY, request_id, &[]);
+            return false;
+        }
+        conn.in_flight += 1;
+        true
     }
 
     /// Runs the gathered local lookups as one prefetching batch.

@@ -82,22 +82,8 @@ impl Worker {
         body: &[u8],
         access: &Access,
     ) {
-        if let Origin::Tcp { token, .. } = origin {
-            let limit = self.shared.config.limits.in_flight_per_connection_max;
-            let Some(conn) = self.conns.get_mut(token as usize) else {
-                return;
-            };
-            if conn.in_flight >= limit {
-                self.answer(
-                    token as usize,
-                    header.opcode,
-                    status::BUSY,
-                    header.request_id,
-                    &[],
-                );
-                return;
-            }
-            conn.in_flight += 1;
+        if !self.admit(origin, header.opcode, header.request_id) {
+            return;
         }
         let mut frame = std::mem::take(&mut self.scratch);
         frame.clear();
