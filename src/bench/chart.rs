@@ -89,7 +89,11 @@ pub fn draw(path: &Path, title: &str, sweeps: &[Sweep]) -> Result<(), String> {
         .y_desc("latency (us, log scale)")
         .draw()
         .map_err(|e| e.to_string())?;
-    let colours = [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44)];
+    let colours = [
+        RGBColor(31, 119, 180),
+        RGBColor(214, 39, 40),
+        RGBColor(44, 160, 44),
+    ];
     for (index, sweep) in sweeps.iter().enumerate() {
         for (rank, (name, pick)) in [
             ("p50", (|p: &Point| p.p50_us) as fn(&Point) -> f64),
@@ -151,7 +155,10 @@ mod tests {
             {"achieved_rate_per_s": 9000.0, "latency_us": {"p50": 30.0, "p99": 80.0, "p999": 400.0}},
         ]});
         let ours = Sweep::from_json("x700", &json).unwrap();
-        let theirs = Sweep { label: "redis keys".into(), ..ours.clone() };
+        let theirs = Sweep {
+            label: "redis keys".into(),
+            ..ours.clone()
+        };
         draw(&path, "test", &[ours, theirs]).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
         assert!(svg.starts_with("<svg"));

@@ -305,8 +305,7 @@ impl Connection {
         let mut answers = 0;
         loop {
             if self.input_end == self.input.len() {
-                self.input
-                    .copy_within(self.input_start..self.input_end, 0);
+                self.input.copy_within(self.input_start..self.input_end, 0);
                 self.input_end -= self.input_start;
                 self.input_start = 0;
                 if self.input_end == self.input.len() {
@@ -345,15 +344,14 @@ impl Connection {
             let (used, request_id, status_code, callee) = match wire {
                 Wire::X700 { .. } => match next_frame(input, limits::ANSWER_FRAME_BYTES_MAX) {
                     Ok(Some((header, frame))) => {
-                        let callee = if header.status == status::OK
-                            && frame.len() >= HEADER_BYTES + 8
-                        {
-                            let mut bytes = [0u8; 8];
-                            bytes.copy_from_slice(&frame[HEADER_BYTES..HEADER_BYTES + 8]);
-                            Number(bytes)
-                        } else {
-                            Number::NONE
-                        };
+                        let callee =
+                            if header.status == status::OK && frame.len() >= HEADER_BYTES + 8 {
+                                let mut bytes = [0u8; 8];
+                                bytes.copy_from_slice(&frame[HEADER_BYTES..HEADER_BYTES + 8]);
+                                Number(bytes)
+                            } else {
+                                Number::NONE
+                            };
                         (frame.len(), header.request_id, header.status, callee)
                     }
                     Ok(None) => break,
@@ -390,7 +388,14 @@ impl Connection {
 
     /// One answer: checks it against what its request expected.
     #[inline]
-    fn answer(&mut self, request_id: u32, status_code: u8, callee: Number, now_ns: u64, tally: &mut Tally) {
+    fn answer(
+        &mut self,
+        request_id: u32,
+        status_code: u8,
+        callee: Number,
+        now_ns: u64,
+        tally: &mut Tally,
+    ) {
         let slot = &mut self.slots[(request_id & self.mask) as usize];
         if !slot.busy || slot.request_id != request_id {
             tally.late_answers += 1;
@@ -403,7 +408,10 @@ impl Connection {
             OpKind::Lookup if slot.callee.is_none() => {
                 matches!(
                     status_code,
-                    status::NOT_BOUND | status::EXPIRED | status::DIRECTION_DENIED | status::NOT_A_PARTY
+                    status::NOT_BOUND
+                        | status::EXPIRED
+                        | status::DIRECTION_DENIED
+                        | status::NOT_A_PARTY
                 )
             }
             OpKind::Lookup => status_code == status::OK && callee == slot.callee,
@@ -491,7 +499,14 @@ fn encode(wire: &Wire, op: &Op, request_id: u32, now_s: u32, out: &mut Vec<u8>) 
                 } else {
                     binding.a
                 };
-                codec::encode_unbind(out, request_id, &UnbindBody::Party { x: binding.x, party });
+                codec::encode_unbind(
+                    out,
+                    request_id,
+                    &UnbindBody::Party {
+                        x: binding.x,
+                        party,
+                    },
+                );
             }
         },
     }
@@ -529,7 +544,11 @@ pub fn run_phase(phase: &Phase, generators: Vec<Generator>) -> Result<Tally, Str
             .collect();
         handles
             .into_iter()
-            .map(|handle| handle.join().unwrap_or_else(|_| Err("a client thread panicked".into())))
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err("a client thread panicked".into()))
+            })
             .collect::<Vec<_>>()
     });
     let mut total = Tally::default();

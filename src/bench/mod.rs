@@ -54,10 +54,7 @@ impl Run {
     /// sweep, the highest rate's), then `sweep` with every rate, `preload`,
     /// and the caller's `parameters`, `target` and `machine`.
     pub fn json(&self, parameters: Value, target: Value) -> Value {
-        let mut top = self
-            .figures
-            .last()
-            .map_or_else(|| json!({}), Figures::json);
+        let mut top = self.figures.last().map_or_else(|| json!({}), Figures::json);
         if let Value::Object(map) = &mut top {
             if self.figures.len() > 1 {
                 map.insert(
@@ -65,7 +62,10 @@ impl Run {
                     Value::Array(self.figures.iter().map(Figures::json).collect()),
                 );
             }
-            map.insert("preload".into(), self.preload.clone().unwrap_or(Value::Null));
+            map.insert(
+                "preload".into(),
+                self.preload.clone().unwrap_or(Value::Null),
+            );
             map.insert("parameters".into(), parameters);
             map.insert("target".into(), target);
             map.insert("machine".into(), report::machine());
@@ -249,9 +249,9 @@ pub fn run(
     let warmup_ns = u64::try_from(params.warmup.as_nanos()).unwrap_or(u64::MAX);
     for (index, rate_per_s) in rates.into_iter().enumerate() {
         let end = match params.length {
-            Length::Duration(duration) => End::At(
-                warmup_ns + u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX / 2),
-            ),
+            Length::Duration(duration) => {
+                End::At(warmup_ns + u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX / 2))
+            }
             Length::Requests(count) => End::Count(count),
         };
         let phase = Phase {

@@ -247,7 +247,9 @@ impl Params {
         }
         for &rate in &self.rates_per_s {
             if !(rate.is_finite() && rate > 0.0 && rate <= RATE_PER_S_MAX) {
-                return Err(format!("rates must be above 0 and at most {RATE_PER_S_MAX}"));
+                return Err(format!(
+                    "rates must be above 0 and at most {RATE_PER_S_MAX}"
+                ));
             }
         }
         if let Length::Duration(duration) = self.length {

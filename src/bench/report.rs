@@ -111,10 +111,7 @@ impl Figures {
         if self.tally.first_intended_ns == u64::MAX {
             return 0.0;
         }
-        let until = self
-            .end_ns
-            .unwrap_or(0)
-            .max(self.tally.last_answer_ns);
+        let until = self.end_ns.unwrap_or(0).max(self.tally.last_answer_ns);
         // Durations in ns below 2^53: exact in f64.
         #[allow(clippy::cast_precision_loss)]
         let seconds = until.saturating_sub(self.tally.first_intended_ns) as f64 / 1e9;
@@ -147,7 +144,10 @@ impl Figures {
             if let Value::Object(map) = &mut entry {
                 map.insert("requests_ok".into(), Value::from(tally.ok[k]));
                 map.insert("requests_failed".into(), Value::from(tally.failed[k]));
-                map.insert("by_status".into(), Value::Object(by_status(&tally.by_status[k])));
+                map.insert(
+                    "by_status".into(),
+                    Value::Object(by_status(&tally.by_status[k])),
+                );
             }
             by_op.insert(kind.as_str().into(), entry);
         }
@@ -196,9 +196,10 @@ impl Figures {
         let tally = &self.tally;
         let all = tally.latency_all_ns();
         let mut text = String::new();
-        let target = self
-            .target_rate_per_s
-            .map_or_else(|| "closed loop".to_string(), |r| format!("target {}/s", group(r)));
+        let target = self.target_rate_per_s.map_or_else(
+            || "closed loop".to_string(),
+            |r| format!("target {}/s", group(r)),
+        );
         let _ = writeln!(
             text,
             "  {target}: achieved {}/s over {:.2} s; {} ok, {} failed ({} wrong answers, {} timeouts, {} lost)",
@@ -210,7 +211,13 @@ impl Figures {
             tally.timeouts,
             tally.lost,
         );
-        let q = |q: f64| if all.is_empty() { 0.0 } else { micros(all.value_at_quantile(q)) };
+        let q = |q: f64| {
+            if all.is_empty() {
+                0.0
+            } else {
+                micros(all.value_at_quantile(q))
+            }
+        };
         let _ = writeln!(
             text,
             "  latency us: p50 {}  p90 {}  p99 {}  p99.9 {}  p99.99 {}  max {}",
@@ -304,13 +311,11 @@ pub fn machine() -> Value {
         .to_string();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map_or_else(|_| "unknown".to_string(), |k| k.trim().to_string());
-    let memory_kib: Option<u64> = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        });
+    let memory_kib: Option<u64> = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    });
     let load = std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default();
@@ -340,7 +345,13 @@ mod tests {
         tally.sent(1_000_000_000, Some(5_000));
         for i in 0..2000 {
             tally.sent(1_000_000_000 + i * 500_000, None);
-            tally.answered(OpKind::Lookup, status::NOT_BOUND, true, 20_000_000, 1_000_000_000 + i * 500_000 + 20_000_000);
+            tally.answered(
+                OpKind::Lookup,
+                status::NOT_BOUND,
+                true,
+                20_000_000,
+                1_000_000_000 + i * 500_000 + 20_000_000,
+            );
         }
         let figures = Figures {
             target_rate_per_s: Some(2000.0),

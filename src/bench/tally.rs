@@ -94,7 +94,14 @@ impl Tally {
 
     /// A measured request was answered.
     #[inline]
-    pub fn answered(&mut self, kind: OpKind, status: u8, correct: bool, latency_ns: u64, now_ns: u64) {
+    pub fn answered(
+        &mut self,
+        kind: OpKind,
+        status: u8,
+        correct: bool,
+        latency_ns: u64,
+        now_ns: u64,
+    ) {
         let k = kind as usize;
         self.latency_ns[k].saturating_record(latency_ns.max(1));
         self.by_status[k][usize::from(status)] += 1;

@@ -564,7 +564,9 @@ mod tests {
         assert!(axe.len() > 20);
         assert!(axe.iter().all(|b| b.b.is_extension()));
         let first_group: Vec<_> = axe.iter().filter(|b| b.index < EXTENSIONS_PER_X).collect();
-        assert!(first_group.windows(2).all(|w| w[0].x == w[1].x && w[0].b != w[1].b));
+        assert!(first_group
+            .windows(2)
+            .all(|w| w[0].x == w[1].x && w[0].b != w[1].b));
     }
 
     #[test]
@@ -609,7 +611,9 @@ mod tests {
         let (mut hits, mut misses, mut binds, mut unbinds) = (0, 0, 0, 0);
         for _ in 0..4000 {
             match generator.next_op().unwrap() {
-                Op::Lookup { callee: Some(_), .. } => hits += 1,
+                Op::Lookup {
+                    callee: Some(_), ..
+                } => hits += 1,
                 Op::Lookup { callee: None, .. } => misses += 1,
                 Op::Bind(binding) => {
                     assert!(binding.fresh && binding.index % 4 == 1);

@@ -57,7 +57,10 @@ fn params_of(args: &BenchArgs, server: Option<&str>) -> Result<Params, String> {
             address: address.to_string(),
         }
     } else {
-        return Err(format!("--target {:?}: x700 or redis://HOST:PORT", args.target));
+        return Err(format!(
+            "--target {:?}: x700 or redis://HOST:PORT",
+            args.target
+        ));
     };
     let keys = match args.keys.as_str() {
         "uniform" => KeyChoice::Uniform,
@@ -250,7 +253,10 @@ fn run(args: &BenchArgs, params: &Params, spawned: bool) -> i32 {
             Target::Redis { layout, .. } => format!("redis {}", layout.as_str()),
         };
         let mut sweeps = Vec::new();
-        let ours = Sweep::from_json(&label, &json!({"sweep": report.get("sweep").cloned().unwrap_or_else(|| json!([report.clone()]))}));
+        let ours = Sweep::from_json(
+            &label,
+            &json!({"sweep": report.get("sweep").cloned().unwrap_or_else(|| json!([report.clone()]))}),
+        );
         sweeps.extend(ours);
         for entry in &args.chart_compare {
             let Some((label, file)) = entry.split_once('=') else {
