@@ -53,7 +53,7 @@ pub fn wait_readable(descriptor: &impl AsRawFd, timeout: std::time::Duration) ->
     };
     let timeout = libc::timespec {
         tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_nsec: libc::c_long::try_from(timeout.subsec_nanos()).unwrap_or(0),
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos()),
     };
     // SAFETY: ppoll reads one pollfd and one timespec through pointers to
     // live locals and writes `revents` of that pollfd; no signal mask.

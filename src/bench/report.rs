@@ -292,7 +292,7 @@ pub fn group(value: f64) -> String {
     let digits = (value.max(0.0).round() as u64).to_string();
     let mut out = String::new();
     for (i, digit) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(digit);

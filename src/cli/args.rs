@@ -39,7 +39,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Load benchmark over the wire (open or closed loop), against a node
     /// or Redis.
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
 }
 
 impl Command {
