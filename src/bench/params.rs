@@ -22,6 +22,8 @@ pub const SWEEP_RATES_MAX: usize = 32;
 pub const DURATION_MAX: Duration = Duration::from_secs(24 * 3600);
 /// Most bindings `--preload` or `--bindings` may name.
 pub const BINDINGS_MAX: u64 = 2_000_000_000;
+/// Longest open-loop send quantum.
+pub const SEND_QUANTUM_MAX: Duration = Duration::from_millis(10);
 /// Fields per Redis hash in the `hash` layout (two per AXB binding).
 pub const HASH_FIELDS_PER_KEY: u64 = 100;
 
@@ -203,6 +205,9 @@ pub struct Params {
     /// Open-loop rates, requests per second over all connections: empty
     /// for a closed loop, one for `--rate`, several for `--sweep`.
     pub rates_per_s: Vec<f64>,
+    /// Open loop: shortest time between two sends of one client thread
+    /// (requests due meanwhile go together).
+    pub send_quantum: Duration,
     /// Bindings to bind over the wire before the run (0..preload).
     pub preload: u64,
     /// Bindings 0..bindings the server holds (hits are drawn from them).
@@ -273,6 +278,12 @@ impl Params {
             if !(s.is_finite() && s > 0.0 && s <= 10.0) {
                 return Err("--zipf-s must be above 0 and at most 10".into());
             }
+        }
+        if self.send_quantum > SEND_QUANTUM_MAX {
+            return Err(format!(
+                "--send-quantum-us is at most {} us",
+                SEND_QUANTUM_MAX.as_micros()
+            ));
         }
         if self.timeout.is_zero() {
             return Err("--timeout-ms must be above 0".into());

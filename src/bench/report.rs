@@ -259,10 +259,10 @@ impl Figures {
             "  client: {:.2} cores used by {} thread(s){}",
             self.cpu.cores_used(),
             self.cpu.threads,
-            if self.cpu.saturated() {
-                " - SATURATED: the client may have set this rate"
-            } else {
-                ""
+            match (self.cpu.saturated(), self.target_rate_per_s.is_some()) {
+                (true, false) => " - SATURATED: the client may have set this rate",
+                (true, true) => " - SATURATED: its own delays are in these latencies",
+                _ => "",
             }
         );
         if self.target_rate_per_s.is_some() {

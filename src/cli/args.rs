@@ -371,6 +371,11 @@ pub struct BenchArgs {
     /// (without it: closed loop).
     #[arg(long, value_name = "R")]
     pub rate: Option<f64>,
+    /// Open loop: a client thread sends at most once per this many
+    /// microseconds, requests due meanwhile together (their latency still
+    /// counts from their due time).
+    #[arg(long = "send-quantum-us", value_name = "US", default_value_t = 20.0)]
+    pub send_quantum_us: f64,
     /// Open loop at each of these rates in turn (R1,R2,...).
     #[arg(long, value_name = "R1,R2,...", conflicts_with = "rate")]
     pub sweep: Option<String>,

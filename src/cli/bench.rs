@@ -92,6 +92,7 @@ fn params_of(args: &BenchArgs, server: Option<&str>) -> Result<Params, String> {
             (None, Some(rate)) => vec![rate],
             (None, None) => Vec::new(),
         },
+        send_quantum: seconds(args.send_quantum_us / 1e6, "--send-quantum-us")?,
         preload: args.preload,
         bindings,
         hit_ratio: args
