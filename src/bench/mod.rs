@@ -81,11 +81,19 @@ impl Run {
         top
     }
 
-    /// True if every measured request got the answer it expected.
+    /// True if every preloaded bind and every measured request got the
+    /// answer it expected.
     pub fn clean(&self) -> bool {
-        self.figures
-            .iter()
-            .all(|f| f.tally.failed_count() == 0 && f.tally.connection_errors == 0)
+        let preload_failed = self
+            .preload
+            .as_ref()
+            .and_then(|p| p["failed"].as_u64())
+            .unwrap_or(0);
+        preload_failed == 0
+            && self
+                .figures
+                .iter()
+                .all(|f| f.tally.failed_count() == 0 && f.tally.connection_errors == 0)
     }
 }
 
@@ -242,7 +250,10 @@ pub fn run(
         keys: params.keys,
         seed: params.seed,
     };
-    let rates: Vec<Option<f64>> = if params.rates_per_s.is_empty() {
+    // `--requests 0`: a preload only.
+    let rates: Vec<Option<f64>> = if params.length == Length::Requests(0) {
+        Vec::new()
+    } else if params.rates_per_s.is_empty() {
         vec![None]
     } else {
         params.rates_per_s.iter().copied().map(Some).collect()
@@ -283,7 +294,12 @@ pub fn run(
             system_s: system_after.saturating_sub(system_before) as f64 / 1e6,
             wall_s,
             threads: params.threads.min(params.connections),
+            spin_s: 0.0,
         };
+        // Spin time in ns below 2^53: exact in f64.
+        #[allow(clippy::cast_precision_loss)]
+        let spin_s = tally.spin_ns as f64 / 1e9;
+        let cpu = CpuUse { spin_s, ..cpu };
         let figures = Figures {
             target_rate_per_s: rate_per_s,
             tally,

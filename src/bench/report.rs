@@ -26,6 +26,8 @@ pub struct CpuUse {
     pub wall_s: f64,
     /// Client threads.
     pub threads: usize,
+    /// Open loop: seconds spent spinning idle (waiting for a due time).
+    pub spin_s: f64,
 }
 
 impl CpuUse {
@@ -34,14 +36,20 @@ impl CpuUse {
         (self.user_s + self.system_s) / self.wall_s.max(1e-9)
     }
 
-    /// True if the client threads were busy nearly all the time: then the
-    /// client, not the server, may have set the rate.
+    /// Cores' worth of CPU used for work: spinning idle excluded.
+    pub fn cores_working(&self) -> f64 {
+        (self.user_s + self.system_s - self.spin_s).max(0.0) / self.wall_s.max(1e-9)
+    }
+
+    /// True if the client threads were busy nearly all the time (idle
+    /// spinning excluded): then the client, not the server, may have set
+    /// the rate or added to the latencies.
     pub fn saturated(&self) -> bool {
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         // Thread and core counts are small: exact in f64.
         #[allow(clippy::cast_precision_loss)]
         let usable = self.threads.min(cores).max(1) as f64;
-        self.cores_used() >= SATURATED_SHARE * usable
+        self.cores_working() >= SATURATED_SHARE * usable
     }
 }
 
@@ -183,6 +191,8 @@ impl Figures {
                 "system_s": (self.cpu.system_s * 1000.0).round() / 1000.0,
                 "wall_s": (self.cpu.wall_s * 1000.0).round() / 1000.0,
                 "cores_used": (self.cpu.cores_used() * 1000.0).round() / 1000.0,
+                "spin_s": (self.cpu.spin_s * 1000.0).round() / 1000.0,
+                "cores_working": (self.cpu.cores_working() * 1000.0).round() / 1000.0,
                 "threads": self.cpu.threads,
                 "saturated": self.cpu.saturated(),
             },
@@ -256,8 +266,9 @@ impl Figures {
             .collect();
         let _ = writeln!(text, "  answers: {}", names.join(", "));
         let mut client = format!(
-            "  client: {:.2} cores used by {} thread(s){}",
+            "  client: {:.2} cores used ({:.2} working, the rest spinning for due times) by {} thread(s){}",
             self.cpu.cores_used(),
+            self.cpu.cores_working(),
             self.cpu.threads,
             match (self.cpu.saturated(), self.target_rate_per_s.is_some()) {
                 (true, false) => " - SATURATED: the client may have set this rate",

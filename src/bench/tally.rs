@@ -50,6 +50,8 @@ pub struct Tally {
     pub first_intended_ns: u64,
     /// Latest answer (or timeout) of a measured request.
     pub last_answer_ns: u64,
+    /// Open loop: time spent spinning while nothing was due or arriving.
+    pub spin_ns: u64,
     /// Connections that failed, and the first few reasons.
     pub connection_errors: u64,
     /// The first `ERRORS_KEPT_MAX` reasons.
@@ -72,6 +74,7 @@ impl Default for Tally {
             behind: 0,
             first_intended_ns: u64::MAX,
             last_answer_ns: 0,
+            spin_ns: 0,
             connection_errors: 0,
             errors: Vec::new(),
         }
@@ -155,6 +158,7 @@ impl Tally {
         self.behind += other.behind;
         self.first_intended_ns = self.first_intended_ns.min(other.first_intended_ns);
         self.last_answer_ns = self.last_answer_ns.max(other.last_answer_ns);
+        self.spin_ns += other.spin_ns;
         self.connection_errors += other.connection_errors;
         for error in &other.errors {
             if self.errors.len() < ERRORS_KEPT_MAX {
