@@ -2,10 +2,13 @@
 //!
 //! Parts, as in DESIGN.md: `number` (parsing and the 8-byte encoding),
 //! `binding` (the model), `table` (memory-mapped shards: records, index,
-//! expiry), `store` (a data directory of shards), `cli` (the `x700` command).
+//! expiry), `store` (a data directory of shards), `server` and `client`
+//! (the wire), `bench` (load benchmarks over the wire), `cli` (the `x700`
+//! command).
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod binding;
 pub mod cli;
 pub mod client;

@@ -29,3 +29,60 @@ pub fn fallocate(fd: std::os::unix::io::RawFd, offset: libc::off_t, length: libc
     // SAFETY: a plain system call on a descriptor the caller owns.
     unsafe { libc::posix_fallocate(fd, offset, length) }
 }
+
+/// CPU time this process has used so far: (user, system) in microseconds,
+/// from `getrusage(RUSAGE_SELF)`; zeros if the kernel cannot say.
+pub fn process_cpu_us() -> (u64, u64) {
+    // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes one `rusage` through the pointer, which
+    // points at a live local.
+    let status = unsafe { libc::getrusage(libc::RUSAGE_SELF, &raw mut usage) };
+    if status != 0 {
+        return (0, 0);
+    }
+    let micros = |time: libc::timeval| {
+        u64::try_from(time.tv_sec).unwrap_or(0) * 1_000_000
+            + u64::try_from(time.tv_usec).unwrap_or(0)
+    };
+    (micros(usage.ru_utime), micros(usage.ru_stime))
+}
+
+/// Waits until `descriptor` is readable or `timeout` has passed, with
+/// nanosecond precision (`ppoll`). The benchmark's open-loop pacing uses it
+/// on its epoll descriptor, whose own timeout counts whole milliseconds.
+/// Returns false on timeout or error.
+pub fn wait_readable(descriptor: &impl AsRawFd, timeout: std::time::Duration) -> bool {
+    let mut poll = libc::pollfd {
+        fd: descriptor.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let timeout = libc::timespec {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos()),
+    };
+    // SAFETY: ppoll reads one pollfd and one timespec through pointers to
+    // live locals and writes `revents` of that pollfd; no signal mask.
+    let ready = unsafe { libc::ppoll(&raw mut poll, 1, &raw const timeout, std::ptr::null()) };
+    ready > 0
+}
+
+/// Asks the kernel to wake this thread's timed sleeps within
+/// `slack_ns` of their deadline (the default slack is 50 us, too coarse to
+/// pace requests microseconds apart). Best effort.
+pub fn set_timer_slack_ns(slack_ns: u64) {
+    let slack = libc::c_ulong::try_from(slack_ns).unwrap_or(libc::c_ulong::MAX);
+    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and touches no
+    // memory of ours.
+    let _ = unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, slack, 0, 0, 0) };
+}
+
+/// Sends SIGTERM to a process this program started. False if it is gone.
+pub fn terminate(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill takes two integers and touches no memory of ours.
+    unsafe { libc::kill(pid, libc::SIGTERM) == 0 }
+}

@@ -3,6 +3,7 @@
 //! contract with users' scripts.
 
 mod args;
+mod bench;
 mod commands;
 mod load;
 mod output;
@@ -37,6 +38,7 @@ pub fn run() -> i32 {
         Command::Load(load) => load::load(&load),
         Command::Demo(demo) => load::demo(&demo),
         Command::Serve(serve) => return serve::serve(&serve),
+        Command::Bench(bench) => return bench::bench(&bench),
     };
     output::emit(&outcome, json)
 }
