@@ -40,6 +40,7 @@ x700=$PWD/target/release/x700
 day=$(date -u +%F)
 results=perf/results
 mkdir -p "$results"
+load_before=$(cut -d" " -f1-3 /proc/loadavg)
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -190,10 +191,10 @@ jq -n --argjson sizes "$all_sizes" \
   --arg command "perf/compare-redis.sh ${sizes[*]} (DURATION_S=$duration WARMUP_S=$warmup SWEEP_DURATION_S=$sweep_duration)" \
   --arg date "$(date -u +%FT%TZ)" --arg commit "$(git rev-parse --short HEAD)" \
   --arg cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
-  --arg kernel "$(uname -r)" --argjson cores "$(nproc)" --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" \
+  --arg kernel "$(uname -r)" --argjson cores "$(nproc)" --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" --arg load_before "$load_before" \
   --arg redis "$(redis-server --version | head -1)" \
   '{command: $command, date: $date, commit: $commit,
-    machine: {cores: $cores, cpu: $cpu, kernel: $kernel, load_average_after: $load},
+    machine: {cores: $cores, cpu: $cpu, kernel: $kernel, load_average_before: $load_before, load_average_after: $load},
     setup: ("each server pinned to core 0 (x700 serve --shards 1: one event loop; " + $redis
       + ", --save \"\" --appendonly no --hash-max-listpack-entries 256), the x700 bench client pinned to core 1, loopback TCP;"
       + " lookups are uniform hits on the N loaded bindings, every answer checked"),
