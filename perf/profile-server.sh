@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Where a server core's time goes under pipelined wire lookups: N bindings,
-# `x700 serve --shards 1` pinned to core 0, examples/wire_lookups pinned to
-# core 1 (4 connections x depth 64), `perf record -e cpu-clock` on the server
+# `x700 serve --shards 1` pinned to core 0, `x700 bench` pinned to core 1
+# (closed loop, 4 connections x depth 64), `perf record -e cpu-clock` on the server
 # for the run, then the top symbols. Needs linux-perf (installed with
 # apt-get if missing); cpu-clock sampling works where hardware counters do
 # not. Usage: perf/profile-server.sh [N] [SECONDS]  (defaults 1000000, 6)
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 n=${1:-1000000}
 seconds=${2:-6}
 command -v perf >/dev/null || apt-get install -y linux-perf >/dev/null
-cargo build --release --quiet --bin x700 --example wire_lookups
+cargo build --release --quiet --bin x700
 work=$(mktemp -d)
 server=""
 cleanup() { [ -n "$server" ] && kill -TERM "$server" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -23,7 +23,8 @@ for _ in $(seq 100); do grep -q 'tcp=' "$work/serve.log" 2>/dev/null && break; s
 address=$(grep -o 'tcp=[^ ]*' "$work/serve.log" | cut -d= -f2)
 perf record -e cpu-clock -F 4000 -p "$server" -o "$work/perf.data" -- sleep "$seconds" >/dev/null 2>&1 &
 recorder=$!
-load=$(taskset -c 1 target/release/examples/wire_lookups x700 "$address" "$n" 4 64 "$seconds")
+load=$(taskset -c 1 target/release/x700 bench --server "$address" --bindings "$n" --connections 4 \
+  --pipeline 64 --duration-s "$seconds" --warmup-s 0 --quiet | grep -m1 achieved | xargs)
 wait "$recorder" || true
 out="perf/results/$(date -u +%F)-server-profile.txt"
 {

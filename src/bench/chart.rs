@@ -87,48 +87,55 @@ pub fn draw(path: &Path, title: &str, sweeps: &[Sweep]) -> Result<(), String> {
         .configure_mesh()
         .x_desc("achieved throughput (thousand requests/s)")
         .y_desc("latency (us, log scale)")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(|e| e.to_string())?;
+    // One colour per sweep; the percentile is the line's style: p50 solid,
+    // p99 dashed, p99.9 dotted.
     let colours = [
         RGBColor(31, 119, 180),
         RGBColor(214, 39, 40),
+        RGBColor(255, 127, 14),
         RGBColor(44, 160, 44),
+        RGBColor(148, 103, 189),
+    ];
+    let percentiles: [(&str, fn(&Point) -> f64, Option<(u32, u32)>); 3] = [
+        ("p50", |p| p.p50_us, None),
+        ("p99", |p| p.p99_us, Some((8, 5))),
+        ("p99.9", |p| p.p999_us, Some((2, 4))),
     ];
     for (index, sweep) in sweeps.iter().enumerate() {
-        for (rank, (name, pick)) in [
-            ("p50", (|p: &Point| p.p50_us) as fn(&Point) -> f64),
-            ("p99", |p: &Point| p.p99_us),
-            ("p99.9", |p: &Point| p.p999_us),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let base = colours[rank];
-            let colour = if index == 0 {
-                base
-            } else {
-                RGBColor(base.0 / 2 + 100, base.1 / 2 + 100, base.2 / 2 + 100)
-            };
+        let colour = colours[index % colours.len()];
+        let style = colour.stroke_width(2);
+        for (name, pick, dashes) in percentiles {
             let data: Vec<(f64, f64)> = sweep
                 .points
                 .iter()
                 .map(|p| (p.achieved_rate_per_s / 1000.0, pick(p).max(y_min)))
                 .collect();
             let label = format!("{} {name}", sweep.label);
-            let style = colour.stroke_width(2);
-            if index == 0 {
-                chart
-                    .draw_series(LineSeries::new(data, style).point_size(3))
-                    .map_err(|e| e.to_string())?
-                    .label(label)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
-            } else {
-                chart
-                    .draw_series(DashedLineSeries::new(data, 6, 4, style))
-                    .map_err(|e| e.to_string())?
-                    .label(label)
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
-            }
+            // The legend's sample: three segments, touching for solid.
+            let gap = match dashes {
+                None => 0,
+                Some((on, _)) if on > 4 => 3,
+                Some(_) => 6,
+            };
+            let legend = move |(x, y): (i32, i32)| {
+                let segment = |k: i32| {
+                    let from = k * 8;
+                    PathElement::new(vec![(from, 0), (from + 8 - gap, 0)], style)
+                };
+                EmptyElement::at((x, y)) + segment(0) + segment(1) + segment(2)
+            };
+            let drawn = match dashes {
+                None => chart.draw_series(LineSeries::new(data, style).point_size(3)),
+                Some((on, off)) => chart.draw_series(DashedLineSeries::new(data, on, off, style)),
+            };
+            drawn
+                .map_err(|e| e.to_string())?
+                .label(label)
+                .legend(legend);
         }
     }
     chart

@@ -265,10 +265,17 @@ impl Figures {
             .map(|(name, count)| format!("{name} {count}"))
             .collect();
         let _ = writeln!(text, "  answers: {}", names.join(", "));
+        let spin = if self.target_rate_per_s.is_some() {
+            format!(
+                " ({:.2} working, the rest spinning for due times)",
+                self.cpu.cores_working()
+            )
+        } else {
+            String::new()
+        };
         let mut client = format!(
-            "  client: {:.2} cores used ({:.2} working, the rest spinning for due times) by {} thread(s){}",
+            "  client: {:.2} cores used{spin} by {} thread(s){}",
             self.cpu.cores_used(),
-            self.cpu.cores_working(),
             self.cpu.threads,
             match (self.cpu.saturated(), self.target_rate_per_s.is_some()) {
                 (true, false) => " - SATURATED: the client may have set this rate",
