@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
 n=${2:-10000000}
-redis_port=${REDIS_PORT:-6391}
+redis_port=${REDIS_PORT:-6397}
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v jq >/dev/null || need+=(jq)
@@ -34,7 +34,12 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-stop_last() { kill -TERM "${pids[-1]}"; wait "${pids[-1]}" || true; unset 'pids[-1]'; }
+# Stops the newest process; says so if it had already gone.
+stop_last() {
+  kill -TERM "${pids[-1]}" 2>/dev/null || echo "process ${pids[-1]} had already exited" >&2
+  wait "${pids[-1]}" || true
+  unset 'pids[-1]'
+}
 
 # bench NAME ARGS...: one pinned `x700 bench` run; its JSON in $runs/NAME.json.
 bench() {
@@ -60,10 +65,16 @@ bench x700-half --server "$address" "${load[@]}" --duration-s "$seconds" --seed 
 x700_log=$("$x700" stats --server "$address" --json | jq -c '.log')
 stop_last
 
+# Waits (10 s at most) until nothing answers on the Redis port.
+redis_port_free() {
+  for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 || return 0; sleep 0.1; done
+  echo "something still answers on port $redis_port" >&2; return 1
+}
 redis_run() {  # appendfsync policy
+  redis_port_free
   rm -rf "$work/redis"; mkdir -p "$work/redis"
   taskset -c 0 redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work/redis" --save '' \
-    --appendonly yes --appendfsync "$1" --daemonize no > "$work/redis.log" 2>&1 &
+    --appendonly yes --appendfsync "$1" --daemonize no > "$runs/redis-$1.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
   bench "redis-$1-peak" --target "redis://127.0.0.1:$redis_port" --redis-layout keys \
@@ -71,6 +82,7 @@ redis_run() {  # appendfsync policy
   bench "redis-$1-half" --target "redis://127.0.0.1:$redis_port" --redis-layout keys "${load[@]}" \
     --duration-s "$seconds" --seed 2 --rate "$(( $(rate_of "redis-$1-peak") / 2 ))"
   stop_last
+  redis_port_free
 }
 echo "redis appendfsync always" >&2
 redis_run always
