@@ -11,6 +11,10 @@ const WIDTH_PX: u32 = 900;
 /// Chart size in pixels.
 const HEIGHT_PX: u32 = 560;
 
+/// A percentile's line: its name, how to read it from a point, and its dash
+/// pattern (pixels on, off; `None` for solid).
+type Line = (&'static str, fn(&Point) -> f64, Option<(u32, u32)>);
+
 /// One rate of a sweep.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Point {
@@ -100,7 +104,7 @@ pub fn draw(path: &Path, title: &str, sweeps: &[Sweep]) -> Result<(), String> {
         RGBColor(44, 160, 44),
         RGBColor(148, 103, 189),
     ];
-    let percentiles: [(&str, fn(&Point) -> f64, Option<(u32, u32)>); 3] = [
+    let percentiles: [Line; 3] = [
         ("p50", |p| p.p50_us, None),
         ("p99", |p| p.p99_us, Some((8, 5))),
         ("p99.9", |p| p.p999_us, Some((2, 4))),
