@@ -2,7 +2,7 @@
 # Step-4 benchmark: durable binds on one node, side by side with Redis
 # persisting every write (appendfsync always) and once a second
 # (appendfsync everysec), in one run, through `x700 bench --mix bind=1`
-# (fresh AXB binds; for Redis one SET per bind, the plain-keys layout).
+# (fresh AXB binds; for Redis one MSET of the two plain keys per bind).
 # Each server is pinned to core 0, the client to core 1. Per target: the
 # closed-loop peak (8 connections x 256 in flight) and an open-loop run at
 # half of that peak (latency from each request's intended send time). Then
@@ -116,7 +116,7 @@ cat > "$out" <<JSON
   "date": "$(date -u +%FT%TZ)",
   "commit": "$(git rev-parse --short HEAD)",
   "machine": {"cores": $(nproc), "cpu": "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)", "kernel": "$(uname -r)", "load_average": "$(cut -d' ' -f1-3 /proc/loadavg)", "data_fs": "$(df -T "$work" | tail -1 | awk '{print $1" "$2}')"},
-  "setup": "server pinned to core 0 (x700 --shards 1: one event loop; its raft and log-sync threads share the core), x700 bench --mix bind=1 pinned to core 1, 8 connections x 256 in flight, loopback TCP; every x700 bind is fsync'd (group commit) before its answer; Redis: one SET per bind (keys layout), AOF on",
+  "setup": "server pinned to core 0 (x700 --shards 1: one event loop; its raft and log-sync threads share the core), x700 bench --mix bind=1 pinned to core 1, 8 connections x 256 in flight, loopback TCP; every x700 bind is fsync'd (group commit) before its answer; Redis: one MSET of the two keys per bind (keys layout), AOF on",
   "x700": {"peak": $(summary x700-peak), "half_peak": $(summary x700-half), "log": $x700_log},
   "redis_appendfsync_always": {"peak": $(summary redis-always-peak), "half_peak": $(summary redis-always-half)},
   "redis_appendfsync_everysec": {"peak": $(summary redis-everysec-peak), "half_peak": $(summary redis-everysec-half)},
