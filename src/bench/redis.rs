@@ -80,19 +80,9 @@ impl Text {
 
 /// The decimal value of a number's digits (X has 15: below 2^50).
 fn number_value(number: Number) -> u64 {
-    let mut value = 0u64;
-    for i in 0..16 {
-        let nibble = if i % 2 == 0 {
-            number.0[i / 2] >> 4
-        } else {
-            number.0[i / 2] & 0xF
-        };
-        if nibble > 9 {
-            break;
-        }
-        value = value * 10 + u64::from(nibble);
-    }
-    value
+    number
+        .leading_digits()
+        .fold(0u64, |value, digit| value * 10 + u64::from(digit))
 }
 
 /// Writes one RESP command (an array of bulk strings).

@@ -35,6 +35,20 @@ const FILL: u8 = 0xF;
 const EXTENSION_MARK: u8 = 0xE;
 
 impl Number {
+    /// The leading decimal digits of the encoding, most significant first,
+    /// up to the first nibble that is not a digit (the `F` fill).
+    pub fn leading_digits(self) -> impl Iterator<Item = u8> {
+        (0..16)
+            .map(move |i| {
+                if i % 2 == 0 {
+                    self.0[i / 2] >> 4
+                } else {
+                    self.0[i / 2] & 0xF
+                }
+            })
+            .take_while(|&nibble| nibble <= 9)
+    }
+
     /// The "no number" value: all zero bytes.
     pub const NONE: Number = Number([0; 8]);
 

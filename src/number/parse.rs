@@ -211,16 +211,8 @@ fn number_digits(number: Number) -> Result<([u8; 16], usize), NumberError> {
     }
     let mut digits = [0u8; 16];
     let mut len = 0;
-    for i in 0..16 {
-        let nibble = if i % 2 == 0 {
-            number.0[i / 2] >> 4
-        } else {
-            number.0[i / 2] & 0xF
-        };
-        if nibble > 9 {
-            break;
-        }
-        digits[len] = b'0' + nibble;
+    for digit in number.leading_digits() {
+        digits[len] = b'0' + digit;
         len += 1;
     }
     Ok((digits, len))
