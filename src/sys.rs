@@ -86,3 +86,43 @@ pub fn terminate(pid: u32) -> bool {
     // SAFETY: kill takes two integers and touches no memory of ours.
     unsafe { libc::kill(pid, libc::SIGTERM) == 0 }
 }
+
+/// Raises this process's open-file limit (`RLIMIT_NOFILE`) to its hard
+/// maximum and returns the limit now in force.
+pub fn raise_open_files_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one `rlimit` through the pointer, which
+    // points at a live local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) } != 0 {
+        return 1024;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads one `rlimit` through the pointer, which
+        // points at a live local.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) } == 0 {
+            limit = raised;
+        }
+    }
+    limit.rlim_cur
+}
+
+/// The machine's memory in bytes (`sysinfo`); 8 GiB if the kernel cannot
+/// say.
+pub fn memory_bytes() -> u64 {
+    // SAFETY: an all-zero `sysinfo` is a valid value of this plain C struct.
+    let mut info: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: sysinfo writes one struct through the pointer, which points
+    // at a live local.
+    if unsafe { libc::sysinfo(&raw mut info) } != 0 {
+        return 8 << 30;
+    }
+    #[allow(clippy::useless_conversion)] // `totalram` is a c_ulong: u32 on 32-bit targets
+    u64::from(info.totalram).saturating_mul(u64::from(info.mem_unit))
+}

@@ -9,7 +9,7 @@ mod common;
 
 use common::{
     ask, ask_ext, axb, axe, axn, callee, ext, frame, http_get, now_s, real, x, x_on_loop,
-    xs_over_loops, Node, Raw, GARBAGE_NUMBER, TTL_S,
+    xs_over_loops, Ending, Node, Raw, GARBAGE_NUMBER, TTL_S,
 };
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -824,15 +824,20 @@ fn udp_datagrams_are_answered_in_order_with_two_event_loops() {
 
 // ---- roles and tenants ----
 
+const ADMIN_TOKEN: &str = "admin-token-0123456789";
+const SWITCH_TOKEN: &str = "switch-token-0123456789";
+const P1_TOKEN: &str = "platform1-token-0123";
+const P2_TOKEN: &str = "platform2-token-0123";
+
 const CREDENTIALS: [&str; 8] = [
     "--credential",
-    "admin:adm",
+    "admin:admin-token-0123456789",
     "--credential",
-    "switch:sw",
+    "switch:switch-token-0123456789",
     "--credential",
-    "platform:p1:1",
+    "platform:platform1-token-0123:1",
     "--credential",
-    "platform:p2:2",
+    "platform:platform2-token-0123:2",
 ];
 
 fn refused_with(result: Result<Client, ClientError>) -> String {
@@ -854,15 +859,24 @@ fn roles_and_tenants_are_enforced() {
     assert_eq!(refused_with(connect(Role::Switch, "nope")), "unauthorised");
     assert_eq!(refused_with(connect(Role::Admin, "")), "unauthorised");
     assert_eq!(refused_with(connect(Role::Switch, "")), "unauthorised");
-    assert_eq!(refused_with(connect(Role::Platform, "sw")), "unauthorised");
-    assert_eq!(refused_with(connect(Role::Admin, "p1")), "unauthorised");
-    assert_eq!(refused_with(connect(Role::Switch, "p1")), "unauthorised");
-    assert_eq!(refused_with(connect(Role::Admin, "adm ")), "unauthorised");
+    assert_eq!(
+        refused_with(connect(Role::Platform, SWITCH_TOKEN)),
+        "unauthorised"
+    );
+    assert_eq!(refused_with(connect(Role::Admin, P1_TOKEN)), "unauthorised");
+    assert_eq!(
+        refused_with(connect(Role::Switch, P1_TOKEN)),
+        "unauthorised"
+    );
+    assert_eq!(
+        refused_with(connect(Role::Admin, "admin-token-0123456789 ")),
+        "unauthorised"
+    );
 
-    let mut admin = connect(Role::Admin, "adm").expect("admin");
-    let mut switch = connect(Role::Switch, "sw").expect("switch");
-    let mut p1 = connect(Role::Platform, "p1").expect("platform 1");
-    let mut p2 = connect(Role::Platform, "p2").expect("platform 2");
+    let mut admin = connect(Role::Admin, ADMIN_TOKEN).expect("admin");
+    let mut switch = connect(Role::Switch, SWITCH_TOKEN).expect("switch");
+    let mut p1 = connect(Role::Platform, P1_TOKEN).expect("platform 1");
+    let mut p2 = connect(Role::Platform, P2_TOKEN).expect("platform 2");
     stats_json(&mut admin);
 
     for (i, xn) in xs_over_loops(&node, 1, 11_000).into_iter().enumerate() {
@@ -1112,7 +1126,9 @@ fn sigterm_delivers_answers_to_a_slow_reader() {
     // Let the node read and answer everything, then stop it.
     std::thread::sleep(Duration::from_millis(300));
     node.terminate();
-    // Once the node is draining it reads no more: these stay unread.
+    // Requests that arrive once the node is stopping are answered
+    // UNAVAILABLE (PROTOCOL.md section 8), so a switch fails over at once;
+    // then the connection closes. Guards the bug where they got no answer.
     std::thread::sleep(Duration::from_millis(300));
     out.clear();
     for id in SENT..SENT + 64 {
@@ -1121,13 +1137,29 @@ fn sigterm_delivers_answers_to_a_slow_reader() {
     }
     let _ = raw.try_send(&out);
     let mut answered = std::collections::HashSet::new();
+    let mut refused = 0;
     let (frames, ending) = raw.until_end();
     for (header, body) in &frames {
+        if header.request_id >= SENT {
+            assert_eq!(
+                header.status,
+                status::UNAVAILABLE,
+                "request {} sent during the stop",
+                header.request_id
+            );
+            refused += 1;
+            continue;
+        }
         check_answer(&expected, header, body);
         answered.insert(header.request_id);
     }
     let stopped = node.wait_exit();
     assert!(stopped.status.success(), "{:?}", stopped.status);
+    assert_eq!(
+        refused, 64,
+        "requests sent during the stop: answered UNAVAILABLE"
+    );
+    assert_eq!(ending, Ending::Closed, "the node closes after refusing");
     let missing = (0..SENT).filter(|id| !answered.contains(id)).count();
     assert_eq!(
         missing, 0,

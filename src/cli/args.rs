@@ -325,6 +325,25 @@ pub struct ServeArgs {
     /// Unsent answer bytes per connection before it is cut off.
     #[arg(long)]
     pub max_output_bytes: Option<usize>,
+    /// Most open connections from one source address.
+    #[arg(long)]
+    pub max_connections_per_source: Option<u32>,
+    /// Close a connection that has not said HELLO within this many ms.
+    #[arg(long, value_name = "MS")]
+    pub hello_deadline_ms: Option<u64>,
+    /// Close a session silent for this many seconds (0: never).
+    #[arg(long, value_name = "S")]
+    pub idle_timeout_s: Option<u64>,
+    /// Unsent answer bytes of all connections before requests are answered
+    /// BUSY (0: an eighth of the machine's memory, at most 4 GiB).
+    #[arg(long, value_name = "BYTES")]
+    pub max_output_bytes_total: Option<u64>,
+    /// UDP lookups per source address and second (0: no limit).
+    #[arg(long, value_name = "N")]
+    pub udp_lookups_per_source_per_s: Option<u32>,
+    /// Accept credential tokens shorter than 16 bytes (tests only).
+    #[arg(long)]
+    pub allow_short_tokens: bool,
 }
 
 /// `x700 bench`: every flag is recorded in the JSON report's `parameters`.

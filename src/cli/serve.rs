@@ -53,6 +53,22 @@ fn config_of(args: &ServeArgs) -> Result<Config, String> {
     if let Some(v) = args.max_output_bytes {
         config.limits.output_buffer_bytes_max = v;
     }
+    if let Some(v) = args.max_connections_per_source {
+        config.limits.connections_per_source_max = v;
+    }
+    if let Some(v) = args.hello_deadline_ms {
+        config.limits.hello_deadline_ms = v;
+    }
+    if let Some(v) = args.idle_timeout_s {
+        config.limits.idle_timeout_s = v;
+    }
+    if let Some(v) = args.max_output_bytes_total {
+        config.limits.output_bytes_total_max = v;
+    }
+    if let Some(v) = args.udp_lookups_per_source_per_s {
+        config.limits.udp_lookups_per_source_per_s = v;
+    }
+    config.allow_short_tokens |= args.allow_short_tokens;
     for text in &args.credentials {
         config.credentials.push(parse_credential(text)?);
     }
@@ -87,7 +103,26 @@ fn parse_credential(text: &str) -> Result<Credential, String> {
     })
 }
 
-/// Runs the node; returns the exit code.
+/// Warns when the configuration file holds tokens and others may read it.
+fn warn_if_readable_by_others(path: &std::path::Path, config: &Config) {
+    use std::os::unix::fs::PermissionsExt;
+    if config.credentials.is_empty() {
+        return;
+    }
+    if let Ok(metadata) = std::fs::metadata(path) {
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            eprintln!(
+                "x700 serve: warning: {} holds credential tokens and is readable by others \
+                 (mode {mode:04o}): chmod 600 it",
+                path.display()
+            );
+        }
+    }
+}
+
+/// Runs the node; returns the exit code: 0 after a clean stop, 2 for a
+/// configuration that cannot be used (a usage error), 1 for anything else.
 pub fn serve(args: &ServeArgs) -> i32 {
     let config = match config_of(args) {
         Ok(config) => config,
@@ -96,6 +131,9 @@ pub fn serve(args: &ServeArgs) -> i32 {
             return 2;
         }
     };
+    if let Some(path) = &args.config {
+        warn_if_readable_by_others(path, &config);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // Registration only fails for forbidden signals; these two are not.
@@ -105,6 +143,10 @@ pub fn serve(args: &ServeArgs) -> i32 {
     let data = config.data.display().to_string();
     let server = match Server::start(config, Arc::new(SystemClock)) {
         Ok(server) => server,
+        Err(error @ crate::server::StartError::Config(_)) => {
+            eprintln!("x700 serve: {error}");
+            return 2;
+        }
         Err(error) => {
             eprintln!("x700 serve: {error}");
             return 1;
@@ -117,10 +159,13 @@ pub fn serve(args: &ServeArgs) -> i32 {
         .admin_address
         .map_or_else(|| "off".to_string(), |a| a.to_string());
     println!(
-        "x700 serving tcp={} udp={udp} admin={admin} data={data} event_loops={} table_shards={}",
+        "x700 serving tcp={} udp={udp} admin={admin} data={data} event_loops={} table_shards={} \
+         open_files_limit={} output_bytes_total_max={}",
         server.tcp_address,
         server.event_loops(),
-        server.table_shards()
+        server.table_shards(),
+        server.open_files_limit,
+        server.output_bytes_total_max
     );
     if protected {
         println!("x700: no credential configured: protected mode, any role without a token from loopback clients only (configure a credential to end it)");

@@ -22,6 +22,16 @@ pub mod limits {
     pub const ANSWER_FRAME_BYTES_MAX: u32 = 64 * 1024;
     /// Longest credential in HELLO.
     pub const CREDENTIAL_BYTES_MAX: usize = 64;
+    /// The largest request frame: a BIND (12 + 68 bytes), or a HELLO with
+    /// the longest credential (12 + 4 + 64). A server's frame limit may not
+    /// be lower.
+    pub const REQUEST_FRAME_BYTES_MIN: u32 = 80;
+    const _: () =
+        assert!(REQUEST_FRAME_BYTES_MIN as usize == super::HEADER_BYTES + super::codec::BIND_BYTES);
+    const _: () = assert!(
+        REQUEST_FRAME_BYTES_MIN as usize
+            >= super::HEADER_BYTES + super::codec::HELLO_FIXED_BYTES + CREDENTIAL_BYTES_MAX
+    );
 }
 
 /// Operation codes.

@@ -19,10 +19,15 @@
 //!
 //! [limits]
 //! connections_max = 10000
+//! connections_per_source_max = 1000
+//! hello_deadline_ms = 5000
+//! idle_timeout_s = 300           # 0: never
 //! request_frame_bytes_max = 1024
 //! in_flight_per_connection_max = 1024
 //! output_buffer_bytes_max = 4194304
+//! output_bytes_total_max = 0     # 0: an eighth of the machine's memory, at most 4 GiB
 //! queue_batches_max = 256
+//! udp_lookups_per_source_per_s = 0   # 0: off
 //! ```
 
 use crate::protocol::Role;
@@ -53,25 +58,47 @@ pub struct Credential {
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Open TCP connections per node; more are accepted and closed at once.
+    /// At most the process's open-file limit (less a reserve for the data
+    /// directory's files).
     pub connections_max: usize,
+    /// Open TCP connections from one source address.
+    pub connections_per_source_max: u32,
+    /// A connection that has not completed HELLO this long after it was
+    /// accepted is closed, without an answer.
+    pub hello_deadline_ms: u64,
+    /// A session that sends nothing for this long is closed (0: never).
+    /// PING keeps a session alive.
+    pub idle_timeout_s: u64,
     /// Largest request frame, header included.
     pub request_frame_bytes_max: u32,
     /// Requests one connection may have waiting on another core.
     pub in_flight_per_connection_max: u32,
     /// Unsent answer bytes per connection before it is cut off.
     pub output_buffer_bytes_max: usize,
+    /// Unsent answer bytes of all connections together; past it, requests
+    /// are answered BUSY until clients read (0: an eighth of the machine's
+    /// memory, at most 4 GiB).
+    pub output_bytes_total_max: u64,
     /// Batches queued from one core to another before BUSY.
     pub queue_batches_max: usize,
+    /// UDP lookups answered per source address and second; beyond it
+    /// datagrams are dropped unanswered (0: no limit).
+    pub udp_lookups_per_source_per_s: u32,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
             connections_max: 10_000,
+            connections_per_source_max: 1000,
+            hello_deadline_ms: 5000,
+            idle_timeout_s: 300,
             request_frame_bytes_max: crate::protocol::limits::REQUEST_FRAME_BYTES_DEFAULT,
             in_flight_per_connection_max: 1024,
             output_buffer_bytes_max: 4 << 20,
+            output_bytes_total_max: 0,
             queue_batches_max: 256,
+            udp_lookups_per_source_per_s: 0,
         }
     }
 }
@@ -102,6 +129,8 @@ pub struct Config {
     pub switch_networks: Vec<String>,
     /// Credentials; none means protected mode (admin from loopback only).
     pub credentials: Vec<Credential>,
+    /// Accept tokens shorter than `TOKEN_BYTES_MIN` (tests only).
+    pub allow_short_tokens: bool,
     /// Limits.
     pub limits: Limits,
     /// The durable log.
@@ -135,6 +164,19 @@ impl Default for LogSettings {
 /// Longest group-commit wait accepted: a write's latency is at least this.
 pub const GROUP_COMMIT_WAIT_US_MAX: u64 = 100_000;
 
+/// Shortest token accepted without `allow_short_tokens`: 16 bytes of a
+/// random token are beyond guessing over the wire.
+pub const TOKEN_BYTES_MIN: usize = 16;
+
+/// Shortest and longest HELLO deadline accepted, milliseconds.
+pub const HELLO_DEADLINE_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=600_000;
+
+/// The automatic `output_bytes_total_max`: an eighth of `memory_bytes`, at
+/// least 64 MiB and at most 4 GiB.
+pub fn output_bytes_total_default(memory_bytes: u64) -> u64 {
+    (memory_bytes / 8).clamp(64 << 20, 4 << 30)
+}
+
 impl Default for Config {
     fn default() -> Config {
         Config {
@@ -149,6 +191,7 @@ impl Default for Config {
             allow_legacy_x: false,
             switch_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
             credentials: Vec::new(),
+            allow_short_tokens: false,
             limits: Limits::default(),
             log: LogSettings::default(),
         }
@@ -250,9 +293,32 @@ impl Config {
             })
         };
         let limits = &self.limits;
-        if limits.request_frame_bytes_max < 64 || limits.request_frame_bytes_max > 1 << 20 {
+        let frame_min = crate::protocol::limits::REQUEST_FRAME_BYTES_MIN;
+        if limits.request_frame_bytes_max < frame_min || limits.request_frame_bytes_max > 1 << 20 {
+            return Err(ConfigError::Invalid(format!(
+                "request_frame_bytes_max (--max-frame-bytes) must be {frame_min} to 1048576: \
+                 the largest request frame (a BIND, or a HELLO with a 64-byte token) is \
+                 {frame_min} bytes"
+            )));
+        }
+        if limits.connections_per_source_max == 0 {
             return Err(ConfigError::Invalid(
-                "request_frame_bytes_max must be 64 to 1048576".into(),
+                "connections_per_source_max must be at least 1".into(),
+            ));
+        }
+        if !HELLO_DEADLINE_MS_RANGE.contains(&limits.hello_deadline_ms) {
+            return Err(ConfigError::Invalid(format!(
+                "hello_deadline_ms must be {} to {}",
+                HELLO_DEADLINE_MS_RANGE.start(),
+                HELLO_DEADLINE_MS_RANGE.end()
+            )));
+        }
+        if limits.output_bytes_total_max != 0
+            && limits.output_bytes_total_max < limits.output_buffer_bytes_max as u64
+        {
+            return Err(ConfigError::Invalid(
+                "output_bytes_total_max must be 0 (automatic) or at least output_buffer_bytes_max"
+                    .into(),
             ));
         }
         if limits.connections_max == 0
@@ -293,6 +359,15 @@ impl Config {
                 return Err(ConfigError::Invalid(
                     "credential tokens must be 1 to 64 bytes".into(),
                 ));
+            }
+            if credential.token.len() < TOKEN_BYTES_MIN && !self.allow_short_tokens {
+                return Err(ConfigError::Invalid(format!(
+                    "a {} credential's token is {} bytes: tokens must be at least {TOKEN_BYTES_MIN} \
+                     bytes (allow_short_tokens = true, or --allow-short-tokens, accepts shorter \
+                     ones for tests)",
+                    credential.role,
+                    credential.token.len()
+                )));
             }
         }
         let workers = if self.shards == 0 {
@@ -370,7 +445,7 @@ mod tests {
     #[test]
     fn toml_parses_with_defaults_and_rejects_unknown_keys() {
         let config: Config = toml::from_str(
-            "listen = \"127.0.0.1:9000\"\n[[credentials]]\ntoken = \"t\"\nrole = \"platform\"\ntenants = [3]\n[limits]\nconnections_max = 5\n",
+            "listen = \"127.0.0.1:9000\"\n[[credentials]]\ntoken = \"0123456789abcdef\"\nrole = \"platform\"\ntenants = [3]\n[limits]\nconnections_max = 5\n",
         )
         .unwrap();
         assert_eq!(config.limits.connections_max, 5);
@@ -378,5 +453,30 @@ mod tests {
         assert_eq!(config.credentials[0].tenants, vec![3]);
         config.validate().unwrap();
         assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+    }
+
+    /// Guards `--max-frame-bytes 64`, which started a node that could not
+    /// read a BIND.
+    #[test]
+    fn a_frame_limit_below_the_largest_request_is_refused() {
+        let mut config = Config::default();
+        config.limits.request_frame_bytes_max = 79;
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("80"), "{error}");
+        config.limits.request_frame_bytes_max = 80;
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn short_tokens_need_an_explicit_allowance() {
+        let mut config = Config::default();
+        config.credentials.push(Credential {
+            token: "short".into(),
+            role: "switch".into(),
+            tenants: vec![],
+        });
+        assert!(config.validate().unwrap_err().to_string().contains("16"));
+        config.allow_short_tokens = true;
+        config.validate().unwrap();
     }
 }

@@ -61,6 +61,22 @@ pub enum Message {
         reply:
             tokio::sync::oneshot::Sender<Result<Vec<crate::table::checkpoint::ShardImage>, String>>,
     },
+    /// A connection another loop accepted, for this loop to serve
+    /// (already counted node-wide and per source).
+    Adopt {
+        /// The socket.
+        stream: mio::net::TcpStream,
+        /// The peer's address.
+        peer: std::net::SocketAddr,
+    },
+    /// Answers to writes (from the log): `frames[start..end]` goes to
+    /// `origin`, and each connection has one write less pending.
+    Written {
+        /// Destinations and byte ranges.
+        items: Vec<(Origin, u32, u32)>,
+        /// The answer frames, back to back.
+        frames: Vec<u8>,
+    },
     /// Answers: `frames[start..end]` goes to `origin`.
     Done {
         /// Destinations and byte ranges.

@@ -31,6 +31,53 @@ const LATENCY_BOUNDS_US: [u64; 11] = [5, 10, 20, 50, 100, 200, 500, 1_000, 2_000
 /// Buckets: the bounds plus +Inf.
 const LATENCY_SLOTS: usize = LATENCY_BOUNDS_US.len() + 1;
 
+/// Things a node refuses or cuts off to protect itself, each counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guard {
+    /// A connection refused: the node holds `connections_max`.
+    RefusedNodeFull,
+    /// A connection refused: its source holds `connections_per_source_max`.
+    RefusedPerSource,
+    /// Closed: no HELLO within `hello_deadline_ms`.
+    HelloDeadline,
+    /// Closed: a session silent for `idle_timeout_s`.
+    Idle,
+    /// Closed: unread answers beyond `output_buffer_bytes_max`.
+    UnreadOutput,
+    /// A UDP lookup dropped by `udp_lookups_per_source_per_s`.
+    UdpRateLimited,
+    /// A request answered BUSY because the node's unsent output is beyond
+    /// `output_bytes_total_max`.
+    OutputFull,
+}
+
+/// Guards in slot order, with the metric and label each is reported under.
+const GUARDS: [(Guard, &str, &str); 7] = [
+    (
+        Guard::RefusedNodeFull,
+        "x700_connections_refused",
+        "node_full",
+    ),
+    (
+        Guard::RefusedPerSource,
+        "x700_connections_refused",
+        "per_source",
+    ),
+    (
+        Guard::HelloDeadline,
+        "x700_connections_closed",
+        "hello_deadline",
+    ),
+    (Guard::Idle, "x700_connections_closed", "idle"),
+    (
+        Guard::UnreadOutput,
+        "x700_connections_closed",
+        "unread_output",
+    ),
+    (Guard::UdpRateLimited, "x700_udp_lookups_rate_limited", ""),
+    (Guard::OutputFull, "x700_requests_refused_output_full", ""),
+];
+
 fn opcode_slot(op: u8) -> usize {
     OPCODES
         .iter()
@@ -47,6 +94,7 @@ pub struct LocalMetrics {
     requests: [[u64; STATUS_SLOTS]; OPCODE_SLOTS],
     latency: [u64; LATENCY_SLOTS],
     latency_sum_ns: u64,
+    guards: [u64; GUARDS.len()],
     /// Open connections.
     pub connections: u64,
 }
@@ -57,6 +105,7 @@ impl Default for LocalMetrics {
             requests: [[0; STATUS_SLOTS]; OPCODE_SLOTS],
             latency: [0; LATENCY_SLOTS],
             latency_sum_ns: 0,
+            guards: [0; GUARDS.len()],
             connections: 0,
         }
     }
@@ -81,6 +130,12 @@ impl LocalMetrics {
         self.latency_sum_ns += latency_ns * count;
     }
 
+    /// Counts `count` guard events.
+    #[inline]
+    pub fn guard(&mut self, guard: Guard, count: u64) {
+        self.guards[guard as usize] += count;
+    }
+
     /// Copies the counters into the shared snapshot.
     pub fn publish(&self, shared: &WorkerMetrics, queue_depth: u64, bindings_live: u64) {
         for (op, row) in self.requests.iter().enumerate() {
@@ -94,6 +149,9 @@ impl LocalMetrics {
         shared
             .latency_sum_ns
             .store(self.latency_sum_ns, Ordering::Relaxed);
+        for (slot, &count) in self.guards.iter().enumerate() {
+            shared.guards[slot].store(count, Ordering::Relaxed);
+        }
         shared
             .connections
             .store(self.connections, Ordering::Relaxed);
@@ -108,6 +166,7 @@ pub struct WorkerMetrics {
     requests: Vec<AtomicU64>,
     latency: Vec<AtomicU64>,
     latency_sum_ns: AtomicU64,
+    guards: Vec<AtomicU64>,
     connections: AtomicU64,
     queue_depth: AtomicU64,
     bindings_live: AtomicU64,
@@ -121,6 +180,7 @@ impl Default for WorkerMetrics {
                 .collect(),
             latency: (0..LATENCY_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             latency_sum_ns: AtomicU64::new(0),
+            guards: (0..GUARDS.len()).map(|_| AtomicU64::new(0)).collect(),
             connections: AtomicU64::new(0),
             queue_depth: AtomicU64::new(0),
             bindings_live: AtomicU64::new(0),
@@ -143,6 +203,48 @@ impl NodeMetrics {
     /// Total live bindings across loops.
     pub fn bindings_live(&self) -> u64 {
         self.sum(|w| w.bindings_live.load(Ordering::Relaxed))
+    }
+}
+
+impl NodeMetrics {
+    /// Total count of one guard across loops.
+    pub fn guard_total(&self, guard: Guard) -> u64 {
+        self.sum(|w| w.guards[guard as usize].load(Ordering::Relaxed))
+    }
+
+    fn encode_guards(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let helps = [
+            (
+                "x700_connections_refused",
+                "TCP connections closed at accept, by reason.",
+            ),
+            (
+                "x700_connections_closed",
+                "TCP connections closed by the node to protect itself, by reason.",
+            ),
+            (
+                "x700_udp_lookups_rate_limited",
+                "UDP lookups dropped by the per-source rate limit.",
+            ),
+            (
+                "x700_requests_refused_output_full",
+                "Requests answered BUSY while the node's unsent output was at its limit.",
+            ),
+        ];
+        for (name, help) in helps {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for &(guard, _, reason) in GUARDS.iter().filter(|(_, n, _)| *n == name) {
+                let count = self.guard_total(guard);
+                if reason.is_empty() {
+                    family.encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+                } else {
+                    family
+                        .encode_family(&[("reason", reason)])?
+                        .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -196,6 +298,7 @@ impl Collector for NodeMetrics {
                 MetricType::Histogram,
             )?
             .encode_histogram::<NoLabelSet>(sum_s, count, &buckets, None)?;
+        self.encode_guards(&mut encoder)?;
         let gauges: [(&str, &str, u64); 3] = [
             (
                 "x700_connections",

@@ -9,6 +9,7 @@ pub mod config;
 pub mod conn;
 pub mod cross;
 pub mod dispatch;
+pub mod limits;
 pub mod metrics;
 pub mod worker;
 
@@ -48,6 +49,17 @@ pub struct Shared {
     pub barrier: Barrier,
     /// Open TCP connections, node-wide.
     pub connections: AtomicUsize,
+    /// Open TCP connections per source address.
+    pub sources: limits::SourceConnections,
+    /// The loop the next accepted connection goes to (round robin).
+    pub accept_next: AtomicUsize,
+    /// Unsent answer bytes of every connection, as the loops last
+    /// published them.
+    pub output_bytes: AtomicUsize,
+    /// The limit on `output_bytes` (resolved from the configuration).
+    pub output_bytes_total_max: usize,
+    /// UDP lookups per source and second, if limited.
+    pub udp_rate: Option<limits::SourceRate>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
     /// Metrics of every loop.
@@ -126,6 +138,10 @@ pub struct Server {
     pub udp_address: Option<SocketAddr>,
     /// The admin address actually bound.
     pub admin_address: Option<SocketAddr>,
+    /// The open-file limit the node runs with.
+    pub open_files_limit: u64,
+    /// The resolved limit on unsent output, bytes.
+    pub output_bytes_total_max: usize,
 }
 
 fn socket_error(what: &'static str, address: SocketAddr) -> impl Fn(std::io::Error) -> StartError {
@@ -136,30 +152,34 @@ fn socket_error(what: &'static str, address: SocketAddr) -> impl Fn(std::io::Err
     }
 }
 
-/// A TCP listener with SO_REUSEPORT, so every loop accepts on one address.
+/// The TCP listener. No `SO_REUSEPORT`: a second process (or anything
+/// running as the same user) cannot bind the node's address and take a
+/// share of its connections; binding fails with "address in use". Every
+/// event loop polls a duplicate of this one socket.
 fn tcp_listener(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(address),
         socket2::Type::STREAM,
         None,
     )?;
+    // Only lets a restarted node bind while old connections linger in
+    // TIME_WAIT; on Linux it never lets two listeners share an address.
     socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
     socket.bind(&address.into())?;
     socket.listen(1024)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
 }
 
-/// A UDP socket with SO_REUSEPORT and large buffers.
+/// The UDP socket, with large buffers. Neither `SO_REUSEPORT` nor
+/// `SO_REUSEADDR` (which for UDP would let another socket share the
+/// address): a second bind fails.
 fn udp_socket(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(address),
         socket2::Type::DGRAM,
         None,
     )?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
     let _ = socket.set_recv_buffer_size(4 << 20);
     let _ = socket.set_send_buffer_size(4 << 20);
     socket.bind(&address.into())?;
@@ -167,11 +187,31 @@ fn udp_socket(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
+/// Descriptors kept free beside `connections_max` for the data directory's
+/// files, log segments, the admin port and the event loops' own.
+pub const DESCRIPTORS_RESERVED: u64 = 512;
+
+/// Raises the open-file limit to its hard maximum and checks that
+/// `connections_max` fits under it. Returns the limit.
+fn open_files_limit(connections_max: usize) -> Result<u64, ConfigError> {
+    let limit = crate::sys::raise_open_files_limit();
+    let needed = connections_max as u64 + DESCRIPTORS_RESERVED;
+    if limit < needed {
+        return Err(ConfigError::Invalid(format!(
+            "connections_max = {connections_max} needs {needed} open files \
+             ({DESCRIPTORS_RESERVED} kept for the node's own), but the open-file limit is \
+             {limit} (ulimit -Hn): lower connections_max or raise the hard limit"
+        )));
+    }
+    Ok(limit)
+}
+
 impl Server {
     /// Opens the data directory (creating it if new), binds the sockets and
     /// starts one event loop per configured core.
     pub fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
         let resolved = config.validate()?;
+        let open_files_limit = open_files_limit(config.limits.connections_max)?;
         let mut store =
             Store::open_or_create(&config.data, config.table_shards, Arc::clone(&clock))?;
         let (log, recovered) = apply::recover(&mut store).map_err(StartError::Recovery)?;
@@ -196,29 +236,42 @@ impl Server {
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..workers)
             .map(|_| crossbeam_channel::bounded(config.limits.queue_batches_max))
             .unzip();
-        // The first listener fixes the port (it may be 0: ephemeral); the
-        // others share it.
+        // One listening socket; each loop polls a duplicate descriptor.
         let first =
             tcp_listener(resolved.listen).map_err(socket_error("listen", resolved.listen))?;
         let tcp_address = first
             .local_addr()
             .map_err(socket_error("listen", resolved.listen))?;
-        let mut listeners = vec![first];
+        let mut listeners = Vec::with_capacity(workers);
         for _ in 1..workers {
-            listeners.push(tcp_listener(tcp_address).map_err(socket_error("listen", tcp_address))?);
+            listeners.push(
+                first
+                    .try_clone()
+                    .map_err(socket_error("listen", tcp_address))?,
+            );
         }
+        listeners.insert(0, first);
         let mut udp_sockets: Vec<Option<std::net::UdpSocket>> =
             (0..workers).map(|_| None).collect();
         let mut udp_address = None;
         if let Some(address) = resolved.udp {
             let first = udp_socket(address).map_err(socket_error("udp", address))?;
             let bound = first.local_addr().map_err(socket_error("udp", address))?;
-            udp_sockets[0] = Some(first);
             for slot in udp_sockets.iter_mut().skip(1) {
-                *slot = Some(udp_socket(bound).map_err(socket_error("udp", bound))?);
+                *slot = Some(first.try_clone().map_err(socket_error("udp", bound))?);
             }
+            udp_sockets[0] = Some(first);
             udp_address = Some(bound);
         }
+        let output_bytes_total_max = match config.limits.output_bytes_total_max {
+            0 => config::output_bytes_total_default(crate::sys::memory_bytes()),
+            bytes => bytes,
+        };
+        let output_bytes_total_max = usize::try_from(output_bytes_total_max).unwrap_or(usize::MAX);
+        let udp_rate = match config.limits.udp_lookups_per_source_per_s {
+            0 => None,
+            per_s => Some(limits::SourceRate::new(per_s)),
+        };
         let worker_metrics: Vec<Arc<WorkerMetrics>> = (0..workers)
             .map(|_| Arc::new(WorkerMetrics::default()))
             .collect();
@@ -232,6 +285,11 @@ impl Server {
             busy_workers: AtomicUsize::new(workers),
             barrier: Barrier::new(workers),
             connections: AtomicUsize::new(0),
+            sources: limits::SourceConnections::default(),
+            accept_next: AtomicUsize::new(0),
+            output_bytes: AtomicUsize::new(0),
+            output_bytes_total_max,
+            udp_rate,
             clock,
             metrics: NodeMetrics {
                 workers: worker_metrics.clone(),
@@ -329,6 +387,8 @@ impl Server {
             tcp_address,
             udp_address,
             admin_address,
+            open_files_limit,
+            output_bytes_total_max,
         })
     }
 

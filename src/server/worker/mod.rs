@@ -1,29 +1,28 @@
 //! One event loop: pinned to a core, owning its share of the table shards,
 //! serving TCP connections and UDP datagrams with `mio`.
 //!
-//! Per poll iteration: read every readable socket (many frames per `recv`),
-//! answer local writes at once, gather local lookups into one batch (run with
-//! the prefetching batch lookup), forward requests for other cores' shards
-//! in one batch per core, then write each connection's answers with one
-//! `send`. No allocation per request once buffers have grown.
+//! Per poll iteration: read every readable socket (many frames per `recv`,
+//! `read.rs`), gather local lookups into one batch (run with the
+//! prefetching batch lookup, `route.rs`), forward requests for other cores'
+//! shards in one batch per core (`remote.rs`), gather writes into one batch
+//! for the log (`propose.rs`), then write each connection's answers with one
+//! `send` (`write.rs`). Connections are accepted and closed in `accept.rs`.
+//! No allocation per request once buffers have grown.
 
-use super::auth::Access;
-use super::conn::{Connection, INPUT_BYTES};
+use super::conn::Connection;
 use super::cross::{Message, Origin, WorkItem};
-use super::dispatch::{self, Op};
+use super::limits::LogBudget;
 use super::metrics::{LocalMetrics, WorkerMetrics};
 use super::Shared;
-use crate::binding::{LookupQuery, LookupResult, Reject};
+use crate::binding::{LookupQuery, LookupResult};
 use crate::number::XPolicy;
 use crate::protocol::codec;
-use crate::protocol::frame::{next_frame, push_frame, Header, HEADER_BYTES};
-use crate::protocol::status;
 use crate::store::ShardSet;
 use crossbeam_channel::Receiver;
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +37,11 @@ pub const WAKER: Token = Token(usize::MAX - 3);
 const LOOKUP_BATCH_MAX: usize = 256;
 /// Housekeeping period: metrics are published this often.
 const TICK: Duration = Duration::from_millis(10);
+/// Connections are checked against the HELLO deadline and the idle
+/// timeout this often.
+const SWEEP: Duration = Duration::from_millis(250);
+/// Log lines a loop writes per second about what clients did wrong.
+const CLIENT_LOG_LINES_PER_S: u32 = 5;
 /// Datagrams read per readiness event before other work gets a turn.
 const DATAGRAMS_PER_EVENT: usize = 64;
 /// Largest UDP datagram.
@@ -60,13 +64,16 @@ enum Framing {
     CutOff,
 }
 
+mod accept;
 mod propose;
+mod read;
 mod remote;
+mod route;
 mod session;
 mod udp;
+mod write;
 
 use propose::PendingWrite;
-
 use udp::PendingDatagram;
 
 /// The event loop's state.
@@ -87,12 +94,30 @@ pub struct Worker {
     unsent_replies: Vec<(usize, Message)>,
     datagrams: Slab<PendingDatagram>,
     datagram_buffer: Box<[u8]>,
+    /// Every read lands here; frames are handled in place and only a
+    /// partial frame (or a held read's frames) is copied to the connection.
+    read_buffer: Box<[u8]>,
     dirty: Vec<usize>,
+    /// Connections whose held read may go on (their writes are answered).
+    resumed: Vec<usize>,
     scratch: Vec<u8>,
     metrics: LocalMetrics,
     shared_metrics: Arc<WorkerMetrics>,
     now_s: u32,
+    /// Milliseconds since `started`, read once per iteration.
+    now_ms: u64,
+    started: Instant,
     iteration_started: Instant,
+    /// The node is stopping: intake closed, new requests refused.
+    draining: bool,
+    /// The node's unsent output is beyond its limit: answer BUSY.
+    output_full: bool,
+    /// Unsent output bytes of this loop's connections...
+    output_bytes: usize,
+    /// ... and how much of it the node-wide total already counts.
+    output_bytes_published: usize,
+    /// Log lines about clients (refused HELLOs, refused connections).
+    client_log: LogBudget,
     policy: XPolicy,
     proposal: crate::replication::WriteBatch,
     pending_writes: Vec<PendingWrite>,
@@ -119,6 +144,7 @@ impl Worker {
             poll.registry().register(socket, UDP, Interest::READABLE)?;
         }
         let workers = shared.workers;
+        let read_buffer_bytes = read::read_buffer_bytes(&shared.config.limits);
         let policy = XPolicy {
             allow_legacy: shared.config.allow_legacy_x,
         };
@@ -139,12 +165,21 @@ impl Worker {
             unsent_replies: Vec::new(),
             datagrams: Slab::new(),
             datagram_buffer: vec![0u8; DATAGRAM_BYTES].into_boxed_slice(),
+            read_buffer: vec![0u8; read_buffer_bytes].into_boxed_slice(),
             dirty: Vec::new(),
+            resumed: Vec::new(),
             scratch: Vec::with_capacity(1024),
             metrics: LocalMetrics::default(),
             shared_metrics,
             now_s: 0,
+            now_ms: 0,
+            started: Instant::now(),
             iteration_started: Instant::now(),
+            draining: false,
+            output_full: false,
+            output_bytes: 0,
+            output_bytes_published: 0,
+            client_log: LogBudget::new(CLIENT_LOG_LINES_PER_S),
             policy,
             proposal: crate::replication::WriteBatch::new(0),
             pending_writes: Vec::new(),
@@ -156,6 +191,7 @@ impl Worker {
     pub fn run(mut self) -> Result<(), crate::table::TableError> {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now();
+        let mut next_sweep = Instant::now() + SWEEP;
         let mut draining_since: Option<Instant> = None;
         let mut reported_drained = false;
         loop {
@@ -171,25 +207,20 @@ impl Worker {
             }
             self.iteration_started = Instant::now();
             self.now_s = self.shared.clock.now_s();
-            let draining = draining_since.is_some();
+            self.now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.output_full = self.shared.output_bytes.load(Ordering::Relaxed)
+                > self.shared.output_bytes_total_max;
             for event in &events {
                 match event.token() {
-                    LISTENER if !draining => self.accept(),
-                    UDP if !draining => self.read_datagrams(),
+                    LISTENER if !self.draining => self.accept(),
+                    UDP if !self.draining => self.read_datagrams(),
                     WAKER | LISTENER | UDP => {}
                     Token(token) => {
-                        if event.is_readable() && !draining {
+                        if event.is_readable() {
                             self.read_connection(token, event.is_read_closed());
-                        } else if event.is_readable() {
-                            self.discard_input(token);
                         }
                         if event.is_writable() {
-                            if let Some(conn) = self.conns.get_mut(token) {
-                                if !conn.queued_for_write {
-                                    conn.queued_for_write = true;
-                                    self.dirty.push(token);
-                                }
-                            }
+                            self.mark_dirty(token);
                         }
                         if event.is_read_closed() && event.is_write_closed() {
                             self.close(token);
@@ -198,21 +229,37 @@ impl Worker {
                 }
             }
             self.drain_inbox();
+            self.resume_held();
             self.run_lookups();
             self.flush_proposal();
             self.send_outgoing();
             self.retry_replies();
             self.write_dirty();
+            self.publish_output();
             if self.iteration_started >= next_tick {
                 next_tick = self.iteration_started + TICK;
                 self.tick();
             }
+            if self.iteration_started >= next_sweep {
+                next_sweep = self.iteration_started + SWEEP;
+                self.sweep_connections();
+            }
             if draining_since.is_none() && self.shared.stopping.load(Ordering::SeqCst) {
                 self.stop_intake();
+                self.draining = true;
                 draining_since = Some(Instant::now());
+                // Requests already read are answered; what arrives from
+                // now on is refused (`read.rs`). Input that arrived before
+                // this moment and was not read yet is read now, so that a
+                // connection waiting on nothing hears of the stop.
+                let tokens: Vec<usize> = self.conns.iter().map(|(token, _)| token).collect();
+                for token in tokens {
+                    self.read_connection(token, false);
+                }
+                self.write_dirty();
             }
             if let Some(since) = draining_since {
-                let idle = self.conns.iter().all(|(_, c)| c.in_flight == 0)
+                let idle = self.conns.iter().all(|(_, c)| c.in_flight == 0 && !c.held)
                     && self.outgoing.iter().all(Vec::is_empty)
                     && self.unsent_replies.is_empty();
                 // Answers are delivered once the peer has acknowledged them:
@@ -247,20 +294,6 @@ impl Worker {
         self.set.close()
     }
 
-    /// While stopping: requests that arrive are not served, but they are
-    /// read (and dropped) so the socket never resets over unread input.
-    fn discard_input(&mut self, token: usize) {
-        let Some(conn) = self.conns.get_mut(token) else {
-            return;
-        };
-        let mut sink = [0u8; 4096];
-        while let Ok(n) = conn.stream.read(&mut sink) {
-            if n == 0 {
-                break;
-            }
-        }
-    }
-
     fn stop_intake(&mut self) {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
@@ -277,329 +310,6 @@ impl Worker {
         let queue_depth = self.inbox.len() as u64;
         self.metrics
             .publish(&self.shared_metrics, queue_depth, self.set.bindings_live());
-    }
-
-    fn accept(&mut self) {
-        loop {
-            let Some(listener) = self.listener.as_ref() else {
-                return;
-            };
-            let (mut stream, peer) = match listener.accept() {
-                Ok(accepted) => accepted,
-                Err(error) if error.kind() == ErrorKind::WouldBlock => return,
-                Err(error) => {
-                    eprintln!("x700: accept: {error}");
-                    return;
-                }
-            };
-            let open = self.shared.connections.fetch_add(1, Ordering::SeqCst);
-            if open >= self.shared.config.limits.connections_max {
-                self.shared.connections.fetch_sub(1, Ordering::SeqCst);
-                drop(stream);
-                continue;
-            }
-            let _ = stream.set_nodelay(true);
-            let entry = self.conns.vacant_entry();
-            let token = entry.key();
-            if self
-                .poll
-                .registry()
-                .register(
-                    &mut stream,
-                    Token(token),
-                    Interest::READABLE | Interest::WRITABLE,
-                )
-                .is_err()
-            {
-                self.shared.connections.fetch_sub(1, Ordering::SeqCst);
-                continue;
-            }
-            let generation = self.next_generation;
-            self.next_generation = self.next_generation.wrapping_add(1);
-            let input_bytes =
-                INPUT_BYTES.max(2 * self.shared.config.limits.request_frame_bytes_max as usize);
-            entry.insert(Connection::new(
-                stream,
-                generation,
-                input_bytes,
-                peer.ip().is_loopback(),
-            ));
-            self.metrics.connections += 1;
-        }
-    }
-
-    fn close(&mut self, token: usize) {
-        if let Some(mut conn) = self.conns.try_remove(token) {
-            let _ = self.poll.registry().deregister(&mut conn.stream);
-            self.shared.connections.fetch_sub(1, Ordering::SeqCst);
-            self.metrics.connections -= 1;
-        }
-    }
-
-    /// Reads and serves a readable connection. `peer_closed` (the event
-    /// also reported the peer's FIN) makes it read on to the end of stream.
-    fn read_connection(&mut self, token: usize, peer_closed: bool) {
-        loop {
-            let Some(conn) = self.conns.get_mut(token) else {
-                return;
-            };
-            if conn.closing {
-                return;
-            }
-            conn.compact_input();
-            let end = conn.end;
-            let space = conn.input.len() - end;
-            let read = conn.stream.read(&mut conn.input[end..]);
-            match read {
-                Ok(0) => {
-                    self.close(token);
-                    return;
-                }
-                Ok(n) => {
-                    conn.end += n;
-                    match self.process_frames(token) {
-                        // A short read emptied the socket: epoll (edge
-                        // triggered) reports the next arrival, so the read
-                        // that would only say "would block" is skipped, one
-                        // system call less per connection and iteration.
-                        Framing::Keep if n < space && !peer_closed => return,
-                        Framing::Keep => {}
-                        Framing::Lost => {
-                            // Nothing after a bad length can be trusted:
-                            // stop reading, send the answers already made
-                            // (the client learns which requests were done),
-                            // then close.
-                            if let Some(conn) = self.conns.get_mut(token) {
-                                conn.closing = true;
-                                if !conn.queued_for_write {
-                                    conn.queued_for_write = true;
-                                    self.dirty.push(token);
-                                }
-                            }
-                            return;
-                        }
-                        Framing::CutOff => {
-                            self.close(token);
-                            return;
-                        }
-                    }
-                }
-                Err(error) if error.kind() == ErrorKind::WouldBlock => return,
-                Err(error) if error.kind() == ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.close(token);
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Handles every complete frame in the connection's input.
-    fn process_frames(&mut self, token: usize) -> Framing {
-        let frame_max = self.shared.config.limits.request_frame_bytes_max;
-        let Some(conn) = self.conns.get_mut(token) else {
-            return Framing::CutOff;
-        };
-        let input = std::mem::take(&mut conn.input);
-        let (mut start, end) = (conn.start, conn.end);
-        let mut framing = Framing::Keep;
-        while start < end {
-            match next_frame(&input[start..end], frame_max) {
-                Ok(Some((header, frame))) => {
-                    let length = frame.len();
-                    self.handle_frame(token, &header, &frame[HEADER_BYTES..]);
-                    start += length;
-                    let Some(conn) = self.conns.get(token) else {
-                        break;
-                    };
-                    if conn.closing {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    framing = Framing::Lost;
-                    break;
-                }
-            }
-        }
-        let Some(conn) = self.conns.get_mut(token) else {
-            return Framing::CutOff;
-        };
-        conn.input = input;
-        conn.start = start;
-        if conn.closing {
-            conn.start = conn.end;
-        }
-        if conn.pending_output() > self.shared.config.limits.output_buffer_bytes_max {
-            return Framing::CutOff;
-        }
-        if conn.pending_output() > 0 && !conn.queued_for_write {
-            conn.queued_for_write = true;
-            self.dirty.push(token);
-        }
-        framing
-    }
-
-    fn answer(&mut self, token: usize, op_code: u8, status_code: u8, request_id: u32, body: &[u8]) {
-        if let Some(conn) = self.conns.get_mut(token) {
-            push_frame(&mut conn.output, op_code, status_code, request_id, body);
-            self.metrics.answered(op_code, status_code);
-        }
-    }
-
-    /// Sends a checked request to the loop that owns its shard, or runs it
-    /// here.
-    fn route(&mut self, origin: Origin, request_id: u32, op: Op, access: Access) {
-        let owner = usize::from(op.table_shard(self.set.shard_count())) % self.shared.workers;
-        if owner == self.index {
-            if let Op::Lookup(query) = op {
-                self.lookups.push(query);
-                self.lookup_origins.push((origin, request_id));
-                if self.lookups.len() >= LOOKUP_BATCH_MAX {
-                    self.run_lookups();
-                }
-                return;
-            }
-            // Writes see every earlier request of the connection.
-            self.run_lookups();
-            let op_code = dispatch::op_opcode(&op);
-            let mut frame = std::mem::take(&mut self.scratch);
-            frame.clear();
-            dispatch::execute_write(
-                &mut self.set,
-                &op,
-                &access,
-                op_code,
-                request_id,
-                self.now_s,
-                &mut frame,
-            );
-            self.deliver(origin, &frame);
-            self.scratch = frame;
-            return;
-        }
-        if !self.admit(origin, dispatch::op_opcode(&op), request_id) {
-            return;
-        }
-        self.outgoing[owner].push(WorkItem {
-            origin,
-            request_id,
-            op,
-            access,
-        });
-    }
-
-    /// Counts a request that will be answered later (by another loop or
-    /// the log) against its connection's in-flight limit; past the limit
-    /// it is answered BUSY here and false is returned.
-    fn admit(&mut self, origin: Origin, op_code: u8, request_id: u32) -> bool {
-        let Origin::Tcp { token, .. } = origin else {
-            return true;
-        };
-        let limit = self.shared.config.limits.in_flight_per_connection_max;
-        let Some(conn) = self.conns.get_mut(token as usize) else {
-            return false;
-        };
-        if conn.in_flight >= limit {
-            self.answer(token as usize, op_code, status::BUSY, request_id, &[]);
-            return false;
-        }
-        conn.in_flight += 1;
-        true
-    }
-
-    /// Runs the gathered local lookups as one prefetching batch.
-    fn run_lookups(&mut self) {
-        if self.lookups.is_empty() {
-            return;
-        }
-        self.answers
-            .resize(self.lookups.len(), LookupResult::Reject(Reject::NotBound));
-        self.set
-            .lookup_batch(&self.lookups, &mut self.answers, self.now_s);
-        let mut frame = [0u8; LOOKUP_ANSWER_BYTES];
-        let origins = std::mem::take(&mut self.lookup_origins);
-        for (i, &(origin, request_id)) in origins.iter().enumerate() {
-            let length = codec::write_lookup_answer(&mut frame, request_id, &self.answers[i]);
-            self.deliver(origin, &frame[..length]);
-        }
-        let count = origins.len() as u64;
-        let latency_ns =
-            u64::try_from(self.iteration_started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.metrics.latency(latency_ns, count);
-        self.lookup_origins = origins;
-        self.lookup_origins.clear();
-        self.lookups.clear();
-    }
-
-    /// Puts one answer frame where its request came from.
-    fn deliver(&mut self, origin: Origin, frame: &[u8]) {
-        let header = frame
-            .first_chunk::<HEADER_BYTES>()
-            .map(Header::read)
-            .unwrap_or_default();
-        self.metrics.answered(header.opcode, header.status);
-        match origin {
-            Origin::Tcp { token, generation } => {
-                let token = token as usize;
-                if let Some(conn) = self.conns.get_mut(token) {
-                    if conn.generation == generation {
-                        conn.output.extend_from_slice(frame);
-                        if !conn.queued_for_write {
-                            conn.queued_for_write = true;
-                            self.dirty.push(token);
-                        }
-                    }
-                }
-            }
-            Origin::Udp { datagram, slot } => {
-                self.deliver_datagram_answer(datagram as usize, slot, frame)
-            }
-        }
-    }
-
-    fn write_dirty(&mut self) {
-        let limit = self.shared.config.limits.output_buffer_bytes_max;
-        let mut dirty = std::mem::take(&mut self.dirty);
-        dirty.sort_unstable();
-        dirty.dedup();
-        for &token in &dirty {
-            let Some(conn) = self.conns.get_mut(token) else {
-                continue;
-            };
-            conn.queued_for_write = false;
-            let mut broken = false;
-            while conn.sent < conn.output.len() {
-                match conn.stream.write(&conn.output[conn.sent..]) {
-                    Ok(0) => {
-                        broken = true;
-                        break;
-                    }
-                    Ok(n) => conn.sent += n,
-                    Err(error) if error.kind() == ErrorKind::WouldBlock => break,
-                    Err(error) if error.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        broken = true;
-                        break;
-                    }
-                }
-            }
-            if conn.sent == conn.output.len() {
-                conn.output.clear();
-                conn.sent = 0;
-            }
-            // A client that stops reading is cut off once its answers pile
-            // up past the limit; nobody else waits for it.
-            let cut_off = conn.pending_output() > limit;
-            // Answers still owed by another core must arrive first.
-            let finished = conn.closing && conn.pending_output() == 0 && conn.in_flight == 0;
-            if broken || cut_off || finished {
-                self.close(token);
-            }
-        }
-        dirty.clear();
-        self.dirty = dirty;
     }
 }
 

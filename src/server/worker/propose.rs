@@ -66,7 +66,7 @@ fn answers_message(pending: &[PendingWrite], outcome: Result<Answers, Refusal>) 
         at = end.max(at);
         items.push((write.origin, offset(start), offset(end)));
     }
-    Message::Done { items, frames }
+    Message::Written { items, frames }
 }
 
 fn offset(position: usize) -> u32 {
@@ -112,6 +112,11 @@ impl Worker {
             opcode: header.opcode,
             request_id: header.request_id,
         });
+        if let Origin::Tcp { token, .. } = origin {
+            if let Some(conn) = self.conns.get_mut(token as usize) {
+                conn.writes_pending += 1;
+            }
+        }
     }
 
     fn deliver_now(&mut self, origin: Origin, opcode: u8, code: u8, request_id: u32) {
@@ -148,13 +153,22 @@ impl Worker {
         }
     }
 
-    /// Delivers a `Done` message's answers here and now.
+    /// Delivers a `Written` message's answers here and now.
     fn deliver_message(&mut self, message: Message) {
-        if let Message::Done { items, frames } = message {
-            for (origin, start, end) in items {
-                self.unforward(origin);
-                self.deliver(origin, &frames[start as usize..end as usize]);
+        if let Message::Written { items, frames } = message {
+            self.deliver_written(&items, &frames);
+        }
+    }
+
+    /// Delivers the answers of writes: each releases its connection's
+    /// in-flight slot and pending write (which may release a held read).
+    pub(super) fn deliver_written(&mut self, items: &[(Origin, u32, u32)], frames: &[u8]) {
+        for &(origin, start, end) in items {
+            self.unforward(origin);
+            if let Origin::Tcp { token, generation } = origin {
+                self.write_answered(token as usize, generation);
             }
+            self.deliver(origin, &frames[start as usize..end as usize]);
         }
     }
 }

@@ -65,6 +65,8 @@ impl Worker {
         while let Ok(message) = self.inbox.try_recv() {
             match message {
                 Message::Work { from, items } => self.serve_remote(from, items),
+                Message::Adopt { stream, peer } => self.adopt(stream, peer),
+                Message::Written { items, frames } => self.deliver_written(&items, &frames),
                 Message::Done { items, frames } => {
                     for (origin, start, end) in items {
                         self.unforward(origin);

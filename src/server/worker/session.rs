@@ -9,6 +9,7 @@ use crate::protocol::{opcode, status};
 use crate::server::auth::{self, Access, HelloOutcome};
 use crate::server::cross::Origin;
 use crate::server::dispatch::{self, Op};
+use crate::server::metrics::Guard;
 
 impl Worker {
     pub(super) fn handle_frame(&mut self, token: usize, header: &Header, body: &[u8]) {
@@ -29,6 +30,27 @@ impl Worker {
         };
         if !auth::permits(role, header.opcode) {
             self.answer(token, header.opcode, status::UNAUTHORISED, request_id, &[]);
+            return;
+        }
+        // The tenant a bind is for is checked with the role, before its
+        // numbers (PROTOCOL.md section 11): a platform learns nothing about
+        // a number's validity for a tenant it may not act for.
+        if let Request::Bind(bind) = &request {
+            let allowed = conn
+                .session
+                .as_ref()
+                .is_some_and(|s| s.access.allows(bind.tenant));
+            if !allowed {
+                self.answer(token, header.opcode, status::UNAUTHORISED, request_id, &[]);
+                return;
+            }
+        }
+        // The node's unsent output is at its limit: nothing new is done
+        // until clients read (PING still answers, it is how a client checks
+        // the node is alive).
+        if self.output_full && header.opcode != opcode::PING {
+            self.metrics.guard(Guard::OutputFull, 1);
+            self.answer(token, header.opcode, status::BUSY, request_id, &[]);
             return;
         }
         let origin = Origin::Tcp {
@@ -111,6 +133,13 @@ impl Worker {
             }
             HelloOutcome::Unauthorised => {
                 conn.closing = true;
+                let peer = conn.peer;
+                if let Some(suppressed) = self.client_log.admit(self.now_s) {
+                    eprintln!(
+                        "x700: refused HELLO from {peer}: unknown token, or a role it does not \
+                         grant ({suppressed} similar lines suppressed)"
+                    );
+                }
                 self.answer(token, header.opcode, status::UNAUTHORISED, request_id, &[]);
             }
             HelloOutcome::UnsupportedVersion => {

@@ -9,6 +9,7 @@ use crate::protocol::{opcode, status};
 use crate::server::auth::Access;
 use crate::server::cross::Origin;
 use crate::server::dispatch::{self, Op};
+use crate::server::metrics::Guard;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 
@@ -54,6 +55,18 @@ impl Worker {
                     offset += frame.len();
                 }
                 _ => break,
+            }
+        }
+        if let Some(rate) = self.shared.udp_rate.as_ref() {
+            // Whole datagrams are answered or dropped: a partial answer
+            // would look like lost lookups. Nothing is sent back for a
+            // dropped one: an answer would make the node an amplifier for
+            // whoever spoofs the source.
+            let wanted = u32::try_from(frames.len()).unwrap_or(u32::MAX);
+            if rate.take(peer.ip(), self.now_s, wanted) < wanted {
+                self.metrics.guard(Guard::UdpRateLimited, u64::from(wanted));
+                self.datagram_buffer = buffer;
+                return;
             }
         }
         if !frames.is_empty() && frames.len() <= usize::from(u16::MAX) {

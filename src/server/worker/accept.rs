@@ -1,0 +1,151 @@
+//! Connections come and go: accept (node-wide and per-source caps), the
+//! hand-off that spreads connections over the loops, the HELLO deadline and
+//! the idle timeout, and close.
+//!
+//! Every loop polls the one listening socket (there is no `SO_REUSEPORT`:
+//! another process cannot bind the node's address and take a share of its
+//! traffic). Whichever loop wakes first accepts, and hands each connection
+//! to the next loop in turn, so connections spread evenly whoever accepts.
+
+use super::Worker;
+use crate::server::conn::Connection;
+use crate::server::cross::Message;
+use crate::server::metrics::Guard;
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+impl Worker {
+    pub(super) fn accept(&mut self) {
+        loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            let (stream, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(error) if error.kind() == ErrorKind::WouldBlock => return,
+                Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    // Out of descriptors (EMFILE) and the like: the
+                    // connection waits in the backlog; say so, rarely.
+                    if let Some(suppressed) = self.client_log.admit(self.now_s) {
+                        eprintln!("x700: accept: {error} ({suppressed} similar lines suppressed)");
+                    }
+                    return;
+                }
+            };
+            let limits = &self.shared.config.limits;
+            let open = self.shared.connections.fetch_add(1, Ordering::SeqCst);
+            if open >= limits.connections_max {
+                self.shared.connections.fetch_sub(1, Ordering::SeqCst);
+                self.metrics.guard(Guard::RefusedNodeFull, 1);
+                drop(stream);
+                continue;
+            }
+            if !self
+                .shared
+                .sources
+                .admit(peer.ip(), limits.connections_per_source_max)
+            {
+                self.shared.connections.fetch_sub(1, Ordering::SeqCst);
+                self.metrics.guard(Guard::RefusedPerSource, 1);
+                if let Some(suppressed) = self.client_log.admit(self.now_s) {
+                    eprintln!(
+                        "x700: refused a connection from {peer}: it already holds \
+                         connections_per_source_max = {} ({suppressed} similar lines suppressed)",
+                        limits.connections_per_source_max
+                    );
+                }
+                drop(stream);
+                continue;
+            }
+            let workers = self.shared.workers;
+            let target = self.shared.accept_next.fetch_add(1, Ordering::Relaxed) % workers;
+            if target == self.index {
+                self.adopt(stream, peer);
+                continue;
+            }
+            let message = Message::Adopt { stream, peer };
+            match self.shared.senders[target].try_send(message) {
+                Ok(()) => {
+                    let _ = self.shared.wakers[target].wake();
+                }
+                // That loop's inbox is full: keep the connection here.
+                Err(
+                    crossbeam_channel::TrySendError::Full(Message::Adopt { stream, peer })
+                    | crossbeam_channel::TrySendError::Disconnected(Message::Adopt { stream, peer }),
+                ) => self.adopt(stream, peer),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Serves a connection accepted here or by another loop (already
+    /// counted node-wide and per source).
+    pub(super) fn adopt(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let token = entry.key();
+        if self
+            .poll
+            .registry()
+            .register(
+                &mut stream,
+                Token(token),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .is_err()
+        {
+            self.shared.connections.fetch_sub(1, Ordering::SeqCst);
+            self.shared.sources.release(peer.ip());
+            return;
+        }
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let mut conn = Connection::new(stream, peer, generation, self.now_ms);
+        // A connection adopted while the node stops is told so at once.
+        conn.refusing = self.draining;
+        entry.insert(conn);
+        self.metrics.connections += 1;
+    }
+
+    pub(super) fn close(&mut self, token: usize) {
+        if let Some(mut conn) = self.conns.try_remove(token) {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            self.shared.connections.fetch_sub(1, Ordering::SeqCst);
+            self.shared.sources.release(conn.peer.ip());
+            self.output_bytes -= conn.output_counted;
+            self.metrics.connections -= 1;
+        }
+    }
+
+    /// Closes connections that never said HELLO within the deadline, and
+    /// sessions silent for longer than the idle timeout. A connection the
+    /// node still owes answers to is not idle.
+    pub(super) fn sweep_connections(&mut self) {
+        let limits = &self.shared.config.limits;
+        let hello_deadline_ms = limits.hello_deadline_ms;
+        let idle_ms = limits.idle_timeout_s.saturating_mul(1000);
+        let now_ms = self.now_ms;
+        let mut expired = Vec::new();
+        for (token, conn) in &self.conns {
+            if conn.session.is_none() {
+                if now_ms.saturating_sub(conn.opened_ms) >= hello_deadline_ms {
+                    expired.push((token, Guard::HelloDeadline));
+                }
+            } else if idle_ms > 0
+                && conn.in_flight == 0
+                && !conn.held
+                && now_ms.saturating_sub(conn.active_ms) >= idle_ms
+            {
+                expired.push((token, Guard::Idle));
+            }
+        }
+        for (token, guard) in expired {
+            self.metrics.guard(guard, 1);
+            self.close(token);
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The read path: bytes from a socket into frames, and three promises kept
+//! on the way.
+//!
+//! - **Read-your-writes.** A LOOKUP or QUERY that arrives on a connection
+//!   with writes still waiting for the log is *held*: it stays, with every
+//!   frame behind it, in the connection's input until those writes are
+//!   answered, and the socket is not read meanwhile. By then the writes are
+//!   applied on every loop that owns their shards, so the read sees them
+//!   wherever its X lives. A connection that only reads (a switch) never
+//!   has a write pending and never waits.
+//! - **Half-close.** A FIN from the peer ends reading, not the connection:
+//!   every request read before it is answered, then the connection closes.
+//! - **The stop.** Once the node is stopping, requests read from then on
+//!   are answered `UNAVAILABLE` and the connection closes after them, so a
+//!   switch fails over at once.
+
+use super::{Framing, Worker};
+use crate::protocol::frame::{next_frame, push_frame, HEADER_BYTES};
+use crate::protocol::{opcode, status};
+use crate::server::config::Limits;
+use crate::server::conn::INPUT_BYTES;
+use crate::server::metrics::Guard;
+use std::io::{ErrorKind, Read};
+
+/// The loop's read buffer: one `recv` of up to `INPUT_BYTES` behind the
+/// longest carried-over partial frame.
+pub(super) fn read_buffer_bytes(limits: &Limits) -> usize {
+    INPUT_BYTES + limits.request_frame_bytes_max as usize
+}
+
+/// Reads that must see the connection's earlier writes.
+fn is_read(op: u8) -> bool {
+    op == opcode::LOOKUP || op == opcode::QUERY
+}
+
+impl Worker {
+    /// Reads and serves a readable connection. `peer_closed` (the event
+    /// also reported the peer's FIN) makes it read on to the end of stream.
+    pub(super) fn read_connection(&mut self, token: usize, peer_closed: bool) {
+        loop {
+            let Some(conn) = self.conns.get_mut(token) else {
+                return;
+            };
+            // A held connection is read again once its writes are answered
+            // (`resume_held`); a finished or closing one never.
+            if conn.closing || conn.held || conn.peer_finished {
+                return;
+            }
+            if self.draining {
+                conn.refusing = true;
+            }
+            let mut buffer = std::mem::take(&mut self.read_buffer);
+            let carried = conn.input.len();
+            buffer[..carried].copy_from_slice(&conn.input);
+            let space = buffer.len() - carried;
+            let read = conn.stream.read(&mut buffer[carried..]);
+            let outcome = match read {
+                Ok(0) => {
+                    self.read_buffer = buffer;
+                    self.peer_finished(token);
+                    return;
+                }
+                Ok(n) => {
+                    conn.active_ms = self.now_ms;
+                    let framing = self.process_input(token, &buffer[..carried + n]);
+                    Some((framing, n))
+                }
+                Err(error) if error.kind() == ErrorKind::WouldBlock => None,
+                Err(error) if error.kind() == ErrorKind::Interrupted => {
+                    self.read_buffer = buffer;
+                    continue;
+                }
+                Err(_) => {
+                    self.read_buffer = buffer;
+                    self.close(token);
+                    return;
+                }
+            };
+            self.read_buffer = buffer;
+            match outcome {
+                None => return,
+                // A short read emptied the socket: epoll (edge triggered)
+                // reports the next arrival, so the read that would only say
+                // "would block" is skipped, one system call less per
+                // connection and iteration.
+                Some((Framing::Keep, n)) if n < space && !peer_closed => return,
+                Some((Framing::Keep, _)) => {}
+                Some((Framing::Lost, _)) => {
+                    // Nothing after a bad length can be trusted: stop
+                    // reading, send the answers already made (the client
+                    // learns which requests were done), then close.
+                    if let Some(conn) = self.conns.get_mut(token) {
+                        conn.closing = true;
+                    }
+                    self.mark_dirty(token);
+                    return;
+                }
+                Some((Framing::CutOff, _)) => {
+                    self.metrics.guard(Guard::UnreadOutput, 1);
+                    self.close(token);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handles every complete frame of `bytes` (the connection's carried
+    /// input followed by what was just read) and keeps the rest.
+    fn process_input(&mut self, token: usize, bytes: &[u8]) -> Framing {
+        let frame_max = self.shared.config.limits.request_frame_bytes_max;
+        let mut start = 0;
+        let mut framing = Framing::Keep;
+        while start < bytes.len() {
+            let Some(conn) = self.conns.get_mut(token) else {
+                return Framing::CutOff;
+            };
+            if conn.closing {
+                break;
+            }
+            match next_frame(&bytes[start..], frame_max) {
+                Ok(Some((header, frame))) => {
+                    if conn.refusing {
+                        // The node is stopping: nothing read now is done.
+                        push_frame(
+                            &mut conn.output,
+                            header.opcode,
+                            status::UNAVAILABLE,
+                            header.request_id,
+                            &[],
+                        );
+                        self.metrics.answered(header.opcode, status::UNAVAILABLE);
+                        start += frame.len();
+                        continue;
+                    }
+                    if conn.writes_pending > 0 && conn.session.is_some() && is_read(header.opcode) {
+                        conn.held = true;
+                        break;
+                    }
+                    self.handle_frame(token, &header, &frame[HEADER_BYTES..]);
+                    start += frame.len();
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    framing = Framing::Lost;
+                    break;
+                }
+            }
+        }
+        let Some(conn) = self.conns.get_mut(token) else {
+            return Framing::CutOff;
+        };
+        if conn.refusing {
+            // Answered UNAVAILABLE: close once those answers are out.
+            conn.closing = true;
+        }
+        if conn.closing {
+            conn.input.clear();
+        } else {
+            conn.keep_input(&bytes[start..]);
+        }
+        if conn.pending_output() > self.shared.config.limits.output_buffer_bytes_max {
+            return Framing::CutOff;
+        }
+        if conn.pending_output() > 0 || conn.closing {
+            self.mark_dirty(token);
+        }
+        framing
+    }
+
+    /// The peer sent its FIN: everything it sent has been read. The
+    /// connection closes once every request read is answered (`write.rs`).
+    fn peer_finished(&mut self, token: usize) {
+        if let Some(conn) = self.conns.get_mut(token) {
+            conn.peer_finished = true;
+        }
+        self.mark_dirty(token);
+    }
+
+    /// A write of `token`'s connection was answered: one less pending; the
+    /// last one releases a held read.
+    pub(super) fn write_answered(&mut self, token: usize, generation: u32) {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        if conn.generation != generation {
+            return;
+        }
+        conn.writes_pending = conn.writes_pending.saturating_sub(1);
+        if conn.writes_pending == 0 && conn.held {
+            conn.held = false;
+            self.resumed.push(token);
+        }
+    }
+
+    /// Serves the frames that held connections kept, now that their writes
+    /// are answered, then reads on what the socket holds.
+    pub(super) fn resume_held(&mut self) {
+        while let Some(token) = self.resumed.pop() {
+            let Some(conn) = self.conns.get_mut(token) else {
+                continue;
+            };
+            if conn.held || conn.closing {
+                continue;
+            }
+            let input = std::mem::take(&mut conn.input);
+            match self.process_input(token, &input) {
+                Framing::Keep => {
+                    let peer_finished = self.conns.get(token).is_some_and(|c| c.peer_finished);
+                    if peer_finished {
+                        self.mark_dirty(token);
+                    } else {
+                        // Edge-triggered readiness may have fired while the
+                        // connection was held: read until the socket is
+                        // empty.
+                        self.read_connection(token, true);
+                    }
+                }
+                Framing::Lost => {
+                    if let Some(conn) = self.conns.get_mut(token) {
+                        conn.closing = true;
+                    }
+                    self.mark_dirty(token);
+                }
+                Framing::CutOff => {
+                    self.metrics.guard(Guard::UnreadOutput, 1);
+                    self.close(token);
+                }
+            }
+        }
+    }
+}
