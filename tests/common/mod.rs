@@ -29,6 +29,14 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Lifetime of bindings the builders make.
 pub const TTL_S: u32 = 600;
 
+/// The `x700` binary under test: this build's, or the one
+/// `X700_TEST_BINARY` names (to show that a regression test fails on an
+/// older build).
+pub fn binary() -> PathBuf {
+    std::env::var_os("X700_TEST_BINARY")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_x700")), PathBuf::from)
+}
+
 /// A running `x700 serve` process.
 pub struct Node {
     child: Child,
@@ -75,21 +83,24 @@ impl Node {
     /// Starts a node on an existing (or new) data directory, which the
     /// caller keeps.
     pub fn start_on(data: &Path, args: &[&str]) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_x700"))
+        let mut child = Command::new(binary())
             .arg("serve")
             .arg("--data")
             .arg(data)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--udp",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-                // Several nodes run at once on two cores: let the scheduler
-                // place their threads rather than stacking them on core 0.
-                "--no-pin",
-            ])
+            .args(
+                [
+                    ("--listen", "127.0.0.1:0"),
+                    ("--udp", "127.0.0.1:0"),
+                    ("--admin", "127.0.0.1:0"),
+                ]
+                .into_iter()
+                // A test may name its own address.
+                .filter(|(flag, _)| !args.contains(flag))
+                .flat_map(|(flag, value)| [flag, value]),
+            )
+            // Several nodes run at once on two cores: let the scheduler
+            // place their threads rather than stacking them on core 0.
+            .arg("--no-pin")
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
