@@ -126,3 +126,17 @@ pub fn memory_bytes() -> u64 {
     #[allow(clippy::useless_conversion)] // `totalram` is a c_ulong: u32 on 32-bit targets
     u64::from(info.totalram).saturating_mul(u64::from(info.mem_unit))
 }
+
+/// Allocations of at least this many bytes get pages of their own from the
+/// kernel, and give them back when freed.
+pub const MMAP_THRESHOLD_BYTES: i32 = 256 * 1024;
+
+/// Fixes glibc's mmap threshold at `MMAP_THRESHOLD_BYTES`. By default the
+/// threshold rises after large blocks are freed, and later large blocks
+/// (a connection's output after a burst) then come from the heap, which
+/// keeps their memory after `free`: a burst of answers would pin memory
+/// for the life of the process. Best effort.
+pub fn return_large_blocks_to_the_kernel() {
+    // SAFETY: mallopt takes two integers and touches no memory of ours.
+    let _ = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) };
+}

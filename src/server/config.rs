@@ -313,12 +313,9 @@ impl Config {
                 HELLO_DEADLINE_MS_RANGE.end()
             )));
         }
-        if limits.output_bytes_total_max != 0
-            && limits.output_bytes_total_max < limits.output_buffer_bytes_max as u64
-        {
+        if limits.output_bytes_total_max != 0 && limits.output_bytes_total_max < 64 * 1024 {
             return Err(ConfigError::Invalid(
-                "output_bytes_total_max must be 0 (automatic) or at least output_buffer_bytes_max"
-                    .into(),
+                "output_bytes_total_max must be 0 (automatic) or at least 65536".into(),
             ));
         }
         if limits.connections_max == 0

@@ -211,6 +211,7 @@ impl Server {
     /// starts one event loop per configured core.
     pub fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
         let resolved = config.validate()?;
+        crate::sys::return_large_blocks_to_the_kernel();
         let open_files_limit = open_files_limit(config.limits.connections_max)?;
         let mut store =
             Store::open_or_create(&config.data, config.table_shards, Arc::clone(&clock))?;

@@ -112,6 +112,8 @@ pub struct Worker {
     draining: bool,
     /// The node's unsent output is beyond its limit: answer BUSY.
     output_full: bool,
+    /// The UDP socket may hold datagrams not read yet.
+    udp_more: bool,
     /// Unsent output bytes of this loop's connections...
     output_bytes: usize,
     /// ... and how much of it the node-wide total already counts.
@@ -177,6 +179,7 @@ impl Worker {
             iteration_started: Instant::now(),
             draining: false,
             output_full: false,
+            udp_more: false,
             output_bytes: 0,
             output_bytes_published: 0,
             client_log: LogBudget::new(CLIENT_LOG_LINES_PER_S),
@@ -195,7 +198,9 @@ impl Worker {
         let mut draining_since: Option<Instant> = None;
         let mut reported_drained = false;
         loop {
-            let timeout = if self.unsent_replies.is_empty() {
+            let timeout = if self.udp_more {
+                Duration::ZERO
+            } else if self.unsent_replies.is_empty() {
                 TICK
             } else {
                 Duration::from_millis(1)
@@ -227,6 +232,9 @@ impl Worker {
                         }
                     }
                 }
+            }
+            if self.udp_more && !self.draining {
+                self.read_datagrams();
             }
             self.drain_inbox();
             self.resume_held();

@@ -21,7 +21,11 @@ pub(super) struct PendingDatagram {
 }
 
 impl Worker {
+    /// Reads up to `DATAGRAMS_PER_EVENT` datagrams. Readiness is edge
+    /// triggered: if the socket may hold more, `udp_more` makes the loop
+    /// come back for them next iteration without waiting for a new arrival.
     pub(super) fn read_datagrams(&mut self) {
+        self.udp_more = false;
         for _ in 0..DATAGRAMS_PER_EVENT {
             let Some(socket) = self.udp.as_ref() else {
                 return;
@@ -41,6 +45,7 @@ impl Worker {
             }
             self.handle_datagram(length, peer);
         }
+        self.udp_more = true;
     }
 
     pub(super) fn handle_datagram(&mut self, length: usize, peer: SocketAddr) {
