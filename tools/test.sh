@@ -1,10 +1,30 @@
 #!/usr/bin/env bash
 # Runs x700's whole test suite, exactly as CI does (.ci/run calls this).
-# Installs whatever the tests need first; today that is only cargo-nextest,
-# which the machine image already has.
+# Installs whatever the tests need first: cargo-nextest (the machine image
+# has it), and the two reference parsers tests/admin.rs checks the /metrics
+# page with: promtool (Debian package `prometheus`) and the Python client's
+# OpenMetrics parser (PyPI `prometheus-client`). Each is installed only when
+# missing, quietly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
+fi
+# Runs a command quietly; shows its output only if it fails.
+quietly() {
+  local output
+  if ! output=$("$@" 2>&1); then
+    printf '%s\n' "$output" >&2
+    return 1
+  fi
+}
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "tools/test.sh: installing promtool (Debian package prometheus)"
+  quietly apt-get update
+  DEBIAN_FRONTEND=noninteractive quietly apt-get install -y --no-install-recommends prometheus
+fi
+if ! python3 -c 'import prometheus_client.openmetrics.parser' >/dev/null 2>&1; then
+  echo "tools/test.sh: installing the Python OpenMetrics parser (prometheus-client)"
+  PIP_ROOT_USER_ACTION=ignore quietly python3 -m pip install --disable-pip-version-check prometheus-client
 fi
 cargo nextest run --release --no-fail-fast "$@"

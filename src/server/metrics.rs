@@ -2,10 +2,17 @@
 //! locks on the hot path) and publishes them every tick into its own
 //! `WorkerMetrics`; a prometheus-client collector sums the workers at
 //! scrape time.
+//!
+//! The page is OpenMetrics 1.0 text (prometheus-client's text encoder ends
+//! it with `# EOF`, and adds `_total` to counters' samples). The encoder
+//! neither escapes label values nor HELP texts, so every label value and
+//! help text here is a plain identifier or sentence with no `\`, `"` or
+//! line break (a unit test checks it).
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Unit;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -30,6 +37,10 @@ const STATUS_SLOTS: usize = 42;
 const LATENCY_BOUNDS_US: [u64; 11] = [5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000];
 /// Buckets: the bounds plus +Inf.
 const LATENCY_SLOTS: usize = LATENCY_BOUNDS_US.len() + 1;
+/// The bound prometheus-client's text encoder writes as `le="+Inf"`. It
+/// must be `f64::MAX`, not `f64::INFINITY`, which it writes as `le="inf"`:
+/// a spelling OpenMetrics parsers reject.
+const INF_BOUND: f64 = f64::MAX;
 
 /// Things a node refuses or cuts off to protect itself, each counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -284,7 +295,7 @@ impl Collector for NodeMetrics {
                 #[allow(clippy::cast_precision_loss)]
                 let bound = LATENCY_BOUNDS_US
                     .get(slot)
-                    .map_or(f64::INFINITY, |&us| us as f64 / 1e6);
+                    .map_or(INF_BOUND, |&us| us as f64 / 1e6);
                 (bound, in_bucket)
             })
             .collect();
@@ -292,9 +303,9 @@ impl Collector for NodeMetrics {
         let sum_s = self.sum(|w| w.latency_sum_ns.load(Ordering::Relaxed)) as f64 / 1e9;
         encoder
             .encode_descriptor(
-                "x700_request_latency_seconds",
+                "x700_request_latency",
                 "Time from reading a lookup to encoding its answer.",
-                None,
+                Some(&Unit::Seconds),
                 MetricType::Histogram,
             )?
             .encode_histogram::<NoLabelSet>(sum_s, count, &buckets, None)?;
@@ -323,5 +334,133 @@ impl Collector for NodeMetrics {
                 .encode_gauge(&value)?;
         }
         Ok(())
+    }
+}
+
+/// The page in the Prometheus text format 0.0.4, made from the OpenMetrics
+/// page the encoder writes, for scrapers that ask for `text/plain` and not
+/// for OpenMetrics (`promtool check metrics` among them). The two formats
+/// differ, for the metric types this page uses (counter, gauge, histogram),
+/// in three ways only:
+/// - a counter's HELP and TYPE lines name its samples, `_total` included
+///   (OpenMetrics names the family, without it);
+/// - there is no `# UNIT` line (the unit stays in the name);
+/// - there is no `# EOF` terminator.
+///
+/// Sample lines are the same in both. Every other line is copied as it is.
+pub fn prometheus_text(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let metadata = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|prefix| Some((prefix, line.strip_prefix(prefix)?)));
+        match metadata {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                text.push_str(prefix);
+                text.push_str(name);
+                if counters.contains(&name) {
+                    text.push_str("_total");
+                }
+                text.push(' ');
+                text.push_str(tail);
+            }
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    //! Proves the page's spelling where prometheus-client leaves it to us:
+    //! the histogram's last bucket and the characters of label values.
+    use super::*;
+    use prometheus_client::registry::Registry;
+
+    /// One event loop that answered one lookup in 3 us and one in 1 s.
+    fn page() -> String {
+        let worker = Arc::new(WorkerMetrics::default());
+        let mut local = LocalMetrics::default();
+        local.answered(crate::protocol::opcode::LOOKUP, crate::protocol::status::OK);
+        local.answered(crate::protocol::opcode::LOOKUP, crate::protocol::status::OK);
+        local.latency(3_000, 1);
+        local.latency(1_000_000_000, 1);
+        local.publish(&worker, 0, 0);
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(NodeMetrics {
+            workers: vec![worker],
+        }));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        text
+    }
+
+    /// Guards the bug where the last bucket read `le="inf"` (the bound was
+    /// `f64::INFINITY`), which OpenMetrics parsers reject.
+    #[test]
+    fn the_last_latency_bucket_is_plus_inf() {
+        let text = page();
+        assert!(
+            text.contains("x700_request_latency_seconds_bucket{le=\"+Inf\"} 2\n"),
+            "{text}"
+        );
+        assert!(!text.contains("le=\"inf\""), "{text}");
+        assert!(
+            text.contains("# UNIT x700_request_latency_seconds seconds\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    /// Counters' metadata takes the samples' name; UNIT and EOF go; the
+    /// rest is copied.
+    #[test]
+    fn the_prometheus_text_names_counters_by_their_samples() {
+        let text = prometheus_text(&page());
+        assert!(
+            text.starts_with(
+                "# HELP x700_requests_total Requests answered, by opcode and status.\n\
+                 # TYPE x700_requests_total counter\n\
+                 x700_requests_total{opcode=\"lookup\",status=\"ok\"} 2\n\
+                 # HELP x700_request_latency_seconds Time from reading a lookup to encoding its answer.\n\
+                 # TYPE x700_request_latency_seconds histogram\n\
+                 x700_request_latency_seconds_sum 1.000003\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("# TYPE x700_queue_depth gauge\nx700_queue_depth 0\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("# UNIT") && !text.contains("# EOF"),
+            "{text}"
+        );
+    }
+
+    /// The text encoder writes label values as they are: none may hold a
+    /// character OpenMetrics would need escaped.
+    #[test]
+    fn label_values_need_no_escaping() {
+        let opcodes = OPCODES.iter().map(|&(_, name)| name).chain(["other"]);
+        let statuses = (0..STATUS_SLOTS).map(status_label);
+        for value in opcodes.chain(statuses) {
+            assert!(
+                !value.is_empty()
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "label value {value:?}"
+            );
+        }
     }
 }
