@@ -327,7 +327,8 @@ pub struct ServeArgs {
     pub max_output_bytes: Option<usize>,
 }
 
-/// `x700 bench`: every flag is recorded in the JSON report's `parameters`.
+/// `x700 bench`: every flag is recorded in the JSON report's `parameters`
+/// (the token redacted).
 #[derive(Args, Debug, serde::Serialize)]
 pub struct BenchArgs {
     /// A running node's TCP address (x700 target).
@@ -415,6 +416,7 @@ pub struct BenchArgs {
     pub json: Option<PathBuf>,
     /// Credential for HELLO.
     #[arg(long, default_value = "")]
+    #[serde(serialize_with = "redact")]
     pub token: String,
     /// Role for HELLO (default: switch for lookups, platform for writes
     /// and the preload, admin for a mix).
@@ -436,4 +438,14 @@ pub struct BenchArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// What a recorded report shows in place of a credential.
+pub const REDACTED: &str = "<redacted>";
+
+/// Serialises a credential as `REDACTED` (or `""` when none was given, so
+/// a report still says whether the run used protected mode): reports are
+/// shared to compare figures, and a token in one gives the node away.
+fn redact<S: serde::Serializer>(token: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(if token.is_empty() { "" } else { REDACTED })
 }
