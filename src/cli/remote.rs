@@ -2,7 +2,7 @@
 //! JSON as offline, over the binary protocol with the client library.
 
 use super::args::StoreArgs;
-use super::output::{binding_fields, lookup_outcome, Outcome};
+use super::output::{lookup_outcome, Outcome};
 use crate::binding::{BindRequest, Binding, BindingId, LookupQuery, Parties, Update};
 use crate::client::{Client, ClientError, WriteReply};
 use crate::number::Number;
@@ -90,7 +90,7 @@ pub fn lookup(server: &str, args: &StoreArgs, query: &LookupQuery) -> Outcome {
 
 fn binding_outcome(result: Result<Result<Binding, WriteReply>, ClientError>) -> Outcome {
     match result {
-        Ok(Ok(binding)) => Outcome::ok(binding_fields(&binding, SystemClock.now_s())),
+        Ok(Ok(binding)) => Outcome::binding(&binding, SystemClock.now_s()),
         Ok(Err(reply)) => refused(&reply),
         Err(error) => client_failure(&error),
     }
