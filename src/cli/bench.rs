@@ -73,14 +73,13 @@ fn params_of(args: &BenchArgs, server: Option<&str>) -> Result<Params, String> {
         .map(|name| role_of(name).ok_or(format!("--role {name:?}: switch, platform or admin")))
         .transpose()?;
     let bindings = args.bindings.unwrap_or(args.preload);
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let params = Params {
         target,
         connections: args.connections,
         pipeline: args.pipeline,
         threads: args
             .threads
-            .unwrap_or_else(|| (cores / 2).max(1))
+            .unwrap_or_else(|| bench::threads_default(args.connections))
             .min(args.connections.max(1)),
         length: match args.requests {
             Some(count) => Length::Requests(count),
