@@ -20,6 +20,12 @@ use std::time::Duration;
 /// Runs `x700 bench` with `args` plus `--json FILE --quiet`; returns the
 /// exit code, the report and the printed summary.
 fn bench(args: &[&str]) -> (i32, Value, String) {
+    let (code, report, summary, _) = bench_file(args);
+    (code, report, summary)
+}
+
+/// As `bench`, and also the report file's text exactly as written.
+fn bench_file(args: &[&str]) -> (i32, Value, String, String) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let json = dir.path().join("report.json");
     let Output {
@@ -41,8 +47,9 @@ fn bench(args: &[&str]) -> (i32, Value, String) {
             String::from_utf8_lossy(&stderr)
         )
     });
-    let report: Value = serde_json::from_str(&report).expect("the report is JSON");
-    (status.code().unwrap_or(-1), report, stdout)
+    let text = report;
+    let report: Value = serde_json::from_str(&text).expect("the report is JSON");
+    (status.code().unwrap_or(-1), report, stdout, text)
 }
 
 fn us(report: &Value, percentile: &str) -> f64 {
@@ -403,4 +410,41 @@ fn a_spawned_node_serves_lookups_binds_and_unbinds_end_to_end() {
     assert_eq!(binds["count"], 300);
     assert!(binds["p99"].as_f64().unwrap_or(0.0) > 0.0);
     assert_eq!(report["parameters"]["role"], Value::Null);
+}
+
+/// Guards item 14 of step 5: `--json` recorded the HELLO token twice, in
+/// `parameters.token` and in the recorded command line, so a report shared
+/// to compare figures gave the node's credential away. Both spellings of
+/// the flag are tried; the file must not hold the token's bytes anywhere.
+#[test]
+fn the_json_report_never_holds_the_token() {
+    let node = fake_node(Timing::Delay(Duration::ZERO));
+    let address = node.address.to_string();
+    let token = "tok-9f3c1d2e7a55b8e0-secret";
+    let spelled_apart = ["--token", token];
+    let joined = format!("--token={token}");
+    for token_args in [&spelled_apart[..], &[joined.as_str()][..]] {
+        let mut args = vec![
+            "--server",
+            &address,
+            "--requests",
+            "50",
+            "--warmup-s",
+            "0",
+            "--hit-ratio",
+            "0",
+        ];
+        args.extend_from_slice(token_args);
+        let (code, report, _, text) = bench_file(&args);
+        assert_eq!(code, 0, "{report}");
+        assert!(
+            !text.contains(token),
+            "the token is in the report written with {token_args:?}: {text}"
+        );
+        assert_eq!(report["parameters"]["token"], "<redacted>", "{report}");
+        let command = report["parameters"]["command"].as_str().expect("command");
+        assert!(command.contains("--token"), "{command}");
+        assert!(command.contains("<redacted>"), "{command}");
+        assert!(command.contains("--requests 50"), "{command}");
+    }
 }

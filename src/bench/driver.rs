@@ -354,18 +354,28 @@ impl Connection {
         let mut answers = 0;
         loop {
             let input = &self.input[self.input_start..self.input_end];
-            let (used, request_id, status_code, callee) = match wire {
+            let (used, request_id, status_code, callee, repeat) = match wire {
                 Wire::X700 { .. } => match next_frame(input, limits::ANSWER_FRAME_BYTES_MAX) {
                     Ok(Some((header, frame))) => {
-                        let callee =
-                            if header.status == status::OK && frame.len() >= HEADER_BYTES + 8 {
-                                let mut bytes = [0u8; 8];
-                                bytes.copy_from_slice(&frame[HEADER_BYTES..HEADER_BYTES + 8]);
-                                Number(bytes)
-                            } else {
-                                Number::NONE
-                            };
-                        (frame.len(), header.request_id, header.status, callee)
+                        let ok = header.status == status::OK;
+                        let callee = if ok && frame.len() >= HEADER_BYTES + 8 {
+                            let mut bytes = [0u8; 8];
+                            bytes.copy_from_slice(&frame[HEADER_BYTES..HEADER_BYTES + 8]);
+                            Number(bytes)
+                        } else {
+                            Number::NONE
+                        };
+                        // Read as a bind answer; only a bind's slot uses it.
+                        let repeat = ok
+                            && codec::decode_bind_answer(&frame[HEADER_BYTES..])
+                                .is_some_and(|(_, _, created)| !created);
+                        (
+                            frame.len(),
+                            header.request_id,
+                            header.status,
+                            callee,
+                            repeat,
+                        )
                     }
                     Ok(None) => break,
                     Err(error) => {
@@ -379,7 +389,7 @@ impl Connection {
                         self.next_answer_id = self.next_answer_id.wrapping_add(1);
                         let slot = self.slots[(request_id & self.mask) as usize];
                         let (status_code, callee) = answer_of(reply, slot.kind);
-                        (used, request_id, status_code, callee)
+                        (used, request_id, status_code, callee, false)
                     }
                     Ok(None) => break,
                     Err(error) => {
@@ -389,7 +399,7 @@ impl Connection {
                 },
             };
             self.input_start += used;
-            self.answer(request_id, status_code, callee, now_ns, tally);
+            self.answer(request_id, status_code, callee, repeat, now_ns, tally);
             answers += 1;
         }
         if self.input_start == self.input_end {
@@ -399,13 +409,15 @@ impl Connection {
         answers
     }
 
-    /// One answer: checks it against what its request expected.
+    /// One answer: checks it against what its request expected. `repeat`:
+    /// a bind answered ok found its binding already there.
     #[inline]
     fn answer(
         &mut self,
         request_id: u32,
         status_code: u8,
         callee: Number,
+        repeat: bool,
         now_ns: u64,
         tally: &mut Tally,
     ) {
@@ -443,6 +455,9 @@ impl Connection {
             );
             if !correct && slot.kind == OpKind::Lookup && status_code <= status::BAD_NUMBER {
                 tally.wrong_answers += 1;
+            }
+            if repeat && slot.kind == OpKind::Bind {
+                tally.binds_existing += 1;
             }
         }
     }

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tally::Tally;
-use workload::{Catalog, Generator, GeneratorConfig};
+use workload::{Catalog, Generator, GeneratorConfig, OpKind};
 
 /// Binds in flight per connection during a preload.
 pub const PRELOAD_PIPELINE: usize = 256;
@@ -147,6 +147,138 @@ fn with_progress(
     })
 }
 
+/// A progress bar over `len` bindings, prefixed by `label`; hidden unless
+/// `shown`.
+pub fn progress_bar(len: u64, label: &str, shown: bool) -> ProgressBar {
+    if !shown {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{label}{{bar:40}} {{pos}}/{{len}} bindings  {{per_sec}}  eta {{eta}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// Client threads by default: one per two cores, at least one, at most
+/// one per connection.
+pub fn threads_default(connections: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    (cores / 2).max(1).min(connections.max(1))
+}
+
+/// Loaded bindings 0..N bound over the wire, pipelined on several
+/// connections: `x700 bench --preload` and `x700 load --server`.
+pub struct Preload {
+    /// The server.
+    pub address: SocketAddr,
+    /// The protocol, with HELLO's role and the bindings' lifetime.
+    pub wire: Wire,
+    /// HELLO credential (x700).
+    pub token: String,
+    /// Which bindings (`Catalog::loaded`; with AXB only, exactly those of
+    /// `x700 load --seed`).
+    pub catalog: Catalog,
+    /// How many: bindings 0..this.
+    pub bindings: u64,
+    /// TCP connections, each with `PRELOAD_PIPELINE` binds in flight.
+    pub connections: usize,
+    /// Client threads.
+    pub threads: usize,
+    /// A bind unanswered this long counts as a timeout.
+    pub timeout: Duration,
+    /// Start of the progress bar's line.
+    pub label: &'static str,
+}
+
+/// What a preload did.
+pub struct Preloaded {
+    /// Every answer, by status; latency of each bind from its send.
+    pub tally: Tally,
+    /// Wall time from the first connection to the last answer.
+    pub seconds: f64,
+    /// How many were asked for.
+    pub bindings: u64,
+}
+
+impl Preloaded {
+    /// Answers by status name, as `by_status` in a bench report.
+    pub fn by_status(&self) -> Value {
+        Value::Object(report::by_status(
+            &self.tally.by_status[OpKind::Bind as usize],
+        ))
+    }
+
+    /// Per second over the preload's wall time.
+    pub fn per_s(&self, count: u64) -> f64 {
+        // Counts below 2^53: exact in f64.
+        #[allow(clippy::cast_precision_loss)]
+        let rate = count as f64 / self.seconds.max(1e-9);
+        rate.round()
+    }
+
+    /// `x700 bench`'s `preload` object.
+    pub fn json(&self) -> Value {
+        json!({
+            "bindings": self.bindings,
+            "seconds": (self.seconds * 1000.0).round() / 1000.0,
+            "binds_per_s": self.per_s(self.bindings),
+            "ok": self.tally.ok_count(),
+            "failed": self.tally.failed_count(),
+            "by_status": self.by_status(),
+        })
+    }
+}
+
+/// Binds `job.bindings` loaded bindings over `job.connections`
+/// connections, `PRELOAD_PIPELINE` in flight on each, with a progress bar
+/// if `progress`. Every answer is counted (a refusal is not an error
+/// here); a connection that fails is.
+pub fn preload(job: &Preload, progress: bool) -> Result<Preloaded, String> {
+    if job.bindings > params::BINDINGS_MAX {
+        return Err(format!("at most {} bindings", params::BINDINGS_MAX));
+    }
+    if job.connections == 0 || job.connections > params::CONNECTIONS_MAX {
+        return Err(format!(
+            "connections must be 1 to {}",
+            params::CONNECTIONS_MAX
+        ));
+    }
+    let phase = Phase {
+        address: job.address,
+        wire: job.wire,
+        token: job.token.clone(),
+        pipeline: PRELOAD_PIPELINE.min(params::PIPELINE_MAX),
+        threads: job.threads,
+        rate_per_s: None,
+        send_quantum_ns: 0,
+        warmup_ns: 0,
+        end: End::Count(u64::MAX),
+        timeout_ns: u64::try_from(job.timeout.as_nanos()).unwrap_or(u64::MAX),
+        progress: Arc::new(AtomicU64::new(0)),
+    };
+    let connections = job.connections as u64;
+    let generators = (0..connections)
+        .map(|c| Generator::preload(job.catalog, c, connections, job.bindings))
+        .collect();
+    let bar = progress_bar(job.bindings, job.label, progress);
+    let started = Instant::now();
+    let tally = with_progress(&phase, generators, |done| bar.set_position(done))?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    if tally.connection_errors > 0 {
+        return Err(format!("a connection failed: {}", tally.errors.join("; ")));
+    }
+    Ok(Preloaded {
+        tally,
+        seconds,
+        bindings: job.bindings,
+    })
+}
+
 /// Runs the preload, then every measured phase; `on_figures` sees each
 /// phase's figures as soon as it ends.
 pub fn run(
@@ -181,66 +313,22 @@ pub fn run(
         },
     };
     if params.preload > 0 {
-        let phase = Phase {
+        let job = Preload {
             address,
             wire: wire(
                 params,
                 params.role.unwrap_or(crate::protocol::Role::Platform),
             ),
             token: params.token.clone(),
-            pipeline: PRELOAD_PIPELINE.min(params::PIPELINE_MAX),
+            catalog,
+            bindings: params.preload,
+            connections: params.connections,
             threads: params.threads,
-            rate_per_s: None,
-            send_quantum_ns: 0,
-            warmup_ns: 0,
-            end: End::Count(u64::MAX),
-            timeout_ns,
-            progress: Arc::new(AtomicU64::new(0)),
+            timeout: params.timeout,
+            label: "preload ",
         };
-        let generators = (0..connections)
-            .map(|c| Generator::preload(catalog, c, connections, params.preload))
-            .collect();
-        let bar = if progress {
-            let bar = ProgressBar::new(params.preload);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "preload {bar:40} {pos}/{len} bindings  {per_sec}  eta {eta}",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar
-        } else {
-            ProgressBar::hidden()
-        };
-        let started = Instant::now();
-        let tally = with_progress(&phase, generators, |done| bar.set_position(done))?;
-        bar.finish_and_clear();
-        let seconds = started.elapsed().as_secs_f64();
-        let figures = Figures {
-            target_rate_per_s: None,
-            tally,
-            end_ns: None,
-            cpu: CpuUse::default(),
-            slow_threshold_ns: 0,
-        };
-        let by_status = figures.json()["by_status"].clone();
-        if figures.tally.connection_errors > 0 {
-            return Err(format!(
-                "preload failed: {}",
-                figures.tally.errors.join("; ")
-            ));
-        }
-        // Counts below 2^53: exact in f64.
-        #[allow(clippy::cast_precision_loss)]
-        let rate = params.preload as f64 / seconds.max(1e-9);
-        run.preload = Some(json!({
-            "bindings": params.preload,
-            "seconds": (seconds * 1000.0).round() / 1000.0,
-            "binds_per_s": rate.round(),
-            "ok": figures.tally.ok_count(),
-            "failed": figures.tally.failed_count(),
-            "by_status": by_status,
-        }));
+        let preloaded = preload(&job, progress).map_err(|e| format!("preload failed: {e}"))?;
+        run.preload = Some(preloaded.json());
     }
     let config = GeneratorConfig {
         catalog,

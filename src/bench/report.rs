@@ -95,7 +95,9 @@ pub fn percentiles_us(histogram: &Histogram<u64>) -> Value {
     })
 }
 
-fn by_status(counts: &[u64; 256]) -> Map<String, Value> {
+/// Counts by status name (`status_N` for a code without one), the
+/// statuses never seen left out.
+pub fn by_status(counts: &[u64; 256]) -> Map<String, Value> {
     let mut map = Map::new();
     for (code, &count) in counts.iter().enumerate() {
         if count > 0 {

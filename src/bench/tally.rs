@@ -34,6 +34,9 @@ pub struct Tally {
     pub failed: [u64; 3],
     /// Lookups answered with a lookup outcome other than the expected one.
     pub wrong_answers: u64,
+    /// Binds answered ok that found an identical live binding (x700's
+    /// `created` = 0: a repeat, nothing changed), among `ok`.
+    pub binds_existing: u64,
     /// Requests unanswered after the timeout.
     pub timeouts: u64,
     /// Requests in flight on a connection that closed.
@@ -66,6 +69,7 @@ impl Default for Tally {
             ok: [0; 3],
             failed: [0; 3],
             wrong_answers: 0,
+            binds_existing: 0,
             timeouts: 0,
             lost: 0,
             late_answers: 0,
@@ -151,6 +155,7 @@ impl Tally {
         }
         let _ = self.send_lag_ns.add(&other.send_lag_ns);
         self.wrong_answers += other.wrong_answers;
+        self.binds_existing += other.binds_existing;
         self.timeouts += other.timeouts;
         self.lost += other.lost;
         self.late_answers += other.late_answers;

@@ -27,12 +27,13 @@ pub enum Command {
     Update(UpdateArgs),
     /// Show a binding by id.
     Query(QueryArgs),
-    /// Fill a data directory with synthetic AXB bindings.
+    /// Bind synthetic AXB bindings: into a data directory, or over the
+    /// wire to a running node (--server).
     Load(LoadArgs),
-    /// Counts and sizes of a data directory.
+    /// Counts and sizes of a data directory, or a running node's STATS.
     Stats(StatsArgs),
     /// Read every record and index entry of a data directory and verify them.
-    Check(StatsArgs),
+    Check(CheckArgs),
     /// Load and look up bindings in a local data directory, to see x700 work.
     Demo(DemoArgs),
     /// Run a node: the binary protocol over TCP (and UDP), admin HTTP.
@@ -54,7 +55,8 @@ impl Command {
             Command::Update(a) => a.store.json,
             Command::Query(a) => a.store.json,
             Command::Load(a) => a.store.json,
-            Command::Stats(a) | Command::Check(a) => a.store.json,
+            Command::Stats(a) => a.store.json,
+            Command::Check(a) => a.json,
             Command::Demo(a) => a.json,
             Command::Serve(_) | Command::Bench(_) => false,
         }
@@ -88,6 +90,22 @@ pub struct StoreArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+impl StoreArgs {
+    /// The options of an offline command on `data`, every other one at its
+    /// default.
+    pub fn offline(data: PathBuf, json: bool) -> StoreArgs {
+        StoreArgs {
+            data: Some(data),
+            server: None,
+            token: String::new(),
+            role: None,
+            shards: crate::store::SHARDS_DEFAULT,
+            allow_legacy_x: false,
+            json,
+        }
+    }
 }
 
 /// `x700 bind <mode>`.
@@ -252,14 +270,39 @@ pub struct LoadArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// With --server: TCP connections, each with 256 binds in flight
+    /// (default 4).
+    #[arg(long, value_name = "N", conflicts_with = "data")]
+    pub connections: Option<usize>,
 }
 
-/// `x700 stats` and `x700 check`.
+/// `x700 stats`.
 #[derive(Args, Debug)]
 pub struct StatsArgs {
     /// Store options.
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+/// `x700 check`: offline only (it reads every file of a directory no node
+/// is using), so it offers no --server.
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// The data directory.
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl CheckArgs {
+    /// The options `check` runs with.
+    pub fn stats_args(&self) -> StatsArgs {
+        StatsArgs {
+            store: StoreArgs::offline(self.data.clone(), self.json),
+        }
+    }
 }
 
 /// `x700 demo`.
@@ -346,7 +389,8 @@ pub struct ServeArgs {
     pub allow_short_tokens: bool,
 }
 
-/// `x700 bench`: every flag is recorded in the JSON report's `parameters`.
+/// `x700 bench`: every flag is recorded in the JSON report's `parameters`
+/// (the token redacted).
 #[derive(Args, Debug, serde::Serialize)]
 pub struct BenchArgs {
     /// A running node's TCP address (x700 target).
@@ -434,6 +478,7 @@ pub struct BenchArgs {
     pub json: Option<PathBuf>,
     /// Credential for HELLO.
     #[arg(long, default_value = "")]
+    #[serde(serialize_with = "redact")]
     pub token: String,
     /// Role for HELLO (default: switch for lookups, platform for writes
     /// and the preload, admin for a mix).
@@ -455,4 +500,14 @@ pub struct BenchArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// What a recorded report shows in place of a credential.
+pub const REDACTED: &str = "<redacted>";
+
+/// Serialises a credential as `REDACTED` (or `""` when none was given, so
+/// a report still says whether the run used protected mode): reports are
+/// shared to compare figures, and a token in one gives the node away.
+fn redact<S: serde::Serializer>(token: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(if token.is_empty() { "" } else { REDACTED })
 }

@@ -4,7 +4,7 @@
 //! got the answer it expected, 1 when some did not (or the run failed), 2
 //! for usage errors.
 
-use super::args::BenchArgs;
+use super::args::{BenchArgs, REDACTED};
 use crate::bench::chart::{self, Sweep};
 use crate::bench::params::{KeyChoice, Length, Mix, ModeMix, Params, RedisLayout, Target};
 use crate::bench::report::group;
@@ -73,14 +73,13 @@ fn params_of(args: &BenchArgs, server: Option<&str>) -> Result<Params, String> {
         .map(|name| role_of(name).ok_or(format!("--role {name:?}: switch, platform or admin")))
         .transpose()?;
     let bindings = args.bindings.unwrap_or(args.preload);
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let params = Params {
         target,
         connections: args.connections,
         pipeline: args.pipeline,
         threads: args
             .threads
-            .unwrap_or_else(|| (cores / 2).max(1))
+            .unwrap_or_else(|| bench::threads_default(args.connections))
             .min(args.connections.max(1)),
         length: match args.requests {
             Some(count) => Length::Requests(count),
@@ -113,6 +112,26 @@ fn params_of(args: &BenchArgs, server: Option<&str>) -> Result<Params, String> {
     }
     params.validate()?;
     Ok(params)
+}
+
+/// The command line as the report records it: the value of `--token T`
+/// and `--token=T` replaced by `REDACTED`, for the reason `parameters`
+/// redacts it.
+fn recorded_command(argv: impl IntoIterator<Item = String>) -> String {
+    let mut recorded = Vec::new();
+    let mut token_next = false;
+    for arg in argv {
+        if token_next {
+            token_next = false;
+            recorded.push(REDACTED.to_string());
+        } else if arg.starts_with("--token=") {
+            recorded.push(format!("--token={REDACTED}"));
+        } else {
+            token_next = arg == "--token";
+            recorded.push(arg);
+        }
+    }
+    recorded.join(" ")
 }
 
 /// `x700 bench`.
@@ -236,7 +255,7 @@ fn run(args: &BenchArgs, params: &Params, spawned: bool) -> i32 {
         );
         map.insert(
             "command".into(),
-            Value::from(std::env::args().collect::<Vec<_>>().join(" ")),
+            Value::from(recorded_command(std::env::args())),
         );
     }
     let report = run.json(parameters, target_json(params, &run, spawned));
@@ -286,4 +305,31 @@ fn run(args: &BenchArgs, params: &Params, spawned: bool) -> i32 {
         }
     }
     code
+}
+
+#[cfg(test)]
+mod tests {
+    //! The recorded command line never holds a token, in either spelling.
+
+    use super::*;
+
+    fn recorded(argv: &[&str]) -> String {
+        recorded_command(argv.iter().map(ToString::to_string))
+    }
+
+    #[test]
+    fn both_spellings_of_the_token_are_redacted_and_nothing_else() {
+        assert_eq!(
+            recorded(&["x700", "bench", "--token", "s3cret", "--rate", "5"]),
+            "x700 bench --token <redacted> --rate 5"
+        );
+        assert_eq!(
+            recorded(&["x700", "bench", "--token=s3cret", "--token", "--token"]),
+            "x700 bench --token=<redacted> --token <redacted>"
+        );
+        assert_eq!(
+            recorded(&["x700", "bench", "--spawn", "--tokens", "1"]),
+            "x700 bench --spawn --tokens 1"
+        );
+    }
 }

@@ -5,7 +5,7 @@ use super::args::{
     BindAxbArgs, BindAxeArgs, BindAxnArgs, BindCommand, BindCommon, LookupArgs, QueryArgs,
     StatsArgs, StoreArgs, UnbindArgs, UpdateArgs,
 };
-use super::output::{binding_fields, lookup_outcome, Outcome};
+use super::output::{lookup_outcome, Outcome};
 use crate::binding::{
     BindRequest, BindingId, Direction, InvalidRequest, LookupQuery, OrderRef, Parties, Update,
     WriteError,
@@ -217,7 +217,7 @@ pub fn unbind(args: &UnbindArgs) -> Outcome {
         Target::Party(x, party) => store.unbind_by_party(x, party),
     };
     let outcome = match result {
-        Ok(binding) => Outcome::ok(binding_fields(&binding, now_s)),
+        Ok(binding) => Outcome::binding(&binding, now_s),
         Err(error) => Outcome::from(error),
     };
     close(store, outcome)
@@ -265,7 +265,7 @@ pub fn update(args: &UpdateArgs) -> Outcome {
     store.reclaim_expired(RECLAIM_BUDGET_PER_COMMAND);
     let now_s = store.now_s();
     let outcome = match store.update(BindingId(args.id), &update) {
-        Ok(binding) => Outcome::ok(binding_fields(&binding, now_s)),
+        Ok(binding) => Outcome::binding(&binding, now_s),
         Err(error) => Outcome::from(error),
     };
     close(store, outcome)
@@ -296,7 +296,7 @@ pub fn query(args: &QueryArgs) -> Outcome {
     };
     let now_s = store.now_s();
     let outcome = match store.query(BindingId(args.id)) {
-        Some(binding) => Outcome::ok(binding_fields(&binding, now_s)),
+        Some(binding) => Outcome::binding(&binding, now_s),
         None => Outcome::from(WriteError::NotFound),
     };
     close(store, outcome)

@@ -1,20 +1,37 @@
-//! `x700 load` (synthetic bindings into a data directory) and `x700 demo`
-//! (load, then look up, to see the engine work on a fresh machine).
+//! `x700 load` (synthetic bindings into a data directory, or over the
+//! wire to a node) and `x700 demo` (load, then look up, to see the engine
+//! work on a fresh machine).
+//!
+//! Over the wire, the load is `x700 bench --preload`'s: the same bindings
+//! (`bench::workload::Catalog` with AXB only is `synth::Synthetic`), the
+//! same pipelined connections and progress bar (`bench::preload`).
 
 use super::args::{DemoArgs, LoadArgs, StoreArgs};
 use super::commands::{open, stats_fields};
 use super::output::{lookup_outcome, Outcome};
+use super::remote;
+use crate::bench::driver::Wire;
+use crate::bench::params::ModeMix;
+use crate::bench::workload::{Catalog, OpKind};
+use crate::bench::{self, Preload, Preloaded};
 use crate::binding::{LookupQuery, LookupResult, WriteError};
+use crate::protocol::{status, Role};
 use crate::store::Store;
 use crate::synth::{splitmix64, Synthetic};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Binds between progress-bar updates.
 const PROGRESS_STEP: u64 = 16_384;
+/// Over the wire: connections unless `--connections` says otherwise.
+const CONNECTIONS_DEFAULT: usize = 4;
+/// Over the wire: a bind unanswered this long counts as failed (a node
+/// answers in microseconds; this allows for a slow disk's log sync).
+const BIND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Binds slower than this are counted (`binds_over_1ms`).
+const SLOW_BIND_NS: u64 = 1_000_000;
 
 /// What a load did.
 struct Loaded {
@@ -41,16 +58,7 @@ fn load_into(
         // Registration only fails for forbidden signals; these two are not.
         let _ = signal_hook::flag::register(signal, Arc::clone(&stop));
     }
-    let bar = if progress {
-        let bar = ProgressBar::new(count);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} bindings  {per_sec}  eta {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = bench::progress_bar(count, "", progress);
     let synthetic = Synthetic { seed };
     let started = Instant::now();
     let mut loaded = Loaded {
@@ -103,14 +111,19 @@ fn loaded_fields(loaded: &Loaded) -> Value {
         "interrupted": loaded.interrupted,
         "elapsed_s": (loaded.seconds * 1000.0).round() / 1000.0,
         "binds_per_s": rate.round(),
-        "binds_over_1ms": loaded.latency_ns.count_between(1_000_000, u64::MAX),
+        "binds_over_1ms": loaded.latency_ns.count_between(SLOW_BIND_NS, u64::MAX),
         "involuntary_context_switches": involuntary_context_switches(),
-        "bind_latency_us": {
-            "p50": micros(loaded.latency_ns.value_at_quantile(0.5)),
-            "p99": micros(loaded.latency_ns.value_at_quantile(0.99)),
-            "p999": micros(loaded.latency_ns.value_at_quantile(0.999)),
-            "max": micros(loaded.latency_ns.max()),
-        },
+        "bind_latency_us": latency_fields(&loaded.latency_ns),
+    })
+}
+
+/// `bind_latency_us` of a load's JSON.
+fn latency_fields(latency_ns: &hdrhistogram::Histogram<u64>) -> Value {
+    json!({
+        "p50": micros(latency_ns.value_at_quantile(0.5)),
+        "p99": micros(latency_ns.value_at_quantile(0.99)),
+        "p999": micros(latency_ns.value_at_quantile(0.999)),
+        "max": micros(latency_ns.max()),
     })
 }
 
@@ -134,6 +147,9 @@ fn micros(nanos: u64) -> f64 {
 
 /// `x700 load`.
 pub fn load(args: &LoadArgs) -> Outcome {
+    if let Some(server) = &args.store.server {
+        return load_over_wire(server, args);
+    }
     let mut store = match open(&args.store, true) {
         Ok(store) => store,
         Err(outcome) => return outcome,
@@ -161,19 +177,97 @@ pub fn load(args: &LoadArgs) -> Outcome {
     }
 }
 
+/// `x700 load --server`: binds synthetic bindings 0..N of the seed over
+/// the wire, as the offline load would bind them into a directory.
+fn load_over_wire(server: &str, args: &LoadArgs) -> Outcome {
+    let role = match remote::role(&args.store, Role::Platform) {
+        Ok(role) => role,
+        Err(outcome) => return outcome,
+    };
+    // One HELLO first, so that a refused credential or an unreachable node
+    // is reported as by every other `--server` command.
+    if let Err(outcome) = remote::connect(server, &args.store, role) {
+        return outcome;
+    }
+    let address = match bench::resolve(server) {
+        Ok(address) => address,
+        Err(message) => return Outcome::failure("unreachable", &message),
+    };
+    let connections = args.connections.unwrap_or(CONNECTIONS_DEFAULT);
+    let job = Preload {
+        address,
+        wire: Wire::X700 {
+            role,
+            ttl_s: args.ttl_s,
+        },
+        token: args.store.token.clone(),
+        catalog: Catalog::new(args.seed, ModeMix::AXB, 0),
+        bindings: args.bindings,
+        connections,
+        threads: bench::threads_default(connections),
+        timeout: BIND_TIMEOUT,
+        label: "",
+    };
+    let progress = !args.quiet && !args.store.json;
+    match bench::preload(&job, progress) {
+        Ok(preloaded) => wire_outcome(&preloaded, server, connections),
+        Err(message) => Outcome::failure("unreachable", &message),
+    }
+}
+
+/// What a load over the wire did, with the offline load's keys where they
+/// mean the same (`created`, `existing`, `conflicts`, `elapsed_s`,
+/// `binds_per_s`, `binds_over_1ms`, `bind_latency_us`), plus every answer
+/// `by_status`, `failed` (neither ok nor a conflict, timeouts included)
+/// and `timeouts`. A bind's latency runs from its send to its answer, with
+/// up to `bench::PRELOAD_PIPELINE` binds ahead of it on its connection.
+/// `bindings_live` is the node's to say: `x700 stats --server`.
+fn wire_outcome(preloaded: &Preloaded, server: &str, connections: usize) -> Outcome {
+    let tally = &preloaded.tally;
+    let binds = &tally.by_status[OpKind::Bind as usize];
+    let ok = binds[usize::from(status::OK)];
+    let conflicts = binds[usize::from(status::CONFLICT)];
+    let failed = tally.failed_count().saturating_sub(conflicts);
+    let latency_ns = &tally.latency_ns[OpKind::Bind as usize];
+    let fields = json!({
+        "created": ok.saturating_sub(tally.binds_existing),
+        "existing": tally.binds_existing,
+        "conflicts": conflicts,
+        "failed": failed,
+        "timeouts": tally.timeouts,
+        "by_status": preloaded.by_status(),
+        "elapsed_s": (preloaded.seconds * 1000.0).round() / 1000.0,
+        "binds_per_s": preloaded.per_s(ok),
+        "binds_over_1ms": latency_ns.count_between(SLOW_BIND_NS, u64::MAX),
+        "bind_latency_us": latency_fields(latency_ns),
+        "server": server,
+        "connections": connections,
+    });
+    if failed == 0 {
+        return Outcome::ok(fields);
+    }
+    // The status most binds failed with names the failure; binds that got
+    // no answer at all count as `timeout`.
+    let refused = binds
+        .iter()
+        .enumerate()
+        .filter(|&(code, _)| {
+            code != usize::from(status::OK) && code != usize::from(status::CONFLICT)
+        })
+        .max_by_key(|&(_, count)| *count)
+        .filter(|&(_, count)| *count > 0)
+        // code < 256: fits u8.
+        .map_or("timeout", |(code, _)| {
+            status::name(u8::try_from(code).unwrap_or(u8::MAX))
+        });
+    Outcome::with_status(refused, fields, false)
+}
+
 /// `x700 demo`: loads synthetic bindings into a local directory, then shows
 /// single lookups (a hit from each side, a stranger, an unbound X) and times
 /// a batch of lookups.
 pub fn demo(args: &DemoArgs) -> Outcome {
-    let store_args = StoreArgs {
-        data: Some(args.data.clone()),
-        server: None,
-        token: String::new(),
-        role: None,
-        shards: crate::store::SHARDS_DEFAULT,
-        allow_legacy_x: false,
-        json: args.json,
-    };
+    let store_args = StoreArgs::offline(args.data.clone(), args.json);
     let mut store = match open(&store_args, true) {
         Ok(store) => store,
         Err(outcome) => return outcome,

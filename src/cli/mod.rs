@@ -34,7 +34,7 @@ pub fn run() -> i32 {
         Command::Update(update) => commands::update(&update),
         Command::Query(query) => commands::query(&query),
         Command::Stats(stats) => commands::stats(&stats),
-        Command::Check(check) => commands::check(&check),
+        Command::Check(check) => commands::check(&check.stats_args()),
         Command::Load(load) => load::load(&load),
         Command::Demo(demo) => load::demo(&demo),
         Command::Serve(serve) => return serve::serve(&serve),

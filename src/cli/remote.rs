@@ -2,7 +2,7 @@
 //! JSON as offline, over the binary protocol with the client library.
 
 use super::args::StoreArgs;
-use super::output::{binding_fields, lookup_outcome, Outcome};
+use super::output::{lookup_outcome, Outcome};
 use crate::binding::{BindRequest, Binding, BindingId, LookupQuery, Parties, Update};
 use crate::client::{Client, ClientError, WriteReply};
 use crate::number::Number;
@@ -11,16 +11,26 @@ use crate::server::config::role_of;
 use crate::store::clock::{Clock, SystemClock};
 use serde_json::{json, Value};
 
-fn connect(server: &str, args: &StoreArgs, default_role: Role) -> Result<Client, Outcome> {
-    let role = match args.role.as_deref() {
-        None => default_role,
+/// The role `--role` asks for, or `default_role`.
+pub(super) fn role(args: &StoreArgs, default_role: Role) -> Result<Role, Outcome> {
+    match args.role.as_deref() {
+        None => Ok(default_role),
         Some(name) => role_of(name).ok_or_else(|| {
             Outcome::failure(
                 "bad_request",
                 &format!("role {name:?} is not switch, platform or admin"),
             )
-        })?,
-    };
+        }),
+    }
+}
+
+/// A session with the node, HELLO answered.
+pub(super) fn connect(
+    server: &str,
+    args: &StoreArgs,
+    default_role: Role,
+) -> Result<Client, Outcome> {
+    let role = role(args, default_role)?;
     Client::connect(server, role, &args.token).map_err(|e| client_failure(&e))
 }
 
@@ -90,7 +100,7 @@ pub fn lookup(server: &str, args: &StoreArgs, query: &LookupQuery) -> Outcome {
 
 fn binding_outcome(result: Result<Result<Binding, WriteReply>, ClientError>) -> Outcome {
     match result {
-        Ok(Ok(binding)) => Outcome::ok(binding_fields(&binding, SystemClock.now_s())),
+        Ok(Ok(binding)) => Outcome::binding(&binding, SystemClock.now_s()),
         Ok(Err(reply)) => refused(&reply),
         Err(error) => client_failure(&error),
     }
