@@ -150,6 +150,10 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
                 encode_lookup_answer(out, 5, &LookupResult::Reject(Reject::NotAParty));
             }),
         ),
+        (
+            "lookup_unavailable",
+            frame(|out| push_frame(out, opcode::LOOKUP, status::UNAVAILABLE, 3, &[])),
+        ),
         ("bind_axb", frame(|out| encode_bind(out, 6, &axb_bind()))),
         (
             "bind_ok",
@@ -170,6 +174,10 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
                     &clashing.0.to_le_bytes(),
                 );
             }),
+        ),
+        (
+            "bind_unauthorised",
+            frame(|out| push_frame(out, opcode::BIND_AXB, status::UNAUTHORISED, 6, &[])),
         ),
         (
             "bind_axn",
