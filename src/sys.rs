@@ -62,6 +62,11 @@ pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
         .recursive(true)
         .mode(PRIVATE_DIR_MODE)
         .create(dir)?;
+    make_private_dir(dir)
+}
+
+/// Sets the directory's mode to exactly `PRIVATE_DIR_MODE`.
+pub fn make_private_dir(dir: &Path) -> io::Result<()> {
     std::fs::set_permissions(dir, Permissions::from_mode(PRIVATE_DIR_MODE))
 }
 

@@ -75,7 +75,7 @@ fn mode_of(path: &Path) -> u32 {
 /// Walks the whole tree under `data` (the directory itself included) and
 /// returns every path, asserting each directory is `0700` and each file
 /// `0600`.
-fn assert_private(data: &Path, umask: u32) -> Vec<PathBuf> {
+fn assert_private(data: &Path, context: &str) -> Vec<PathBuf> {
     let mut seen = Vec::new();
     let mut pending = vec![data.to_path_buf()];
     while let Some(path) = pending.pop() {
@@ -86,7 +86,7 @@ fn assert_private(data: &Path, umask: u32) -> Vec<PathBuf> {
             assert_eq!(
                 mode,
                 0o700,
-                "directory {} is {mode:04o} under umask {umask:03o}",
+                "directory {} is {mode:04o} ({context})",
                 path.display()
             );
             for entry in std::fs::read_dir(&path).unwrap() {
@@ -96,7 +96,7 @@ fn assert_private(data: &Path, umask: u32) -> Vec<PathBuf> {
             assert_eq!(
                 mode,
                 0o600,
-                "file {} is {mode:04o} under umask {umask:03o}",
+                "file {} is {mode:04o} ({context})",
                 path.display()
             );
         }
@@ -172,12 +172,12 @@ fn a_node_makes_its_data_directory_private_whatever_the_umask() {
             bind_over_the_wire(&mut client, g);
         }
         // While it runs: the log's spare segment and the LOCK note exist.
-        let seen = assert_private(&data, umask);
+        let seen = assert_private(&data, &format!("umask {umask:03o}"));
         assert_walked(&seen, &data, &["LOCK", "store", "log/state", "log/spare"]);
         drop(client);
         // A stop takes a last checkpoint: checkpoint.json is written.
         assert!(node.stop().success());
-        let seen = assert_private(&data, umask);
+        let seen = assert_private(&data, &format!("umask {umask:03o}"));
         assert_walked(&seen, &data, &SHARD_FILES);
         assert_walked(&seen, &data, &["checkpoint.json", "shard-001/records"]);
     }
@@ -216,10 +216,28 @@ fn load_and_offline_binds_make_a_private_data_directory_whatever_the_umask() {
             &data,
         );
         assert!(bound.status.success(), "{bound:?}");
-        let seen = assert_private(&data, umask);
+        let seen = assert_private(&data, &format!("umask {umask:03o}"));
         assert_walked(&seen, &data, &SHARD_FILES);
         assert_walked(&seen, &data, &["LOCK", "store", "log/state"]);
     }
+}
+
+/// Regression (issue 9 item 15): a store made in a directory that already
+/// existed (an empty mount point, a temporary directory) left it as it was,
+/// `0755` under umask 022, open to every local user.
+#[test]
+fn a_store_made_in_an_existing_directory_makes_it_private() {
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let loaded = x700(
+        &["load", "--bindings", "100", "--quiet", "--shards", "1"],
+        &data,
+    );
+    assert!(loaded.status.success(), "{loaded:?}");
+    let seen = assert_private(&data, "store made in an existing 0755 directory");
+    assert_walked(&seen, &data, &SHARD_FILES);
 }
 
 /// Regression (issue 9 item 15): `checkpoint.journal` exists only while a

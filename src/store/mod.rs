@@ -90,6 +90,10 @@ impl Store {
         );
         crate::sys::create_private_dir_all(dir).map_err(|e| TableError::io(dir, e))?;
         let lock = DirLock::acquire(dir)?;
+        // Making a store here makes this x700's directory, even if it
+        // already existed (an empty mount point, a temporary directory):
+        // it is made private like one x700 created.
+        crate::sys::make_private_dir(dir).map_err(|e| TableError::io(dir, e))?;
         lock::warn_if_loose(dir);
         let now_s = u64::from(clock.now_s());
         let mut header = StoreHeader {
