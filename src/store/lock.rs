@@ -119,7 +119,12 @@ fn scan(path: &Path, depth: usize, loose: &mut Vec<LoosePath>) -> std::io::Resul
     if loose.len() >= LOOSE_PATHS_MAX {
         return Ok(());
     }
-    let metadata = std::fs::symlink_metadata(path)?;
+    let metadata = match std::fs::symlink_metadata(path) {
+        Ok(metadata) => metadata,
+        // Gone since its directory was listed: nothing left to report.
+        Err(error) if depth > 0 && error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error),
+    };
     if metadata.file_type().is_symlink() {
         return Ok(());
     }
