@@ -4,13 +4,70 @@
 //! `table::mapped`.
 #![allow(unsafe_code)]
 
+use std::fs::{DirBuilder, File, OpenOptions, Permissions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
+use std::path::Path;
 
-/// Takes an exclusive, non-blocking `flock` on the file. False if another
-/// process holds it.
-pub fn try_lock_exclusive(file: &std::fs::File) -> bool {
+/// Mode of every file x700 creates in a data directory: read and write for
+/// its owner only, because the files hold real phone numbers.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+/// Mode of the data directory and of every directory x700 creates in it.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Takes an exclusive, non-blocking `flock` on the file (or directory). False
+/// if another open file description holds it.
+pub fn try_lock_exclusive(file: &File) -> bool {
     // SAFETY: flock on a descriptor the caller owns; no memory is involved.
     unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+}
+
+/// Creates the file `path`, which must not exist, with `options` and mode
+/// exactly `PRIVATE_FILE_MODE`. The umask only clears bits of the mode asked
+/// for at creation (an odd umask could even clear the owner's), so the mode
+/// is set again on the open descriptor (`fchmod`).
+pub fn create_private(options: &OpenOptions, path: &Path) -> io::Result<File> {
+    let file = options
+        .clone()
+        .create_new(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(path)?;
+    file.set_permissions(Permissions::from_mode(PRIVATE_FILE_MODE))?;
+    Ok(file)
+}
+
+/// Opens `path` with `options`, creating it as `create_private` does if it
+/// is missing. A file that already exists keeps its mode: x700 never
+/// changes what it did not create, it warns (`store::lock::warn_if_loose`).
+pub fn open_or_create_private(options: &OpenOptions, path: &Path) -> io::Result<File> {
+    match create_private(options, path) {
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => options
+            .clone()
+            .create(true)
+            .mode(PRIVATE_FILE_MODE)
+            .open(path),
+        made => made,
+    }
+}
+
+/// Creates the directory `dir` and any missing parents with mode
+/// `PRIVATE_DIR_MODE`, and sets `dir`'s mode exactly (past the umask) if
+/// this call created it. A directory that already exists keeps its mode.
+pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)?;
+    make_private_dir(dir)
+}
+
+/// Sets the directory's mode to exactly `PRIVATE_DIR_MODE`.
+pub fn make_private_dir(dir: &Path) -> io::Result<()> {
+    std::fs::set_permissions(dir, Permissions::from_mode(PRIVATE_DIR_MODE))
 }
 
 /// Bytes a TCP socket has queued but the peer has not yet acknowledged

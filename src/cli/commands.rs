@@ -345,19 +345,73 @@ pub(super) fn stats_fields(store: &Store) -> Result<Value, crate::table::TableEr
     }))
 }
 
-/// `x700 check`: verify every record and index entry.
+/// `x700 check`: verify every record and index entry, and that group and
+/// others can reach nothing in the directory (it holds personal data).
+/// Loose permissions fail the check (status `loose_permissions`, exit 1).
 pub fn check(args: &StatsArgs) -> Outcome {
     let store = match open(&args.store, false) {
         Ok(store) => store,
         Err(outcome) => return outcome,
     };
     let started = std::time::Instant::now();
-    let outcome = match store.verify() {
+    let mut outcome = match store.verify() {
         Ok(()) => Outcome::ok(json!({
             "bindings_live": store.stats().map(|s| s.bindings_live).unwrap_or(0),
             "elapsed_ms": started.elapsed().as_millis() as u64,
         })),
         Err(error) => Outcome::from(error),
     };
+    let (permissions, private) = permissions_report(store.dir(), args.store.json);
+    outcome.object.insert("permissions".into(), permissions);
+    if !private && outcome.success {
+        outcome
+            .object
+            .insert("status".into(), Value::from("loose_permissions"));
+        outcome.success = false;
+    }
     close(store, outcome)
+}
+
+/// `check`'s permissions finding, and whether the directory is private. In
+/// JSON: `{"ok": bool, "loose": [{"path", "mode", "wanted"}]}`; in text a
+/// line per loose path on stderr and a count in the summary.
+fn permissions_report(dir: &std::path::Path, json: bool) -> (Value, bool) {
+    let loose = match crate::store::lock::loose_permissions(dir) {
+        Ok(loose) => loose,
+        Err(error) => {
+            let error = format!("cannot read the permissions of {}: {error}", dir.display());
+            return (json!({ "ok": false, "error": error }), false);
+        }
+    };
+    let private = loose.is_empty();
+    if !json {
+        for path in &loose {
+            eprintln!(
+                "loose permissions: {} mode {} (want {})",
+                path.path.display(),
+                path.mode_text(),
+                path.wanted_mode_text()
+            );
+        }
+        let summary = if private {
+            "ok".to_string()
+        } else {
+            format!(
+                "{} path(s) open to group or others (listed above)",
+                loose.len()
+            )
+        };
+        return (Value::from(summary), private);
+    }
+    let paths: Vec<Value> = loose
+        .iter()
+        .map(|path| {
+            json!({
+                "path": path.path.display().to_string(),
+                "mode": path.mode_text(),
+                "wanted": path.wanted_mode_text(),
+            })
+        })
+        .collect();
+    (json!({ "ok": private, "loose": paths }), private)
 }

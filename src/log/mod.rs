@@ -188,7 +188,7 @@ impl Log {
     pub fn open(data_dir: &Path, nonce: u64) -> Result<(Log, Recovery), LogError> {
         let dir = data_dir.join(LOG_DIR_NAME);
         if !dir.exists() {
-            std::fs::create_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
+            crate::sys::create_private_dir_all(&dir).map_err(|e| LogError::io(&dir, e))?;
             sync_dir(data_dir)?;
         }
         let (state_file, state) = StateFile::open_or_create(&dir, nonce)?;
@@ -350,14 +350,12 @@ impl Log {
             return true;
         }
         let path = self.dir.join(SPARE_NAME);
-        let made = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| LogError::io(&path, e))
-            .and_then(|file| preallocate(&file, &path).map(|()| file));
+        let made = crate::sys::open_or_create_private(
+            OpenOptions::new().read(true).write(true).truncate(false),
+            &path,
+        )
+        .map_err(|e| LogError::io(&path, e))
+        .and_then(|file| preallocate(&file, &path).map(|()| file));
         match made {
             Ok(file) => {
                 self.spare = Some(file);
@@ -383,12 +381,9 @@ impl Log {
                 file
             }
             None => {
-                let file = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)
-                    .map_err(|e| LogError::io(&path, e))?;
+                let file =
+                    crate::sys::create_private(OpenOptions::new().read(true).write(true), &path)
+                        .map_err(|e| LogError::io(&path, e))?;
                 if let Err(error) = preallocate(&file, &path) {
                     let _ = std::fs::remove_file(&path);
                     return Err(error);

@@ -123,13 +123,11 @@ impl StateFile {
     pub fn open_or_create(dir: &Path, nonce: u64) -> Result<(StateFile, LogState), LogError> {
         let path = dir.join(STATE_FILE_NAME);
         let existed = path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| LogError::io(&path, e))?;
+        let file = crate::sys::open_or_create_private(
+            OpenOptions::new().read(true).write(true).truncate(false),
+            &path,
+        )
+        .map_err(|e| LogError::io(&path, e))?;
         let mut state_file = StateFile {
             path,
             file,

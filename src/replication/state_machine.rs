@@ -56,7 +56,10 @@ fn write_manifest(data_dir: &Path, meta: &SnapshotMeta<u64, BasicNode>) -> std::
     let temporary = data_dir.join(format!("{MANIFEST_NAME}.new"));
     let bytes = serde_json::to_vec_pretty(meta).map_err(std::io::Error::other)?;
     {
-        let file = std::fs::File::create(&temporary)?;
+        let file = crate::sys::open_or_create_private(
+            std::fs::OpenOptions::new().write(true).truncate(true),
+            &temporary,
+        )?;
         std::io::Write::write_all(&mut &file, &bytes)?;
         file.sync_all()?;
     }

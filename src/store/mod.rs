@@ -4,7 +4,7 @@
 //!
 //! Directory layout (docs/STORAGE.md):
 //! ```text
-//! DIR/LOCK            flock'd while open; holds the holder's pid
+//! DIR/LOCK            names the holder's pid (DIR itself is flock'd)
 //! DIR/store           StoreHeader: format, shard count, nonce
 //! DIR/shard-000/      meta, records, cold, index, overflow
 //! ...
@@ -88,8 +88,13 @@ impl Store {
             (1..=SHARDS_MAX).contains(&shard_count),
             "shard count {shard_count} out of range"
         );
-        std::fs::create_dir_all(dir).map_err(|e| TableError::io(dir, e))?;
+        crate::sys::create_private_dir_all(dir).map_err(|e| TableError::io(dir, e))?;
         let lock = DirLock::acquire(dir)?;
+        // Making a store here makes this x700's directory, even if it
+        // already existed (an empty mount point, a temporary directory):
+        // it is made private like one x700 created.
+        crate::sys::make_private_dir(dir).map_err(|e| TableError::io(dir, e))?;
+        lock::warn_if_loose(dir);
         let now_s = u64::from(clock.now_s());
         let mut header = StoreHeader {
             magic: STORE_MAGIC,
@@ -136,6 +141,7 @@ impl Store {
             });
         }
         let lock = DirLock::acquire(dir)?;
+        lock::warn_if_loose(dir);
         let bytes = std::fs::read(&path).map_err(|e| TableError::io(&path, e))?;
         let bad = |reason: String| TableError::BadHeader {
             path: path.display().to_string(),
@@ -357,10 +363,7 @@ fn nonce() -> u64 {
 
 fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
+    let mut file = crate::sys::create_private(std::fs::OpenOptions::new().write(true), path)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     if let Some(parent) = path.parent() {

@@ -302,12 +302,11 @@ impl ShardImage {
         let journal_path = self.dir.join(JOURNAL_NAME);
         {
             let journal = self.journal();
-            let file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&journal_path)
-                .map_err(io(&journal_path))?;
+            let file = crate::sys::open_or_create_private(
+                OpenOptions::new().write(true).truncate(true),
+                &journal_path,
+            )
+            .map_err(io(&journal_path))?;
             file.write_all_at(&journal, 0)
                 .and_then(|()| file.sync_data())
                 .map_err(io(&journal_path))?;

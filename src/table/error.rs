@@ -56,9 +56,9 @@ pub enum TableError {
     /// Another process holds the data directory.
     #[error("{path}: data directory is in use by another process ({holder})")]
     Locked {
-        /// The lock file.
+        /// The data directory.
         path: String,
-        /// Who holds it, as recorded in the lock file.
+        /// Who holds it, as recorded in the directory's `LOCK` note.
         holder: String,
     },
     /// A directory that holds no x700 store.

@@ -95,12 +95,15 @@ impl<T: Pod> TableFile<T> {
             .map_err(|source| TableError::io(&path, source))?;
         let sums = vec![crc32c::crc32c(&page)];
         let sums_file = sums_path(dir, kind);
-        std::fs::File::create(&sums_file)
-            .and_then(|mut f| {
-                std::io::Write::write_all(&mut f, &sums[0].to_le_bytes())?;
-                f.sync_all()
-            })
-            .map_err(|source| TableError::io(&sums_file, source))?;
+        crate::sys::open_or_create_private(
+            std::fs::OpenOptions::new().write(true).truncate(true),
+            &sums_file,
+        )
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, &sums[0].to_le_bytes())?;
+            f.sync_all()
+        })
+        .map_err(|source| TableError::io(&sums_file, source))?;
         Ok(TableFile {
             mapped,
             kind,

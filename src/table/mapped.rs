@@ -59,11 +59,7 @@ impl MappedFile {
     /// Creates a new file holding `first_page` and maps it. Fails if the file
     /// exists.
     pub fn create(path: &Path, first_page: &[u8], reserved_bytes: usize) -> io::Result<MappedFile> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)?;
+        let file = crate::sys::create_private(OpenOptions::new().read(true).write(true), path)?;
         let length = libc::off_t::try_from(first_page.len())
             .map_err(|_| io::Error::other("first page too large"))?;
         match crate::sys::fallocate(file.as_raw_fd(), 0, length) {
@@ -96,13 +92,29 @@ impl MappedFile {
             )));
         }
         // SAFETY: the mapping is private (copy on write) over a file that
-        // only this process writes: the data directory's LOCK (store::lock)
-        // excludes every other x700 process. The file changes only at a
-        // checkpoint, which writes pages whose private copies this mapping
-        // already holds, so what the mapping shows never changes under it.
-        // Bytes beyond `file_bytes` are never accessed (every accessor
-        // slices to `file_bytes`), so the reservation past the end of the
-        // file cannot raise SIGBUS.
+        // only this process writes. The file changes only at a checkpoint,
+        // which writes pages whose private copies this mapping already
+        // holds, so what the mapping shows never changes under it. Bytes
+        // beyond `file_bytes` are never accessed (every accessor slices to
+        // `file_bytes`), so the reservation past the end of the file cannot
+        // raise SIGBUS.
+        //
+        // What keeps other writers out, and what does not:
+        // - the data directory's lock (`store::lock`: an `flock` on the
+        //   directory, held for the process's life) excludes every other
+        //   x700 process, serving or offline, since each takes it before
+        //   opening a table; deleting the `LOCK` note does not release it;
+        // - the directory's `0700` and files' `0600` modes keep other users
+        //   out;
+        // - nothing here stops a process that ignores the lock and runs as
+        //   the same user or as root: `truncate(1)`, an editor, a restore
+        //   copied over a live file. A file shortened under the mapping makes
+        //   the next access to a page past its new end raise SIGBUS, which
+        //   kills the node: a crash, not a wrong answer. A process that
+        //   writes into a file instead may change pages this mapping has not
+        //   copied yet; the lock and the modes exist to keep such processes
+        //   out, and the next start verifies every page against its
+        //   checksum before serving. docs/OPERATIONS.md says what to do.
         let map = unsafe { MmapOptions::new().len(reserved_bytes).map_copy(&file)? };
         Ok(MappedFile {
             path: path.to_path_buf(),

@@ -25,11 +25,7 @@ impl MetaFile {
     /// Creates the file with `meta` in both copies.
     pub fn create(dir: &Path, meta: &ShardMeta) -> Result<MetaFile, TableError> {
         let path = dir.join(META_FILE_NAME);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
+        let file = crate::sys::create_private(OpenOptions::new().read(true).write(true), &path)
             .map_err(|e| TableError::io(&path, e))?;
         file.set_len(2 * COPY_STRIDE)
             .map_err(|e| TableError::io(&path, e))?;

@@ -75,7 +75,7 @@ pub struct Shard {
 impl Shard {
     /// Creates a new, empty shard in `dir` (which must not exist yet).
     pub fn create(dir: &Path, identity: ShardIdentity, now_s: u64) -> Result<Shard, TableError> {
-        std::fs::create_dir_all(dir).map_err(|e| TableError::io(dir, e))?;
+        crate::sys::create_private_dir_all(dir).map_err(|e| TableError::io(dir, e))?;
         let records = TableFile::create(dir, FileKind::Records, identity, now_s)?;
         let cold = TableFile::create(dir, FileKind::Cold, identity, now_s)?;
         let mut primary = TableFile::create(dir, FileKind::Index, identity, now_s)?;
