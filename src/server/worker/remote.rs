@@ -128,6 +128,12 @@ impl Worker {
                     done.push((item.origin, offset(start), offset(frames.len())));
                 }
                 self.lookups.clear();
+                // Counted here, by the loop that answers: time from the
+                // start of this iteration (the requesting loop's own wait
+                // is not in it).
+                let latency_ns =
+                    u64::try_from(self.iteration_started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.metrics.latency(latency_ns, run as u64);
                 i += run;
                 continue;
             }
