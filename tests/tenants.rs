@@ -113,7 +113,10 @@ fn a_tenant_binds_only_on_its_own_x() {
             &mut admin,
             &for_tenant(axb(xn, "13600000001", "13600000002", "adm"), 2),
         );
-        assert_eq!((reply.status, reply.binding_id), (status::UNAUTHORISED, None));
+        assert_eq!(
+            (reply.status, reply.binding_id),
+            (status::UNAUTHORISED, None)
+        );
         // ...and may bind for the owner, as the owner may.
         let id_admin = bind_ok(
             &mut admin,
@@ -130,7 +133,10 @@ fn a_tenant_binds_only_on_its_own_x() {
         }
         bind_ok(&mut p2_client, &for_tenant(tries[1], 2));
         let reply = bind_status(&mut p1, &mine);
-        assert_eq!((reply.status, reply.binding_id), (status::UNAUTHORISED, None));
+        assert_eq!(
+            (reply.status, reply.binding_id),
+            (status::UNAUTHORISED, None)
+        );
     }
     drop((admin, switch, p1, p2, p2_client));
     assert!(node.stop().success());
@@ -170,7 +176,10 @@ fn no_answer_carries_another_tenants_binding_id() {
             &mut p2,
             &for_tenant(axb(xn, "13700000001", "13700000002", "p2"), 2),
         );
-        assert_eq!((reply.status, reply.binding_id), (status::UNAUTHORISED, None));
+        assert_eq!(
+            (reply.status, reply.binding_id),
+            (status::UNAUTHORISED, None)
+        );
         // On its own X tenant 2 may bind and take tenant 1's numbers: they
         // are another X's business.
         let own_x = x(23_000 + i as u64);

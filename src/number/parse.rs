@@ -193,7 +193,6 @@ fn normalise_national(digits: &[u8]) -> ([u8; NATIONAL_BUFFER], usize) {
 /// that arrived already encoded (from the wire): a national number (see
 /// `check_national`) outside the reserved ranges (`RESERVED_RANGES`). No
 /// allocation; a mobile takes a few comparisons.
-#[inline]
 pub fn check_real(number: Number) -> Result<Number, NumberError> {
     // Fast path: a mobile (11 digits from 1) has no prefix to remove and is
     // in no reserved range.
