@@ -1,4 +1,4 @@
-//! Proves that a real `Store` follows the binding rules exactly: random sequences of bind (AXB, AXN, AXE, retries, conflicts), unbind, update, query, lookup, clock advance, full expiry reclaim and reopen run against both the store and a small reference model written from the rules, and every answer, the live count and `verify()` must agree at every step.
+//! Proves that a real `Store` follows the binding rules exactly: random sequences of bind (AXB, AXN, AXE, retries, conflicts, two tenants), unbind, update, query, lookup, clock advance, full expiry reclaim and reopen run against both the store and a small reference model written from the rules, and every answer, the live count and `verify()` must agree at every step; and that number checking accepts exactly the real parties a plain restatement of the numbering rules accepts.
 
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -9,7 +9,7 @@ use x700::binding::{
     BindRequest, Binding, BindingId, Direction, LookupQuery, LookupResult, OrderRef, Parties,
     Reject, Route, Update, WriteError, TTL_S_MAX,
 };
-use x700::number::{parse_extension, parse_real, parse_virtual, Number, XPolicy};
+use x700::number::{check_real, parse_extension, parse_real, parse_virtual, Number, XPolicy};
 use x700::store::clock::FakeClock;
 use x700::store::Store;
 use x700::table::BindOutcome;
@@ -69,8 +69,19 @@ impl Numbers {
             xs: (0..=pools.xs)
                 .map(|i| parse_virtual(&format!("700{:012}", 555_000 + i), policy).unwrap())
                 .collect(),
+            // Mobiles and fixed lines (national form), all real parties as
+            // the server would accept them.
             reals: (0..pools.reals + 2)
-                .map(|i| parse_real(&format!("1380000{i:04}")).unwrap())
+                .map(|i| {
+                    let spelling = match i % 3 {
+                        0 => format!("1380000{i:04}"),
+                        1 => format!("0755{i:08}"),
+                        _ => format!("010{i:08}"),
+                    };
+                    let number = parse_real(&spelling).unwrap();
+                    assert_eq!(check_real(number), Ok(number), "{spelling}");
+                    number
+                })
                 .collect(),
             extensions: (0..=pools.extensions)
                 .map(|i| parse_extension(&format!("{}", 7 + i * 11)).unwrap())
@@ -260,6 +271,8 @@ fn op(pools: Pools) -> impl Strategy<Value = Op> {
 enum BindExpect {
     /// Refused as malformed.
     Invalid,
+    /// Refused: X belongs to another tenant.
+    OtherTenant,
     /// Refused; the error names exactly this binding.
     Conflict(BindingId),
     /// Refused; the error names some binding on X, or none.
@@ -275,6 +288,7 @@ enum BindExpect {
 enum UpdateExpect {
     NotFound,
     Invalid,
+    OtherTenant,
     Conflict(BindingId),
     Updated(Binding),
 }
@@ -324,6 +338,13 @@ impl Model {
             .copied()
     }
 
+    /// True if a live binding on X other than `skip` belongs to a tenant
+    /// other than `tenant`.
+    fn held_by_other(&self, x: Number, tenant: u32, skip: Option<BindingId>) -> bool {
+        self.on_x(x)
+            .any(|b| Some(b.id) != skip && !self.expired(b) && b.tenant != tenant)
+    }
+
     /// X's AXN binding.
     fn axn_on(&self, x: Number) -> Option<Binding> {
         self.on_x(x)
@@ -344,6 +365,11 @@ impl Model {
             _ => {}
         }
         let x = request.x;
+        // An X with a live binding belongs to that binding's tenant: another
+        // tenant is refused before any number is compared.
+        if self.held_by_other(x, request.tenant, None) {
+            return BindExpect::OtherTenant;
+        }
         // The keys the new binding takes on X, checked in order: an expired
         // holder is reclaimed (even if a later key conflicts), a live
         // identical one answers the retry, any other live one conflicts.
@@ -437,12 +463,23 @@ impl Model {
             if matches!(current.parties, Parties::Axe { .. }) || new_b == current.parties.a() {
                 return UpdateExpect::Invalid;
             }
+            // A new number on X: refused if X is another tenant's too.
+            let old_b = match current.parties {
+                Parties::Axb { b, .. } => Some(b),
+                Parties::Axn { default_callee, .. } => default_callee,
+                Parties::Axe { .. } => None,
+            };
+            if Some(new_b) != old_b && self.held_by_other(current.x, current.tenant, Some(id)) {
+                return UpdateExpect::OtherTenant;
+            }
             match current.parties {
                 Parties::Axb { a, b } => {
                     if new_b != b {
                         if let Some(holder) = self.axb_holder(current.x, new_b) {
                             if self.expired(&holder) {
                                 self.remove(holder.id);
+                            } else if holder.tenant != current.tenant {
+                                return UpdateExpect::OtherTenant;
                             } else {
                                 return UpdateExpect::Conflict(holder.id);
                             }
@@ -777,7 +814,8 @@ impl Harness {
                 let got = self.store().update(id, &update);
                 match (expected, got) {
                     (UpdateExpect::NotFound, Err(WriteError::NotFound))
-                    | (UpdateExpect::Invalid, Err(WriteError::Invalid(_))) => {}
+                    | (UpdateExpect::Invalid, Err(WriteError::Invalid(_)))
+                    | (UpdateExpect::OtherTenant, Err(WriteError::OtherTenant)) => {}
                     (UpdateExpect::Conflict(holder), Err(WriteError::Conflict { binding_id })) => {
                         assert_eq!(binding_id, Some(holder), "{}", self.context);
                     }
@@ -820,7 +858,8 @@ impl Harness {
         let expected = self.model.bind(request);
         let got = self.store().bind(request);
         match (expected, got) {
-            (BindExpect::Invalid, Err(WriteError::Invalid(_))) => {}
+            (BindExpect::Invalid, Err(WriteError::Invalid(_)))
+            | (BindExpect::OtherTenant, Err(WriteError::OtherTenant)) => {}
             (BindExpect::Conflict(holder), Err(WriteError::Conflict { binding_id })) => {
                 assert_eq!(binding_id, Some(holder), "{}: conflict names", self.context);
             }
@@ -1229,5 +1268,88 @@ impl IndexDriver {
     /// Overflow buckets the file has room for.
     fn capacity(&self) -> u32 {
         self.index.overflow_file().capacity()
+    }
+}
+
+// ---- number checking against a restatement of the numbering rules ----
+
+/// What a real party spelled `spelling` is, by the rules of DESIGN.md,
+/// docs/PROTOCOL.md section 4 and `RESERVED_RANGES`, restated on strings:
+/// its national form, or `None` if it may not be a party.
+fn party_model(spelling: &str) -> Option<String> {
+    let is_mobile = |n: &str| n.len() == 11 && n.starts_with('1');
+    let (had_country, national) = if let Some(rest) = spelling.strip_prefix("+86") {
+        (true, rest)
+    } else if let Some(rest) = spelling.strip_prefix("0086") {
+        (true, rest)
+    } else if let Some(rest) = spelling
+        .strip_prefix("86")
+        .filter(|rest| is_mobile(rest) || (rest.len() == 15 && rest.starts_with("700")))
+    {
+        (false, rest)
+    } else {
+        (false, spelling.strip_prefix('+').unwrap_or(spelling))
+    };
+    // After a country code, a fixed line is written without its trunk 0.
+    let service = ["0", "700", "400", "800", "95", "96"];
+    let national = if had_country
+        && !national.is_empty()
+        && !is_mobile(national)
+        && !service.iter().any(|prefix| national.starts_with(prefix))
+    {
+        format!("0{national}")
+    } else {
+        national.to_string()
+    };
+    let len = national.len();
+    let refused = !(7..=15).contains(&len)
+        || (national.starts_with('1') && len < 11)
+        || (national.starts_with('0') && len < 10)
+        || national.starts_with("95")
+        || (national.starts_with("700") && len == 15);
+    (!refused).then_some(national)
+}
+
+/// Spellings of numbers near every boundary of the rules: mobiles, fixed
+/// lines, short codes, 1-numbers shorter than a mobile, 95 numbers, 700
+/// numbers of every length, anything, each behind a random country prefix.
+fn spelling() -> impl Strategy<Value = String> {
+    let digits = |min: usize, max: usize| prop::collection::vec(0u8..10, min..=max);
+    let body = prop_oneof![
+        (3u8..10, digits(9, 9)).prop_map(|(second, rest)| {
+            let mut body = vec![1, second];
+            body.extend(rest);
+            body
+        }),
+        digits(1, 6),
+        digits(6, 9).prop_map(|rest| [vec![1], rest].concat()),
+        digits(6, 11).prop_map(|rest| [vec![0], rest].concat()),
+        digits(1, 13).prop_map(|rest| [vec![9, 5], rest].concat()),
+        digits(0, 12).prop_map(|rest| [vec![7, 0, 0], rest].concat()),
+        digits(1, 15),
+    ];
+    let prefix = prop::sample::select(vec!["", "", "86", "0086", "+86", "+"]);
+    (prefix, body).prop_map(|(prefix, body)| {
+        let digits: String = body.iter().map(|d| char::from(b'0' + d)).collect();
+        format!("{prefix}{digits}")
+    })
+}
+
+proptest! {
+    #![proptest_config(config(2048))]
+
+    /// Typed (`parse_real`) and from the wire (`check_real` of the encoded
+    /// digits, which cannot carry a `+`), a number is a real party exactly
+    /// when the restated rules say so, in the same national form.
+    #[test]
+    fn number_checking_matches_the_rules(spelling in spelling()) {
+        let expected = party_model(&spelling);
+        let typed = parse_real(&spelling).ok().map(Number::digits);
+        prop_assert_eq!(&typed, &expected, "parse_real({})", spelling);
+        let wire_digits = spelling.as_bytes();
+        if !spelling.starts_with('+') && wire_digits.len() <= 15 {
+            let wire = check_real(Number::from_digits(wire_digits)).ok().map(Number::digits);
+            prop_assert_eq!(&wire, &expected, "check_real({})", spelling);
+        }
     }
 }

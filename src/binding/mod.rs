@@ -331,6 +331,11 @@ pub enum WriteError {
         /// The clashing binding.
         binding_id: Option<BindingId>,
     },
+    /// X belongs to another tenant: a live binding of a tenant other than
+    /// the request's holds X (or the number the request would take on X).
+    /// Names nothing, so a tenant learns nothing about another's bindings.
+    #[error("the virtual number is in use by another tenant")]
+    OtherTenant,
     /// No live binding has this id (or X and party).
     #[error("no live binding matches")]
     NotFound,
@@ -365,6 +370,7 @@ impl WriteError {
             WriteError::Invalid(InvalidRequest::Number(_)) => "bad_number",
             WriteError::Invalid(_) => "bad_request",
             WriteError::Conflict { .. } => "conflict",
+            WriteError::OtherTenant => "unauthorised",
             WriteError::NotFound => "not_found",
             WriteError::Capacity { .. } => "capacity",
             WriteError::DiskFull { .. } => "disk_full",

@@ -8,14 +8,19 @@
 //! number (it would be sixteen digits) and marks "no number".
 
 mod parse;
+mod reserved;
 
 pub use parse::{
-    check_real, check_virtual, parse_extension, parse_real, parse_virtual, NumberError, XPolicy,
+    check_national, check_real, check_virtual, parse_extension, parse_national, parse_real,
+    parse_virtual, NumberError, XPolicy,
 };
+pub use reserved::{reserved_range, ReservedRange, RESERVED_RANGES};
 
 /// Most digits a number may have (ITU-T E.164 limit).
 pub const DIGITS_MAX: usize = 15;
-/// Fewest digits a real number may have (short codes such as `110`).
+/// Fewest digits a national number may have (a legacy X may be a short
+/// service number such as `95123`). A real party needs more: everything
+/// shorter than a subscriber number is in `RESERVED_RANGES`.
 pub const REAL_DIGITS_MIN: usize = 3;
 /// Digits in a 700 virtual number.
 pub const VIRTUAL_DIGITS: usize = 15;

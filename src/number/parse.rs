@@ -6,7 +6,13 @@
 //! a 700 number nor a service number (400, 800, 95xxx, 96xxx) is a fixed line
 //! written without its trunk prefix, and gets its leading `0` back:
 //! `+86 10 12345678` and `010 12345678` are the same line.
+//!
+//! Two levels of checking: a *national* number is any well-formed real
+//! number (what a legacy X or the party of an UNBIND may be); a *real party*
+//! (`parse_real`, `check_real`) is a national number outside the reserved
+//! ranges of `super::reserved` (700 numbers, emergency and service numbers).
 
+use super::reserved::reserved_range;
 use super::{
     Number, DIGITS_MAX, EXTENSION_DIGITS_MAX, REAL_DIGITS_MIN, VIRTUAL_DIGITS, VIRTUAL_PREFIX,
 };
@@ -35,6 +41,16 @@ pub enum NumberError {
     /// A virtual number outside the 700 range while legacy numbers are off.
     #[error("virtual number {0:?} is not a 15-digit 700 number (legacy virtual numbers are not enabled on this node)")]
     NotVirtual(String),
+    /// A well-formed number that may not be a real party (see
+    /// `RESERVED_RANGES`). Carries no allocation: the lookup path may
+    /// produce it for every request.
+    #[error("number {number} cannot be a real party: it is {what}")]
+    Reserved {
+        /// The number, in national form.
+        number: Number,
+        /// Which reserved range holds it.
+        what: &'static str,
+    },
 }
 
 /// Whether legacy (non-700) virtual numbers are accepted: only during the
@@ -48,7 +64,8 @@ pub struct XPolicy {
 /// Parses a virtual number X.
 ///
 /// Strictly: exactly 15 digits beginning `700` (after removing a country
-/// prefix). With `policy.allow_legacy`, any valid real number is accepted too.
+/// prefix). With `policy.allow_legacy`, any national number is accepted too
+/// (reserved ranges included: legacy X numbers are often 95 numbers).
 pub fn parse_virtual(input: &str, policy: XPolicy) -> Result<Number, NumberError> {
     let digits = plain_digits(input)?;
     let national = strip_country(&digits);
@@ -56,14 +73,22 @@ pub fn parse_virtual(input: &str, policy: XPolicy) -> Result<Number, NumberError
         return Ok(Number::from_digits(national));
     }
     if policy.allow_legacy {
-        return parse_real(input);
+        return parse_national(input);
     }
     Err(NumberError::NotVirtual(input.to_string()))
 }
 
-/// Parses and normalises a real number (A, B, a caller): 3 to 15 national
-/// digits.
+/// Parses and normalises a real party (A, B, a default callee, a caller): 3
+/// to 15 national digits, outside the reserved ranges (`RESERVED_RANGES`).
 pub fn parse_real(input: &str) -> Result<Number, NumberError> {
+    let number = parse_national(input)?;
+    let (digits, len) = number_digits(number)?;
+    refuse_reserved(number, &digits[..len])
+}
+
+/// Parses and normalises a national number: 3 to 15 digits, reserved or
+/// not (a legacy X may be a 95 service number).
+pub fn parse_national(input: &str) -> Result<Number, NumberError> {
     let digits = plain_digits(input)?;
     let (national, len) = normalise_national(&digits);
     if !(REAL_DIGITS_MIN..=DIGITS_MAX).contains(&len) {
@@ -164,14 +189,46 @@ fn normalise_national(digits: &[u8]) -> ([u8; NATIONAL_BUFFER], usize) {
     (out, len + take)
 }
 
-/// Checks and normalises a real number that arrived already encoded (from
-/// the wire): well formed, not an extension, 3 to 15 digits after removing
-/// a `0086` or (before a mobile) `86` prefix. No allocation.
+/// Checks and normalises a real party (A, B, a default callee, a caller)
+/// that arrived already encoded (from the wire): a national number (see
+/// `check_national`) outside the reserved ranges (`RESERVED_RANGES`). No
+/// allocation; a mobile takes a few comparisons.
 pub fn check_real(number: Number) -> Result<Number, NumberError> {
-    // Fast path: a mobile (11 digits from 1) has no prefix to remove.
+    // Fast path: a mobile (11 digits from 1) has no prefix to remove and is
+    // in no reserved range.
     if number.digit_run() == Some(11) && number.0[0] >> 4 == 1 {
         return Ok(number);
     }
+    let (national, len) = national_digits(number)?;
+    refuse_reserved(Number::from_digits(&national[..len]), &national[..len])
+}
+
+/// Checks and normalises a national number that arrived already encoded:
+/// well formed, not an extension, 3 to 15 digits after removing a `0086`
+/// or (before a mobile) `86` prefix, reserved or not (a legacy X, the party
+/// that names a binding to remove). No allocation.
+pub fn check_national(number: Number) -> Result<Number, NumberError> {
+    if number.digit_run() == Some(11) && number.0[0] >> 4 == 1 {
+        return Ok(number);
+    }
+    let (national, len) = national_digits(number)?;
+    Ok(Number::from_digits(&national[..len]))
+}
+
+/// `number` unless its national digits fall in a reserved range.
+fn refuse_reserved(number: Number, national: &[u8]) -> Result<Number, NumberError> {
+    match reserved_range(national) {
+        Some(range) => Err(NumberError::Reserved {
+            number,
+            what: range.what,
+        }),
+        None => Ok(number),
+    }
+}
+
+/// The national digits of an encoded number, checked for length, on the
+/// stack.
+fn national_digits(number: Number) -> Result<([u8; NATIONAL_BUFFER], usize), NumberError> {
     let (digits, len) = number_digits(number)?;
     let (national, national_len) = normalise_national(&digits[..len]);
     if !(REAL_DIGITS_MIN..=DIGITS_MAX).contains(&national_len) {
@@ -182,11 +239,12 @@ pub fn check_real(number: Number) -> Result<Number, NumberError> {
             max: DIGITS_MAX,
         });
     }
-    Ok(Number::from_digits(&national[..national_len]))
+    Ok((national, national_len))
 }
 
 /// Checks a virtual number that arrived already encoded: a 15-digit 700
-/// number, or with `policy.allow_legacy` any valid real number.
+/// number, or with `policy.allow_legacy` any national number (reserved
+/// ranges included: legacy X numbers are often 95 service numbers).
 pub fn check_virtual(number: Number, policy: XPolicy) -> Result<Number, NumberError> {
     if number.digit_run() == Some(VIRTUAL_DIGITS) && number.0[0] == 0x70 && number.0[1] >> 4 == 0 {
         return Ok(number);
@@ -196,7 +254,7 @@ pub fn check_virtual(number: Number, policy: XPolicy) -> Result<Number, NumberEr
         return Ok(number);
     }
     if policy.allow_legacy {
-        return check_real(number);
+        return check_national(number);
     }
     Err(NumberError::NotVirtual(number.digits()))
 }
@@ -332,6 +390,45 @@ mod tests {
         assert_eq!(check_virtual(x, STRICT), Ok(x));
         assert!(check_virtual(mobile, STRICT).is_err());
         assert_eq!(check_virtual(mobile, LEGACY), Ok(mobile));
+    }
+
+    /// Guards step 5 item 8: a 700 number, an emergency number or a short
+    /// service number was accepted as a real party.
+    #[test]
+    fn reserved_numbers_are_no_real_party_in_any_spelling() {
+        for spelling in [
+            "110",
+            "+86110",
+            "0086110",
+            "120",
+            "999",
+            "12395",
+            "95588",
+            "+8695588",
+            "0755110",
+            "+86755110",
+            "700123456789012",
+            "86700123456789012",
+            "+86700123456789012",
+        ] {
+            assert!(
+                matches!(parse_real(spelling), Err(NumberError::Reserved { .. })),
+                "{spelling}: {:?}",
+                parse_real(spelling)
+            );
+            assert!(parse_national(spelling).is_ok(), "{spelling}");
+        }
+        for digits in ["110", "0086110", "95588", "700123456789012", "0755110"] {
+            let encoded = Number::from_digits(digits.as_bytes());
+            assert!(
+                matches!(check_real(encoded), Err(NumberError::Reserved { .. })),
+                "{digits}"
+            );
+            assert!(check_national(encoded).is_ok(), "{digits}");
+        }
+        // A legacy X may still be a service number.
+        let legacy = Number::from_digits(b"95588");
+        assert_eq!(check_virtual(legacy, LEGACY), Ok(legacy));
     }
 
     #[test]

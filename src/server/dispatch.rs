@@ -4,7 +4,7 @@
 
 use super::auth::Access;
 use crate::binding::{BindRequest, BindingId, LookupQuery, Update, WriteError};
-use crate::number::{check_real, check_virtual, Number, XPolicy};
+use crate::number::{check_national, check_real, check_virtual, Number, XPolicy};
 use crate::protocol::codec::{self, Request, UnbindBody};
 use crate::protocol::frame::push_frame;
 use crate::protocol::{opcode, status};
@@ -87,10 +87,12 @@ pub fn check_write(request: &Request<'_>, policy: XPolicy) -> Result<Op, u8> {
             Ok(Op::Update(body.binding_id, update))
         }
         Request::Unbind(UnbindBody::Party { x, party }) => {
+            // Any national number may name a binding to remove, reserved or
+            // not: a binding made before a number was reserved can go.
             let party = if party.is_extension() {
                 party
             } else {
-                real(party)?
+                check_national(party).map_err(|_| status::BAD_NUMBER)?
             };
             Ok(Op::Unbind(UnbindBody::Party {
                 x: virtual_(x)?,
@@ -109,6 +111,7 @@ pub fn write_error_status(error: &WriteError) -> u8 {
         WriteError::Invalid(crate::binding::InvalidRequest::Number(_)) => status::BAD_NUMBER,
         WriteError::Invalid(_) => status::BAD_REQUEST,
         WriteError::Conflict { .. } => status::CONFLICT,
+        WriteError::OtherTenant => status::UNAUTHORISED,
         WriteError::NotFound => status::NOT_FOUND,
         WriteError::Capacity { .. } => status::CAPACITY,
         WriteError::DiskFull { .. } => status::DISK_FULL,
@@ -123,6 +126,17 @@ fn push_error(out: &mut Vec<u8>, op_code: u8, request_id: u32, error: &WriteErro
         push_frame(out, op_code, code, request_id, &id.to_le_bytes());
     } else {
         push_frame(out, op_code, code, request_id, &[]);
+    }
+}
+
+/// A conflict as the session may hear it: the clashing binding is named
+/// only if `visible` says the session may see it.
+fn hide_invisible(error: WriteError, visible: impl Fn(BindingId) -> bool) -> WriteError {
+    match error {
+        WriteError::Conflict { binding_id } => WriteError::Conflict {
+            binding_id: binding_id.filter(|&id| visible(id)),
+        },
+        other => other,
     }
 }
 
@@ -148,7 +162,10 @@ fn push_binding(
 /// Executes a write op (not a lookup) on the shard set, which must own its
 /// shard, and appends the answer frame. A binding of a tenant the session
 /// may not touch answers `not_found` (its existence is not revealed); a bind
-/// for such a tenant answers `unauthorised`.
+/// for such a tenant answers `unauthorised`, and so does a bind or update
+/// on an X that belongs to another tenant (`WriteError::OtherTenant`),
+/// whoever the session is. A `conflict` names the clashing binding only if
+/// the session may see it (id 0 otherwise).
 pub fn execute_write(
     set: &mut ShardSet,
     op: &Op,
@@ -174,17 +191,12 @@ pub fn execute_write(
                     request_id,
                     &codec::bind_answer_body(bound.binding_id, bound.expires_at_s, bound.created),
                 ),
-                Err(WriteError::Conflict { binding_id }) => {
-                    // Another tenant's binding is not named to this session.
-                    let binding_id = binding_id.filter(|&id| visible(set, id).is_some());
-                    push_error(
-                        out,
-                        op_code,
-                        request_id,
-                        &WriteError::Conflict { binding_id },
-                    );
-                }
-                Err(error) => push_error(out, op_code, request_id, &error),
+                Err(error) => push_error(
+                    out,
+                    op_code,
+                    request_id,
+                    &hide_invisible(error, |id| visible(set, id).is_some()),
+                ),
             }
         }
         Op::Query(id) => match visible(set, *id) {
@@ -202,7 +214,10 @@ pub fn execute_write(
                 push_frame(out, op_code, status::NOT_FOUND, request_id, &[]);
                 return;
             }
-            push_binding(out, op_code, request_id, set.update(*id, update, now_s));
+            let result = set.update(*id, update, now_s);
+            let result =
+                result.map_err(|error| hide_invisible(error, |id| visible(set, id).is_some()));
+            push_binding(out, op_code, request_id, result);
         }
         Op::Unbind(target) => {
             let id = match *target {
@@ -234,5 +249,157 @@ pub fn op_opcode(op: &Op) -> u8 {
         Op::Update(..) => opcode::UPDATE,
         Op::Unbind(_) => opcode::UNBIND,
         Op::Query(_) => opcode::QUERY,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::binding::{Direction, OrderRef, Parties};
+    use crate::protocol::frame::{next_frame, Header, HEADER_BYTES};
+    use crate::store::clock::FakeClock;
+    use crate::store::Store;
+    use std::sync::Arc;
+
+    const T0: u32 = 1_800_000_000;
+
+    fn number(digits: &str) -> Number {
+        Number::from_digits(digits.as_bytes())
+    }
+
+    fn axb(x: Number, a: &str, b: &str, tenant: u32) -> BindRequest {
+        BindRequest {
+            x,
+            parties: Parties::Axb {
+                a: number(a),
+                b: number(b),
+            },
+            tenant,
+            order: OrderRef::new(b"order").unwrap(),
+            ttl_s: 600,
+            direction: Direction::Both,
+            recording: false,
+        }
+    }
+
+    /// A store holding an X as a data directory written before the
+    /// one-tenant-per-X rule may: tenant 1's pair (A1, B1) bound first (X's
+    /// representative), then tenant 2's pair (A2, B2).
+    fn legacy_x() -> (tempfile::TempDir, Store, Number, BindingId, BindingId) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::create(dir.path(), 1, Arc::new(FakeClock::new(T0))).unwrap();
+        let x = number("700000000000001");
+        let first = store
+            .bind(&axb(x, "13800000001", "13900000001", 1))
+            .unwrap();
+        let second = store
+            .bind(&axb(x, "13800000002", "13900000002", 1))
+            .unwrap();
+        let shard = store.shard_set_mut().shard_mut(0).unwrap();
+        assert!(shard.rewrite_tenant(second.binding_id, 2, T0));
+        (dir, store, x, first.binding_id, second.binding_id)
+    }
+
+    /// Runs one op through `execute_write` and returns the answer's status
+    /// and body.
+    fn answer(store: &mut Store, op: &Op, access: &Access) -> (u8, Vec<u8>) {
+        let mut out = Vec::new();
+        execute_write(
+            store.shard_set_mut(),
+            op,
+            access,
+            op_opcode(op),
+            7,
+            T0,
+            &mut out,
+        );
+        let (header, frame): (Header, &[u8]) = next_frame(&out, 1 << 20).unwrap().unwrap();
+        assert_eq!(frame.len(), out.len(), "one answer frame");
+        (header.status, frame[HEADER_BYTES..].to_vec())
+    }
+
+    fn new_b(id: BindingId, b: &str) -> Op {
+        Op::Update(
+            id,
+            Update {
+                b: Some(number(b)),
+                ..Update::default()
+            },
+        )
+    }
+
+    /// Guards step 5 item 2: an UPDATE whose new B another tenant holds on
+    /// the same X answered `conflict` with that tenant's binding id (a BIND
+    /// answered id 0). It is now `unauthorised` with an empty body, for the
+    /// platform of either tenant and for an admin.
+    #[test]
+    fn an_update_never_names_another_tenants_binding() {
+        let (_dir, mut store, _x, first, second) = legacy_x();
+        let tenant = |t: u32| Access::Tenants(Arc::from([t]));
+        // Tenant 2 reaches for tenant 1's A; tenant 1 for tenant 2's A.
+        for (id, b, access) in [
+            (second, "13800000001", tenant(2)),
+            (first, "13800000002", tenant(1)),
+            (first, "13800000002", Access::AllTenants),
+        ] {
+            let (code, body) = answer(&mut store, &new_b(id, b), &access);
+            assert_eq!(
+                (status::name(code), body.as_slice()),
+                ("unauthorised", &[][..]),
+                "update of {id:?} to {b}"
+            );
+        }
+        // A number no one holds is still a number put on another tenant's
+        // X: refused too; a change that puts no number on X goes ahead.
+        let (code, _) = answer(&mut store, &new_b(second, "13700000000"), &tenant(2));
+        assert_eq!(status::name(code), "unauthorised");
+        let recording = Op::Update(
+            second,
+            Update {
+                recording: Some(true),
+                ..Update::default()
+            },
+        );
+        assert_eq!(answer(&mut store, &recording, &tenant(2)).0, status::OK);
+        store.verify().unwrap();
+    }
+
+    /// Guards step 5 item 7 on an X that two tenants bound before the rule:
+    /// a bind that meets the other tenant's binding there is `unauthorised`
+    /// (it was `conflict`), and the X belongs to its first binding's tenant.
+    #[test]
+    fn a_bind_on_a_legacy_x_never_meets_another_tenant() {
+        let (_dir, mut store, x, _first, _second) = legacy_x();
+        let tenant = |t: u32| Access::Tenants(Arc::from([t]));
+        let meets_a2 = Op::Bind(axb(x, "13800000002", "13700000009", 1));
+        assert_eq!(
+            answer(&mut store, &meets_a2, &tenant(1)),
+            (status::UNAUTHORISED, Vec::new())
+        );
+        let fresh_for_2 = Op::Bind(axb(x, "13600000001", "13600000002", 2));
+        assert_eq!(
+            answer(&mut store, &fresh_for_2, &tenant(2)),
+            (status::UNAUTHORISED, Vec::new())
+        );
+        let fresh_for_1 = Op::Bind(axb(x, "13600000001", "13600000002", 1));
+        assert_eq!(answer(&mut store, &fresh_for_1, &tenant(1)).0, status::OK);
+    }
+
+    /// A conflict names its binding only to a session that may see it.
+    #[test]
+    fn conflicts_name_only_visible_bindings() {
+        let conflict = || WriteError::Conflict {
+            binding_id: Some(BindingId(9)),
+        };
+        assert!(matches!(
+            hide_invisible(conflict(), |_| false),
+            WriteError::Conflict { binding_id: None }
+        ));
+        assert!(matches!(
+            hide_invisible(conflict(), |id| id == BindingId(9)),
+            WriteError::Conflict {
+                binding_id: Some(BindingId(9))
+            }
+        ));
     }
 }

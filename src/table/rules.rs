@@ -8,7 +8,9 @@
 //! - an AXB representative has no (X, A) key: lookups find A through (X, NONE);
 //! - when the representative goes while other bindings remain on X, the next
 //!   one on the list is promoted: it takes (X, NONE) (and an AXB gives up its
-//!   (X, A) key).
+//!   (X, A) key);
+//! - every live binding on an X has the same tenant (`x_tenant`), for every
+//!   binding made since that rule (step 5).
 
 use super::hash::key_hash;
 use super::layout::{meta, ColdRecord, HotRecord};
@@ -70,11 +72,22 @@ impl Shard {
     }
 
     /// Creates a binding, or returns the existing one if an identical live
-    /// bind was already made (a retry).
+    /// bind was already made (a retry). A bind on an X that belongs to
+    /// another tenant (`x_tenant`) is refused with `OtherTenant` before
+    /// anything else is looked at, so the answer is the same whatever the
+    /// request's numbers.
     pub fn bind(&mut self, request: &BindRequest, now_s: u32) -> Result<BindOutcome, WriteError> {
         validate(request)?;
-        self.prepare_write()?;
         let x = request.x;
+        if let Some(representative) = self.find_key(x, Number::NONE) {
+            if self
+                .x_tenant(representative, None, now_s)
+                .is_some_and(|tenant| tenant != request.tenant)
+            {
+                return Err(WriteError::OtherTenant);
+            }
+        }
+        self.prepare_write()?;
         match request.parties {
             Parties::Axb { a, b } => {
                 for party in [a, b] {
@@ -106,15 +119,11 @@ impl Shard {
                     return Ok(self.existing(representative));
                 }
                 if let Some(live) = self.clear_x(representative, now_s) {
-                    return Err(WriteError::Conflict {
-                        binding_id: Some(self.id_of(live)),
-                    });
+                    return Err(self.refusal(live, request.tenant));
                 }
             } else if record.mode_bits() == meta::MODE_AXN {
                 if !record.is_expired(now_s) {
-                    return Err(WriteError::Conflict {
-                        binding_id: Some(self.id_of(representative)),
-                    });
+                    return Err(self.refusal(representative, request.tenant));
                 }
                 self.remove_binding(representative);
             }
@@ -179,9 +188,45 @@ impl Shard {
         if self.same_binding(slot, request) {
             return Ok(Some(self.existing(slot)));
         }
-        Err(WriteError::Conflict {
-            binding_id: Some(self.id_of(slot)),
-        })
+        Err(self.refusal(slot, request.tenant))
+    }
+
+    /// The tenant X belongs to: that of the first unexpired binding on X's
+    /// list (headed by `representative`), leaving out `skip` (an update asks
+    /// about X's other bindings). `None` if every binding there has expired.
+    ///
+    /// The rule, until number pools exist: an X with a live binding belongs
+    /// to that binding's tenant, and a bind or update that would put
+    /// another tenant's number on it is refused (`OtherTenant`). Every
+    /// binding made under the rule shares its tenant with all of X's live
+    /// bindings, so the first live one answers for all of them. Cost: one
+    /// cold record read (the representative's tenant; the bind has just
+    /// probed the representative), plus a hot and a cold record per expired
+    /// binding ahead of the first live one, which the expiry sweep keeps
+    /// few. An X that several tenants bound before the rule belongs here to
+    /// its first live binding's tenant; a request that meets another
+    /// tenant's binding on such an X is refused all the same (`refusal`).
+    fn x_tenant(&self, representative: u32, skip: Option<u32>, now_s: u32) -> Option<u32> {
+        let mut slot = representative;
+        loop {
+            if Some(slot) != skip && !self.record(slot).is_expired(now_s) {
+                return Some(self.cold_record(slot).tenant);
+            }
+            slot = self.cold_record(slot).x_next.checked_sub(1)?;
+        }
+    }
+
+    /// The refusal of a request made for `tenant` that meets the live
+    /// binding in `slot`: a conflict naming that binding if it is the same
+    /// tenant's, else `OtherTenant`, which names nothing.
+    fn refusal(&self, slot: u32, tenant: u32) -> WriteError {
+        if self.cold_record(slot).tenant == tenant {
+            WriteError::Conflict {
+                binding_id: Some(self.id_of(slot)),
+            }
+        } else {
+            WriteError::OtherTenant
+        }
     }
 
     /// Empties X for an AXN: if every binding on X (the list headed by
@@ -328,7 +373,10 @@ impl Shard {
         (!self.record(slot).is_expired(now_s)).then(|| self.id_of(slot))
     }
 
-    /// Changes a live binding.
+    /// Changes a live binding. A new B (or AXN default callee) is a number
+    /// put on X: refused with `OtherTenant` if X's other live bindings
+    /// belong to another tenant (`x_tenant`) or the number's holder on X
+    /// does.
     pub fn update(
         &mut self,
         id: BindingId,
@@ -357,6 +405,16 @@ impl Shard {
                 return Err(InvalidRequest::SamePartyTwice.into());
             }
         }
+        let tenant = self.cold_record(slot).tenant;
+        if update.b.is_some_and(|b| !b.is_none() && b != record.b()) {
+            let held_by_other = self
+                .find_key(record.x(), Number::NONE)
+                .and_then(|representative| self.x_tenant(representative, Some(slot), now_s))
+                .is_some_and(|holder| holder != tenant);
+            if held_by_other {
+                return Err(WriteError::OtherTenant);
+            }
+        }
         self.prepare_write()?;
         if let (Some(new_b), Mode::Axb) = (update.b, mode) {
             if new_b != record.b() {
@@ -364,9 +422,7 @@ impl Shard {
                     if self.record(holder).is_expired(now_s) {
                         self.remove_binding(holder);
                     } else {
-                        return Err(WriteError::Conflict {
-                            binding_id: Some(self.id_of(holder)),
-                        });
+                        return Err(self.refusal(holder, tenant));
                     }
                 }
                 self.index.remove(key_hash(record.x(), record.b()), slot);
@@ -387,6 +443,19 @@ impl Shard {
             self.cold.item_mut(slot as usize).ttl_s = ttl_s;
         }
         Ok(self.binding_at(slot))
+    }
+
+    /// Gives a live binding another tenant, as a data directory written
+    /// before the one-tenant-per-X rule may hold it (two tenants' bindings
+    /// on one X), so tests can build that state. `false` if no live binding
+    /// has this id.
+    #[cfg(test)]
+    pub(crate) fn rewrite_tenant(&mut self, id: BindingId, tenant: u32, now_s: u32) -> bool {
+        let Ok(slot) = self.live_slot(id, now_s) else {
+            return false;
+        };
+        self.cold.item_mut(slot as usize).tenant = tenant;
+        true
     }
 
     /// The live, unexpired binding with this id.
