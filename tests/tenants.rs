@@ -17,13 +17,13 @@ use x700::protocol::{status, Role};
 
 const CREDENTIALS: [&str; 8] = [
     "--credential",
-    "admin:adm",
+    "admin:admin-token-0123456789",
     "--credential",
-    "switch:sw",
+    "switch:switch-token-0123456789",
     "--credential",
-    "platform:p1:1",
+    "platform:platform1-token-0123:1",
     "--credential",
-    "platform:p2:2",
+    "platform:platform2-token-0123:2",
 ];
 
 fn start(data: &std::path::Path) -> Node {
@@ -72,11 +72,11 @@ fn a_tenant_binds_only_on_its_own_x() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = start(dir.path());
     let connect = |role, token| Client::connect(node.tcp, role, token).expect("session");
-    let mut admin = connect(Role::Admin, "adm");
-    let mut switch = connect(Role::Switch, "sw");
-    let mut p1 = connect(Role::Platform, "p1");
-    let mut p2 = Raw::session(node.tcp, Role::Platform, "p2");
-    let mut p2_client = connect(Role::Platform, "p2");
+    let mut admin = connect(Role::Admin, "admin-token-0123456789");
+    let mut switch = connect(Role::Switch, "switch-token-0123456789");
+    let mut p1 = connect(Role::Platform, "platform1-token-0123");
+    let mut p2 = Raw::session(node.tcp, Role::Platform, "platform2-token-0123");
+    let mut p2_client = connect(Role::Platform, "platform2-token-0123");
     let xs = xs_over_loops(&node, 1, 21_000);
     for (i, &xn) in xs.iter().enumerate() {
         let mine = axb(xn, "13800000001", "13900000002", &format!("p1-{i}"));
@@ -143,8 +143,9 @@ fn a_tenant_binds_only_on_its_own_x() {
 
     // The log replay reaches the same state.
     let node = start(dir.path());
-    let mut switch = Client::connect(node.tcp, Role::Switch, "sw").expect("switch");
-    let mut p1 = Client::connect(node.tcp, Role::Platform, "p1").expect("p1");
+    let mut switch =
+        Client::connect(node.tcp, Role::Switch, "switch-token-0123456789").expect("switch");
+    let mut p1 = Client::connect(node.tcp, Role::Platform, "platform1-token-0123").expect("p1");
     for (i, &xn) in xs.iter().enumerate() {
         assert_eq!(callee(&mut switch, "13800000001", xn), "13600000002");
         let mine = axb(xn, "13500000001", "13500000002", &format!("again-{i}"));
@@ -164,8 +165,8 @@ fn no_answer_carries_another_tenants_binding_id() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = start(dir.path());
     let connect = |role, token| Client::connect(node.tcp, role, token).expect("session");
-    let mut p1 = connect(Role::Platform, "p1");
-    let mut p2 = connect(Role::Platform, "p2");
+    let mut p1 = connect(Role::Platform, "platform1-token-0123");
+    let mut p2 = connect(Role::Platform, "platform2-token-0123");
     let xs = xs_over_loops(&node, 1, 22_000);
     for (i, &xn) in xs.iter().enumerate() {
         let theirs = bind_ok(&mut p1, &axb(xn, "13800000001", "13900000001", "p1"));
@@ -211,7 +212,7 @@ fn no_answer_carries_another_tenants_binding_id() {
             clash.err().map(|reply| (reply.status, reply.binding_id)),
             Some((status::CONFLICT, Some(theirs)))
         );
-        let mut admin = connect(Role::Admin, "adm");
+        let mut admin = connect(Role::Admin, "admin-token-0123456789");
         match admin.lookup(&ask("13700000001", xn)).expect("lookup") {
             LookupResult::Reject(Reject::NotAParty) => {}
             other => panic!("tenant 2's pair routes on tenant 1's X: {other:?}"),
