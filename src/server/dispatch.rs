@@ -42,7 +42,7 @@ impl Op {
 }
 
 /// Checks the numbers of a lookup; `Err` is the status to answer.
-#[inline]
+#[inline(always)]
 pub fn check_lookup(query: &LookupQuery, policy: XPolicy) -> Result<LookupQuery, u8> {
     let caller = check_real(query.caller).map_err(|_| status::BAD_NUMBER)?;
     let x = check_virtual(query.x, policy).map_err(|_| status::BAD_NUMBER)?;

@@ -117,7 +117,14 @@ impl Worker {
             if conn.closing {
                 break;
             }
+            // One test per frame on the common path: a session that is not
+            // stopping and has no write pending.
+            let special = conn.refusing || conn.writes_pending > 0;
             match next_frame(&bytes[start..], frame_max) {
+                Ok(Some((header, frame))) if !special => {
+                    self.handle_frame(token, &header, &frame[HEADER_BYTES..]);
+                    start += frame.len();
+                }
                 Ok(Some((header, frame))) => {
                     if conn.refusing {
                         // The node is stopping: nothing read now is done.
