@@ -127,7 +127,8 @@ pub struct Config {
     pub allow_legacy_x: bool,
     /// Source networks (CIDR) answered over UDP.
     pub switch_networks: Vec<String>,
-    /// Credentials; none means protected mode (admin from loopback only).
+    /// Credentials; none means protected mode (any role without a token,
+    /// from loopback clients only).
     pub credentials: Vec<Credential>,
     /// Accept tokens shorter than `TOKEN_BYTES_MIN` (tests only).
     pub allow_short_tokens: bool,
@@ -318,11 +319,17 @@ impl Config {
                 "output_bytes_total_max must be 0 (automatic) or at least 65536".into(),
             ));
         }
-        if limits.connections_max == 0
-            || limits.in_flight_per_connection_max == 0
-            || limits.queue_batches_max == 0
-        {
-            return Err(ConfigError::Invalid("limits must be at least 1".into()));
+        for (key, value) in [
+            ("connections_max", limits.connections_max as u64),
+            (
+                "in_flight_per_connection_max",
+                u64::from(limits.in_flight_per_connection_max),
+            ),
+            ("queue_batches_max", limits.queue_batches_max as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{key} must be at least 1")));
+            }
         }
         if limits.output_buffer_bytes_max < 64 * 1024 {
             return Err(ConfigError::Invalid(

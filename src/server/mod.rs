@@ -192,27 +192,40 @@ fn udp_socket(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 pub const DESCRIPTORS_RESERVED: u64 = 512;
 
 /// Raises the open-file limit to its hard maximum and checks that
-/// `connections_max` fits under it. Returns the limit.
-fn open_files_limit(connections_max: usize) -> Result<u64, ConfigError> {
+/// `connections_max` fits under it (less `DESCRIPTORS_RESERVED`). An
+/// explicit value that does not fit is refused; the default (10,000) is
+/// lowered to fit, with a note on stderr, so that `x700 serve` starts on a
+/// machine with a low limit. Returns the limit and the connections allowed.
+fn open_files_limit(connections_max: usize) -> Result<(u64, usize), ConfigError> {
     let limit = crate::sys::raise_open_files_limit();
     let needed = connections_max as u64 + DESCRIPTORS_RESERVED;
-    if limit < needed {
-        return Err(ConfigError::Invalid(format!(
-            "connections_max = {connections_max} needs {needed} open files \
-             ({DESCRIPTORS_RESERVED} kept for the node's own), but the open-file limit is \
-             {limit} (ulimit -Hn): lower connections_max or raise the hard limit"
-        )));
+    if limit >= needed {
+        return Ok((limit, connections_max));
     }
-    Ok(limit)
+    let fits = usize::try_from(limit.saturating_sub(DESCRIPTORS_RESERVED)).unwrap_or(0);
+    if connections_max == config::Limits::default().connections_max && fits >= 64 {
+        eprintln!(
+            "x700: the open-file limit is {limit}: connections_max lowered from its default \
+             {connections_max} to {fits}"
+        );
+        return Ok((limit, fits));
+    }
+    Err(ConfigError::Invalid(format!(
+        "connections_max = {connections_max} needs {needed} open files \
+         ({DESCRIPTORS_RESERVED} kept for the node's own), but the open-file limit is \
+         {limit} (ulimit -Hn): lower connections_max or raise the hard limit"
+    )))
 }
 
 impl Server {
     /// Opens the data directory (creating it if new), binds the sockets and
     /// starts one event loop per configured core.
     pub fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
+        let mut config = config;
         let resolved = config.validate()?;
         crate::sys::return_large_blocks_to_the_kernel();
-        let open_files_limit = open_files_limit(config.limits.connections_max)?;
+        let (open_files_limit, connections_max) = open_files_limit(config.limits.connections_max)?;
+        config.limits.connections_max = connections_max;
         let mut store =
             Store::open_or_create(&config.data, config.table_shards, Arc::clone(&clock))?;
         let (log, recovered) = apply::recover(&mut store).map_err(StartError::Recovery)?;
