@@ -69,7 +69,7 @@ done
 ceiling=$(bash ../shared/limits/ceiling.sh $shapes 2>/dev/null | grep 'work=load' || true)
 
 day=$(date -u +%F)
-out=perf/results/$day-before-after.json
+out=perf/results/$day-$(date -u +%H%M)-before-after.json
 mkdir -p perf/results
 jq -n --argjson rounds "$rounds" --arg old "$("$old" --version 2>/dev/null || echo "$old")" \
   --arg commit "$(git rev-parse --short HEAD)" --arg n "$n" --arg ceiling "$ceiling" \
