@@ -235,22 +235,41 @@ fn tenant_is_checked_before_numbers() {
 }
 
 /// Runs `x700 serve` with `args` expecting it to refuse to start: returns
-/// (exit code, stderr).
+/// (exit code, stderr). A node that starts anyway is killed after 5 s and
+/// reported as `None`.
 fn refused_start(args: &[&str]) -> (Option<i32>, String) {
+    use std::io::Read;
     let dir = tempfile::tempdir().expect("tempdir");
-    let output = Command::new(binary())
+    let mut child = Command::new(binary())
         .arg("serve")
         .arg("--data")
         .arg(dir.path())
         .args(["--listen", "127.0.0.1:0", "--no-pin"])
         .args(args)
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run x700 serve");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    let _ = child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr);
+    (code, stderr)
 }
 
 /// Guards `--max-frame-bytes 64`, which started a node unable to read a
