@@ -280,7 +280,7 @@ fn encode_append(
             EntryPayload::Normal(batch) => (1, batch.encode()),
             EntryPayload::Membership(membership) => {
                 let mut bytes = Vec::new();
-                push_membership(&mut bytes, membership).map_err(|()| too_large)?;
+                push_membership(&mut bytes, membership).map_err(|_| too_large)?;
                 (2, bytes)
             }
         };
@@ -329,26 +329,27 @@ fn push_log_id(out: &mut Vec<u8>, log_id: Option<&LogId<u64>>) {
 
 /// Encodes a membership: its configs (voter ids), then every node with
 /// its raft and client addresses (a node no config names is a learner).
-/// Fails if it has more than `MEMBERS_MAX` nodes or voters, more than two
+/// Fails (`TooLarge`) if it has more than `MEMBERS_MAX` nodes or voters, more than two
 /// configs, or an address over `ADDRESS_BYTES_MAX`.
 pub fn push_membership(
     out: &mut Vec<u8>,
     membership: &Membership<u64, BasicNode>,
-) -> Result<(), ()> {
+) -> Result<(), TooLarge> {
+    let over = TooLarge { entries_fit: 0 };
     let configs = membership.get_joint_config();
     let nodes: Vec<_> = membership.nodes().collect();
     if configs.len() > 2 || nodes.len() > MEMBERS_MAX {
-        return Err(());
+        return Err(over);
     }
-    out.push(u8::try_from(configs.len()).map_err(|_| ())?);
+    out.push(u8::try_from(configs.len()).map_err(|_| over)?);
     out.push(0);
-    out.extend_from_slice(&u16::try_from(nodes.len()).map_err(|_| ())?.to_le_bytes());
+    out.extend_from_slice(&u16::try_from(nodes.len()).map_err(|_| over)?.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
     for config in configs {
         if config.len() > MEMBERS_MAX {
-            return Err(());
+            return Err(over);
         }
-        out.extend_from_slice(&u16::try_from(config.len()).map_err(|_| ())?.to_le_bytes());
+        out.extend_from_slice(&u16::try_from(config.len()).map_err(|_| over)?.to_le_bytes());
         out.extend_from_slice(&[0; 6]);
         for id in config {
             out.extend_from_slice(&id.to_le_bytes());
@@ -360,11 +361,11 @@ pub fn push_membership(
             None => (node.addr.as_str(), "", 0u8),
         };
         if raft.len() > ADDRESS_BYTES_MAX || client.len() > ADDRESS_BYTES_MAX {
-            return Err(());
+            return Err(over);
         }
         out.extend_from_slice(&id.to_le_bytes());
-        out.extend_from_slice(&u16::try_from(raft.len()).map_err(|_| ())?.to_le_bytes());
-        out.extend_from_slice(&u16::try_from(client.len()).map_err(|_| ())?.to_le_bytes());
+        out.extend_from_slice(&u16::try_from(raft.len()).map_err(|_| over)?.to_le_bytes());
+        out.extend_from_slice(&u16::try_from(client.len()).map_err(|_| over)?.to_le_bytes());
         out.push(flags);
         out.extend_from_slice(&[0; 3]);
         out.extend_from_slice(raft.as_bytes());
