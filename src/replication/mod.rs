@@ -3,18 +3,23 @@
 //! names it) as batches; openraft appends them to the durable log
 //! (`log_store`), commits them and applies them to the tables
 //! (`state_machine`), and only then does the client hear the answer. A
-//! single node is a one-member cluster that initialises itself, so it takes
-//! the same path as a cluster (step 6).
+//! node started without peers is a one-member cluster that initialises
+//! itself, so it takes the same path as a cluster. A node started with
+//! peers (`ReplicaOptions::peers`) talks to them over `peer`, the TCP
+//! transport, and waits to be initialised (`Replica::initialize`) or
+//! contacted by a leader.
 
 pub mod batch;
 mod log_store;
 mod network;
+pub mod peer;
 pub mod recover;
 pub mod state_machine;
 pub mod types;
 
 pub use batch::WriteBatch;
 pub use log_store::LogStore;
+pub use peer::{ClusterSecret, Member, PeerConfig, PeerStats};
 pub use recover::{replay, Recovered};
 pub use state_machine::StateMachine;
 pub use state_machine::{Applier, CheckpointStats};
@@ -90,7 +95,7 @@ pub enum Refusal {
 pub type Done = Box<dyn FnOnce(Result<Answers, Refusal>) + Send>;
 
 /// Settings of the write path.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ReplicaOptions {
     /// This node's id.
     pub node_id: u64,
@@ -106,6 +111,10 @@ pub struct ReplicaOptions {
     /// An expiry sweep entry is proposed this often (it reclaims expired
     /// bindings deterministically, at the time it carries).
     pub sweep_interval: Duration,
+    /// `None` (the default): a one-member cluster, as a node started
+    /// without `--raft`. `Some`: a member of a cluster of several, reached
+    /// by its peers at `PeerConfig::listen`.
+    pub peers: Option<PeerConfig>,
 }
 
 impl Default for ReplicaOptions {
@@ -117,6 +126,7 @@ impl Default for ReplicaOptions {
             checkpoint_log_bytes: 512 << 20,
             proposals_max: 1024,
             sweep_interval: Duration::from_secs(1),
+            peers: None,
         }
     }
 }
@@ -137,6 +147,8 @@ pub struct Replica {
     /// Checkpoint counters.
     pub checkpoints: Arc<CheckpointStats>,
     node_id: u64,
+    peer_server: Option<peer::PeerServer>,
+    peer_stats: Arc<PeerStats>,
 }
 
 /// Why the write path could not start.
@@ -191,28 +203,25 @@ impl Replica {
         )?;
         let log = store.log();
         let node_id = options.node_id;
-        let raft = runtime
-            .block_on(Raft::new(
-                node_id,
-                Arc::new(config),
-                NoPeers,
-                store,
-                state_machine,
-            ))
-            .map_err(start_error)?;
-        runtime.block_on(async {
-            if raft.is_initialized().await.map_err(start_error)? {
-                raft.trigger().elect().await.map_err(start_error)?;
-            } else {
-                let members = BTreeMap::from([(node_id, BasicNode::default())]);
-                raft.initialize(members).await.map_err(start_error)?;
+        let peer_stats = Arc::new(PeerStats::default());
+        let (raft, peer_server) = match &options.peers {
+            None => (
+                start_alone(&runtime, node_id, config, store, state_machine)?,
+                None,
+            ),
+            Some(peers) => {
+                let (raft, server) = start_with_peers(
+                    &runtime,
+                    node_id,
+                    config,
+                    peers,
+                    Arc::clone(&peer_stats),
+                    store,
+                    state_machine,
+                )?;
+                (raft, Some(server))
             }
-            raft.wait(Some(Duration::from_secs(10)))
-                .current_leader(node_id, "one-member cluster elects itself")
-                .await
-                .map_err(start_error)?;
-            Ok::<(), StartError>(())
-        })?;
+        };
         let (proposals, inbox) = tokio::sync::mpsc::channel(options.proposals_max.max(1));
         let stopping = Arc::new(AtomicBool::new(false));
         runtime.spawn(propose(raft.clone(), inbox));
@@ -233,7 +242,77 @@ impl Replica {
             stopping,
             checkpoints,
             node_id,
+            peer_server,
+            peer_stats,
         })
+    }
+
+    /// The address peers reach this node at; `None` on a one-member node.
+    pub fn raft_addr(&self) -> Option<std::net::SocketAddr> {
+        self.peer_server.as_ref().map(peer::PeerServer::local_addr)
+    }
+
+    /// The transport's counters (handshakes refused either way, connections,
+    /// failed requests).
+    pub fn peer_stats(&self) -> Arc<PeerStats> {
+        Arc::clone(&self.peer_stats)
+    }
+
+    /// Initialises a new cluster whose first voters are `members` (this node
+    /// among them), as `x700 cluster init` does; run it on one member only.
+    /// Fails if this node's log already holds a membership, or if a node id
+    /// appears twice.
+    pub fn initialize(&self, members: &[Member]) -> Result<(), String> {
+        let mut nodes = BTreeMap::new();
+        for member in members {
+            if nodes.insert(member.id, member.node()).is_some() {
+                return Err(format!("node id {} named twice", member.id));
+            }
+        }
+        if !nodes.contains_key(&self.node_id) {
+            return Err(format!(
+                "this node ({}) is not among the members",
+                self.node_id
+            ));
+        }
+        self.runtime
+            .block_on(self.raft.initialize(nodes))
+            .map_err(|e| e.to_string())
+    }
+
+    /// The leader this node knows of, if any.
+    pub fn leader_id(&self) -> Option<u64> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// The cluster's members as this node last applied or appended them.
+    pub fn members(&self) -> Vec<Member> {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, node)| Member::of(*id, node))
+            .collect()
+    }
+
+    /// Adds `member` as a learner (it receives the log, does not vote) and
+    /// waits until it has caught up, when `wait` says so; at the leader only.
+    pub fn add_learner(&self, member: &Member, wait: bool) -> Result<(), String> {
+        self.runtime
+            .block_on(self.raft.add_learner(member.id, member.node(), wait))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Makes `voters` the cluster's voters (learners not named stay
+    /// learners); at the leader only. Returns once the change is committed.
+    pub fn change_voters(&self, voters: &[u64]) -> Result<(), String> {
+        let voters: std::collections::BTreeSet<u64> = voters.iter().copied().collect();
+        self.runtime
+            .block_on(self.raft.change_membership(voters, true))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// Proposes a batch; `done` hears the answers once the batch is durable
@@ -304,11 +383,89 @@ impl Replica {
             } else {
                 checkpoint_now(&self.raft).await
             };
+            if let Some(server) = &self.peer_server {
+                server.stop();
+            }
             let _ = self.raft.shutdown().await;
             result
         });
         result
     }
+}
+
+/// Starts openraft on a one-member node, exactly as before peers existed:
+/// initialise on first start, then elect itself and wait until it leads.
+fn start_alone(
+    runtime: &tokio::runtime::Runtime,
+    node_id: u64,
+    config: openraft::Config,
+    store: LogStore,
+    state_machine: StateMachine,
+) -> Result<Raft<types::TypeConfig>, StartError> {
+    let raft = runtime
+        .block_on(Raft::new(
+            node_id,
+            Arc::new(config),
+            NoPeers,
+            store,
+            state_machine,
+        ))
+        .map_err(start_error)?;
+    runtime.block_on(async {
+        if raft.is_initialized().await.map_err(start_error)? {
+            raft.trigger().elect().await.map_err(start_error)?;
+        } else {
+            let members = BTreeMap::from([(node_id, BasicNode::default())]);
+            raft.initialize(members).await.map_err(start_error)?;
+        }
+        raft.wait(Some(Duration::from_secs(10)))
+            .current_leader(node_id, "one-member cluster elects itself")
+            .await
+            .map_err(start_error)?;
+        Ok::<(), StartError>(())
+    })?;
+    Ok(raft)
+}
+
+/// Starts openraft on a member of a cluster of several: binds the raft
+/// address, serves peers there and returns at once. The node neither
+/// initialises itself nor forces an election: it waits for
+/// `Replica::initialize` or for a leader's messages, and elects by
+/// openraft's timeouts.
+fn start_with_peers(
+    runtime: &tokio::runtime::Runtime,
+    node_id: u64,
+    config: openraft::Config,
+    peers: &PeerConfig,
+    stats: Arc<PeerStats>,
+    store: LogStore,
+    state_machine: StateMachine,
+) -> Result<(Raft<types::TypeConfig>, peer::PeerServer), StartError> {
+    let refusals = Arc::new(peer::RefusalLog::default());
+    let network = peer::PeerNetwork::new(
+        node_id,
+        peers.clone(),
+        Arc::clone(&stats),
+        Arc::clone(&refusals),
+    );
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(peers.listen)
+            .await
+            .map_err(|e| StartError(format!("raft address {}: {e}", peers.listen)))?;
+        let raft = Raft::new(node_id, Arc::new(config), network, store, state_machine)
+            .await
+            .map_err(start_error)?;
+        let server = peer::PeerServer::start(
+            listener,
+            raft.clone(),
+            node_id,
+            peers.clone(),
+            stats,
+            refusals,
+        )
+        .map_err(start_error)?;
+        Ok((raft, server))
+    })
 }
 
 async fn checkpoint_now(raft: &Raft<types::TypeConfig>) -> Result<(), String> {

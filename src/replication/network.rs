@@ -1,7 +1,8 @@
-//! The Raft network. A one-member cluster never sends a message; peers
-//! (and this file's real transport) arrive with multi-node replication in
-//! step 6. Until then every send reports the peer unreachable, which
-//! openraft handles as it would a dead peer.
+//! The Raft network a replica runs on. A node started with peers
+//! (`ReplicaOptions::peers`) gets `peer::PeerNetwork`, the TCP transport.
+//! A node started without is a one-member cluster, which never sends a
+//! message: it gets `NoPeers`, where every send reports the peer
+//! unreachable, as openraft would treat a dead peer.
 
 use super::types::TypeConfig;
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
@@ -20,7 +21,7 @@ pub struct NoPeer;
 
 fn unreachable<E: std::error::Error>() -> RPCError<u64, BasicNode, E> {
     RPCError::Unreachable(Unreachable::new(&std::io::Error::other(
-        "this build runs one-member clusters: peers arrive with multi-node replication",
+        "this node was started without peers (one-member cluster)",
     )))
 }
 
