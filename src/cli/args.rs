@@ -387,6 +387,17 @@ pub struct ServeArgs {
     /// Accept credential tokens shorter than 16 bytes (tests only).
     #[arg(long)]
     pub allow_short_tokens: bool,
+    /// Raft address for the other members of a cluster (port 0 picks one;
+    /// without it the node is a one-member cluster).
+    #[arg(long, value_name = "ADDR")]
+    pub raft: Option<String>,
+    /// The cluster secret (tests: the command line is visible to every
+    /// local user; put `cluster_secret` in the config file instead).
+    #[arg(long, value_name = "SECRET")]
+    pub cluster_secret: Option<String>,
+    /// The cluster's id (the same on every member).
+    #[arg(long, value_name = "N")]
+    pub cluster_id: Option<u64>,
 }
 
 /// `x700 bench`: every flag is recorded in the JSON report's `parameters`

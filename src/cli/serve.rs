@@ -69,6 +69,15 @@ fn config_of(args: &ServeArgs) -> Result<Config, String> {
         config.limits.udp_lookups_per_source_per_s = v;
     }
     config.allow_short_tokens |= args.allow_short_tokens;
+    if args.raft.is_some() {
+        config.raft.clone_from(&args.raft);
+    }
+    if args.cluster_secret.is_some() {
+        config.cluster_secret.clone_from(&args.cluster_secret);
+    }
+    if let Some(id) = args.cluster_id {
+        config.cluster_id = id;
+    }
     for text in &args.credentials {
         config.credentials.push(parse_credential(text)?);
     }
@@ -158,9 +167,12 @@ pub fn serve(args: &ServeArgs) -> i32 {
     let admin = server
         .admin_address
         .map_or_else(|| "off".to_string(), |a| a.to_string());
+    let raft = server
+        .raft_address()
+        .map_or_else(|| "off".to_string(), |a| a.to_string());
     println!(
         "x700 serving tcp={} udp={udp} admin={admin} data={data} event_loops={} table_shards={} \
-         open_files_limit={} output_bytes_total_max={}",
+         open_files_limit={} output_bytes_total_max={} raft={raft}",
         server.tcp_address,
         server.event_loops(),
         server.table_shards(),

@@ -56,6 +56,10 @@ pub mod opcode {
     pub const UNBIND: u8 = 0x24;
     /// Read a binding.
     pub const QUERY: u8 = 0x25;
+    /// The cluster as this node sees it, as JSON (admin).
+    pub const CLUSTER_STATUS: u8 = 0x30;
+    /// Initialise a new cluster with its first members (admin).
+    pub const CLUSTER_INIT: u8 = 0x31;
 }
 
 /// Answer status codes. 0-15 are lookup outcomes, 16-31 operation

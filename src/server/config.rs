@@ -117,6 +117,15 @@ pub struct Config {
     pub udp: Option<String>,
     /// Admin HTTP address, if any.
     pub admin: Option<String>,
+    /// Raft address for the peers of a cluster of several (none: a
+    /// one-member cluster).
+    pub raft: Option<String>,
+    /// The secret every member of the cluster holds (required with `raft`;
+    /// 16 to 256 bytes).
+    pub cluster_secret: Option<String>,
+    /// The cluster's id: every member names the same (peers of another
+    /// cluster are refused).
+    pub cluster_id: u64,
     /// Event loops (0 = one per core).
     pub shards: usize,
     /// Table shards of a data directory created at start-up.
@@ -186,6 +195,9 @@ impl Default for Config {
             listen: LISTEN_DEFAULT.to_string(),
             udp: None,
             admin: None,
+            raft: None,
+            cluster_secret: None,
+            cluster_id: 1,
             shards: 0,
             table_shards: crate::store::SHARDS_DEFAULT,
             pin_cores: true,
@@ -374,6 +386,20 @@ impl Config {
                 )));
             }
         }
+        if self.raft.is_some() {
+            let secret_bytes = self.cluster_secret.as_deref().map_or(0, str::len);
+            if !(TOKEN_BYTES_MIN..=256).contains(&secret_bytes) {
+                return Err(ConfigError::Invalid(format!(
+                    "a node with a raft address needs cluster_secret, {TOKEN_BYTES_MIN} to 256 \
+                     bytes (it has {secret_bytes})"
+                )));
+            }
+            if self.node_id == 0 {
+                return Err(ConfigError::Invalid(
+                    "node_id must be at least 1 in a cluster".into(),
+                ));
+            }
+        }
         let workers = if self.shards == 0 {
             std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
         } else {
@@ -392,6 +418,7 @@ impl Config {
                 .as_deref()
                 .map(|a| address("admin", a))
                 .transpose()?,
+            raft: self.raft.as_deref().map(|a| address("raft", a)).transpose()?,
             switch_networks: self
                 .switch_networks
                 .iter()
@@ -411,6 +438,8 @@ pub struct Resolved {
     pub udp: Option<SocketAddr>,
     /// Admin address.
     pub admin: Option<SocketAddr>,
+    /// Raft address (a cluster of several).
+    pub raft: Option<SocketAddr>,
     /// UDP source networks.
     pub switch_networks: Vec<Network>,
     /// Event loops.

@@ -226,6 +226,19 @@ impl Server {
         crate::sys::return_large_blocks_to_the_kernel();
         let (open_files_limit, connections_max) = open_files_limit(config.limits.connections_max)?;
         config.limits.connections_max = connections_max;
+        let peers = match resolved.raft {
+            None => None,
+            Some(listen) => {
+                let secret = config.cluster_secret.as_deref().unwrap_or_default();
+                let secret = crate::replication::peer::ClusterSecret::new(secret.as_bytes())
+                    .ok_or_else(|| ConfigError::Invalid("cluster_secret is too short".into()))?;
+                Some(crate::replication::peer::PeerConfig {
+                    cluster_id: config.cluster_id,
+                    secret,
+                    listen,
+                })
+            }
+        };
         let mut store =
             Store::open_or_create(&config.data, config.table_shards, Arc::clone(&clock))?;
         let (log, recovered) = apply::recover(&mut store).map_err(StartError::Recovery)?;
@@ -359,6 +372,7 @@ impl Server {
             group_commit_wait: Duration::from_micros(shared.config.log.group_commit_wait_us),
             checkpoint_interval: Duration::from_secs(shared.config.log.checkpoint_interval_s),
             checkpoint_log_bytes: shared.config.log.checkpoint_log_mb << 20,
+            peers,
             ..crate::replication::ReplicaOptions::default()
         };
         let started = crate::replication::Replica::start(
@@ -404,6 +418,11 @@ impl Server {
             open_files_limit,
             output_bytes_total_max,
         })
+    }
+
+    /// The raft address peers reach this node at (a cluster of several).
+    pub fn raft_address(&self) -> Option<SocketAddr> {
+        self.shared.replica.get().and_then(|r| r.raft_addr())
     }
 
     /// Event loops running.

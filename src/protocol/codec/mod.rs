@@ -87,7 +87,15 @@ pub enum Request<'a> {
     Unbind(UnbindBody),
     /// QUERY.
     Query(QueryBody),
+    /// CLUSTER_STATUS.
+    ClusterStatus,
+    /// CLUSTER_INIT: the members, as text (`ID=RAFT_ADDR=CLIENT_ADDR`
+    /// separated by spaces).
+    ClusterInit(&'a str),
 }
+
+/// Longest CLUSTER_INIT body.
+pub const CLUSTER_INIT_BYTES_MAX: usize = 4096;
 
 /// A bind request as sent.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -269,6 +277,15 @@ pub fn decode_request<'a>(header: &Header, body: &'a [u8]) -> Result<Request<'a>
         }
         opcode::PING => expect_len(body, 0).map(|()| Request::Ping),
         opcode::STATS => expect_len(body, 0).map(|()| Request::Stats),
+        opcode::CLUSTER_STATUS => expect_len(body, 0).map(|()| Request::ClusterStatus),
+        opcode::CLUSTER_INIT => {
+            if body.is_empty() || body.len() > CLUSTER_INIT_BYTES_MAX {
+                return Err(bad_frame("CLUSTER_INIT body must be 1 to 4096 bytes"));
+            }
+            std::str::from_utf8(body)
+                .map(Request::ClusterInit)
+                .map_err(|_| bad_request("CLUSTER_INIT body is not UTF-8"))
+        }
         opcode::LOOKUP => {
             expect_len(body, LOOKUP_BYTES)?;
             decode_lookup(body).map(|(query, voice)| Request::Lookup { query, voice })
