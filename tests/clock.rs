@@ -204,6 +204,29 @@ fn a_clock_a_day_ahead_moves_time_one_step_and_spares_live_bindings() {
     assert_eq!(skew.skew_s_max(), 86_400 - STEP_MAX_S);
 }
 
+/// Bytes 52..56 of shard 0's newest meta copy (STORAGE.md section 7).
+fn meta_clock_bytes(dir: &std::path::Path) -> [u8; 4] {
+    let meta = std::fs::read(dir.join("shard-000/meta")).expect("meta file");
+    let sequence = |at: usize| u64::from_le_bytes(meta[at + 24..at + 32].try_into().unwrap());
+    let newest = if sequence(4096) > sequence(0) {
+        4096
+    } else {
+        0
+    };
+    meta[newest + 52..newest + 56].try_into().unwrap()
+}
+
+#[test]
+fn the_meta_example_in_storage_md_holds() {
+    let mut member = Member::new(T);
+    member.apply(&WriteBatch::new(T));
+    member.store.checkpoint().expect("checkpoint");
+    assert_eq!(
+        meta_clock_bytes(member.dir.path()),
+        [0x00, 0xD2, 0x49, 0x6B]
+    );
+}
+
 /// A log whose clocks wander (behind, ahead, a day ahead, back), with
 /// binds of short lives, updates, unbinds and sweeps.
 fn wandering_log() -> Vec<WriteBatch> {
@@ -301,16 +324,7 @@ fn the_applied_clock_survives_a_checkpoint_and_a_reopen() {
         next_index,
     } = member;
     store.close().expect("close");
-    // The newest meta copy holds the clock at bytes 52..56 (STORAGE.md 7).
-    let meta = std::fs::read(dir.path().join("shard-000/meta")).expect("meta file");
-    let newest = [0usize, 4096]
-        .into_iter()
-        .max_by_key(|&at| u64::from_le_bytes(meta[at + 24..at + 32].try_into().unwrap()))
-        .unwrap();
-    assert_eq!(
-        u32::from_le_bytes(meta[newest + 52..newest + 56].try_into().unwrap()),
-        clock[0]
-    );
+    assert_eq!(meta_clock_bytes(dir.path()), clock[0].to_le_bytes());
 
     let store = Store::open(dir.path(), Arc::new(FakeClock::new(T + 999_999))).expect("reopen");
     let mut member = Member {
