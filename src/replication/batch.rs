@@ -6,7 +6,7 @@
 //!
 //! | offset | width | field |
 //! |---|---|---|
-//! | 0 | 4 | `now_s`: the leader's clock when it proposed the batch |
+//! | 0 | 4 | `now_s`: the proposer's clock when it proposed the batch |
 //! | 4 | .. | writes, back to back |
 //!
 //! Each write: tenant scope count `u16` (`0xFFFF`: every tenant), then that
@@ -14,8 +14,12 @@
 //! it (12-byte header with its length, then the body; docs/PROTOCOL.md).
 //!
 //! Applying a batch is a pure function of the tables and the batch: the
-//! time comes from `now_s`, never from a clock, so a replay (or a follower)
-//! reaches the same state and the same binding ids.
+//! time is never a clock read at apply time but the *applied clock*,
+//! `store::clock::applied_now_s` of `now_s` and the time the shards reached
+//! so far (kept in their checkpoints), so a replay (or a follower) reaches
+//! the same state and the same binding ids, and a proposer whose clock is
+//! behind or jumps ahead can neither take time back nor make it leap
+//! (docs/STORAGE.md section 17).
 
 use serde::{Deserialize, Serialize};
 
@@ -51,7 +55,8 @@ impl Scope<'_> {
 /// A batch of write requests and the time they were proposed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteBatch {
-    /// The proposer's clock, seconds.
+    /// The proposer's clock, seconds: a proposal, not the time the batch
+    /// runs at (that is the applied clock, see the module comment).
     pub now_s: u32,
     /// The encoded writes (see the module comment).
     pub writes: Vec<u8>,

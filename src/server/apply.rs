@@ -1,7 +1,10 @@
 //! Applying the log to the tables: the state machine's half of the write
-//! path. `apply_batch` is pure over a shard set and a batch: time comes
-//! from the batch, so a replay or another replica reaches the same state
-//! and the same binding ids. `LoopApplier` hands batches to the event loops
+//! path. `apply_batch` is pure over a shard set and a batch: time is the
+//! applied clock, derived from the batch's clock reading and the time the
+//! shards reached so far (`store::clock::applied_now_s`), so a replay or
+//! another replica reaches the same state and the same binding ids, and a
+//! proposer's clock can neither take time back nor make it jump.
+//! `LoopApplier` hands batches to the event loops
 //! that own the shards; `LocalApplier` owns all shards itself (tests and
 //! the storage-suite run).
 
@@ -14,6 +17,7 @@ use crate::protocol::codec;
 use crate::protocol::frame::{push_frame, Header, HEADER_BYTES};
 use crate::protocol::status;
 use crate::replication::{Answers, Applier, Recovered, WriteBatch};
+use crate::store::clock::applied_now_s;
 use crate::store::{ShardSet, Store};
 use crate::table::checkpoint::ShardImage;
 use std::sync::{Arc, Mutex};
@@ -39,6 +43,13 @@ pub struct PartialAnswers {
 /// hold it yet. A write that cannot be read (it passed every check when it
 /// was proposed, so this is damage) is answered `bad_request` by the owner
 /// of shard 0, so exactly one owner answers every write.
+///
+/// Each such shard first moves its applied clock to the time the batch
+/// runs at (`applied_now_s` of its clock and `batch.now_s`), and every
+/// sweep and write on it runs at that time, never at the proposer's
+/// reading. Shards apply every entry in log order from checkpoints that
+/// carry their clock, so all shards holding the same entries hold the same
+/// clock, whichever loop owns them.
 pub fn apply_batch(set: &mut ShardSet, index: u64, batch: &WriteBatch, out: &mut PartialAnswers) {
     let shard_count = set.shard_count();
     let pending = |set: &ShardSet, shard: usize| {
@@ -48,12 +59,12 @@ pub fn apply_batch(set: &mut ShardSet, index: u64, batch: &WriteBatch, out: &mut
                 .find(|s| usize::from(s.id()) == shard)
                 .is_some_and(|s| s.applied_log_index() <= index)
     };
-    let now_s = batch.now_s;
-    if batch.is_empty() {
-        for shard in 0..usize::from(shard_count) {
-            if pending(set, shard) {
-                if let Some(s) = set.shard_mut(shard) {
-                    s.reclaim_expired(now_s, RECLAIM_PER_SWEEP);
+    for shard in 0..usize::from(shard_count) {
+        if pending(set, shard) {
+            if let Some(s) = set.shard_mut(shard) {
+                s.advance_clock(applied_now_s(s.applied_now_s(), batch.now_s), batch.now_s);
+                if batch.is_empty() {
+                    s.reclaim_expired(s.applied_now_s(), RECLAIM_PER_SWEEP);
                 }
             }
         }
@@ -93,9 +104,11 @@ pub fn apply_batch(set: &mut ShardSet, index: u64, batch: &WriteBatch, out: &mut
         if !pending(set, shard) {
             continue;
         }
-        if let Some(s) = set.shard_mut(shard) {
-            s.reclaim_expired(now_s, RECLAIM_PER_WRITE);
-        }
+        let Some(s) = set.shard_mut(shard) else {
+            continue;
+        };
+        let now_s = s.applied_now_s();
+        s.reclaim_expired(now_s, RECLAIM_PER_WRITE);
         let access = match scope.tenants() {
             None => Access::AllTenants,
             Some(tenants) => Access::Tenants(tenants.into()),

@@ -220,8 +220,10 @@ pub struct ShardMeta {
     pub free_head: u32,
     /// Live bindings.
     pub live_bindings: u32,
-    /// Zero.
-    pub reserved0: u32,
+    /// The applied clock: the time the last applied log entry ran at,
+    /// seconds since the Unix epoch (0: no entry applied yet, or a
+    /// directory from before the field, where it was a zero reserved word).
+    pub applied_now_s: u32,
     /// Slots retired because their generation is exhausted.
     pub retired_slots: u32,
     /// Linear hashing level: 2^level <= primary buckets < 2^(level+1).

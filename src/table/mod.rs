@@ -17,4 +17,4 @@ pub mod shard;
 
 pub use error::TableError;
 pub use rules::BindOutcome;
-pub use shard::{Shard, ShardStats};
+pub use shard::{ClockSkew, Shard, ShardStats};

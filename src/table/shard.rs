@@ -34,6 +34,55 @@ pub struct ShardCounters {
     pub reclaim_cursor: u32,
     /// Last applied log position.
     pub applied_log_index: u64,
+    /// The applied clock: the time the last applied entry ran at (0: none
+    /// yet). Part of the replicated state, so it is checkpointed with the
+    /// tables (docs/STORAGE.md sections 7 and 17).
+    pub applied_now_s: u32,
+}
+
+/// How the proposers' clocks compared with the applied clock, over the
+/// entries this shard applied since it was opened (replay included). Every
+/// shard applies every entry, so a node's figure is the largest over its
+/// shards. Observations only: never persisted, never part of the state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClockSkew {
+    /// Largest gap, seconds, by which a proposer's clock was behind the
+    /// applied clock (the entry was applied at the later time).
+    pub behind_s_max: u32,
+    /// Largest gap, seconds, by which a proposer's clock was ahead of the
+    /// time its entry applied at (the step limit held it back).
+    pub ahead_s_max: u32,
+    /// Entries applied later than their proposer's clock. A second or so is
+    /// ordinary: loops stamp their batches a moment apart.
+    pub entries_behind: u64,
+    /// Entries applied earlier than their proposer's clock: the proposer
+    /// jumped ahead by more than the step limit.
+    pub entries_ahead: u64,
+}
+
+impl ClockSkew {
+    /// Counts one entry proposed at `proposed_s` and applied at `now_s`.
+    pub fn record(&mut self, now_s: u32, proposed_s: u32) {
+        if proposed_s < now_s {
+            self.behind_s_max = self.behind_s_max.max(now_s - proposed_s);
+            self.entries_behind += 1;
+        } else if proposed_s > now_s {
+            self.ahead_s_max = self.ahead_s_max.max(proposed_s - now_s);
+            self.entries_ahead += 1;
+        }
+    }
+
+    /// The largest skew either way, seconds: what STATS shows as
+    /// `clock_skew_s_max`.
+    pub fn skew_s_max(&self) -> u32 {
+        self.behind_s_max.max(self.ahead_s_max)
+    }
+
+    /// Entries whose time was changed: what STATS shows as
+    /// `entries_clamped`.
+    pub fn entries_clamped(&self) -> u64 {
+        self.entries_behind + self.entries_ahead
+    }
 }
 
 /// File sizes and counters, for `stats`.
@@ -53,6 +102,8 @@ pub struct ShardStats {
     pub overflow_bytes: u64,
     /// Meta file bytes.
     pub meta_bytes: u64,
+    /// Proposers' clocks against the applied clock.
+    pub clock_skew: ClockSkew,
 }
 
 /// One shard.
@@ -70,6 +121,8 @@ pub struct Shard {
     closed: bool,
     /// Pages of a checkpoint that failed, to capture again.
     remarks: Remarks,
+    /// Proposers' clocks against the applied clock, since open.
+    clock_skew: ClockSkew,
 }
 
 impl Shard {
@@ -98,6 +151,7 @@ impl Shard {
             captured: (counters, state),
             closed: false,
             remarks: Remarks::default(),
+            clock_skew: ClockSkew::default(),
         })
     }
 
@@ -151,6 +205,7 @@ impl Shard {
             retired_slots: meta.retired_slots,
             reclaim_cursor: meta.reclaim_cursor,
             applied_log_index: meta.applied_log_index,
+            applied_now_s: meta.applied_now_s,
         };
         if counters.free_head > counters.records_used
             || counters.reclaim_cursor > counters.records_used
@@ -174,6 +229,7 @@ impl Shard {
             captured: (counters, state),
             closed: false,
             remarks: Remarks::default(),
+            clock_skew: ClockSkew::default(),
         })
     }
 
@@ -202,6 +258,7 @@ impl Shard {
             index_bytes: self.index.primary_file().file_bytes(),
             overflow_bytes: self.index.overflow_file().file_bytes(),
             meta_bytes: 2 * 4096,
+            clock_skew: self.clock_skew,
         }
     }
 
@@ -292,6 +349,25 @@ impl Shard {
     /// The last log index applied, as far as this shard knows.
     pub fn applied_log_index(&self) -> u64 {
         self.counters.applied_log_index
+    }
+
+    /// Moves the applied clock to `now_s`, the time the entry being applied
+    /// runs at (`store::clock::applied_now_s` of this shard's clock and the
+    /// entry's `proposed_s`), and counts the skew between the two.
+    pub fn advance_clock(&mut self, now_s: u32, proposed_s: u32) {
+        assert!(
+            now_s >= self.counters.applied_now_s,
+            "applied clock moved back from {} to {now_s} on shard {}",
+            self.counters.applied_now_s,
+            self.identity.shard_id
+        );
+        self.counters.applied_now_s = now_s;
+        self.clock_skew.record(now_s, proposed_s);
+    }
+
+    /// The applied clock: the time the last applied entry ran at (0: none).
+    pub fn applied_now_s(&self) -> u32 {
+        self.counters.applied_now_s
     }
 
     /// True if anything changed since the last capture.
@@ -536,7 +612,7 @@ fn make_meta(identity: ShardIdentity, counters: ShardCounters, index: IndexState
         records_used: counters.records_used,
         free_head: counters.free_head,
         live_bindings: counters.live_bindings,
-        reserved0: 0,
+        applied_now_s: counters.applied_now_s,
         retired_slots: counters.retired_slots,
         index_level: index.level,
         index_split: index.split,
