@@ -41,6 +41,48 @@ pub enum Command {
     /// Load benchmark over the wire (open or closed loop), against a node
     /// or Redis.
     Bench(Box<BenchArgs>),
+    /// A cluster of several nodes: initialise it, see its members.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+/// `x700 cluster ...`: against a running member (`--server`), as admin.
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Initialise a new cluster with its first members (run once, against
+    /// any one of them; every member started with `--raft`).
+    Init(ClusterInitArgs),
+    /// The cluster as this member sees it: leader, term, members.
+    Status(ClusterArgs),
+}
+
+/// Options of every cluster command.
+#[derive(Args, Debug)]
+pub struct ClusterArgs {
+    /// A member's TCP (client) address.
+    #[arg(long, value_name = "ADDR")]
+    pub server: String,
+    /// An admin credential (empty: protected mode, loopback only).
+    #[arg(long, value_name = "T", default_value = "")]
+    pub token: String,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `x700 cluster init`.
+#[derive(Args, Debug)]
+pub struct ClusterInitArgs {
+    /// Common options.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// A first member, ID=RAFT_ADDR=CLIENT_ADDR (repeat for each).
+    #[arg(
+        long = "member",
+        value_name = "ID=RAFT_ADDR=CLIENT_ADDR",
+        required = true
+    )]
+    pub members: Vec<String>,
 }
 
 impl Command {
@@ -58,6 +100,8 @@ impl Command {
             Command::Stats(a) => a.store.json,
             Command::Check(a) => a.json,
             Command::Demo(a) => a.json,
+            Command::Cluster(ClusterCommand::Init(a)) => a.cluster.json,
+            Command::Cluster(ClusterCommand::Status(a)) => a.json,
             Command::Serve(_) | Command::Bench(_) => false,
         }
     }

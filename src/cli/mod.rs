@@ -4,6 +4,7 @@
 
 mod args;
 mod bench;
+mod cluster;
 mod commands;
 mod load;
 mod output;
@@ -39,6 +40,7 @@ pub fn run() -> i32 {
         Command::Demo(demo) => load::demo(&demo),
         Command::Serve(serve) => return serve::serve(&serve),
         Command::Bench(bench) => return bench::bench(&bench),
+        Command::Cluster(command) => cluster::run(&command),
     };
     output::emit(&outcome, json)
 }

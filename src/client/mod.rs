@@ -145,6 +145,14 @@ impl Client {
         }
     }
 
+    /// One request of `op` with `body`, for the admin opcodes without a
+    /// method of their own (CLUSTER_STATUS, CLUSTER_INIT): (status, body).
+    pub fn request(&mut self, op: u8, body: &[u8]) -> Result<(u8, Vec<u8>), ClientError> {
+        let (header, answer) =
+            self.call(|out, id| crate::protocol::frame::push_frame(out, op, 0, id, body))?;
+        Ok((header.status, answer))
+    }
+
     /// PING.
     pub fn ping(&mut self) -> Result<u8, ClientError> {
         Ok(self

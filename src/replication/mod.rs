@@ -94,6 +94,33 @@ pub enum Refusal {
 /// Called once with the answers of a proposed batch, or why it failed.
 pub type Done = Box<dyn FnOnce(Result<Answers, Refusal>) + Send>;
 
+/// The cluster as one member sees it (`Replica::status`).
+#[derive(Clone, Debug)]
+pub struct ClusterView {
+    /// This node.
+    pub node_id: u64,
+    /// The current term.
+    pub term: u64,
+    /// The leader, if one is known.
+    pub leader_id: Option<u64>,
+    /// The last log index applied here.
+    pub applied_index: Option<u64>,
+    /// Every member of the membership in force.
+    pub members: Vec<MemberView>,
+}
+
+/// One member in a `ClusterView`.
+#[derive(Clone, Debug)]
+pub struct MemberView {
+    /// Its id and addresses.
+    pub member: Member,
+    /// `leader`, `follower` (a voter) or `learner`.
+    pub role: &'static str,
+    /// The last index known to be in its log: this node's own, or, at the
+    /// leader, each follower's replicated index; `None` if unknown here.
+    pub matched_index: Option<u64>,
+}
+
 /// Settings of the write path.
 #[derive(Clone, Debug)]
 pub struct ReplicaOptions {
@@ -278,6 +305,44 @@ impl Replica {
         self.runtime
             .block_on(self.raft.initialize(nodes))
             .map_err(|e| e.to_string())
+    }
+
+    /// The cluster as this node sees it: term, leader, and every member
+    /// with its role and (at the leader) how far its log matches.
+    pub fn status(&self) -> ClusterView {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let matched = metrics.replication.clone().unwrap_or_default();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| {
+                let role = if metrics.current_leader == Some(*id) {
+                    "leader"
+                } else if voters.contains(id) {
+                    "follower"
+                } else {
+                    "learner"
+                };
+                let matched_index = if *id == self.node_id {
+                    metrics.last_log_index
+                } else {
+                    matched.get(id).and_then(|m| m.map(|log_id| log_id.index))
+                };
+                MemberView {
+                    member: Member::of(*id, node),
+                    role,
+                    matched_index,
+                }
+            })
+            .collect();
+        ClusterView {
+            node_id: self.node_id,
+            term: metrics.current_term,
+            leader_id: metrics.current_leader,
+            applied_index: metrics.last_applied.map(|log_id| log_id.index),
+            members,
+        }
     }
 
     /// The leader this node knows of, if any.

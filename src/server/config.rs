@@ -418,7 +418,11 @@ impl Config {
                 .as_deref()
                 .map(|a| address("admin", a))
                 .transpose()?,
-            raft: self.raft.as_deref().map(|a| address("raft", a)).transpose()?,
+            raft: self
+                .raft
+                .as_deref()
+                .map(|a| address("raft", a))
+                .transpose()?,
             switch_networks: self
                 .switch_networks
                 .iter()

@@ -103,6 +103,43 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// The CLUSTER_STATUS answer: the cluster as this node sees it.
+    pub fn cluster_status_json(&self) -> String {
+        let Some(replica) = self.replica.get() else {
+            return serde_json::json!({ "node_id": self.config.node_id }).to_string();
+        };
+        let view = replica.status();
+        let address_of = |id: Option<u64>| {
+            id.and_then(|id| view.members.iter().find(|m| m.member.id == id))
+                .map(|m| m.member.client_addr.clone())
+        };
+        let members: Vec<serde_json::Value> = view
+            .members
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "id": m.member.id,
+                    "raft_addr": m.member.raft_addr,
+                    "client_addr": m.member.client_addr,
+                    "role": m.role,
+                    "applied_index": m.matched_index,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "node_id": view.node_id,
+            "raft_addr": replica.raft_addr().map(|a| a.to_string()),
+            "leader_id": view.leader_id,
+            "leader_addr": address_of(view.leader_id),
+            "term": view.term,
+            "applied_index": view.applied_index,
+            "members": members,
+        })
+        .to_string()
+    }
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -46,6 +46,8 @@ pub struct Node {
     pub udp: SocketAddr,
     /// Admin HTTP address.
     pub admin: SocketAddr,
+    /// Raft address, when started with `--raft`.
+    pub raft: Option<SocketAddr>,
     /// Its data directory.
     pub data: PathBuf,
     /// Event loops (`--shards`).
@@ -149,6 +151,10 @@ impl Node {
             tcp: field("tcp").parse().expect("tcp address"),
             udp: field("udp").parse().expect("udp address"),
             admin: field("admin").parse().expect("admin address"),
+            raft: first
+                .split_whitespace()
+                .find_map(|word| word.strip_prefix("raft="))
+                .and_then(|value| value.parse().ok()),
             data: PathBuf::from(field("data")),
             event_loops: field("event_loops").parse().expect("event_loops"),
             table_shards: field("table_shards").parse().expect("table_shards"),

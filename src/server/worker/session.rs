@@ -4,9 +4,11 @@
 
 use super::Worker;
 use crate::protocol::codec::{self, Request};
-use crate::protocol::frame::Header;
+use crate::protocol::frame::{push_frame, Header};
 use crate::protocol::{opcode, status};
+use crate::replication::Member;
 use crate::server::auth::{self, Access, HelloOutcome};
+use crate::server::cross::Message;
 use crate::server::cross::Origin;
 use crate::server::dispatch::{self, Op};
 use crate::server::metrics::Guard;
@@ -62,6 +64,17 @@ impl Worker {
                 self.answer(token, header.opcode, status::BAD_REQUEST, request_id, &[])
             }
             Request::Ping => self.answer(token, header.opcode, status::OK, request_id, &[]),
+            Request::ClusterStatus => {
+                let status_json = self.shared.cluster_status_json();
+                self.answer(
+                    token,
+                    header.opcode,
+                    status::OK,
+                    request_id,
+                    status_json.as_bytes(),
+                );
+            }
+            Request::ClusterInit(text) => self.cluster_init(origin, request_id, text),
             Request::Stats => {
                 let stats = self.shared.stats_json();
                 self.answer(
@@ -95,6 +108,67 @@ impl Worker {
                 Err(code) => self.answer(token, header.opcode, code, request_id, &[]),
             },
         }
+    }
+
+    /// CLUSTER_INIT: parses the members and initialises the cluster on a
+    /// thread of its own (it waits for the Raft core), answering through
+    /// the loop's inbox: the event loop never blocks on it.
+    fn cluster_init(&mut self, origin: Origin, request_id: u32, text: &str) {
+        let members = match parse_members(text) {
+            Ok(members) => members,
+            Err(reason) => {
+                if let Origin::Tcp { token, .. } = origin {
+                    self.answer(
+                        token as usize,
+                        opcode::CLUSTER_INIT,
+                        status::BAD_REQUEST,
+                        request_id,
+                        reason.as_bytes(),
+                    );
+                }
+                return;
+            }
+        };
+        let Some(replica) = self.shared.replica.get().cloned() else {
+            self.deliver_status(
+                origin,
+                opcode::CLUSTER_INIT,
+                status::UNAVAILABLE,
+                request_id,
+            );
+            return;
+        };
+        if !self.admit(origin, opcode::CLUSTER_INIT, request_id) {
+            return;
+        }
+        let inbox = self.shared.senders[self.index].clone();
+        let waker = std::sync::Arc::clone(&self.shared.wakers[self.index]);
+        let spawned = std::thread::Builder::new()
+            .name("x700-cluster-init".into())
+            .spawn(move || {
+                let (code, body) = match replica.initialize(&members) {
+                    Ok(()) => (status::OK, Vec::new()),
+                    Err(reason) => (status::BAD_REQUEST, reason.into_bytes()),
+                };
+                let mut frames = Vec::new();
+                push_frame(&mut frames, opcode::CLUSTER_INIT, code, request_id, &body);
+                let end = u32::try_from(frames.len()).unwrap_or(u32::MAX);
+                let _ = inbox.send(Message::Done {
+                    items: vec![(origin, 0, end)],
+                    frames,
+                });
+                let _ = waker.wake();
+            });
+        if spawned.is_err() {
+            self.unforward(origin);
+            self.deliver_status(origin, opcode::CLUSTER_INIT, status::INTERNAL, request_id);
+        }
+    }
+
+    fn deliver_status(&mut self, origin: Origin, op: u8, code: u8, request_id: u32) {
+        let mut frame = Vec::with_capacity(crate::protocol::HEADER_BYTES);
+        push_frame(&mut frame, op, code, request_id, &[]);
+        self.deliver(origin, &frame);
     }
 
     pub(super) fn handle_hello(&mut self, token: usize, header: &Header, body: &[u8]) {
@@ -156,5 +230,60 @@ impl Worker {
                 );
             }
         }
+    }
+}
+
+/// Parses `ID=RAFT_ADDR=CLIENT_ADDR` members separated by spaces.
+pub(crate) fn parse_members(text: &str) -> Result<Vec<Member>, String> {
+    let mut members = Vec::new();
+    for word in text.split_whitespace() {
+        let mut parts = word.splitn(3, '=');
+        let (Some(id), Some(raft_addr), Some(client_addr)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!(
+                "member {word:?}: expected ID=RAFT_ADDR=CLIENT_ADDR"
+            ));
+        };
+        let id: u64 = id
+            .parse()
+            .ok()
+            .filter(|&id| id > 0)
+            .ok_or_else(|| format!("member {word:?}: the id must be a number from 1"))?;
+        for address in [raft_addr, client_addr] {
+            address
+                .parse::<std::net::SocketAddr>()
+                .map_err(|_| format!("member {word:?}: {address:?} is not an address:port"))?;
+        }
+        members.push(Member {
+            id,
+            raft_addr: raft_addr.to_string(),
+            client_addr: client_addr.to_string(),
+        });
+    }
+    if members.is_empty() {
+        return Err("no members".into());
+    }
+    Ok(members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_members;
+
+    #[test]
+    fn members_parse_and_bad_ones_are_named() {
+        let members =
+            parse_members("1=127.0.0.1:7801=127.0.0.1:7701 2=127.0.0.1:7802=127.0.0.1:7702")
+                .unwrap();
+        assert_eq!(members.len(), 2);
+        assert_eq!(members[1].id, 2);
+        assert_eq!(members[1].client_addr, "127.0.0.1:7702");
+        assert!(parse_members("").is_err());
+        assert!(parse_members("0=127.0.0.1:1=127.0.0.1:2").is_err());
+        assert!(parse_members("1=nowhere=127.0.0.1:2")
+            .unwrap_err()
+            .contains("nowhere"));
+        assert!(parse_members("1=127.0.0.1:1").is_err());
     }
 }

@@ -1,0 +1,191 @@
+//! Proves, with three real `x700 serve --raft` processes on loopback, that a
+//! cluster initialised by `CLUSTER_INIT` replicates every acknowledged bind
+//! to every member, answers writes at the leader only (`not_leader`
+//! elsewhere), survives `kill -9` of its leader (the others elect a new one
+//! and go on taking writes and answering lookups), and that the killed node,
+//! restarted on its data directory, catches up with everything it missed.
+
+mod common;
+
+use common::{ask, axb, x, Node};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use x700::binding::{BindingId, LookupResult};
+use x700::client::Client;
+use x700::number::Number;
+use x700::protocol::{opcode, status, Role};
+
+const SECRET: &str = "cluster-secret-for-tests-0123";
+
+fn member_args(id: u64, raft: &str) -> Vec<String> {
+    [
+        "--raft",
+        raft,
+        "--node-id",
+        &id.to_string(),
+        "--cluster-secret",
+        SECRET,
+        "--shards",
+        "1",
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect()
+}
+
+fn start_member(dir: &std::path::Path, id: u64, raft: &str) -> Node {
+    let args = member_args(id, raft);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Node::start_on(dir, &args)
+}
+
+fn status_json(address: SocketAddr) -> Option<serde_json::Value> {
+    let mut client = Client::connect(address, Role::Admin, "").ok()?;
+    let (code, body) = client.request(opcode::CLUSTER_STATUS, &[]).ok()?;
+    (code == status::OK).then(|| serde_json::from_slice(&body).ok())?
+}
+
+/// The leader's id and client address, once `address` knows one (within
+/// `wait`).
+fn leader_seen_by(address: SocketAddr, wait: Duration) -> Option<(u64, SocketAddr)> {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if let Some(status) = status_json(address) {
+            let id = status["leader_id"].as_u64();
+            let leader = status["leader_addr"].as_str().and_then(|a| a.parse().ok());
+            if let (Some(id), Some(leader)) = (id, leader) {
+                return Some((id, leader));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// Binds `count` fresh pairs at `leader`, from X number `first`; returns
+/// the acknowledged ones (X, id).
+fn bind_many(leader: SocketAddr, first: u64, count: u64) -> Vec<(Number, BindingId)> {
+    let mut client = Client::connect(leader, Role::Admin, "").expect("connect to the leader");
+    let mut acked = Vec::new();
+    for n in first..first + count {
+        let xn = x(n);
+        let reply = client
+            .bind(&axb(xn, "13800000001", "13900000002", "cluster"))
+            .expect("bind answered");
+        assert_eq!(status::name(reply.status), "ok", "bind {n} at the leader");
+        acked.push((xn, reply.binding_id.expect("id")));
+    }
+    acked
+}
+
+/// True once every acknowledged bind routes on the node at `address`
+/// (waiting up to `wait` for it to catch up).
+fn routes_all(address: SocketAddr, acked: &[(Number, BindingId)], wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        let all = Client::connect(address, Role::Switch, "").is_ok_and(|mut client| {
+            acked.iter().all(|&(xn, id)| {
+                matches!(client.lookup(&ask("13800000001", xn)),
+                    Ok(LookupResult::Route(route)) if route.binding_id == id)
+            })
+        });
+        if all || Instant::now() > deadline {
+            return all;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn free_port() -> String {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    socket.local_addr().expect("address").to_string()
+}
+
+#[test]
+fn a_three_node_cluster_replicates_fails_over_and_catches_up() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    // Fixed raft addresses: a restarted member comes back at its own.
+    let rafts: Vec<String> = (0..3).map(|_| free_port()).collect();
+    let mut nodes: BTreeMap<u64, Node> = (1..=3u64)
+        .map(|id| {
+            let i = usize::try_from(id - 1).expect("small");
+            (id, start_member(dirs[i].path(), id, &rafts[i]))
+        })
+        .collect();
+    let members: Vec<String> = nodes
+        .iter()
+        .map(|(id, node)| {
+            let i = usize::try_from(id - 1).expect("small");
+            format!("{id}={}={}", rafts[i], node.tcp)
+        })
+        .collect();
+    let first = nodes[&1].tcp;
+    let mut admin = Client::connect(first, Role::Admin, "").expect("admin");
+    let (code, reason) = admin
+        .request(opcode::CLUSTER_INIT, members.join(" ").as_bytes())
+        .expect("CLUSTER_INIT answered");
+    assert_eq!(code, status::OK, "{}", String::from_utf8_lossy(&reason));
+    let (leader_id, leader) =
+        leader_seen_by(first, Duration::from_secs(10)).expect("a leader within 10 s");
+
+    // Writes at the leader reach every member; a follower refuses writes.
+    let mut acked = bind_many(leader, 200_000, 100);
+    let follower = nodes
+        .iter()
+        .find(|(id, _)| **id != leader_id)
+        .map(|(_, node)| node.tcp)
+        .expect("a follower");
+    let mut at_follower = Client::connect(follower, Role::Admin, "").expect("follower");
+    let refused = at_follower
+        .bind(&axb(x(299_999), "13800000001", "13900000002", "f"))
+        .expect("answered");
+    assert_eq!(status::name(refused.status), "not_leader");
+    for node in nodes.values() {
+        assert!(
+            routes_all(node.tcp, &acked, Duration::from_secs(10)),
+            "a member misses acknowledged binds"
+        );
+    }
+
+    // kill -9 the leader: the two others elect a new one and go on.
+    let killed = nodes.remove(&leader_id).expect("the leader's node");
+    let _ = killed.kill();
+    let survivor = nodes.values().next().expect("a survivor").tcp;
+    let failover_started = Instant::now();
+    let (new_leader_id, new_leader) = loop {
+        if let Some((id, address)) = leader_seen_by(survivor, Duration::from_millis(200)) {
+            if id != leader_id {
+                break (id, address);
+            }
+        }
+        assert!(
+            failover_started.elapsed() < Duration::from_secs(15),
+            "no new leader 15 s after the leader was killed"
+        );
+    };
+    eprintln!(
+        "new leader {new_leader_id} seen {:?} after the kill",
+        failover_started.elapsed()
+    );
+    // Lookups on the survivors never stopped being answered.
+    for node in nodes.values() {
+        assert!(routes_all(node.tcp, &acked, Duration::from_secs(1)));
+    }
+    acked.extend(bind_many(new_leader, 300_000, 100));
+
+    // The old leader comes back on its directory and raft address and
+    // catches up with what it missed.
+    let i = usize::try_from(leader_id - 1).expect("small");
+    let back = start_member(dirs[i].path(), leader_id, &rafts[i]);
+    nodes.insert(leader_id, back);
+    for (id, node) in &nodes {
+        assert!(
+            routes_all(node.tcp, &acked, Duration::from_secs(15)),
+            "member {id} misses acknowledged binds after the failover"
+        );
+    }
+    for node in nodes.into_values() {
+        assert!(node.stop().success());
+    }
+}
