@@ -407,4 +407,29 @@ mod tests {
         assert_eq!(short.committed, None);
         assert_eq!(short.vote, vote.vote);
     }
+
+    /// The committed copy example of docs/STORAGE.md section 16, byte for
+    /// byte (the CRC is computed, not written out there).
+    #[test]
+    fn the_committed_copy_matches_the_documented_example() {
+        let position = LogPosition {
+            index: 5,
+            term: 2,
+            leader: 1,
+        };
+        let bytes = encode_committed(Some(position), 3, 0x1122_3344_5566_7788);
+        let documented: Vec<u8> = "58 37 30 30 43 4d 49 54 01 00 00 00 00 00 00 00 \
+             03 00 00 00 00 00 00 00 88 77 66 55 44 33 22 11 \
+             06 00 00 00 00 00 00 00 02 00 00 00 00 00 00 00 \
+             01 00 00 00 00 00 00 00 00 00 00 00"
+            .split_whitespace()
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect();
+        assert_eq!(&bytes[..60], &documented[..]);
+        assert_eq!(
+            decode_committed(&bytes, 0x1122_3344_5566_7788),
+            Some((3, Some(position)))
+        );
+        assert_eq!(decode_committed(&bytes, 1), None);
+    }
 }
