@@ -113,6 +113,10 @@ fn check_round_trip(
         Request::Query(query) => encode_query(&mut out, id, query.binding_id),
         Request::Ping => push_frame(&mut out, opcode::PING, 0, id, &[]),
         Request::Stats => push_frame(&mut out, opcode::STATS, 0, id, &[]),
+        Request::ClusterStatus => push_frame(&mut out, opcode::CLUSTER_STATUS, 0, id, &[]),
+        Request::ClusterInit(text) => {
+            push_frame(&mut out, opcode::CLUSTER_INIT, 0, id, text.as_bytes());
+        }
         Request::Hello {
             version,
             role,

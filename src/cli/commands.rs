@@ -36,7 +36,8 @@ pub(super) fn open(args: &StoreArgs, create: bool) -> Result<Store, Outcome> {
     };
     let mut store = result.map_err(Outcome::from)?;
     // The tables hold the last checkpoint; the log holds what followed.
-    // Offline commands see (and change) the state after it. Their own
+    // Offline commands see (and change) the state after its committed part
+    // (`replication::recover`: on a one-member node, all of it). Their own
     // changes are not logged: they act on a stopped single node, and reach
     // the files through the checkpoint `close` takes.
     crate::server::apply::recover(&mut store)

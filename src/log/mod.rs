@@ -6,7 +6,8 @@
 //! - `<first index, 20 digits>.seg`: segments of records, preallocated;
 //! - `spare`: the next segment, preallocated ahead of need, so that a full
 //!   disk is seen before an append could fail;
-//! - `state`: the Raft vote and the last purged position.
+//! - `state`: the Raft vote, the last purged position and the last
+//!   committed position.
 //!
 //! The log knows nothing of Raft or bindings: `replication` maps openraft's
 //! entries onto `LogRecord`s, and the tables are its state machine.
@@ -317,8 +318,58 @@ impl Log {
         if log.last.is_none() {
             log.last = log.state.purged;
         }
+        log.state.committed = log.clamp_committed(log.state.committed)?;
         log.prepare_spare();
         Ok((log, recovery))
+    }
+
+    /// The stored committed position, made to fit the log as it opened.
+    /// It is written without `fdatasync` (`StateFile::write_committed`),
+    /// and a follower saves it before its appends are durable, so after a
+    /// power loss it may name an entry the log lost: it is then lowered to
+    /// the log's last entry, which is committed too (the entries up to the
+    /// stored position were the leader's, and a truncation is durable
+    /// before anything is written after it). If the log holds another entry
+    /// at that index (a term or leader that differs), it is not trusted and
+    /// only the purged position, which the checkpoint holds, counts.
+    fn clamp_committed(
+        &self,
+        stored: Option<LogPosition>,
+    ) -> Result<Option<LogPosition>, LogError> {
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        let purged = self.state.purged;
+        if purged.is_some_and(|p| stored.index <= p.index) {
+            return Ok(Some(stored));
+        }
+        let Some(last) = self.last else {
+            return Ok(None);
+        };
+        let index = stored.index.min(last.index);
+        let found = if index == last.index {
+            Some(last)
+        } else {
+            self.read(index, index + 1)?.first().map(|r| LogPosition {
+                index: r.index,
+                term: r.term,
+                leader: r.leader,
+            })
+        };
+        match found {
+            Some(found) if index < stored.index => Ok(Some(found)),
+            Some(found) if (found.term, found.leader) == (stored.term, stored.leader) => {
+                Ok(Some(stored))
+            }
+            _ => {
+                eprintln!(
+                    "x700: log: the stored commit index {} (term {}) does not match the log; \
+                     only the purged position counts as committed",
+                    stored.index, stored.term
+                );
+                Ok(purged)
+            }
+        }
     }
 
     /// Flags and counters shared with the write path.
@@ -430,7 +481,8 @@ impl Log {
         self.last
     }
 
-    /// The stored vote and purge position.
+    /// The stored vote, purge position and committed position (the last
+    /// clamped to the log when it opened).
     pub fn state(&self) -> LogState {
         self.state
     }
@@ -447,6 +499,14 @@ impl Log {
         state.vote = Some(vote);
         self.state_file.write(&state)?;
         self.state = state;
+        Ok(())
+    }
+
+    /// Saves the committed position, without `fdatasync`
+    /// (`StateFile::write_committed` says why that is safe).
+    pub fn save_committed(&mut self, committed: Option<LogPosition>) -> Result<(), LogError> {
+        self.state_file.write_committed(committed)?;
+        self.state.committed = committed;
         Ok(())
     }
 
@@ -618,6 +678,12 @@ impl Log {
         self.last = self.read_last()?;
         if self.last.is_none() {
             self.last = self.state.purged;
+        }
+        // Raft never truncates a committed entry; should it happen anyway,
+        // the committed position is forgotten rather than left naming an
+        // entry that is gone (openraft then starts from what is applied).
+        if self.state.committed.is_some_and(|c| c.index >= index) {
+            self.state.committed = None;
         }
         Ok(())
     }

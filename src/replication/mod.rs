@@ -254,6 +254,7 @@ impl Replica {
         runtime.spawn(propose(raft.clone(), inbox));
         runtime.spawn(housekeeping(
             raft.clone(),
+            Arc::clone(&checkpoints),
             Arc::clone(&log),
             proposals.clone(),
             options,
@@ -420,7 +421,8 @@ impl Replica {
     /// Takes a checkpoint of everything applied so far and waits for it
     /// (and the log purge it allows).
     pub fn checkpoint(&self) -> Result<(), String> {
-        self.runtime.block_on(checkpoint_now(&self.raft))
+        self.runtime
+            .block_on(checkpoint_now(&self.raft, &self.checkpoints))
     }
 
     /// Bytes of log segments on disk.
@@ -446,7 +448,7 @@ impl Replica {
             let result = if self.health.failed.load(Ordering::SeqCst) {
                 Ok(())
             } else {
-                checkpoint_now(&self.raft).await
+                checkpoint_now(&self.raft, &self.checkpoints).await
             };
             if let Some(server) = &self.peer_server {
                 server.stop();
@@ -533,34 +535,49 @@ fn start_with_peers(
     })
 }
 
-async fn checkpoint_now(raft: &Raft<types::TypeConfig>) -> Result<(), String> {
+/// Takes a checkpoint and waits until openraft holds one at or past what
+/// is applied now, or until this one failed (the state machine keeps the
+/// previous checkpoint and counts the failure in `checkpoints`).
+async fn checkpoint_now(
+    raft: &Raft<types::TypeConfig>,
+    checkpoints: &CheckpointStats,
+) -> Result<(), String> {
     let applied = raft.metrics().borrow().last_applied;
     let Some(applied) = applied else {
         return Ok(());
     };
-    if raft
-        .metrics()
-        .borrow()
-        .snapshot
-        .is_some_and(|s| s.index >= applied.index)
-    {
+    let done = |raft: &Raft<types::TypeConfig>| {
+        raft.metrics()
+            .borrow()
+            .snapshot
+            .is_some_and(|s| s.index >= applied.index)
+    };
+    if done(raft) {
         return Ok(());
     }
+    let failures = checkpoints.failures.load(Ordering::SeqCst);
     raft.trigger().snapshot().await.map_err(|e| e.to_string())?;
-    raft.wait(Some(Duration::from_secs(600)))
-        .snapshot(applied, "checkpoint")
-        .await
-        .map(|_| ())
-        .or_else(|_| {
-            // A later entry may have been included: any snapshot at or past
-            // `applied` will do.
-            let snapshot = raft.metrics().borrow().snapshot;
-            if snapshot.is_some_and(|s| s.index >= applied.index) {
-                Ok(())
-            } else {
-                Err("checkpoint did not complete".to_string())
-            }
-        })
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    let mut metrics = raft.metrics();
+    loop {
+        // A later entry may have been included: any snapshot at or past
+        // `applied` will do.
+        if done(raft) {
+            return Ok(());
+        }
+        if checkpoints.failures.load(Ordering::SeqCst) != failures {
+            return Err("checkpoint failed; the previous one and the log are kept".into());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err("checkpoint did not complete".into());
+        }
+        // The failure counter is not in openraft's metrics: look again at
+        // least every 50 ms.
+        if let Ok(Err(_)) = tokio::time::timeout(Duration::from_millis(50), metrics.changed()).await
+        {
+            return Err("openraft stopped before the checkpoint completed".into());
+        }
+    }
 }
 
 /// Entries this node has handed to openraft and not yet heard back about.
@@ -644,8 +661,13 @@ fn split_answers(outcome: Result<Answers, Refusal>, parts: Vec<(u32, Done)>) {
     }
 }
 
+/// After a failed checkpoint, the next waits this long: each attempt
+/// copies every dirty page, and a full disk does not empty in 100 ms.
+const CHECKPOINT_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 async fn housekeeping(
     raft: Raft<types::TypeConfig>,
+    checkpoints: Arc<CheckpointStats>,
     log: Arc<Mutex<Log>>,
     proposals: tokio::sync::mpsc::Sender<Proposal>,
     options: ReplicaOptions,
@@ -655,6 +677,7 @@ async fn housekeeping(
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut since_checkpoint = Duration::ZERO;
     let mut since_sweep = Duration::ZERO;
+    let mut since_failure: Option<Duration> = None;
     while !stopping.load(Ordering::SeqCst) {
         tick.tick().await;
         since_checkpoint += Duration::from_millis(100);
@@ -681,10 +704,14 @@ async fn housekeeping(
         let checkpointed = metrics.snapshot.map_or(0, |s| s.index);
         let due = (since_checkpoint >= options.checkpoint_interval && applied > checkpointed)
             || log_bytes >= options.checkpoint_log_bytes;
-        if due && !stopping.load(Ordering::SeqCst) {
+        let retry_wait_over = since_failure.is_none_or(|t| t >= CHECKPOINT_RETRY_AFTER);
+        since_failure = since_failure.map(|t| t + Duration::from_millis(100));
+        if due && retry_wait_over && !stopping.load(Ordering::SeqCst) {
             since_checkpoint = Duration::ZERO;
-            if let Err(error) = checkpoint_now(&raft).await {
+            since_failure = None;
+            if let Err(error) = checkpoint_now(&raft, &checkpoints).await {
                 eprintln!("x700: checkpoint: {error}");
+                since_failure = Some(Duration::ZERO);
             }
         }
     }

@@ -3,10 +3,23 @@
 //! (`applied_log_index` in its meta), so a replay that starts at the oldest
 //! shard's position applies each write exactly once to each shard.
 //!
-//! On a one-member cluster every durable entry is committed (the member is
-//! the whole quorum), so the whole log is replayed. Multi-node replication
-//! (step 6) will replay only up to the stored commit index and leave the
-//! rest to the leader.
+//! Only committed entries are applied: an entry past the commit index may
+//! be replaced by another leader's, and a table that applied it would
+//! differ from every other member's for good. Committed are the entries up
+//! to the committed position the log stores (`Log::state`, saved by
+//! openraft before each apply, clamped to the log when it opens), and those
+//! the tables or their checkpoint already hold. The rest is left in the
+//! log: openraft commits it (or a leader replaces it) once it runs.
+//!
+//! One exception keeps a single node as it was: an entry whose membership
+//! (the last one at or before it, which openraft follows from the moment
+//! it is appended) has one voter and no other node is committed as soon as
+//! it is durable, because that voter is the whole quorum. The stored
+//! position is written without a sync and can lag acknowledged writes
+//! after a power loss; such entries are replayed all the same. (A node
+//! removed from a cluster whose remaining config names only the leader
+//! would replay its tail too; a removed node's tables do not count, and a
+//! wiped member rejoins under a new id.)
 
 use super::batch::WriteBatch;
 use super::state_machine::read_manifest;
@@ -29,11 +42,26 @@ pub struct Recovered {
     pub entries_replayed: u64,
     /// Write batches handed to `apply`.
     pub batches_replayed: u64,
+    /// The committed position the log stored (clamped to the log), if any.
+    pub stored_committed: Option<LogPosition>,
+    /// Entries replayed past every known commit position because a
+    /// one-member cluster wrote them (see the module comment).
+    pub entries_past_committed: u64,
+    /// Entries after `last_applied` left in the log for Raft to commit or
+    /// replace.
+    pub entries_left: u64,
 }
 
-/// Replays `log` into the tables. `shards_applied_next` is the smallest
-/// `applied_log_index` of the shards; `apply(index, batch)` applies one batch
-/// to every shard that does not hold it yet.
+/// Whether `membership` makes one node the whole cluster: its sole voter
+/// commits an entry by making it durable.
+fn is_one_member(membership: &Membership<u64, BasicNode>) -> bool {
+    membership.voter_ids().count() == 1 && membership.nodes().count() == 1
+}
+
+/// Replays the committed part of `log` into the tables (see the module
+/// comment for what counts as committed). `shards_applied_next` is the
+/// smallest `applied_log_index` of the shards; `apply(index, batch)`
+/// applies one batch to every shard that does not hold it yet.
 pub fn replay(
     data_dir: &Path,
     log: &Log,
@@ -49,6 +77,7 @@ pub fn replay(
             .as_ref()
             .map(|m| m.last_membership.clone())
             .unwrap_or_default(),
+        stored_committed: log.state().committed,
         ..Recovered::default()
     };
     let first = log.first_index();
@@ -63,8 +92,18 @@ pub fn replay(
              replaced by an older copy?)"
         ));
     }
+    // What the tables hold was applied, so it was committed: the stored
+    // position may lag it (it is saved without a sync).
+    let committed_upto = [
+        recovered.stored_committed.map(|p| p.index),
+        recovered.last_applied.map(|p| p.index),
+        shards_applied_next.checked_sub(1),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
     let mut index = shards_applied_next.min(manifest_next).max(first);
-    while index <= last.index {
+    'replay: while index <= last.index {
         let records = log
             .read(index, (index + REPLAY_CHUNK).min(last.index + 1))
             .map_err(|e| e.to_string())?;
@@ -77,14 +116,30 @@ pub fn replay(
                 term: record.term,
                 leader: record.leader,
             };
+            let membership = match record.kind {
+                RecordKind::Membership => Some(
+                    serde_json::from_slice::<Membership<u64, BasicNode>>(&record.payload)
+                        .map_err(|e| format!("log record {}: membership: {e}", record.index))?,
+                ),
+                _ => None,
+            };
+            if committed_upto.is_none_or(|c| record.index > c) {
+                let in_force = membership
+                    .as_ref()
+                    .unwrap_or_else(|| recovered.membership.membership());
+                if !is_one_member(in_force) {
+                    recovered.entries_left = last.index + 1 - record.index;
+                    break 'replay;
+                }
+                recovered.entries_past_committed += 1;
+            }
             match record.kind {
                 RecordKind::Blank => {}
                 RecordKind::Membership => {
-                    let membership: Membership<u64, BasicNode> =
-                        serde_json::from_slice(&record.payload)
-                            .map_err(|e| format!("log record {}: membership: {e}", record.index))?;
-                    recovered.membership =
-                        StoredMembership::new(Some(log_id(position)), membership);
+                    if let Some(membership) = membership {
+                        recovered.membership =
+                            StoredMembership::new(Some(log_id(position)), membership);
+                    }
                 }
                 RecordKind::Writes if record.index >= shards_applied_next => {
                     let batch = WriteBatch::decode(&record.payload).ok_or_else(|| {

@@ -6,6 +6,14 @@
 //! applies, so the capture is consistent), `build_snapshot` commits the
 //! captures to the table files and records the position in the checkpoint
 //! manifest; openraft then purges the log up to it.
+//!
+//! A checkpoint that fails (an I/O error, a full disk) is not an error to
+//! openraft, which would stop its core for good: `build_snapshot` logs it,
+//! counts it, and hands openraft the previous checkpoint again, which it
+//! ignores (it is no newer), so nothing is purged. The table files still
+//! hold the previous checkpoint (or a newer one for the shards whose commit
+//! went through), the log still holds everything after it, and the pages
+//! of the failed commit go back to their shard for the next capture.
 
 use super::batch::WriteBatch;
 use super::types::{Answers, TypeConfig};
@@ -76,6 +84,8 @@ pub struct CheckpointStats {
     pub page_bytes: std::sync::atomic::AtomicU64,
     /// Index after the last checkpointed entry.
     pub applied_next: std::sync::atomic::AtomicU64,
+    /// Checkpoints that failed (the previous one was kept).
+    pub failures: std::sync::atomic::AtomicU64,
 }
 
 /// The state machine.
@@ -128,33 +138,76 @@ pub struct CheckpointBuilder {
     stats: Arc<CheckpointStats>,
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for CheckpointBuilder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
-        let images = std::mem::replace(&mut self.captured, Ok(Vec::new())).map_err(sm_error)?;
+impl CheckpointBuilder {
+    /// Commits the captures and writes the manifest; returns the page
+    /// bytes written.
+    async fn commit(&mut self) -> Result<u64, String> {
+        let images = std::mem::replace(&mut self.captured, Ok(Vec::new()))?;
         let page_bytes = tokio::task::spawn_blocking(move || -> Result<u64, String> {
+            // Every image is persisted even after one fails: each shard's
+            // commit stands alone, and an image dropped unpersisted would
+            // lose its pages (a failed `persist` hands them back to its
+            // shard; a skipped one would not).
             let mut bytes = 0;
+            let mut first_error = None;
             for image in images {
-                bytes += image.persist().map_err(|e| e.to_string())?.page_bytes;
+                match image.persist() {
+                    Ok(stats) => bytes += stats.page_bytes,
+                    Err(error) => {
+                        first_error.get_or_insert(error.to_string());
+                    }
+                }
             }
-            Ok(bytes)
+            first_error.map_or(Ok(bytes), Err)
         })
         .await
-        .map_err(sm_error)?
-        .map_err(sm_error)?;
-        write_manifest(&self.data_dir, &self.meta).map_err(sm_error)?;
-        if let Ok(mut current) = self.current.lock() {
-            *current = Some(self.meta.clone());
-        }
+        .map_err(|e| e.to_string())??;
+        write_manifest(&self.data_dir, &self.meta)
+            .map_err(|e| format!("{}: {e}", self.data_dir.join(MANIFEST_NAME).display()))?;
+        Ok(page_bytes)
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for CheckpointBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
         use std::sync::atomic::Ordering::Relaxed;
-        self.stats.count.fetch_add(1, Relaxed);
-        self.stats.page_bytes.fetch_add(page_bytes, Relaxed);
-        self.stats
-            .applied_next
-            .store(self.meta.last_log_id.map_or(0, |l| l.index + 1), Relaxed);
-        Ok(Snapshot {
-            meta: self.meta.clone(),
-            snapshot: Box::new(Cursor::new(manifest_bytes(&self.meta))),
-        })
+        match self.commit().await {
+            Ok(page_bytes) => {
+                if let Ok(mut current) = self.current.lock() {
+                    *current = Some(self.meta.clone());
+                }
+                self.stats.count.fetch_add(1, Relaxed);
+                self.stats.page_bytes.fetch_add(page_bytes, Relaxed);
+                self.stats
+                    .applied_next
+                    .store(self.meta.last_log_id.map_or(0, |l| l.index + 1), Relaxed);
+                Ok(Snapshot {
+                    meta: self.meta.clone(),
+                    snapshot: Box::new(Cursor::new(manifest_bytes(&self.meta))),
+                })
+            }
+            Err(error) => {
+                eprintln!(
+                    "x700: checkpoint at log index {} failed, the previous one is kept and the \
+                     log with it: {error}",
+                    self.meta.last_log_id.map_or(0, |l| l.index)
+                );
+                self.stats.failures.fetch_add(1, Relaxed);
+                // openraft keeps a snapshot only if it is newer than the one
+                // it has: the previous checkpoint (or an empty meta, when
+                // there is none) changes nothing and purges nothing.
+                let previous = self
+                    .current
+                    .lock()
+                    .ok()
+                    .and_then(|current| current.clone())
+                    .unwrap_or_default();
+                Ok(Snapshot {
+                    snapshot: Box::new(Cursor::new(manifest_bytes(&previous))),
+                    meta: previous,
+                })
+            }
+        }
     }
 }
 

@@ -97,6 +97,7 @@ impl Shared {
                 "applied_index": replica.applied_index(),
                 "checkpoints": replica.checkpoints.count.load(Ordering::Relaxed),
                 "checkpoint_page_bytes": replica.checkpoints.page_bytes.load(Ordering::Relaxed),
+                "checkpoint_failures": replica.checkpoints.failures.load(Ordering::Relaxed),
             });
         }
         stats.to_string()
