@@ -372,6 +372,9 @@ fn every_command_that_offers_server_works_with_it() {
             "query" => return Some(vec!["--id", &kept]),
             "load" => return Some(vec!["--bindings", "50", "--quiet"]),
             "stats" => return Some(Vec::new()),
+            "cluster status" => return Some(Vec::new()),
+            // A one-member node refuses it (exit 1, checked below).
+            "cluster init" => return Some(vec!["--member", "1=127.0.0.1:9=127.0.0.1:9"]),
             "bench" => {
                 return Some(vec![
                     "--requests",
@@ -410,6 +413,11 @@ fn every_command_that_offers_server_works_with_it() {
         let ran = x700(&args);
         let said = ran.text();
         assert!(!said.contains(OFFLINE_ONLY), "x700 {name} --server: {said}");
+        if name == "cluster init" {
+            assert_eq!(ran.code, 1, "x700 {name} --server: {said}");
+            assert!(said.contains("--raft"), "x700 {name} --server: {said}");
+            continue;
+        }
         assert_eq!(ran.code, 0, "x700 {name} --server: {said}");
     }
     for name in ["bind axb", "lookup", "query", "load", "stats", "bench"] {

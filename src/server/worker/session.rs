@@ -138,6 +138,18 @@ impl Worker {
             );
             return;
         };
+        if replica.raft_addr().is_none() {
+            if let Origin::Tcp { token, .. } = origin {
+                self.answer(
+                    token as usize,
+                    opcode::CLUSTER_INIT,
+                    status::BAD_REQUEST,
+                    request_id,
+                    b"this node runs alone: start every member with --raft ADDR",
+                );
+            }
+            return;
+        }
         if !self.admit(origin, opcode::CLUSTER_INIT, request_id) {
             return;
         }
