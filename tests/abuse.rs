@@ -6,11 +6,10 @@
 
 mod common;
 
-use common::{ask, axb, binary, hello_frame, x_on_loop, Node, Raw};
+use common::{ask, axb, hello_frame, serve_expecting_exit, x_on_loop, Node, Raw};
 use socket2::{Domain, Socket, Type};
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use x700::binding::LookupResult;
 use x700::protocol::codec;
@@ -153,41 +152,6 @@ fn silent_sessions_are_closed_and_pings_keep_them() {
     assert!(node.stop().success());
 }
 
-/// Runs a second `x700 serve` that must fail to start: its exit status
-/// and stderr.
-fn second_node(args: &[&str]) -> (Option<i32>, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(binary())
-        .arg("serve")
-        .arg("--data")
-        .arg(dir.path())
-        .arg("--no-pin")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            let mut stderr = String::new();
-            let _ = child
-                .stderr
-                .take()
-                .expect("stderr")
-                .read_to_string(&mut stderr);
-            return (status.code(), stderr);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return (None, "still running: it shares the node's address".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Guards listeners with `SO_REUSEPORT`: a second process on the node's
 /// TCP or UDP address started without error and answered a share of the
 /// lookups. Now it fails to start, and the node keeps all its traffic.
@@ -196,10 +160,10 @@ fn a_second_process_cannot_share_the_nodes_addresses() {
     let node = Node::start(&["--shards", "2"]);
     let tcp = node.tcp.to_string();
     let udp = node.udp.to_string();
-    let (code, stderr) = second_node(&["--listen", &tcp]);
+    let (code, stderr) = serve_expecting_exit(&["--listen", &tcp]);
     assert_eq!(code, Some(1), "a second node on {tcp}: {stderr}");
     assert!(stderr.to_lowercase().contains("in use"), "{stderr}");
-    let (code, stderr) = second_node(&["--listen", "127.0.0.1:0", "--udp", &udp]);
+    let (code, stderr) = serve_expecting_exit(&["--listen", "127.0.0.1:0", "--udp", &udp]);
     assert_eq!(code, Some(1), "a second node on udp {udp}: {stderr}");
     assert!(stderr.to_lowercase().contains("in use"), "{stderr}");
 

@@ -7,9 +7,9 @@
 mod common;
 
 use common::{
-    ask, axb, binary, frame, hello_frame, real, x, xs_over_loops, Ending, Node, Raw, GARBAGE_NUMBER,
+    ask, axb, frame, hello_frame, real, serve_expecting_exit, x, xs_over_loops, Ending, Node, Raw,
+    GARBAGE_NUMBER,
 };
-use std::process::{Command, Stdio};
 use x700::binding::{Direction, LookupResult, Reject, Update};
 use x700::number::Number;
 use x700::protocol::codec::{self, BindBody, UnbindBody};
@@ -234,42 +234,11 @@ fn tenant_is_checked_before_numbers() {
     assert!(node.stop().success());
 }
 
-/// Runs `x700 serve` with `args` expecting it to refuse to start: returns
-/// (exit code, stderr). A node that starts anyway is killed after 5 s and
-/// reported as `None`.
+/// Runs `x700 serve` on loopback expecting it to refuse to start.
 fn refused_start(args: &[&str]) -> (Option<i32>, String) {
-    use std::io::Read;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(binary())
-        .arg("serve")
-        .arg("--data")
-        .arg(dir.path())
-        .args(["--listen", "127.0.0.1:0", "--no-pin"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run x700 serve");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let code = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status.code();
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    let _ = child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr);
-    (code, stderr)
+    let mut all = vec!["--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    serve_expecting_exit(&all)
 }
 
 /// Guards `--max-frame-bytes 64`, which started a node unable to read a

@@ -37,6 +37,41 @@ pub fn binary() -> PathBuf {
         .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_x700")), PathBuf::from)
 }
 
+/// Runs `x700 serve` on a fresh temporary data directory with `args`,
+/// expecting it to exit (a refused start): its exit code and stderr. A node
+/// that keeps running is killed after 10 s and reported as `None`.
+pub fn serve_expecting_exit(args: &[&str]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut child = Command::new(binary())
+        .arg("serve")
+        .arg("--data")
+        .arg(dir.path())
+        .arg("--no-pin")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn x700 serve");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    (code, stderr)
+}
+
 /// A running `x700 serve` process.
 pub struct Node {
     child: Child,
