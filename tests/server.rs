@@ -9,7 +9,8 @@ mod common;
 
 use common::{
     ask, ask_ext, axb, axe, axn, callee, ext, frame, http_get, now_s, real, x, x_on_loop,
-    xs_over_loops, Ending, Node, Raw, GARBAGE_NUMBER, TTL_S,
+    xs_over_loops, Ending, Node, Raw, ADMIN_TOKEN, CREDENTIALS, GARBAGE_NUMBER, P1_TOKEN, P2_TOKEN,
+    SWITCH_TOKEN, TTL_S,
 };
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -823,22 +824,6 @@ fn udp_datagrams_are_answered_in_order_with_two_event_loops() {
 }
 
 // ---- roles and tenants ----
-
-const ADMIN_TOKEN: &str = "admin-token-0123456789";
-const SWITCH_TOKEN: &str = "switch-token-0123456789";
-const P1_TOKEN: &str = "platform1-token-0123";
-const P2_TOKEN: &str = "platform2-token-0123";
-
-const CREDENTIALS: [&str; 8] = [
-    "--credential",
-    "admin:admin-token-0123456789",
-    "--credential",
-    "switch:switch-token-0123456789",
-    "--credential",
-    "platform:platform1-token-0123:1",
-    "--credential",
-    "platform:platform2-token-0123:2",
-];
 
 fn refused_with(result: Result<Client, ClientError>) -> String {
     match result {

@@ -7,24 +7,16 @@
 
 mod common;
 
-use common::{ask, axb, axe, axn, real, x, xs_over_loops, Node, Raw};
+use common::{
+    ask, axb, axe, axn, real, x, xs_over_loops, Node, Raw, ADMIN_TOKEN, CREDENTIALS, P1_TOKEN,
+    P2_TOKEN, SWITCH_TOKEN,
+};
 use x700::binding::{BindingId, LookupResult, Reject, Update};
 use x700::client::{Client, WriteReply};
 use x700::number::Number;
 use x700::protocol::codec::{self, BindBody, UnbindBody};
 use x700::protocol::frame::Header;
 use x700::protocol::{status, Role};
-
-const CREDENTIALS: [&str; 8] = [
-    "--credential",
-    "admin:admin-token-0123456789",
-    "--credential",
-    "switch:switch-token-0123456789",
-    "--credential",
-    "platform:platform1-token-0123:1",
-    "--credential",
-    "platform:platform2-token-0123:2",
-];
 
 fn start(data: &std::path::Path) -> Node {
     let mut args = CREDENTIALS.to_vec();
@@ -72,11 +64,11 @@ fn a_tenant_binds_only_on_its_own_x() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = start(dir.path());
     let connect = |role, token| Client::connect(node.tcp, role, token).expect("session");
-    let mut admin = connect(Role::Admin, "admin-token-0123456789");
-    let mut switch = connect(Role::Switch, "switch-token-0123456789");
-    let mut p1 = connect(Role::Platform, "platform1-token-0123");
-    let mut p2 = Raw::session(node.tcp, Role::Platform, "platform2-token-0123");
-    let mut p2_client = connect(Role::Platform, "platform2-token-0123");
+    let mut admin = connect(Role::Admin, ADMIN_TOKEN);
+    let mut switch = connect(Role::Switch, SWITCH_TOKEN);
+    let mut p1 = connect(Role::Platform, P1_TOKEN);
+    let mut p2 = Raw::session(node.tcp, Role::Platform, P2_TOKEN);
+    let mut p2_client = connect(Role::Platform, P2_TOKEN);
     let xs = xs_over_loops(&node, 1, 21_000);
     for (i, &xn) in xs.iter().enumerate() {
         let mine = axb(xn, "13800000001", "13900000002", &format!("p1-{i}"));
@@ -143,9 +135,8 @@ fn a_tenant_binds_only_on_its_own_x() {
 
     // The log replay reaches the same state.
     let node = start(dir.path());
-    let mut switch =
-        Client::connect(node.tcp, Role::Switch, "switch-token-0123456789").expect("switch");
-    let mut p1 = Client::connect(node.tcp, Role::Platform, "platform1-token-0123").expect("p1");
+    let mut switch = Client::connect(node.tcp, Role::Switch, SWITCH_TOKEN).expect("switch");
+    let mut p1 = Client::connect(node.tcp, Role::Platform, P1_TOKEN).expect("p1");
     for (i, &xn) in xs.iter().enumerate() {
         assert_eq!(callee(&mut switch, "13800000001", xn), "13600000002");
         let mine = axb(xn, "13500000001", "13500000002", &format!("again-{i}"));
@@ -165,8 +156,8 @@ fn no_answer_carries_another_tenants_binding_id() {
     let dir = tempfile::tempdir().expect("tempdir");
     let node = start(dir.path());
     let connect = |role, token| Client::connect(node.tcp, role, token).expect("session");
-    let mut p1 = connect(Role::Platform, "platform1-token-0123");
-    let mut p2 = connect(Role::Platform, "platform2-token-0123");
+    let mut p1 = connect(Role::Platform, P1_TOKEN);
+    let mut p2 = connect(Role::Platform, P2_TOKEN);
     let xs = xs_over_loops(&node, 1, 22_000);
     for (i, &xn) in xs.iter().enumerate() {
         let theirs = bind_ok(&mut p1, &axb(xn, "13800000001", "13900000001", "p1"));
@@ -212,7 +203,7 @@ fn no_answer_carries_another_tenants_binding_id() {
             clash.err().map(|reply| (reply.status, reply.binding_id)),
             Some((status::CONFLICT, Some(theirs)))
         );
-        let mut admin = connect(Role::Admin, "admin-token-0123456789");
+        let mut admin = connect(Role::Admin, ADMIN_TOKEN);
         match admin.lookup(&ask("13700000001", xn)).expect("lookup") {
             LookupResult::Reject(Reject::NotAParty) => {}
             other => panic!("tenant 2's pair routes on tenant 1's X: {other:?}"),

@@ -26,6 +26,27 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest wait for the server to exit after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Tokens of the credentials `CREDENTIALS` configures.
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789";
+/// A switch's token.
+pub const SWITCH_TOKEN: &str = "switch-token-0123456789";
+/// Platform 1 (tenant 1).
+pub const P1_TOKEN: &str = "platform1-token-0123";
+/// Platform 2 (tenant 2).
+pub const P2_TOKEN: &str = "platform2-token-0123";
+
+/// `serve` flags for an admin, a switch, and platforms for tenants 1 and 2.
+pub const CREDENTIALS: [&str; 8] = [
+    "--credential",
+    "admin:admin-token-0123456789",
+    "--credential",
+    "switch:switch-token-0123456789",
+    "--credential",
+    "platform:platform1-token-0123:1",
+    "--credential",
+    "platform:platform2-token-0123:2",
+];
+
 /// Lifetime of bindings the builders make.
 pub const TTL_S: u32 = 600;
 
