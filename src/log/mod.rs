@@ -550,54 +550,80 @@ impl Log {
                 first.index
             )));
         }
+        if records.windows(2).any(|w| w[1].index != w[0].index + 1) {
+            return Err(LogError::Invalid("records out of order".into()));
+        }
+        // A follower appends what the leader sends, up to hundreds of
+        // entries at once, which may not fit what is left of the active
+        // segment (or even one whole segment): the records go in groups,
+        // each filling the active segment, rolling to a new one between
+        // groups. Only a single record larger than a segment is refused.
         let mut files = Vec::with_capacity(2);
         let mut buffer = std::mem::take(&mut self.buffer);
-        buffer.clear();
         let mut starts = Vec::with_capacity(records.len());
-        for (i, record) in records.iter().enumerate() {
-            if i > 0 && record.index != records[i - 1].index + 1 {
+        let mut at = 0;
+        while at < records.len() {
+            let active_end = self.segments.last().map_or(0, |s| s.end);
+            let active_has_records = self.segments.last().is_some_and(|s| !s.offsets.is_empty());
+            let room = SEGMENT_BYTES.saturating_sub(active_end + ROLL_HEADROOM_BYTES);
+            buffer.clear();
+            starts.clear();
+            let mut end = at;
+            while end < records.len() {
+                let before = buffer.len();
+                records[end].encode(&mut buffer);
+                if buffer.len() as u64 > room && end > at {
+                    buffer.truncate(before);
+                    break;
+                }
+                starts.push(before);
+                end += 1;
+            }
+            if buffer.len() as u64 > room && active_has_records {
+                // Not even the first record of the group fits: roll, and
+                // encode the group again against the new segment's room.
+                if let Some(active) = self.segments.last() {
+                    files.push(Arc::clone(&active.file));
+                }
+                match self.new_segment(records[at].index) {
+                    Ok(segment) => self.segments.push(segment),
+                    Err(error) => {
+                        self.buffer = buffer;
+                        return Err(error);
+                    }
+                }
+                self.prepare_spare();
+                continue;
+            }
+            let Some(active) = self.segments.last_mut() else {
                 self.buffer = buffer;
-                return Err(LogError::Invalid("records out of order".into()));
+                return Err(LogError::Invalid("no active segment".into()));
+            };
+            if active.end + buffer.len() as u64 > SEGMENT_BYTES {
+                self.buffer = buffer;
+                return Err(LogError::Invalid("a record larger than a segment".into()));
             }
-            starts.push(buffer.len());
-            record.encode(&mut buffer);
-        }
-        let active_end = self.segments.last().map_or(0, |s| s.end);
-        if active_end + buffer.len() as u64 + ROLL_HEADROOM_BYTES > SEGMENT_BYTES
-            && self.segments.last().is_some_and(|s| !s.offsets.is_empty())
-        {
-            if let Some(active) = self.segments.last() {
-                files.push(Arc::clone(&active.file));
+            if let Err(error) = active.file.write_all_at(&buffer, active.end) {
+                let error = LogError::io(&active.path, error);
+                self.buffer = buffer;
+                return Err(error);
             }
-            let segment = self.new_segment(first.index)?;
-            self.segments.push(segment);
-            self.prepare_spare();
+            for &start in &starts {
+                active
+                    .offsets
+                    .push(u32::try_from(active.end + start as u64).unwrap_or(u32::MAX));
+            }
+            active.end += buffer.len() as u64;
+            files.push(Arc::clone(&active.file));
+            let last = &records[end - 1];
+            self.last = Some(LogPosition {
+                index: last.index,
+                term: last.term,
+                leader: last.leader,
+            });
+            at = end;
         }
-        let active = self
-            .segments
-            .last_mut()
-            .ok_or_else(|| LogError::Invalid("no active segment".into()))?;
-        if active.end + buffer.len() as u64 > SEGMENT_BYTES {
-            self.buffer = buffer;
-            return Err(LogError::Invalid("append larger than a segment".into()));
-        }
-        active
-            .file
-            .write_all_at(&buffer, active.end)
-            .map_err(|e| LogError::io(&active.path, e))?;
-        for start in starts {
-            active
-                .offsets
-                .push(u32::try_from(active.end + start as u64).unwrap_or(u32::MAX));
-        }
-        active.end += buffer.len() as u64;
-        files.push(Arc::clone(&active.file));
-        let last = &records[records.len() - 1];
-        self.last = Some(LogPosition {
-            index: last.index,
-            term: last.term,
-            leader: last.leader,
-        });
+        files.dedup_by(|a, b| Arc::ptr_eq(a, b));
         self.buffer = buffer;
         Ok(files)
     }
