@@ -26,6 +26,9 @@ use tokio::sync::oneshot;
 /// Record slots the expiry sweep examines on a shard before each write to
 /// it: reclamation keeps pace with binds, deterministically.
 const RECLAIM_PER_WRITE: u32 = 8;
+/// Write bytes handed to a loop in one apply message: a loop applies one
+/// such chunk per iteration, lookups in between.
+pub const APPLY_CHUNK_BYTES: usize = 256 * 1024;
 /// Slots each shard's sweep examines for an empty (sweep) batch.
 const RECLAIM_PER_SWEEP: u32 = 4096;
 
@@ -275,37 +278,65 @@ impl LoopApplier {
 }
 
 impl Applier for LoopApplier {
+    /// Hands the batches to every loop in chunks of about
+    /// `APPLY_CHUNK_BYTES` of writes; a loop applies at most one chunk per
+    /// iteration (`worker::remote`), so a follower catching up on a long
+    /// range goes on answering lookups between chunks.
     fn apply(
         &self,
         batches: Vec<(u64, WriteBatch)>,
     ) -> oneshot::Receiver<Result<Vec<Answers>, String>> {
         let (reply, receiver) = oneshot::channel();
-        let batches = Arc::new(batches);
+        let count = batches.len();
+        let mut chunks: Vec<Vec<(u64, WriteBatch)>> = Vec::new();
+        let mut chunk_bytes = 0;
+        for (index, batch) in batches {
+            let bytes = batch.bytes();
+            match chunks.last_mut() {
+                Some(chunk) if chunk_bytes + bytes <= APPLY_CHUNK_BYTES => {
+                    chunk_bytes += bytes;
+                    chunk.push((index, batch));
+                }
+                _ => {
+                    chunk_bytes = bytes;
+                    chunks.push(vec![(index, batch)]);
+                }
+            }
+        }
+        // parts[loop][chunk]: each loop's answers, chunk by chunk.
         let mut parts = Vec::with_capacity(self.senders.len());
         for index in 0..self.senders.len() {
-            let (part_reply, part) = oneshot::channel();
-            let message = Message::Apply {
-                batches: Arc::clone(&batches),
-                reply: part_reply,
-            };
-            if !self.send(index, message) {
-                let _ = reply.send(Err("an event loop stopped".into()));
-                return receiver;
+            let mut of_loop = Vec::with_capacity(chunks.len());
+            for chunk in &chunks {
+                let (part_reply, part) = oneshot::channel();
+                let message = Message::Apply {
+                    batches: Arc::new(chunk.clone()),
+                    reply: part_reply,
+                };
+                if !self.send(index, message) {
+                    let _ = reply.send(Err("an event loop stopped".into()));
+                    return receiver;
+                }
+                of_loop.push(part);
             }
-            parts.push(part);
+            parts.push(of_loop);
         }
         tokio::spawn(async move {
             let mut collected: Vec<Vec<PartialAnswers>> = Vec::with_capacity(parts.len());
-            for part in parts {
-                match part.await {
-                    Ok(answers) => collected.push(answers),
-                    Err(_) => {
-                        let _ = reply.send(Err("an event loop stopped".into()));
-                        return;
+            for of_loop in parts {
+                let mut answers = Vec::with_capacity(count);
+                for part in of_loop {
+                    match part.await {
+                        Ok(mut chunk) => answers.append(&mut chunk),
+                        Err(_) => {
+                            let _ = reply.send(Err("an event loop stopped".into()));
+                            return;
+                        }
                     }
                 }
+                collected.push(answers);
             }
-            let merged = (0..batches.len())
+            let merged = (0..count)
                 .map(|b| {
                     let parts: Vec<&PartialAnswers> = collected.iter().map(|c| &c[b]).collect();
                     merge_answers(&parts)

@@ -74,6 +74,12 @@ mod udp;
 mod write;
 
 use propose::PendingWrite;
+
+/// Committed write batches and where their answers go (`Message::Apply`).
+type HeldApply = (
+    Arc<Vec<(u64, crate::replication::WriteBatch)>>,
+    tokio::sync::oneshot::Sender<Vec<super::apply::PartialAnswers>>,
+);
 use udp::PendingDatagram;
 
 /// The event loop's state.
@@ -114,6 +120,12 @@ pub struct Worker {
     output_full: bool,
     /// The UDP socket may hold datagrams not read yet.
     udp_more: bool,
+    /// The inbox holds committed writes not applied yet (one chunk is
+    /// applied per iteration).
+    inbox_more: bool,
+    /// A chunk of committed writes taken from the inbox, applied next
+    /// iteration.
+    held_apply: Option<HeldApply>,
     /// Unsent output bytes of this loop's connections...
     output_bytes: usize,
     /// ... and how much of it the node-wide total already counts.
@@ -180,6 +192,8 @@ impl Worker {
             draining: false,
             output_full: false,
             udp_more: false,
+            inbox_more: false,
+            held_apply: None,
             output_bytes: 0,
             output_bytes_published: 0,
             client_log: LogBudget::new(CLIENT_LOG_LINES_PER_S),
@@ -198,7 +212,7 @@ impl Worker {
         let mut draining_since: Option<Instant> = None;
         let mut reported_drained = false;
         loop {
-            let timeout = if self.udp_more {
+            let timeout = if self.udp_more || self.inbox_more {
                 Duration::ZERO
             } else if self.unsent_replies.is_empty() {
                 TICK
@@ -293,10 +307,18 @@ impl Worker {
         // The replica's last checkpoint captures this loop's shards: keep
         // serving its messages until it has stopped.
         while !self.shared.replica_stopped.load(Ordering::SeqCst) {
-            let _ = self.poll.poll(&mut events, Some(Duration::from_millis(10)));
+            let timeout = if self.inbox_more {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(10)
+            };
+            let _ = self.poll.poll(&mut events, Some(timeout));
             self.drain_inbox();
         }
         self.drain_inbox();
+        while self.inbox_more {
+            self.drain_inbox();
+        }
         self.tick();
         self.shared.barrier.wait();
         self.set.close()

@@ -61,8 +61,40 @@ impl Worker {
         }
     }
 
+    /// Handles what other loops and the replica sent. At most one chunk of
+    /// committed writes is applied per call: the rest waits for the next
+    /// iteration (`inbox_more` keeps the loop from sleeping meanwhile), so
+    /// a long catch-up never stops lookups for long.
     pub(super) fn drain_inbox(&mut self) {
-        while let Ok(message) = self.inbox.try_recv() {
+        self.inbox_more = false;
+        let mut applied = false;
+        loop {
+            if applied && matches!(self.inbox.len(), 0) {
+                break;
+            }
+            let message = if applied {
+                // Only answers and forwarded work pass an applied chunk in
+                // this call; the next Apply waits.
+                match self.inbox.try_recv() {
+                    Ok(Message::Apply { batches, reply }) => {
+                        self.held_apply = Some((batches, reply));
+                        self.inbox_more = true;
+                        break;
+                    }
+                    Ok(message) => message,
+                    Err(_) => break,
+                }
+            } else if let Some((batches, reply)) = self.held_apply.take() {
+                Message::Apply { batches, reply }
+            } else {
+                match self.inbox.try_recv() {
+                    Ok(message) => message,
+                    Err(_) => break,
+                }
+            };
+            if matches!(message, Message::Apply { .. }) {
+                applied = true;
+            }
             match message {
                 Message::Work { from, items } => self.serve_remote(from, items),
                 Message::Adopt { stream, peer } => self.adopt(stream, peer),
