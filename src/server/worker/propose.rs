@@ -221,7 +221,13 @@ impl Worker {
         let mut body = Vec::with_capacity(HEADER_BYTES + address.len());
         encode_not_leader_body(&mut body, hint.leader_id, address);
         completed.clear();
-        push_frame(completed, header.opcode, header.status, header.request_id, &body);
+        push_frame(
+            completed,
+            header.opcode,
+            header.status,
+            header.request_id,
+            &body,
+        );
         true
     }
 }
@@ -249,6 +255,8 @@ impl LeaderAddresses {
                 .unwrap_or_default();
             self.known = Some((leader_id, address));
         }
-        self.known.as_ref().map_or("", |(_, address)| address.as_str())
+        self.known
+            .as_ref()
+            .map_or("", |(_, address)| address.as_str())
     }
 }
