@@ -276,3 +276,27 @@ fn followers_name_the_leader_and_clients_follow_it() {
         assert!(node.stop().success());
     }
 }
+
+/// A `ClusterClient` whose first address is dead opens its session on the
+/// next one, and reads and writes there (a one-member node leads itself and
+/// never answers `NOT_LEADER`).
+#[test]
+fn a_cluster_client_skips_a_dead_address() {
+    let node = Node::start(&["--shards", "1"]);
+    let dead = free_port();
+    let live = node.tcp.to_string();
+    let mut library =
+        ClusterClient::connect(&[&dead, &live], Role::Admin, "").expect("one node is alive");
+    assert_eq!(library.reader_addr(), live);
+    let reply = library
+        .bind(&axb(x(9), "13800000001", "13900000002", "alone"))
+        .expect("bind answered");
+    assert_eq!(status::name(reply.status), "ok");
+    assert_eq!(library.leader_addr(), live);
+    let found = library.lookup(&ask("13800000001", x(9))).expect("lookup");
+    assert!(
+        matches!(found, LookupResult::Route(route) if Some(route.binding_id) == reply.binding_id)
+    );
+    assert!(ClusterClient::connect(&[&dead], Role::Admin, "").is_err());
+    assert!(node.stop().success());
+}

@@ -260,3 +260,46 @@ impl LeaderAddresses {
             .map_or("", |(_, address)| address.as_str())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{answers_message, PendingWrite};
+    use crate::protocol::codec::decode_not_leader;
+    use crate::protocol::frame::{Header, HEADER_BYTES};
+    use crate::protocol::{opcode, status};
+    use crate::replication::Refusal;
+    use crate::server::cross::{Message, Origin};
+
+    /// Guards the bug that a refused write's `NOT_LEADER` answer had an
+    /// empty body: every write of the batch now names the leader's id (the
+    /// loop adds the address on delivery), and 0 when none is known.
+    #[test]
+    fn a_not_leader_refusal_names_the_leader_in_every_answer() {
+        let pending: Vec<PendingWrite> = (1..=2)
+            .map(|request_id| PendingWrite {
+                origin: Origin::Tcp {
+                    token: 0,
+                    generation: 0,
+                },
+                opcode: opcode::BIND_AXB,
+                request_id,
+            })
+            .collect();
+        for (leader, expected) in [(Some(3), 3), (None, 0)] {
+            let Message::Written { items, frames } =
+                answers_message(&pending, Err(Refusal::NotLeader(leader)))
+            else {
+                panic!("not a Written message");
+            };
+            assert_eq!(items.len(), 2);
+            for (at, &(_, start, end)) in items.iter().enumerate() {
+                let frame = &frames[start as usize..end as usize];
+                let header = Header::read(frame.first_chunk::<HEADER_BYTES>().unwrap());
+                assert_eq!(header.status, status::NOT_LEADER);
+                assert_eq!(header.request_id, u32::try_from(at + 1).unwrap());
+                let hint = decode_not_leader(&frame[HEADER_BYTES..]).unwrap();
+                assert_eq!((hint.leader_id, hint.client_addr.as_str()), (expected, ""));
+            }
+        }
+    }
+}
