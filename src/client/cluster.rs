@@ -62,8 +62,8 @@ pub struct ClusterClient {
 impl ClusterClient {
     /// A client of the nodes at `addresses` (at most `NODES_MAX`), with a
     /// session open on the first that accepts one. Fails if none can be
-    /// reached, or at once if a node refuses the HELLO (the credential or
-    /// role is wrong everywhere alike).
+    /// reached, or at once if a node refuses the HELLO for any reason but
+    /// stopping (the credential or role is wrong everywhere alike).
     pub fn connect(
         addresses: &[&str],
         role: Role,
@@ -94,7 +94,9 @@ impl ClusterClient {
                     client.writer = index;
                     return Ok(client);
                 }
-                Err(error @ ClientError::Refused(_)) => return Err(error),
+                Err(ClientError::Refused(code)) if code != status::UNAVAILABLE => {
+                    return Err(ClientError::Refused(code));
+                }
                 Err(error) => failure = Some(error),
             }
         }
@@ -163,9 +165,12 @@ impl ClusterClient {
             let index = self.writer;
             let session = match self.session(index) {
                 Ok(session) => session,
-                Err(error @ ClientError::Refused(_)) => return Err(error),
+                Err(ClientError::Refused(code)) if code != status::UNAVAILABLE => {
+                    return Err(ClientError::Refused(code));
+                }
                 Err(error) => {
-                    // Not connected: nothing was sent, any node may take it.
+                    // Not connected (or the node is stopping): nothing was
+                    // sent, any node may take it.
                     last = Some(Err(error));
                     self.writer = self.next_node(index);
                     std::thread::sleep(RETRY_PAUSE);

@@ -11,7 +11,7 @@
 //! handle there would drop the runtime from inside itself).
 
 use super::Worker;
-use crate::protocol::codec::{decode_not_leader, encode_not_leader_body};
+use crate::protocol::codec::{decode_not_leader, encode_not_leader_body, NOT_LEADER_FIXED_BYTES};
 use crate::protocol::frame::{push_frame, Header, HEADER_BYTES};
 use crate::protocol::status;
 use crate::replication::{Answers, Refusal, WriteBatch};
@@ -218,7 +218,7 @@ impl Worker {
         if address.is_empty() {
             return false;
         }
-        let mut body = Vec::with_capacity(HEADER_BYTES + address.len());
+        let mut body = Vec::with_capacity(NOT_LEADER_FIXED_BYTES + address.len());
         encode_not_leader_body(&mut body, hint.leader_id, address);
         completed.clear();
         push_frame(
