@@ -13,7 +13,8 @@ use x700::binding::{
 use x700::number::{parse_extension, parse_real, parse_virtual, Number, XPolicy};
 use x700::protocol::codec::{
     bind_answer_body, binding_body, encode_bind, encode_hello, encode_lookup, encode_lookup_answer,
-    encode_query, encode_unbind, encode_update, hello_answer_body, BindBody, UnbindBody,
+    encode_not_leader_body, encode_query, encode_unbind, encode_update, hello_answer_body,
+    BindBody, UnbindBody,
 };
 use x700::protocol::frame::push_frame;
 use x700::protocol::{opcode, status, Role, VERSION, VERSION_MIN};
@@ -84,6 +85,14 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
         (
             "hello",
             frame(|out| encode_hello(out, 1, VERSION, Role::Admin, b"secret")),
+        ),
+        (
+            "bind_not_leader",
+            frame(|out| {
+                let mut body = Vec::new();
+                encode_not_leader_body(&mut body, 2, "10.0.0.2:7700");
+                push_frame(out, opcode::BIND_AXB, status::NOT_LEADER, 5, &body);
+            }),
         ),
         (
             "hello_ok",

@@ -1,10 +1,16 @@
 //! The data commands against a running node (`--server ADDR`): the same
 //! JSON as offline, over the binary protocol with the client library.
+//!
+//! `bind`, `update`, `unbind`, `query` and `lookup` go through
+//! `ClusterClient`: a write sent to a member that is not the leader follows
+//! the `NOT_LEADER` answer to the leader by itself. `ADDR` may also list
+//! several nodes separated by commas; lookups and queries then fail over
+//! between them.
 
 use super::args::StoreArgs;
 use super::output::{lookup_outcome, Outcome};
 use crate::binding::{BindRequest, Binding, BindingId, LookupQuery, Parties, Update};
-use crate::client::{Client, ClientError, WriteReply};
+use crate::client::{Client, ClientError, ClusterClient, WriteReply};
 use crate::number::Number;
 use crate::protocol::{status, BindBody, Role, UnbindBody};
 use crate::server::config::role_of;
@@ -34,6 +40,17 @@ pub(super) fn connect(
     Client::connect(server, role, &args.token).map_err(|e| client_failure(&e))
 }
 
+/// Sessions with the cluster `servers` names (commas between nodes).
+fn connect_cluster(
+    servers: &str,
+    args: &StoreArgs,
+    default_role: Role,
+) -> Result<ClusterClient, Outcome> {
+    let role = role(args, default_role)?;
+    let nodes: Vec<&str> = servers.split(',').collect();
+    ClusterClient::connect(&nodes, role, &args.token).map_err(|e| client_failure(&e))
+}
+
 fn client_failure(error: &ClientError) -> Outcome {
     match error {
         ClientError::Refused(code) => Outcome::failure(status::name(*code), &error.to_string()),
@@ -53,7 +70,7 @@ fn refused(reply: &WriteReply) -> Outcome {
 
 /// `bind` over the wire.
 pub fn bind(server: &str, args: &StoreArgs, request: &BindRequest) -> Outcome {
-    let mut client = match connect(server, args, Role::Platform) {
+    let mut client = match connect_cluster(server, args, Role::Platform) {
         Ok(client) => client,
         Err(outcome) => return outcome,
     };
@@ -88,7 +105,7 @@ pub fn bind(server: &str, args: &StoreArgs, request: &BindRequest) -> Outcome {
 
 /// `lookup` over the wire.
 pub fn lookup(server: &str, args: &StoreArgs, query: &LookupQuery) -> Outcome {
-    let mut client = match connect(server, args, Role::Switch) {
+    let mut client = match connect_cluster(server, args, Role::Switch) {
         Ok(client) => client,
         Err(outcome) => return outcome,
     };
@@ -108,7 +125,7 @@ fn binding_outcome(result: Result<Result<Binding, WriteReply>, ClientError>) -> 
 
 /// `unbind` over the wire.
 pub fn unbind(server: &str, args: &StoreArgs, target: &UnbindBody) -> Outcome {
-    match connect(server, args, Role::Platform) {
+    match connect_cluster(server, args, Role::Platform) {
         Ok(mut client) => binding_outcome(client.unbind(target)),
         Err(outcome) => outcome,
     }
@@ -116,7 +133,7 @@ pub fn unbind(server: &str, args: &StoreArgs, target: &UnbindBody) -> Outcome {
 
 /// `update` over the wire.
 pub fn update(server: &str, args: &StoreArgs, id: BindingId, update: &Update) -> Outcome {
-    match connect(server, args, Role::Platform) {
+    match connect_cluster(server, args, Role::Platform) {
         Ok(mut client) => binding_outcome(client.update(id, update)),
         Err(outcome) => outcome,
     }
@@ -124,7 +141,7 @@ pub fn update(server: &str, args: &StoreArgs, id: BindingId, update: &Update) ->
 
 /// `query` over the wire.
 pub fn query(server: &str, args: &StoreArgs, id: BindingId) -> Outcome {
-    match connect(server, args, Role::Platform) {
+    match connect_cluster(server, args, Role::Platform) {
         Ok(mut client) => binding_outcome(client.query(id)),
         Err(outcome) => outcome,
     }

@@ -1,14 +1,19 @@
 //! A blocking Rust client for the x700 protocol, pipelined: many requests
 //! in flight on one connection, answers matched by request id (they may
 //! arrive out of order). Used by the CLI's `--server` mode, benchmarks and
-//! tests.
+//! tests. `ClusterClient` (cluster.rs) drives several of them: writes to
+//! the leader, lookups failing over between the nodes it knows.
+
+mod cluster;
+
+pub use cluster::ClusterClient;
 
 use crate::binding::{Binding, BindingId, LookupQuery, LookupResult, Update};
-use crate::protocol::codec::{self, BindBody, UnbindBody};
+use crate::protocol::codec::{self, BindBody, LeaderHint, UnbindBody};
 use crate::protocol::frame::{next_frame, Header, HEADER_BYTES};
 use crate::protocol::{limits, opcode, status, Role, VERSION};
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 /// What went wrong talking to a node.
@@ -60,6 +65,9 @@ pub struct Client {
     next_request_id: u32,
     /// The node's HELLO answer.
     pub node: NodeInfo,
+    /// What the last write answered `NOT_LEADER` said of the leader
+    /// (`None` if that answer had no body: a server before the hint).
+    pub not_leader: Option<LeaderHint>,
 }
 
 impl Client {
@@ -69,7 +77,34 @@ impl Client {
         role: Role,
         credential: &str,
     ) -> Result<Client, ClientError> {
-        let stream = TcpStream::connect(address)?;
+        Client::open(TcpStream::connect(address)?, role, credential)
+    }
+
+    /// Connects, giving up on each address the name resolves to after
+    /// `timeout`, and says HELLO (a dead host does not hold a failover up
+    /// for the system's TCP connect timeout, minutes).
+    pub fn connect_timeout(
+        address: impl ToSocketAddrs,
+        role: Role,
+        credential: &str,
+        timeout: Duration,
+    ) -> Result<Client, ClientError> {
+        let addresses: Vec<SocketAddr> = address.to_socket_addrs()?.collect();
+        let mut failure = std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the address resolves to nothing",
+        );
+        for address in addresses {
+            match TcpStream::connect_timeout(&address, timeout) {
+                Ok(stream) => return Client::open(stream, role, credential),
+                Err(error) => failure = error,
+            }
+        }
+        Err(ClientError::Io(failure))
+    }
+
+    /// Opens a session on a connected stream: HELLO and its answer.
+    fn open(stream: TcpStream, role: Role, credential: &str) -> Result<Client, ClientError> {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         let mut client = Client {
@@ -84,6 +119,7 @@ impl Client {
                 node_id: 0,
                 leader_hint: 0,
             },
+            not_leader: None,
         };
         let (header, body) = client
             .call(|out, id| codec::encode_hello(out, id, VERSION, role, credential.as_bytes()))?;
@@ -263,9 +299,17 @@ impl Client {
         reply
     }
 
+    /// Keeps what a `NOT_LEADER` answer says of the leader.
+    fn note_leader(&mut self, header: &Header, body: &[u8]) {
+        if header.status == status::NOT_LEADER {
+            self.not_leader = codec::decode_not_leader(body);
+        }
+    }
+
     /// BIND_AXB / BIND_AXN / BIND_AXE.
     pub fn bind(&mut self, bind: &BindBody) -> Result<WriteReply, ClientError> {
         let (header, body) = self.call(|out, id| codec::encode_bind(out, id, bind))?;
+        self.note_leader(&header, &body);
         Ok(Client::write_reply(&header, &body))
     }
 
@@ -274,6 +318,7 @@ impl Client {
         build: impl FnOnce(&mut Vec<u8>, u32),
     ) -> Result<Result<Binding, WriteReply>, ClientError> {
         let (header, body) = self.call(build)?;
+        self.note_leader(&header, &body);
         if header.status == status::OK {
             return codec::decode_binding(&body)
                 .map(Ok)

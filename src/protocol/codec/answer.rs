@@ -190,3 +190,50 @@ pub fn hello_answer_body(
     body[14..16].copy_from_slice(&crate::protocol::VERSION.to_le_bytes());
     body
 }
+
+/// Bytes of a NOT_LEADER body before the leader's address: `u64` leader id,
+/// `u8` address length.
+pub const NOT_LEADER_FIXED_BYTES: usize = 9;
+
+/// Longest leader address a NOT_LEADER body carries: its length is one
+/// byte. A longer one (no socket address is) is sent as unknown.
+pub const NOT_LEADER_ADDR_BYTES_MAX: usize = u8::MAX as usize;
+
+/// Where a write refused `NOT_LEADER` should go: the body of that answer
+/// (PROTOCOL.md section 8).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaderHint {
+    /// The leader's node id; 0 while the refusing node knows no leader.
+    pub leader_id: u64,
+    /// The leader's client address; empty if unknown.
+    pub client_addr: String,
+}
+
+/// Appends the body of a NOT_LEADER answer: the leader's id, then its
+/// client address (one length byte, the UTF-8 text).
+pub fn encode_not_leader_body(out: &mut Vec<u8>, leader_id: u64, client_addr: &str) {
+    let address = if client_addr.len() <= NOT_LEADER_ADDR_BYTES_MAX {
+        client_addr.as_bytes()
+    } else {
+        &[]
+    };
+    out.extend_from_slice(&leader_id.to_le_bytes());
+    // At most NOT_LEADER_ADDR_BYTES_MAX (255), checked above: fits u8.
+    out.push(u8::try_from(address.len()).unwrap_or(0));
+    out.extend_from_slice(address);
+}
+
+/// Decodes a NOT_LEADER body; `None` for an empty body (a server before
+/// this addition) or one that does not hold together. Bytes past the
+/// address are ignored: a later version may add fields after it.
+pub fn decode_not_leader(body: &[u8]) -> Option<LeaderHint> {
+    if body.len() < NOT_LEADER_FIXED_BYTES {
+        return None;
+    }
+    let length = usize::from(body[8]);
+    let address = body.get(NOT_LEADER_FIXED_BYTES..NOT_LEADER_FIXED_BYTES + length)?;
+    Some(LeaderHint {
+        leader_id: u64_at(body, 0),
+        client_addr: std::str::from_utf8(address).ok()?.to_string(),
+    })
+}

@@ -157,3 +157,30 @@ fn malformed_bodies_are_refused_not_panicked_on() {
         status::BAD_REQUEST
     );
 }
+
+#[test]
+fn not_leader_body_round_trips_and_bad_ones_do_not_decode() {
+    let mut body = Vec::new();
+    encode_not_leader_body(&mut body, 2, "127.0.0.1:7702");
+    assert_eq!(&body[..9], &[2, 0, 0, 0, 0, 0, 0, 0, 14]);
+    let hint = decode_not_leader(&body).unwrap();
+    assert_eq!(hint.leader_id, 2);
+    assert_eq!(hint.client_addr, "127.0.0.1:7702");
+    // Bytes a later version adds after the address are skipped.
+    body.extend_from_slice(&[9, 9]);
+    assert_eq!(decode_not_leader(&body), Some(hint));
+    // Unknown leader: id 0, empty address.
+    let mut unknown = Vec::new();
+    encode_not_leader_body(&mut unknown, 0, "");
+    assert_eq!(unknown, vec![0u8; 9]);
+    assert_eq!(decode_not_leader(&unknown), Some(LeaderHint::default()));
+    // A server before this addition sends an empty body.
+    assert_eq!(decode_not_leader(&[]), None);
+    // An address length past the body, or text that is not UTF-8.
+    assert_eq!(decode_not_leader(&[1, 0, 0, 0, 0, 0, 0, 0, 5, b'a']), None);
+    assert_eq!(decode_not_leader(&[1, 0, 0, 0, 0, 0, 0, 0, 1, 0xff]), None);
+    // An address too long for its length byte is sent as unknown.
+    let mut long = Vec::new();
+    encode_not_leader_body(&mut long, 3, &"a".repeat(300));
+    assert_eq!(decode_not_leader(&long).unwrap().client_addr, "");
+}

@@ -2,8 +2,16 @@
 //! into one write batch, proposed to the replica at the end of the
 //! iteration. The answers come back (as a `Message::Done`) once the batch is
 //! in the log, fsync'd and applied by the loops that own its shards.
+//!
+//! A member that is not the leader refuses writes `NOT_LEADER`, naming the
+//! leader (PROTOCOL.md section 8). openraft tells the refusal its id, on its
+//! own runtime; the loop adds the leader's client address from the
+//! membership when it delivers the answer (`deliver_written`), because the
+//! callback on that runtime must not hold the replica (dropping the last
+//! handle there would drop the runtime from inside itself).
 
 use super::Worker;
+use crate::protocol::codec::{decode_not_leader, encode_not_leader_body, NOT_LEADER_FIXED_BYTES};
 use crate::protocol::frame::{push_frame, Header, HEADER_BYTES};
 use crate::protocol::status;
 use crate::replication::{Answers, Refusal, WriteBatch};
@@ -34,9 +42,14 @@ fn answers_message(pending: &[PendingWrite], outcome: Result<Answers, Refusal>) 
         Ok(Answers(frames)) => frames,
         Err(refusal) => {
             let code = refusal_status(refusal);
-            let mut frames = Vec::with_capacity(pending.len() * HEADER_BYTES);
+            // The leader's id only: the loop adds its address on delivery.
+            let mut body = Vec::new();
+            if let Refusal::NotLeader(leader_id) = refusal {
+                encode_not_leader_body(&mut body, leader_id.unwrap_or(0), "");
+            }
+            let mut frames = Vec::with_capacity(pending.len() * (HEADER_BYTES + body.len()));
             for write in pending {
-                push_frame(&mut frames, write.opcode, code, write.request_id, &[]);
+                push_frame(&mut frames, write.opcode, code, write.request_id, &body);
             }
             frames
         }
@@ -162,13 +175,131 @@ impl Worker {
 
     /// Delivers the answers of writes: each releases its connection's
     /// in-flight slot and pending write (which may release a held read).
+    /// A `NOT_LEADER` answer gets the leader's client address here.
     pub(super) fn deliver_written(&mut self, items: &[(Origin, u32, u32)], frames: &[u8]) {
+        let mut addresses = LeaderAddresses::default();
+        let mut completed = Vec::new();
         for &(origin, start, end) in items {
             self.unforward(origin);
             if let Origin::Tcp { token, generation } = origin {
                 self.write_answered(token as usize, generation);
             }
-            self.deliver(origin, &frames[start as usize..end as usize]);
+            let frame = &frames[start as usize..end as usize];
+            if self.complete_not_leader(frame, &mut addresses, &mut completed) {
+                self.deliver(origin, &completed);
+            } else {
+                self.deliver(origin, frame);
+            }
+        }
+    }
+
+    /// Rebuilds a `NOT_LEADER` answer that names a leader without its
+    /// address into `completed`, with the address the membership gives it;
+    /// false (nothing to do) for any other frame.
+    fn complete_not_leader(
+        &self,
+        frame: &[u8],
+        addresses: &mut LeaderAddresses,
+        completed: &mut Vec<u8>,
+    ) -> bool {
+        let Some(header) = frame.first_chunk::<HEADER_BYTES>().map(Header::read) else {
+            return false;
+        };
+        if header.status != status::NOT_LEADER {
+            return false;
+        }
+        let Some(hint) = decode_not_leader(&frame[HEADER_BYTES..]) else {
+            return false;
+        };
+        if hint.leader_id == 0 || !hint.client_addr.is_empty() {
+            return false;
+        }
+        let address = addresses.of(self.shared.replica.get().map(AsRef::as_ref), hint.leader_id);
+        if address.is_empty() {
+            return false;
+        }
+        let mut body = Vec::with_capacity(NOT_LEADER_FIXED_BYTES + address.len());
+        encode_not_leader_body(&mut body, hint.leader_id, address);
+        completed.clear();
+        push_frame(
+            completed,
+            header.opcode,
+            header.status,
+            header.request_id,
+            &body,
+        );
+        true
+    }
+}
+
+/// The leader's client address, read from the membership once per
+/// delivered batch (a refused batch names one leader).
+#[derive(Default)]
+struct LeaderAddresses {
+    /// The leader id asked for and its address (empty if not a member).
+    known: Option<(u64, String)>,
+}
+
+impl LeaderAddresses {
+    fn of(&mut self, replica: Option<&crate::replication::Replica>, leader_id: u64) -> &str {
+        let stale = self.known.as_ref().is_none_or(|(id, _)| *id != leader_id);
+        if stale {
+            let address = replica
+                .and_then(|replica| {
+                    replica
+                        .members()
+                        .into_iter()
+                        .find(|member| member.id == leader_id)
+                })
+                .map(|member| member.client_addr)
+                .unwrap_or_default();
+            self.known = Some((leader_id, address));
+        }
+        self.known
+            .as_ref()
+            .map_or("", |(_, address)| address.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{answers_message, PendingWrite};
+    use crate::protocol::codec::decode_not_leader;
+    use crate::protocol::frame::{Header, HEADER_BYTES};
+    use crate::protocol::{opcode, status};
+    use crate::replication::Refusal;
+    use crate::server::cross::{Message, Origin};
+
+    /// Guards the bug that a refused write's `NOT_LEADER` answer had an
+    /// empty body: every write of the batch now names the leader's id (the
+    /// loop adds the address on delivery), and 0 when none is known.
+    #[test]
+    fn a_not_leader_refusal_names_the_leader_in_every_answer() {
+        let pending: Vec<PendingWrite> = (1..=2)
+            .map(|request_id| PendingWrite {
+                origin: Origin::Tcp {
+                    token: 0,
+                    generation: 0,
+                },
+                opcode: opcode::BIND_AXB,
+                request_id,
+            })
+            .collect();
+        for (leader, expected) in [(Some(3), 3), (None, 0)] {
+            let Message::Written { items, frames } =
+                answers_message(&pending, Err(Refusal::NotLeader(leader)))
+            else {
+                panic!("not a Written message");
+            };
+            assert_eq!(items.len(), 2);
+            for (at, &(_, start, end)) in items.iter().enumerate() {
+                let frame = &frames[start as usize..end as usize];
+                let header = Header::read(frame.first_chunk::<HEADER_BYTES>().unwrap());
+                assert_eq!(header.status, status::NOT_LEADER);
+                assert_eq!(header.request_id, u32::try_from(at + 1).unwrap());
+                let hint = decode_not_leader(&frame[HEADER_BYTES..]).unwrap();
+                assert_eq!((hint.leader_id, hint.client_addr.as_str()), (expected, ""));
+            }
         }
     }
 }

@@ -183,6 +183,22 @@ impl Worker {
         self.deliver(origin, &frame);
     }
 
+    /// The HELLO answer's `leader_hint`: the leader's id on a cluster
+    /// member (0 while none is known, or for an id past `u32`), this node's
+    /// own id on a node that runs alone (it takes every write).
+    fn leader_hint(&self) -> u32 {
+        let Some(replica) = self.shared.replica.get() else {
+            return 0;
+        };
+        if replica.raft_addr().is_none() {
+            return self.shared.config.node_id;
+        }
+        replica
+            .leader_id()
+            .and_then(|id| u32::try_from(id).ok())
+            .unwrap_or(0)
+    }
+
     pub(super) fn handle_hello(&mut self, token: usize, header: &Header, body: &[u8]) {
         let request_id = header.request_id;
         let Some(conn) = self.conns.get_mut(token) else {
@@ -213,8 +229,11 @@ impl Worker {
         match outcome {
             HelloOutcome::Accepted(session) => {
                 conn.session = Some(session);
-                let body =
-                    codec::hello_answer_body(self.set.shard_count(), self.shared.config.node_id, 0);
+                let body = codec::hello_answer_body(
+                    self.set.shard_count(),
+                    self.shared.config.node_id,
+                    self.leader_hint(),
+                );
                 self.answer(token, opcode::HELLO, status::OK, request_id, &body);
             }
             HelloOutcome::Unauthorised => {
