@@ -26,7 +26,12 @@ pub fn run(command: &ClusterCommand) -> Outcome {
     match command {
         ClusterCommand::Init(args) => {
             let text = args.members.join(" ");
-            match call(&args.cluster, &args.cluster.server, opcode::CLUSTER_INIT, text.as_bytes()) {
+            match call(
+                &args.cluster,
+                &args.cluster.server,
+                opcode::CLUSTER_INIT,
+                text.as_bytes(),
+            ) {
                 Ok((status::OK, _)) => status_of(&args.cluster),
                 Ok((code, reason)) => failure(code, &reason),
                 Err(outcome) => outcome,
@@ -121,7 +126,10 @@ fn verify(args: &ClusterArgs) -> Outcome {
         })
         .unwrap_or_default();
     if members.is_empty() {
-        return Outcome::failure("bad_request", "the node knows no members (not a cluster yet)");
+        return Outcome::failure(
+            "bad_request",
+            "the node knows no members (not a cluster yet)",
+        );
     }
     let deadline = Instant::now() + VERIFY_WAIT;
     loop {
@@ -178,9 +186,10 @@ fn read_all(args: &ClusterArgs, members: &[(u64, String)]) -> Result<Vec<Reading
         }
         let fields: Value = serde_json::from_slice(&body)
             .map_err(|_| format!("node {id}: CLUSTER_VERIFY answer is not JSON"))?;
-        let (Some(applied_index), Some(checksum)) =
-            (fields["applied_index"].as_u64(), fields["checksum"].as_str())
-        else {
+        let (Some(applied_index), Some(checksum)) = (
+            fields["applied_index"].as_u64(),
+            fields["checksum"].as_str(),
+        ) else {
             return Err(format!("node {id}: CLUSTER_VERIFY answer lacks fields"));
         };
         readings.push(Reading {

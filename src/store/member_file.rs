@@ -95,7 +95,8 @@ pub fn decode(bytes: &[u8]) -> Result<MemberIds, &'static str> {
     if &bytes[0..8] != MAGIC {
         return Err("not a member file (bad magic)");
     }
-    let u32_at = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    let u32_at =
+        |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
     let u64_at = |at: usize| {
         let mut word = [0u8; 8];
         word.copy_from_slice(&bytes[at..at + 8]);
@@ -202,7 +203,11 @@ mod tests {
         let other_node = MemberIds { node_id: 3, ..ids };
         assert!(matches!(
             claim(dir.path(), other_node),
-            Err(MemberFileError::Mismatch { stored_node: 2, node: 3, .. })
+            Err(MemberFileError::Mismatch {
+                stored_node: 2,
+                node: 3,
+                ..
+            })
         ));
         let other_cluster = MemberIds {
             cluster_id: 9,

@@ -3,20 +3,20 @@
 //! its shard.
 
 use super::Worker;
+use crate::client::{Client, ClientError};
 use crate::protocol::codec::{self, Request};
 use crate::protocol::frame::{push_frame, Header};
-use crate::protocol::{opcode, status};
-use crate::client::{Client, ClientError};
 use crate::protocol::Role;
+use crate::protocol::{opcode, status};
 use crate::replication::{Member, Replica};
-use crate::store::checksum::{self, SumError};
-use std::sync::Arc;
-use std::time::Duration;
 use crate::server::auth::{self, Access, HelloOutcome};
 use crate::server::cross::Message;
 use crate::server::cross::Origin;
 use crate::server::dispatch::{self, Op};
 use crate::server::metrics::Guard;
+use crate::store::checksum::{self, SumError};
+use std::sync::Arc;
+use std::time::Duration;
 
 impl Worker {
     pub(super) fn handle_frame(&mut self, token: usize, header: &Header, body: &[u8]) {
@@ -156,11 +156,16 @@ impl Worker {
             }
         };
         let candidate = self.candidate_check();
-        self.cluster_job(origin, opcode::CLUSTER_ADD_NODE, request_id, move |replica| {
-            leads(&replica)?;
-            candidate.check(&member)?;
-            replica.add_member(&member, CATCH_UP_WAIT)
-        });
+        self.cluster_job(
+            origin,
+            opcode::CLUSTER_ADD_NODE,
+            request_id,
+            move |replica| {
+                leads(&replica)?;
+                candidate.check(&member)?;
+                replica.add_member(&member, CATCH_UP_WAIT)
+            },
+        );
     }
 
     /// CLUSTER_REMOVE_NODE: at the leader, removes a member.
@@ -263,12 +268,10 @@ impl Worker {
             self.answer_reason(origin, op, request_id, reason);
             return;
         }
-        self.cluster_job_answer(origin, op, request_id, move |replica| {
-            match job(replica) {
-                Ok(()) => (status::OK, Vec::new()),
-                Err(reason) if reason == NOT_LEADER_REASON => (status::NOT_LEADER, Vec::new()),
-                Err(reason) => (status::BAD_REQUEST, reason.into_bytes()),
-            }
+        self.cluster_job_answer(origin, op, request_id, move |replica| match job(replica) {
+            Ok(()) => (status::OK, Vec::new()),
+            Err(reason) if reason == NOT_LEADER_REASON => (status::NOT_LEADER, Vec::new()),
+            Err(reason) => (status::BAD_REQUEST, reason.into_bytes()),
         });
     }
 
