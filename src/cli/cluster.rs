@@ -116,14 +116,19 @@ fn verify(args: &ClusterArgs) -> Outcome {
         Ok(fields) => fields,
         Err(outcome) => return outcome,
     };
+    // A one-member node (no --raft) lists itself without addresses: it is
+    // the node asked.
+    let asked = cluster["node_id"].as_u64();
+    let address_of = |member: &Value| -> Option<(u64, String)> {
+        let id = member["id"].as_u64()?;
+        match member["client_addr"].as_str() {
+            Some("") | None if Some(id) == asked => Some((id, args.server.clone())),
+            address => Some((id, address?.to_string())),
+        }
+    };
     let members: Vec<(u64, String)> = cluster["members"]
         .as_array()
-        .map(|members| {
-            members
-                .iter()
-                .filter_map(|m| Some((m["id"].as_u64()?, m["client_addr"].as_str()?.to_string())))
-                .collect()
-        })
+        .map(|members| members.iter().filter_map(address_of).collect())
         .unwrap_or_default();
     if members.is_empty() {
         return Outcome::failure(
