@@ -117,6 +117,19 @@ fn check_round_trip(
         Request::ClusterInit(text) => {
             push_frame(&mut out, opcode::CLUSTER_INIT, 0, id, text.as_bytes());
         }
+        Request::ClusterAddNode(text) => {
+            push_frame(&mut out, opcode::CLUSTER_ADD_NODE, 0, id, text.as_bytes());
+        }
+        Request::ClusterRemoveNode(node_id) => {
+            push_frame(
+                &mut out,
+                opcode::CLUSTER_REMOVE_NODE,
+                0,
+                id,
+                &node_id.to_le_bytes(),
+            );
+        }
+        Request::ClusterVerify => push_frame(&mut out, opcode::CLUSTER_VERIFY, 0, id, &[]),
         Request::Hello {
             version,
             role,

@@ -375,6 +375,10 @@ fn every_command_that_offers_server_works_with_it() {
             "cluster status" => return Some(Vec::new()),
             // A one-member node refuses it (exit 1, checked below).
             "cluster init" => return Some(vec!["--member", "1=127.0.0.1:9=127.0.0.1:9"]),
+            "cluster add-node" => return Some(vec!["--member", "2=127.0.0.1:9=127.0.0.1:9"]),
+            "cluster remove-node" => return Some(vec!["--node-id", "2"]),
+            // A one-member node is a cluster: verify agrees with itself.
+            "cluster verify" => return Some(Vec::new()),
             "bench" => {
                 return Some(vec![
                     "--requests",
@@ -413,7 +417,7 @@ fn every_command_that_offers_server_works_with_it() {
         let ran = x700(&args);
         let said = ran.text();
         assert!(!said.contains(OFFLINE_ONLY), "x700 {name} --server: {said}");
-        if name == "cluster init" {
+        if ["cluster init", "cluster add-node", "cluster remove-node"].contains(&name.as_str()) {
             assert_eq!(ran.code, 1, "x700 {name} --server: {said}");
             assert!(said.contains("--raft"), "x700 {name} --server: {said}");
             continue;

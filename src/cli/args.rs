@@ -54,6 +54,37 @@ pub enum ClusterCommand {
     Init(ClusterInitArgs),
     /// The cluster as this member sees it: leader, term, members.
     Status(ClusterArgs),
+    /// Add a member: checked (node id, table shards, versions), added as a
+    /// learner, promoted to voter once caught up (sent to the leader).
+    AddNode(ClusterAddNodeArgs),
+    /// Remove a member (sent to the leader).
+    RemoveNode(ClusterRemoveNodeArgs),
+    /// Every member's table checksum at one log index, and whether they
+    /// agree (exit 1 if not).
+    Verify(ClusterArgs),
+}
+
+/// `x700 cluster add-node`.
+#[derive(Args, Debug)]
+pub struct ClusterAddNodeArgs {
+    /// Common options.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// The new member, ID=RAFT_ADDR=CLIENT_ADDR (a new id: ids are never
+    /// reused).
+    #[arg(long = "member", value_name = "ID=RAFT_ADDR=CLIENT_ADDR")]
+    pub member: String,
+}
+
+/// `x700 cluster remove-node`.
+#[derive(Args, Debug)]
+pub struct ClusterRemoveNodeArgs {
+    /// Common options.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// The member to remove.
+    #[arg(long, value_name = "ID")]
+    pub node_id: u64,
 }
 
 /// Options of every cluster command.
@@ -101,7 +132,9 @@ impl Command {
             Command::Check(a) => a.json,
             Command::Demo(a) => a.json,
             Command::Cluster(ClusterCommand::Init(a)) => a.cluster.json,
-            Command::Cluster(ClusterCommand::Status(a)) => a.json,
+            Command::Cluster(ClusterCommand::Status(a) | ClusterCommand::Verify(a)) => a.json,
+            Command::Cluster(ClusterCommand::AddNode(a)) => a.cluster.json,
+            Command::Cluster(ClusterCommand::RemoveNode(a)) => a.cluster.json,
             Command::Serve(_) | Command::Bench(_) => false,
         }
     }

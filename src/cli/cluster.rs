@@ -1,37 +1,209 @@
-//! `x700 cluster init` and `x700 cluster status`: the admin opcodes
-//! CLUSTER_INIT and CLUSTER_STATUS (docs/PROTOCOL.md section 7.9) against a
-//! running member.
+//! `x700 cluster ...`: the admin opcodes CLUSTER_INIT, CLUSTER_STATUS,
+//! CLUSTER_ADD_NODE, CLUSTER_REMOVE_NODE and CLUSTER_VERIFY
+//! (docs/PROTOCOL.md section 7.9) against a running member. Membership
+//! changes are made at the leader: sent elsewhere they answer NOT_LEADER,
+//! and the command asks CLUSTER_STATUS where the leader is and goes there.
 
 use super::args::{ClusterArgs, ClusterCommand};
 use super::output::Outcome;
 use crate::client::{Client, ClientError};
 use crate::protocol::{opcode, status, Role};
-use serde_json::Value;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+/// How long a membership change looks for the leader (an election takes
+/// well under a second; a cluster without a quorum has none).
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+/// How long `verify` tries to find every member at one applied index (the
+/// leader proposes an expiry sweep every second, so an idle cluster moves
+/// too; replication takes milliseconds).
+const VERIFY_WAIT: Duration = Duration::from_secs(10);
+/// Pause between two attempts of either.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// Runs a cluster command.
 pub fn run(command: &ClusterCommand) -> Outcome {
     match command {
         ClusterCommand::Init(args) => {
             let text = args.members.join(" ");
-            match call(&args.cluster, opcode::CLUSTER_INIT, text.as_bytes()) {
+            match call(
+                &args.cluster,
+                &args.cluster.server,
+                opcode::CLUSTER_INIT,
+                text.as_bytes(),
+            ) {
                 Ok((status::OK, _)) => status_of(&args.cluster),
                 Ok((code, reason)) => failure(code, &reason),
                 Err(outcome) => outcome,
             }
         }
         ClusterCommand::Status(args) => status_of(args),
+        ClusterCommand::AddNode(args) => at_leader(
+            &args.cluster,
+            opcode::CLUSTER_ADD_NODE,
+            args.member.as_bytes(),
+        ),
+        ClusterCommand::RemoveNode(args) => at_leader(
+            &args.cluster,
+            opcode::CLUSTER_REMOVE_NODE,
+            &args.node_id.to_le_bytes(),
+        ),
+        ClusterCommand::Verify(args) => verify(args),
     }
 }
 
 fn status_of(args: &ClusterArgs) -> Outcome {
-    match call(args, opcode::CLUSTER_STATUS, &[]) {
-        Ok((status::OK, body)) => match serde_json::from_slice::<Value>(&body) {
-            Ok(fields) => Outcome::ok(fields),
-            Err(_) => Outcome::failure("internal", "CLUSTER_STATUS answer is not JSON"),
-        },
-        Ok((code, reason)) => failure(code, &reason),
+    match status_json(args, &args.server) {
+        Ok(fields) => Outcome::ok(fields),
         Err(outcome) => outcome,
     }
+}
+
+fn status_json(args: &ClusterArgs, server: &str) -> Result<Value, Outcome> {
+    match call(args, server, opcode::CLUSTER_STATUS, &[])? {
+        (status::OK, body) => serde_json::from_slice::<Value>(&body)
+            .map_err(|_| Outcome::failure("internal", "CLUSTER_STATUS answer is not JSON")),
+        (code, reason) => Err(failure(code, &reason)),
+    }
+}
+
+/// Sends a membership change to `--server`; on NOT_LEADER, to the leader
+/// CLUSTER_STATUS names (looking again until `LEADER_WAIT`). Prints the
+/// cluster's status once the change is committed.
+fn at_leader(args: &ClusterArgs, op: u8, body: &[u8]) -> Outcome {
+    let deadline = Instant::now() + LEADER_WAIT;
+    let mut server = args.server.clone();
+    loop {
+        match call(args, &server, op, body) {
+            Ok((status::OK, _)) => {
+                return match status_json(args, &server) {
+                    Ok(fields) => Outcome::ok(fields),
+                    Err(outcome) => outcome,
+                }
+            }
+            Ok((status::NOT_LEADER, reason)) => {
+                if Instant::now() >= deadline {
+                    return failure(status::NOT_LEADER, &reason);
+                }
+                // Ask the node first named where the leader is now.
+                let leader = status_json(args, &args.server)
+                    .ok()
+                    .and_then(|s| s["leader_addr"].as_str().map(str::to_string));
+                if let Some(leader) = leader {
+                    server = leader;
+                }
+                std::thread::sleep(RETRY_PAUSE);
+            }
+            Ok((code, reason)) => return failure(code, &reason),
+            Err(outcome) => return outcome,
+        }
+    }
+}
+
+/// One member's answer to CLUSTER_VERIFY.
+struct Reading {
+    id: u64,
+    applied_index: u64,
+    checksum: String,
+}
+
+/// Asks every member (from `--server`'s CLUSTER_STATUS) for its table
+/// checksum, until all stand at one applied index; `agree` says whether
+/// their checksums are equal. Exit 1 if they are not, or if no one index
+/// was found within `VERIFY_WAIT`.
+fn verify(args: &ClusterArgs) -> Outcome {
+    let cluster = match status_json(args, &args.server) {
+        Ok(fields) => fields,
+        Err(outcome) => return outcome,
+    };
+    // A one-member node (no --raft) lists itself without addresses: it is
+    // the node asked.
+    let asked = cluster["node_id"].as_u64();
+    let address_of = |member: &Value| -> Option<(u64, String)> {
+        let id = member["id"].as_u64()?;
+        match member["client_addr"].as_str() {
+            Some("") | None if Some(id) == asked => Some((id, args.server.clone())),
+            address => Some((id, address?.to_string())),
+        }
+    };
+    let members: Vec<(u64, String)> = cluster["members"]
+        .as_array()
+        .map(|members| members.iter().filter_map(address_of).collect())
+        .unwrap_or_default();
+    if members.is_empty() {
+        return Outcome::failure(
+            "bad_request",
+            "the node knows no members (not a cluster yet)",
+        );
+    }
+    let deadline = Instant::now() + VERIFY_WAIT;
+    loop {
+        let error = match read_all(args, &members) {
+            Ok(readings) => {
+                let index = readings[0].applied_index;
+                if readings.iter().all(|r| r.applied_index == index) {
+                    return verdict(index, &readings);
+                }
+                let indexes: Vec<String> = readings
+                    .iter()
+                    .map(|r| format!("{}@{}", r.id, r.applied_index))
+                    .collect();
+                format!("members at different indexes: {}", indexes.join(" "))
+            }
+            Err(error) => error,
+        };
+        if Instant::now() >= deadline {
+            return Outcome::failure(
+                "unavailable",
+                &format!("no common applied index within 10 s: {error}"),
+            );
+        }
+        std::thread::sleep(RETRY_PAUSE);
+    }
+}
+
+fn verdict(index: u64, readings: &[Reading]) -> Outcome {
+    let agree = readings.iter().all(|r| r.checksum == readings[0].checksum);
+    let members: Vec<Value> = readings
+        .iter()
+        .map(|r| json!({ "id": r.id, "applied_index": r.applied_index, "checksum": r.checksum }))
+        .collect();
+    let fields = json!({ "applied_index": index, "agree": agree, "members": members });
+    if agree {
+        Outcome::ok(fields)
+    } else {
+        Outcome::with_status("diverged", fields, false)
+    }
+}
+
+/// One reading per member, taken as close together as one pass allows.
+fn read_all(args: &ClusterArgs, members: &[(u64, String)]) -> Result<Vec<Reading>, String> {
+    let mut readings = Vec::with_capacity(members.len());
+    for (id, address) in members {
+        let (code, body) = call(args, address, opcode::CLUSTER_VERIFY, &[])
+            .map_err(|outcome| format!("node {id}: {}", outcome.object["error"]))?;
+        if code != status::OK {
+            return Err(format!(
+                "node {id}: {} {}",
+                status::name(code),
+                String::from_utf8_lossy(&body)
+            ));
+        }
+        let fields: Value = serde_json::from_slice(&body)
+            .map_err(|_| format!("node {id}: CLUSTER_VERIFY answer is not JSON"))?;
+        let (Some(applied_index), Some(checksum)) = (
+            fields["applied_index"].as_u64(),
+            fields["checksum"].as_str(),
+        ) else {
+            return Err(format!("node {id}: CLUSTER_VERIFY answer lacks fields"));
+        };
+        readings.push(Reading {
+            id: *id,
+            applied_index,
+            checksum: checksum.to_string(),
+        });
+    }
+    Ok(readings)
 }
 
 fn failure(code: u8, reason: &[u8]) -> Outcome {
@@ -44,12 +216,11 @@ fn failure(code: u8, reason: &[u8]) -> Outcome {
     Outcome::failure(status::name(code), &message)
 }
 
-fn call(args: &ClusterArgs, op: u8, body: &[u8]) -> Result<(u8, Vec<u8>), Outcome> {
+fn call(args: &ClusterArgs, server: &str, op: u8, body: &[u8]) -> Result<(u8, Vec<u8>), Outcome> {
     let unreachable = |error: ClientError| match error {
         ClientError::Refused(code) => Outcome::failure(status::name(code), &error.to_string()),
         other => Outcome::failure("unreachable", &other.to_string()),
     };
-    let mut client =
-        Client::connect(args.server.as_str(), Role::Admin, &args.token).map_err(unreachable)?;
+    let mut client = Client::connect(server, Role::Admin, &args.token).map_err(unreachable)?;
     client.request(op, body).map_err(unreachable)
 }

@@ -60,6 +60,14 @@ pub mod opcode {
     pub const CLUSTER_STATUS: u8 = 0x30;
     /// Initialise a new cluster with its first members (admin).
     pub const CLUSTER_INIT: u8 = 0x31;
+    /// Add a member: as a learner, then, once caught up, a voter (admin,
+    /// at the leader).
+    pub const CLUSTER_ADD_NODE: u8 = 0x32;
+    /// Remove a member from the voters and the cluster (admin, at the
+    /// leader).
+    pub const CLUSTER_REMOVE_NODE: u8 = 0x33;
+    /// This node's table checksum at its applied index, as JSON (admin).
+    pub const CLUSTER_VERIFY: u8 = 0x34;
 }
 
 /// Answer status codes. 0-15 are lookup outcomes, 16-31 operation

@@ -371,6 +371,68 @@ impl Replica {
             .map_err(|e| e.to_string())
     }
 
+    /// Adds `member` as a learner, waits (up to `catch_up`) until its log
+    /// matches the leader's, then makes it a voter; at the leader only. A
+    /// member that does not catch up in time stays a learner, and the
+    /// error says so.
+    pub fn add_member(&self, member: &Member, catch_up: Duration) -> Result<(), String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        if membership.voter_ids().any(|id| id == member.id) {
+            return Err(format!("node {} is already a voter", member.id));
+        }
+        self.runtime.block_on(async {
+            let added = tokio::time::timeout(
+                catch_up,
+                self.raft.add_learner(member.id, member.node(), true),
+            )
+            .await;
+            match added {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => return Err(error.to_string()),
+                Err(_) => {
+                    return Err(format!(
+                        "node {} did not catch up within {} s: it stays a learner",
+                        member.id,
+                        catch_up.as_secs()
+                    ))
+                }
+            }
+            let promoted = std::collections::BTreeSet::from([member.id]);
+            self.raft
+                .change_membership(openraft::ChangeMembers::AddVoterIds(promoted), true)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    /// Removes node `id` from the cluster (voter or learner); at the leader
+    /// only. Returns once the change is committed. The last voter cannot
+    /// be removed.
+    pub fn remove_member(&self, id: u64) -> Result<(), String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        if !membership.nodes().any(|(node, _)| *node == id) {
+            return Err(format!("node {id} is not a member"));
+        }
+        let is_voter = membership.voter_ids().any(|voter| voter == id);
+        if is_voter && membership.voter_ids().count() == 1 {
+            return Err(format!("node {id} is the last voter"));
+        }
+        let ids = std::collections::BTreeSet::from([id]);
+        let change = if is_voter {
+            openraft::ChangeMembers::RemoveVoters(ids)
+        } else {
+            openraft::ChangeMembers::RemoveNodes(ids)
+        };
+        // retain = false: a removed voter leaves the membership altogether.
+        self.runtime
+            .block_on(self.raft.change_membership(change, false))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
     /// Makes `voters` the cluster's voters (learners not named stay
     /// learners); at the leader only. Returns once the change is committed.
     pub fn change_voters(&self, voters: &[u64]) -> Result<(), String> {

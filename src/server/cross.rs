@@ -61,6 +61,11 @@ pub enum Message {
         reply:
             tokio::sync::oneshot::Sender<Result<Vec<crate::table::checkpoint::ShardImage>, String>>,
     },
+    /// Checksum the receiver's shards for `cluster verify`.
+    Checksum {
+        /// Gets one part per owned shard.
+        reply: tokio::sync::oneshot::Sender<Vec<crate::store::checksum::ShardSum>>,
+    },
     /// A connection another loop accepted, for this loop to serve
     /// (already counted node-wide and per source).
     Adopt {

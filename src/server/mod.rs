@@ -104,6 +104,18 @@ impl Shared {
     }
 }
 
+/// The formats a member must share with the others to join them (log
+/// entries are raw frames over tables of a fixed shard count): CLUSTER_STATUS
+/// carries them, and `cluster init` and `add-node` compare them.
+pub fn member_versions() -> serde_json::Value {
+    serde_json::json!({
+        "protocol": crate::protocol::VERSION,
+        "table_format": crate::table::layout::FORMAT_VERSION,
+        "log_format": crate::log::segment::FORMAT_VERSION,
+        "peer": crate::replication::peer::codec::PEER_VERSION,
+    })
+}
+
 impl Shared {
     /// The CLUSTER_STATUS answer: the cluster as this node sees it.
     pub fn cluster_status_json(&self) -> String {
@@ -136,6 +148,8 @@ impl Shared {
             "term": view.term,
             "applied_index": view.applied_index,
             "members": members,
+            "table_shards": self.table_shards,
+            "versions": member_versions(),
         })
         .to_string()
     }
@@ -255,6 +269,31 @@ fn open_files_limit(connections_max: usize) -> Result<(u64, usize), ConfigError>
     )))
 }
 
+/// A member of a cluster of several claims its data directory for its node
+/// and cluster id (the first start writes them, later starts must match); a
+/// node started alone refuses a member's directory, which would otherwise
+/// try to lead that cluster's membership by itself.
+fn claim_member_ids(config: &Config, clustered: bool) -> Result<(), StartError> {
+    use crate::store::member_file::{self, MemberIds};
+    let invalid = |error: member_file::MemberFileError| ConfigError::Invalid(error.to_string());
+    if clustered {
+        let ids = MemberIds {
+            node_id: u64::from(config.node_id),
+            cluster_id: config.cluster_id,
+        };
+        member_file::claim(&config.data, ids).map_err(invalid)?;
+    } else if let Some(stored) = member_file::read(&config.data).map_err(invalid)? {
+        return Err(ConfigError::Invalid(format!(
+            "{} belongs to node {} of cluster {}: start it with --raft and that --node-id",
+            config.data.display(),
+            stored.node_id,
+            stored.cluster_id
+        ))
+        .into());
+    }
+    Ok(())
+}
+
 impl Server {
     /// Opens the data directory (creating it if new), binds the sockets and
     /// starts one event loop per configured core.
@@ -279,6 +318,7 @@ impl Server {
         };
         let mut store =
             Store::open_or_create(&config.data, config.table_shards, Arc::clone(&clock))?;
+        claim_member_ids(&config, peers.is_some())?;
         let (log, recovered) = apply::recover(&mut store).map_err(StartError::Recovery)?;
         if recovered.batches_replayed > 0 {
             eprintln!(

@@ -6,13 +6,16 @@
 //! ```text
 //! DIR/LOCK            names the holder's pid (DIR itself is flock'd)
 //! DIR/store           StoreHeader: format, shard count, nonce
+//! DIR/member          node and cluster id of a cluster member (member_file)
 //! DIR/shard-000/      meta, records, cold, index, overflow
 //! ...
 //! ```
 
 pub mod batch;
+pub mod checksum;
 pub mod clock;
 pub mod lock;
+pub mod member_file;
 pub mod shard_set;
 
 use crate::binding::{

@@ -92,6 +92,12 @@ pub enum Request<'a> {
     /// CLUSTER_INIT: the members, as text (`ID=RAFT_ADDR=CLIENT_ADDR`
     /// separated by spaces).
     ClusterInit(&'a str),
+    /// CLUSTER_ADD_NODE: one member, as text (`ID=RAFT_ADDR=CLIENT_ADDR`).
+    ClusterAddNode(&'a str),
+    /// CLUSTER_REMOVE_NODE: the node id to remove.
+    ClusterRemoveNode(u64),
+    /// CLUSTER_VERIFY.
+    ClusterVerify,
 }
 
 /// Longest CLUSTER_INIT body.
@@ -286,6 +292,22 @@ pub fn decode_request<'a>(header: &Header, body: &'a [u8]) -> Result<Request<'a>
                 .map(Request::ClusterInit)
                 .map_err(|_| bad_request("CLUSTER_INIT body is not UTF-8"))
         }
+        opcode::CLUSTER_ADD_NODE => {
+            if body.is_empty() || body.len() > CLUSTER_INIT_BYTES_MAX {
+                return Err(bad_frame("CLUSTER_ADD_NODE body must be 1 to 4096 bytes"));
+            }
+            std::str::from_utf8(body)
+                .map(Request::ClusterAddNode)
+                .map_err(|_| bad_request("CLUSTER_ADD_NODE body is not UTF-8"))
+        }
+        opcode::CLUSTER_REMOVE_NODE => {
+            expect_len(body, 8)?;
+            match u64_at(body, 0) {
+                0 => Err(bad_request("CLUSTER_REMOVE_NODE: node ids start at 1")),
+                node_id => Ok(Request::ClusterRemoveNode(node_id)),
+            }
+        }
+        opcode::CLUSTER_VERIFY => expect_len(body, 0).map(|()| Request::ClusterVerify),
         opcode::LOOKUP => {
             expect_len(body, LOOKUP_BYTES)?;
             decode_lookup(body).map(|(query, voice)| Request::Lookup { query, voice })

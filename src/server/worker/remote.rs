@@ -125,6 +125,12 @@ impl Worker {
                 } => {
                     let _ = reply.send(capture_set(&mut self.set, applied_next));
                 }
+                Message::Checksum { reply } => {
+                    // Between batches: every apply before this message is
+                    // in, none after it.
+                    self.run_lookups();
+                    let _ = reply.send(self.set.checksums());
+                }
             }
         }
     }

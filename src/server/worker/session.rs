@@ -3,15 +3,20 @@
 //! its shard.
 
 use super::Worker;
+use crate::client::{Client, ClientError};
 use crate::protocol::codec::{self, Request};
 use crate::protocol::frame::{push_frame, Header};
+use crate::protocol::Role;
 use crate::protocol::{opcode, status};
-use crate::replication::Member;
+use crate::replication::{Member, Replica};
 use crate::server::auth::{self, Access, HelloOutcome};
 use crate::server::cross::Message;
 use crate::server::cross::Origin;
 use crate::server::dispatch::{self, Op};
 use crate::server::metrics::Guard;
+use crate::store::checksum::{self, SumError};
+use std::sync::Arc;
+use std::time::Duration;
 
 impl Worker {
     pub(super) fn handle_frame(&mut self, token: usize, header: &Header, body: &[u8]) {
@@ -75,6 +80,11 @@ impl Worker {
                 );
             }
             Request::ClusterInit(text) => self.cluster_init(origin, request_id, text),
+            Request::ClusterAddNode(text) => self.cluster_add_node(origin, request_id, text),
+            Request::ClusterRemoveNode(node_id) => {
+                self.cluster_remove_node(origin, request_id, node_id);
+            }
+            Request::ClusterVerify => self.cluster_verify(origin, request_id),
             Request::Stats => {
                 let stats = self.shared.stats_json();
                 self.answer(
@@ -110,60 +120,185 @@ impl Worker {
         }
     }
 
-    /// CLUSTER_INIT: parses the members and initialises the cluster on a
-    /// thread of its own (it waits for the Raft core), answering through
-    /// the loop's inbox: the event loop never blocks on it.
+    /// CLUSTER_INIT: parses the members, checks that each answers with
+    /// this node's shard count and versions, and initialises the cluster.
     fn cluster_init(&mut self, origin: Origin, request_id: u32, text: &str) {
         let members = match parse_members(text) {
             Ok(members) => members,
             Err(reason) => {
-                if let Origin::Tcp { token, .. } = origin {
-                    self.answer(
-                        token as usize,
-                        opcode::CLUSTER_INIT,
-                        status::BAD_REQUEST,
-                        request_id,
-                        reason.as_bytes(),
-                    );
-                }
+                self.answer_reason(origin, opcode::CLUSTER_INIT, request_id, &reason);
                 return;
             }
         };
-        let Some(replica) = self.shared.replica.get().cloned() else {
-            self.deliver_status(
-                origin,
-                opcode::CLUSTER_INIT,
-                status::UNAVAILABLE,
-                request_id,
-            );
-            return;
-        };
-        if replica.raft_addr().is_none() {
-            if let Origin::Tcp { token, .. } = origin {
-                self.answer(
-                    token as usize,
-                    opcode::CLUSTER_INIT,
-                    status::BAD_REQUEST,
-                    request_id,
-                    b"this node runs alone: start every member with --raft ADDR",
-                );
+        let candidate = self.candidate_check();
+        self.cluster_job(origin, opcode::CLUSTER_INIT, request_id, move |replica| {
+            for member in members.iter().filter(|m| m.id != replica.node_id()) {
+                candidate.check(member)?;
             }
+            replica.initialize(&members)
+        });
+    }
+
+    /// CLUSTER_ADD_NODE: at the leader, checks the new member (its node id,
+    /// shard count and versions, asked over its client address), adds it as
+    /// a learner and, once it has caught up, makes it a voter.
+    fn cluster_add_node(&mut self, origin: Origin, request_id: u32, text: &str) {
+        let member = match parse_members(text) {
+            Ok(mut members) if members.len() == 1 => members.remove(0),
+            Ok(_) => {
+                let reason = "CLUSTER_ADD_NODE takes one member";
+                self.answer_reason(origin, opcode::CLUSTER_ADD_NODE, request_id, reason);
+                return;
+            }
+            Err(reason) => {
+                self.answer_reason(origin, opcode::CLUSTER_ADD_NODE, request_id, &reason);
+                return;
+            }
+        };
+        let candidate = self.candidate_check();
+        self.cluster_job(
+            origin,
+            opcode::CLUSTER_ADD_NODE,
+            request_id,
+            move |replica| {
+                leads(&replica)?;
+                candidate.check(&member)?;
+                replica.add_member(&member, CATCH_UP_WAIT)
+            },
+        );
+    }
+
+    /// CLUSTER_REMOVE_NODE: at the leader, removes a member.
+    fn cluster_remove_node(&mut self, origin: Origin, request_id: u32, node_id: u64) {
+        self.cluster_job(
+            origin,
+            opcode::CLUSTER_REMOVE_NODE,
+            request_id,
+            move |replica| {
+                leads(&replica)?;
+                replica.remove_member(node_id)
+            },
+        );
+    }
+
+    /// CLUSTER_VERIFY: every loop checksums the shards it owns, between two
+    /// of its batches (so every apply before the request is in each part);
+    /// the parts are combined on a thread of their own. The parts count
+    /// only when every shard stands at the same applied index; otherwise
+    /// the answer is BUSY and the caller asks again.
+    fn cluster_verify(&mut self, origin: Origin, request_id: u32) {
+        let senders = self.shared.senders.clone();
+        let wakers = self.shared.wakers.clone();
+        let shard_count = self.shared.table_shards;
+        let node_id = self.shared.config.node_id;
+        self.cluster_job_answer(origin, opcode::CLUSTER_VERIFY, request_id, move |_| {
+            let mut parts = Vec::with_capacity(senders.len());
+            for (sender, waker) in senders.iter().zip(&wakers) {
+                let (reply, part) = tokio::sync::oneshot::channel();
+                if sender.send(Message::Checksum { reply }).is_err() {
+                    return (status::INTERNAL, b"an event loop stopped".to_vec());
+                }
+                let _ = waker.wake();
+                parts.push(part);
+            }
+            let mut sums = Vec::new();
+            for part in parts {
+                match part.blocking_recv() {
+                    Ok(mut more) => sums.append(&mut more),
+                    Err(_) => return (status::INTERNAL, b"an event loop stopped".to_vec()),
+                }
+            }
+            match checksum::combine(sums, shard_count) {
+                Ok(sum) => {
+                    let body = serde_json::json!({
+                        "node_id": node_id,
+                        "applied_index": sum.applied_index,
+                        "checksum": format!("{:08x}", sum.checksum),
+                        "bindings_live": sum.bindings_live,
+                        "table_shards": shard_count,
+                    });
+                    (status::OK, body.to_string().into_bytes())
+                }
+                Err(SumError::Moving) => (
+                    status::BUSY,
+                    b"shards are between two applies: ask again".to_vec(),
+                ),
+                Err(SumError::Incomplete(reason)) => (status::INTERNAL, reason.into_bytes()),
+            }
+        });
+    }
+
+    /// What a joining member must match: this node's shard count and
+    /// versions; it is asked over its client address with this node's
+    /// first admin credential (members share credentials; none: protected
+    /// mode, loopback only).
+    fn candidate_check(&self) -> CandidateCheck {
+        let token = self
+            .shared
+            .config
+            .credentials
+            .iter()
+            .find(|c| c.role == Role::Admin.as_str())
+            .map(|c| c.token.clone())
+            .unwrap_or_default();
+        CandidateCheck {
+            token,
+            table_shards: self.shared.table_shards,
+        }
+    }
+
+    /// Runs `job` (which waits for the Raft core or other nodes) on a thread
+    /// of its own for a cluster-of-several opcode; its error becomes a
+    /// BAD_REQUEST answer naming it, or NOT_LEADER. The event loop never
+    /// blocks on it.
+    fn cluster_job(
+        &mut self,
+        origin: Origin,
+        op: u8,
+        request_id: u32,
+        job: impl FnOnce(Arc<Replica>) -> Result<(), String> + Send + 'static,
+    ) {
+        let clustered = self
+            .shared
+            .replica
+            .get()
+            .is_none_or(|replica| replica.raft_addr().is_some());
+        if !clustered {
+            let reason = "this node runs alone: start every member with --raft ADDR";
+            self.answer_reason(origin, op, request_id, reason);
             return;
         }
-        if !self.admit(origin, opcode::CLUSTER_INIT, request_id) {
+        self.cluster_job_answer(origin, op, request_id, move |replica| match job(replica) {
+            Ok(()) => (status::OK, Vec::new()),
+            Err(reason) if reason == NOT_LEADER_REASON => (status::NOT_LEADER, Vec::new()),
+            Err(reason) => (status::BAD_REQUEST, reason.into_bytes()),
+        });
+    }
+
+    /// Runs `job` on a thread of its own and answers with what it returns
+    /// (status, body), through this loop's inbox.
+    fn cluster_job_answer(
+        &mut self,
+        origin: Origin,
+        op: u8,
+        request_id: u32,
+        job: impl FnOnce(Arc<Replica>) -> (u8, Vec<u8>) + Send + 'static,
+    ) {
+        let Some(replica) = self.shared.replica.get().cloned() else {
+            self.deliver_status(origin, op, status::UNAVAILABLE, request_id);
+            return;
+        };
+        if !self.admit(origin, op, request_id) {
             return;
         }
         let inbox = self.shared.senders[self.index].clone();
-        let waker = std::sync::Arc::clone(&self.shared.wakers[self.index]);
+        let waker = Arc::clone(&self.shared.wakers[self.index]);
         let spawned = std::thread::Builder::new()
-            .name("x700-cluster-init".into())
+            .name("x700-cluster".into())
             .spawn(move || {
-                let (code, body) = match replica.initialize(&members) {
-                    Ok(()) => (status::OK, Vec::new()),
-                    Err(reason) => (status::BAD_REQUEST, reason.into_bytes()),
-                };
+                let (code, body) = job(replica);
                 let mut frames = Vec::new();
-                push_frame(&mut frames, opcode::CLUSTER_INIT, code, request_id, &body);
+                push_frame(&mut frames, op, code, request_id, &body);
                 let end = u32::try_from(frames.len()).unwrap_or(u32::MAX);
                 let _ = inbox.send(Message::Done {
                     items: vec![(origin, 0, end)],
@@ -173,7 +308,20 @@ impl Worker {
             });
         if spawned.is_err() {
             self.unforward(origin);
-            self.deliver_status(origin, opcode::CLUSTER_INIT, status::INTERNAL, request_id);
+            self.deliver_status(origin, op, status::INTERNAL, request_id);
+        }
+    }
+
+    /// Answers BAD_REQUEST with `reason` at once.
+    fn answer_reason(&mut self, origin: Origin, op: u8, request_id: u32, reason: &str) {
+        if let Origin::Tcp { token, .. } = origin {
+            self.answer(
+                token as usize,
+                op,
+                status::BAD_REQUEST,
+                request_id,
+                reason.as_bytes(),
+            );
         }
     }
 
@@ -261,6 +409,75 @@ impl Worker {
                 );
             }
         }
+    }
+}
+
+/// How long `add-node` waits for a new member to catch up before giving
+/// up (it stays a learner; running add-node again promotes it).
+const CATCH_UP_WAIT: Duration = Duration::from_secs(120);
+
+/// The error text `leads` returns: the job answers NOT_LEADER.
+const NOT_LEADER_REASON: &str = "not_leader";
+
+/// Membership changes are made at the leader; elsewhere they answer
+/// NOT_LEADER (the CLI asks CLUSTER_STATUS for the leader and retries there).
+fn leads(replica: &Replica) -> Result<(), String> {
+    if replica.leader_id() == Some(replica.node_id()) {
+        Ok(())
+    } else {
+        Err(NOT_LEADER_REASON.into())
+    }
+}
+
+/// What a node joining this one's cluster must match (issue item 12:
+/// binding ids encode the shard, and log entries are raw frames applied to
+/// tables of a fixed shard count).
+struct CandidateCheck {
+    token: String,
+    table_shards: u16,
+}
+
+impl CandidateCheck {
+    /// Asks `member` (at its client address) for its CLUSTER_STATUS and
+    /// refuses it if it is another node id, runs alone, or differs in
+    /// table shards or any version.
+    fn check(&self, member: &Member) -> Result<(), String> {
+        let id = member.id;
+        let unreachable = |e: ClientError| format!("node {id} at {}: {e}", member.client_addr);
+        let mut client = Client::connect(member.client_addr.as_str(), Role::Admin, &self.token)
+            .map_err(unreachable)?;
+        let (code, body) = client
+            .request(opcode::CLUSTER_STATUS, &[])
+            .map_err(unreachable)?;
+        let fields: serde_json::Value = (code == status::OK)
+            .then(|| serde_json::from_slice(&body).ok())
+            .flatten()
+            .ok_or_else(|| format!("node {id}: no CLUSTER_STATUS answer"))?;
+        if fields["node_id"].as_u64() != Some(id) {
+            return Err(format!(
+                "the node at {} is node {}, not {id}",
+                member.client_addr, fields["node_id"]
+            ));
+        }
+        if fields["raft_addr"].is_null() {
+            return Err(format!("node {id} runs alone (started without --raft)"));
+        }
+        let shards = fields["table_shards"].as_u64();
+        if shards != Some(u64::from(self.table_shards)) {
+            return Err(format!(
+                "node {id} has {} table shards, this cluster {}: binding ids and log \
+                 entries depend on the shard count",
+                fields["table_shards"], self.table_shards
+            ));
+        }
+        let versions = crate::server::member_versions();
+        if fields["versions"] != versions {
+            return Err(format!(
+                "node {id} speaks versions {}, this cluster {versions}",
+                fields["versions"]
+            ));
+        }
+        Ok(())
     }
 }
 

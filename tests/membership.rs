@@ -1,0 +1,269 @@
+//! Proves, with real `x700 serve --raft` processes on loopback and the
+//! `x700 cluster` commands, that a cluster of three takes a fourth member
+//! (sent to a follower, the command finds the leader), which catches up and
+//! answers lookups; that a member with another table shard count is refused
+//! at add-node; that a member can be removed; that `cluster verify` finds
+//! every member at one index with one checksum; and that a data directory
+//! refuses to start under another node id, or alone.
+
+mod common;
+
+use common::{ask, axb, binary, x, Node};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use x700::binding::{BindingId, LookupResult};
+use x700::client::Client;
+use x700::number::Number;
+use x700::protocol::{status, Role};
+
+const SECRET: &str = "cluster-secret-for-tests-0123";
+
+fn start_member(dir: &Path, id: u64, raft: &str, table_shards: &str) -> Node {
+    let id = id.to_string();
+    let args = [
+        "--raft",
+        raft,
+        "--node-id",
+        &id,
+        "--cluster-secret",
+        SECRET,
+        "--shards",
+        "1",
+        "--table-shards",
+        table_shards,
+    ];
+    Node::start_on(dir, &args)
+}
+
+fn free_port() -> String {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    socket.local_addr().expect("address").to_string()
+}
+
+/// Runs `x700 cluster ARGS --json`; returns its exit code and JSON line.
+fn cluster(args: &[&str]) -> (i32, serde_json::Value) {
+    let output = Command::new(binary())
+        .arg("cluster")
+        .args(args)
+        .arg("--json")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run x700 cluster");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let json = serde_json::from_str(text.trim()).unwrap_or_else(|_| {
+        panic!(
+            "x700 cluster {args:?} printed {text:?}; stderr {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code().unwrap_or(-1), json)
+}
+
+/// The leader's client address and id, as `address` sees them, within
+/// `wait`.
+fn leader_of(address: SocketAddr, wait: Duration) -> Option<(u64, SocketAddr)> {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        let (code, json) = cluster(&["status", "--server", &address.to_string()]);
+        if code == 0 {
+            let id = json["leader_id"].as_u64();
+            let leader = json["leader_addr"].as_str().and_then(|a| a.parse().ok());
+            if let (Some(id), Some(leader)) = (id, leader) {
+                return Some((id, leader));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+fn bind_many(leader: SocketAddr, first: u64, count: u64) -> Vec<(Number, BindingId)> {
+    let mut client = Client::connect(leader, Role::Admin, "").expect("connect to the leader");
+    (first..first + count)
+        .map(|n| {
+            let reply = client
+                .bind(&axb(x(n), "13800000001", "13900000002", "members"))
+                .expect("bind answered");
+            assert_eq!(status::name(reply.status), "ok", "bind {n} at the leader");
+            (x(n), reply.binding_id.expect("id"))
+        })
+        .collect()
+}
+
+fn routes_all(address: SocketAddr, acked: &[(Number, BindingId)], wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        let all = Client::connect(address, Role::Switch, "").is_ok_and(|mut client| {
+            acked.iter().all(|&(xn, id)| {
+                matches!(client.lookup(&ask("13800000001", xn)),
+                    Ok(LookupResult::Route(route)) if route.binding_id == id)
+            })
+        });
+        if all || Instant::now() > deadline {
+            return all;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn member_ids(status: &serde_json::Value) -> Vec<u64> {
+    let mut ids: Vec<u64> = status["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["id"].as_u64())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+#[test]
+fn a_fourth_member_joins_and_one_leaves_and_verify_agrees() {
+    let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let rafts: Vec<String> = (0..5).map(|_| free_port()).collect();
+    let mut nodes: Vec<Node> = (0..3)
+        .map(|i| start_member(dirs[i].path(), i as u64 + 1, &rafts[i], "4"))
+        .collect();
+    let spec = |i: usize, node: &Node| format!("{}={}={}", i + 1, rafts[i], node.tcp);
+    let first = nodes[0].tcp.to_string();
+    let mut init = vec!["init", "--server", first.as_str()];
+    let specs: Vec<String> = nodes.iter().enumerate().map(|(i, n)| spec(i, n)).collect();
+    for member in &specs {
+        init.extend(["--member", member.as_str()]);
+    }
+    let (code, json) = cluster(&init);
+    assert_eq!(code, 0, "cluster init: {json}");
+    let (leader_id, leader) =
+        leader_of(nodes[0].tcp, Duration::from_secs(10)).expect("a leader within 10 s");
+    let mut acked = bind_many(leader, 400_000, 50);
+
+    // A member whose directory has another table shard count is refused.
+    let odd = start_member(dirs[4].path(), 5, &rafts[4], "2");
+    let (code, json) = cluster(&[
+        "add-node",
+        "--server",
+        &leader.to_string(),
+        "--member",
+        &spec(4, &odd),
+    ]);
+    assert_eq!(code, 1, "a member with 2 table shards joined: {json}");
+    let error = json["error"].as_str().unwrap_or_default();
+    assert!(error.contains("table shards"), "{json}");
+    assert!(odd.stop().success());
+
+    // The fourth member is added through a follower: the command finds
+    // the leader; the new member catches up and answers lookups.
+    nodes.push(start_member(dirs[3].path(), 4, &rafts[3], "4"));
+    let follower = nodes
+        .iter()
+        .enumerate()
+        .find(|(i, _)| *i as u64 + 1 != leader_id)
+        .map(|(_, n)| n.tcp)
+        .expect("a follower");
+    let (code, json) = cluster(&[
+        "add-node",
+        "--server",
+        &follower.to_string(),
+        "--member",
+        &spec(3, &nodes[3]),
+    ]);
+    assert_eq!(code, 0, "add-node: {json}");
+    assert_eq!(member_ids(&json), vec![1, 2, 3, 4]);
+    let joined = json["members"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["id"] == 4))
+        .expect("member 4")
+        .clone();
+    assert_ne!(joined["role"], "learner", "member 4 was not promoted");
+    acked.extend(bind_many(leader, 500_000, 50));
+    assert!(
+        routes_all(nodes[3].tcp, &acked, Duration::from_secs(15)),
+        "the new member misses acknowledged binds"
+    );
+
+    let (code, before) = cluster(&["verify", "--server", &leader.to_string()]);
+    assert_eq!(code, 0, "verify: {before}");
+    assert_eq!(before["agree"], true);
+    assert_eq!(before["members"].as_array().map(Vec::len), Some(4));
+
+    // Remove a follower that is not the new member.
+    let removed = (1..=3u64)
+        .find(|&id| id != leader_id)
+        .expect("a follower id");
+    let (code, json) = cluster(&[
+        "remove-node",
+        "--server",
+        &leader.to_string(),
+        "--node-id",
+        &removed.to_string(),
+    ]);
+    assert_eq!(code, 0, "remove-node: {json}");
+    assert!(!member_ids(&json).contains(&removed), "{json}");
+    assert_eq!(member_ids(&json).len(), 3);
+
+    acked.extend(bind_many(leader, 600_000, 20));
+    let (code, after) = cluster(&["verify", "--server", &leader.to_string()]);
+    assert_eq!(code, 0, "verify after remove-node: {after}");
+    assert_eq!(after["agree"], true);
+    assert_eq!(after["members"].as_array().map(Vec::len), Some(3));
+    // The checksum follows the tables: twenty more binds change it.
+    assert_ne!(
+        before["members"][0]["checksum"],
+        after["members"][0]["checksum"]
+    );
+    for node in nodes {
+        assert!(node.stop().success());
+    }
+}
+
+/// Starts `x700 serve` expecting it to refuse; returns its exit code and
+/// standard error (killing it if it ran 10 s instead).
+fn refused_start(dir: &Path, args: &[&str]) -> (i32, String) {
+    let mut child = Command::new(binary())
+        .arg("serve")
+        .arg("--data")
+        .arg(dir)
+        .args(["--listen", "127.0.0.1:0", "--no-pin", "--shards", "1"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn x700 serve");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("x700 serve {args:?} started on a directory it must refuse");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("output");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Guards issue 10 item 6: the node id was not stored in the data
+/// directory, so a member's directory could start under another id.
+#[test]
+fn a_member_directory_refuses_another_node_id_and_a_start_alone() {
+    let dir = tempfile::tempdir().expect("dir");
+    let raft = free_port();
+    let node = start_member(dir.path(), 1, &raft, "2");
+    assert!(node.stop().success());
+    let secret = ["--cluster-secret", SECRET, "--raft", &raft];
+    let (code, errors) = refused_start(dir.path(), &[&secret[..], &["--node-id", "2"]].concat());
+    assert_eq!(code, 2, "{errors}");
+    assert!(errors.contains("belongs to node 1"), "{errors}");
+    let (code, errors) = refused_start(dir.path(), &[]);
+    assert_eq!(code, 2, "{errors}");
+    assert!(errors.contains("--raft"), "{errors}");
+    // Its own id still starts.
+    let node = start_member(dir.path(), 1, &raft, "2");
+    assert!(node.stop().success());
+}
