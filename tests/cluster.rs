@@ -7,100 +7,12 @@
 
 mod common;
 
-use common::{ask, axb, x, Node};
+use common::cluster::{bind_many, free_port, leader_seen_by, routes_all, start_member};
+use common::{axb, x, Node};
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use x700::binding::{BindingId, LookupResult};
 use x700::client::Client;
-use x700::number::Number;
 use x700::protocol::{opcode, status, Role};
-
-const SECRET: &str = "cluster-secret-for-tests-0123";
-
-fn member_args(id: u64, raft: &str) -> Vec<String> {
-    [
-        "--raft",
-        raft,
-        "--node-id",
-        &id.to_string(),
-        "--cluster-secret",
-        SECRET,
-        "--shards",
-        "1",
-    ]
-    .iter()
-    .map(ToString::to_string)
-    .collect()
-}
-
-fn start_member(dir: &std::path::Path, id: u64, raft: &str) -> Node {
-    let args = member_args(id, raft);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Node::start_on(dir, &args)
-}
-
-fn status_json(address: SocketAddr) -> Option<serde_json::Value> {
-    let mut client = Client::connect(address, Role::Admin, "").ok()?;
-    let (code, body) = client.request(opcode::CLUSTER_STATUS, &[]).ok()?;
-    (code == status::OK).then(|| serde_json::from_slice(&body).ok())?
-}
-
-/// The leader's id and client address, once `address` knows one (within
-/// `wait`).
-fn leader_seen_by(address: SocketAddr, wait: Duration) -> Option<(u64, SocketAddr)> {
-    let deadline = Instant::now() + wait;
-    while Instant::now() < deadline {
-        if let Some(status) = status_json(address) {
-            let id = status["leader_id"].as_u64();
-            let leader = status["leader_addr"].as_str().and_then(|a| a.parse().ok());
-            if let (Some(id), Some(leader)) = (id, leader) {
-                return Some((id, leader));
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
-}
-
-/// Binds `count` fresh pairs at `leader`, from X number `first`; returns
-/// the acknowledged ones (X, id).
-fn bind_many(leader: SocketAddr, first: u64, count: u64) -> Vec<(Number, BindingId)> {
-    let mut client = Client::connect(leader, Role::Admin, "").expect("connect to the leader");
-    let mut acked = Vec::new();
-    for n in first..first + count {
-        let xn = x(n);
-        let reply = client
-            .bind(&axb(xn, "13800000001", "13900000002", "cluster"))
-            .expect("bind answered");
-        assert_eq!(status::name(reply.status), "ok", "bind {n} at the leader");
-        acked.push((xn, reply.binding_id.expect("id")));
-    }
-    acked
-}
-
-/// True once every acknowledged bind routes on the node at `address`
-/// (waiting up to `wait` for it to catch up).
-fn routes_all(address: SocketAddr, acked: &[(Number, BindingId)], wait: Duration) -> bool {
-    let deadline = Instant::now() + wait;
-    loop {
-        let all = Client::connect(address, Role::Switch, "").is_ok_and(|mut client| {
-            acked.iter().all(|&(xn, id)| {
-                matches!(client.lookup(&ask("13800000001", xn)),
-                    Ok(LookupResult::Route(route)) if route.binding_id == id)
-            })
-        });
-        if all || Instant::now() > deadline {
-            return all;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn free_port() -> String {
-    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    socket.local_addr().expect("address").to_string()
-}
 
 #[test]
 fn a_three_node_cluster_replicates_fails_over_and_catches_up() {
@@ -110,7 +22,7 @@ fn a_three_node_cluster_replicates_fails_over_and_catches_up() {
     let mut nodes: BTreeMap<u64, Node> = (1..=3u64)
         .map(|id| {
             let i = usize::try_from(id - 1).expect("small");
-            (id, start_member(dirs[i].path(), id, &rafts[i]))
+            (id, start_member(dirs[i].path(), id, &rafts[i], &[]))
         })
         .collect();
     let members: Vec<String> = nodes
@@ -177,7 +89,7 @@ fn a_three_node_cluster_replicates_fails_over_and_catches_up() {
     // The old leader comes back on its directory and raft address and
     // catches up with what it missed.
     let i = usize::try_from(leader_id - 1).expect("small");
-    let back = start_member(dirs[i].path(), leader_id, &rafts[i]);
+    let back = start_member(dirs[i].path(), leader_id, &rafts[i], &[]);
     nodes.insert(leader_id, back);
     for (id, node) in &nodes {
         assert!(

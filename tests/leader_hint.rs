@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::cluster::{free_port, leader_seen_by, start_member};
 use common::{ask, axb, x, Node, Raw};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,60 +19,8 @@ use x700::client::{Client, ClusterClient};
 use x700::protocol::codec::encode_bind;
 use x700::protocol::{opcode, status, Role};
 
-const SECRET: &str = "cluster-secret-for-tests-0123";
-
 /// Longest run of one `x700` command.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn member_args(id: u64, raft: &str) -> Vec<String> {
-    [
-        "--raft",
-        raft,
-        "--node-id",
-        &id.to_string(),
-        "--cluster-secret",
-        SECRET,
-        "--shards",
-        "1",
-    ]
-    .iter()
-    .map(ToString::to_string)
-    .collect()
-}
-
-fn start_member(dir: &std::path::Path, id: u64, raft: &str) -> Node {
-    let args = member_args(id, raft);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Node::start_on(dir, &args)
-}
-
-fn status_json(address: SocketAddr) -> Option<serde_json::Value> {
-    let mut client = Client::connect(address, Role::Admin, "").ok()?;
-    let (code, body) = client.request(opcode::CLUSTER_STATUS, &[]).ok()?;
-    (code == status::OK).then(|| serde_json::from_slice(&body).ok())?
-}
-
-/// The leader's id and client address, once `address` knows one (within
-/// `wait`).
-fn leader_seen_by(address: SocketAddr, wait: Duration) -> Option<(u64, SocketAddr)> {
-    let deadline = Instant::now() + wait;
-    while Instant::now() < deadline {
-        if let Some(status) = status_json(address) {
-            let id = status["leader_id"].as_u64();
-            let leader = status["leader_addr"].as_str().and_then(|a| a.parse().ok());
-            if let (Some(id), Some(leader)) = (id, leader) {
-                return Some((id, leader));
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
-}
-
-fn free_port() -> String {
-    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    socket.local_addr().expect("address").to_string()
-}
 
 /// `x700 ARGS`, bounded by `COMMAND_TIMEOUT`: exit code and stdout.
 fn x700(args: &[&str]) -> (i32, String) {
@@ -123,7 +72,7 @@ fn followers_name_the_leader_and_clients_follow_it() {
     let mut nodes: BTreeMap<u64, Node> = (1..=3u64)
         .map(|id| {
             let i = usize::try_from(id - 1).expect("small");
-            (id, start_member(dirs[i].path(), id, &rafts[i]))
+            (id, start_member(dirs[i].path(), id, &rafts[i], &[]))
         })
         .collect();
     let members: Vec<String> = nodes

@@ -8,39 +8,12 @@
 
 mod common;
 
-use common::{ask, axb, binary, x, Node};
+use common::cluster::{bind_many, free_port, routes_all, start_member, SECRET};
+use common::{binary, Node};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use x700::binding::{BindingId, LookupResult};
-use x700::client::Client;
-use x700::number::Number;
-use x700::protocol::{status, Role};
-
-const SECRET: &str = "cluster-secret-for-tests-0123";
-
-fn start_member(dir: &Path, id: u64, raft: &str, table_shards: &str) -> Node {
-    let id = id.to_string();
-    let args = [
-        "--raft",
-        raft,
-        "--node-id",
-        &id,
-        "--cluster-secret",
-        SECRET,
-        "--shards",
-        "1",
-        "--table-shards",
-        table_shards,
-    ];
-    Node::start_on(dir, &args)
-}
-
-fn free_port() -> String {
-    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    socket.local_addr().expect("address").to_string()
-}
 
 /// Runs `x700 cluster ARGS --json`; returns its exit code and JSON line.
 fn cluster(args: &[&str]) -> (i32, serde_json::Value) {
@@ -79,35 +52,6 @@ fn leader_of(address: SocketAddr, wait: Duration) -> Option<(u64, SocketAddr)> {
     None
 }
 
-fn bind_many(leader: SocketAddr, first: u64, count: u64) -> Vec<(Number, BindingId)> {
-    let mut client = Client::connect(leader, Role::Admin, "").expect("connect to the leader");
-    (first..first + count)
-        .map(|n| {
-            let reply = client
-                .bind(&axb(x(n), "13800000001", "13900000002", "members"))
-                .expect("bind answered");
-            assert_eq!(status::name(reply.status), "ok", "bind {n} at the leader");
-            (x(n), reply.binding_id.expect("id"))
-        })
-        .collect()
-}
-
-fn routes_all(address: SocketAddr, acked: &[(Number, BindingId)], wait: Duration) -> bool {
-    let deadline = Instant::now() + wait;
-    loop {
-        let all = Client::connect(address, Role::Switch, "").is_ok_and(|mut client| {
-            acked.iter().all(|&(xn, id)| {
-                matches!(client.lookup(&ask("13800000001", xn)),
-                    Ok(LookupResult::Route(route)) if route.binding_id == id)
-            })
-        });
-        if all || Instant::now() > deadline {
-            return all;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn member_ids(status: &serde_json::Value) -> Vec<u64> {
     let mut ids: Vec<u64> = status["members"]
         .as_array()
@@ -124,7 +68,14 @@ fn a_fourth_member_joins_and_one_leaves_and_verify_agrees() {
     let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().expect("dir")).collect();
     let rafts: Vec<String> = (0..5).map(|_| free_port()).collect();
     let mut nodes: Vec<Node> = (0..3)
-        .map(|i| start_member(dirs[i].path(), i as u64 + 1, &rafts[i], "4"))
+        .map(|i| {
+            start_member(
+                dirs[i].path(),
+                i as u64 + 1,
+                &rafts[i],
+                &["--table-shards", "4"],
+            )
+        })
         .collect();
     let spec = |i: usize, node: &Node| format!("{}={}={}", i + 1, rafts[i], node.tcp);
     let first = nodes[0].tcp.to_string();
@@ -140,7 +91,7 @@ fn a_fourth_member_joins_and_one_leaves_and_verify_agrees() {
     let mut acked = bind_many(leader, 400_000, 50);
 
     // A member whose directory has another table shard count is refused.
-    let odd = start_member(dirs[4].path(), 5, &rafts[4], "2");
+    let odd = start_member(dirs[4].path(), 5, &rafts[4], &["--table-shards", "2"]);
     let (code, json) = cluster(&[
         "add-node",
         "--server",
@@ -155,7 +106,12 @@ fn a_fourth_member_joins_and_one_leaves_and_verify_agrees() {
 
     // The fourth member is added through a follower: the command finds
     // the leader; the new member catches up and answers lookups.
-    nodes.push(start_member(dirs[3].path(), 4, &rafts[3], "4"));
+    nodes.push(start_member(
+        dirs[3].path(),
+        4,
+        &rafts[3],
+        &["--table-shards", "4"],
+    ));
     let follower = nodes
         .iter()
         .enumerate()
@@ -254,7 +210,7 @@ fn refused_start(dir: &Path, args: &[&str]) -> (i32, String) {
 fn a_member_directory_refuses_another_node_id_and_a_start_alone() {
     let dir = tempfile::tempdir().expect("dir");
     let raft = free_port();
-    let node = start_member(dir.path(), 1, &raft, "2");
+    let node = start_member(dir.path(), 1, &raft, &["--table-shards", "2"]);
     assert!(node.stop().success());
     let secret = ["--cluster-secret", SECRET, "--raft", &raft];
     let (code, errors) = refused_start(dir.path(), &[&secret[..], &["--node-id", "2"]].concat());
@@ -264,6 +220,6 @@ fn a_member_directory_refuses_another_node_id_and_a_start_alone() {
     assert_eq!(code, 2, "{errors}");
     assert!(errors.contains("--raft"), "{errors}");
     // Its own id still starts.
-    let node = start_member(dir.path(), 1, &raft, "2");
+    let node = start_member(dir.path(), 1, &raft, &["--table-shards", "2"]);
     assert!(node.stop().success());
 }

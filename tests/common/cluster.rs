@@ -1,0 +1,97 @@
+//! Helpers for tests that run a cluster of real `x700 serve --raft`
+//! processes: start a member, read CLUSTER_STATUS, wait for a leader, bind
+//! at the leader and check that every acknowledged bind routes on a member.
+
+use super::{ask, axb, x, Node};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use x700::binding::{BindingId, LookupResult};
+use x700::client::Client;
+use x700::number::Number;
+use x700::protocol::{opcode, status, Role};
+
+/// The cluster secret every test member holds.
+pub const SECRET: &str = "cluster-secret-for-tests-0123";
+
+/// Starts member `id` on `dir` with raft address `raft` (one event loop),
+/// plus `extra` serve flags.
+pub fn start_member(dir: &Path, id: u64, raft: &str, extra: &[&str]) -> Node {
+    let id = id.to_string();
+    let mut args = vec![
+        "--raft",
+        raft,
+        "--node-id",
+        &id,
+        "--cluster-secret",
+        SECRET,
+        "--shards",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    Node::start_on(dir, &args)
+}
+
+/// A loopback address no one listens on now (a member's raft address, fixed
+/// so that a restarted member comes back at its own).
+pub fn free_port() -> String {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    socket.local_addr().expect("address").to_string()
+}
+
+/// CLUSTER_STATUS of the node at `address`, if it answers.
+pub fn status_json(address: SocketAddr) -> Option<serde_json::Value> {
+    let mut client = Client::connect(address, Role::Admin, "").ok()?;
+    let (code, body) = client.request(opcode::CLUSTER_STATUS, &[]).ok()?;
+    (code == status::OK).then(|| serde_json::from_slice(&body).ok())?
+}
+
+/// The leader's id and client address, once `address` knows one (within
+/// `wait`).
+pub fn leader_seen_by(address: SocketAddr, wait: Duration) -> Option<(u64, SocketAddr)> {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if let Some(status) = status_json(address) {
+            let id = status["leader_id"].as_u64();
+            let leader = status["leader_addr"].as_str().and_then(|a| a.parse().ok());
+            if let (Some(id), Some(leader)) = (id, leader) {
+                return Some((id, leader));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// Binds `count` fresh pairs at `leader`, from X number `first`; returns
+/// the acknowledged ones (X, id).
+pub fn bind_many(leader: SocketAddr, first: u64, count: u64) -> Vec<(Number, BindingId)> {
+    let mut client = Client::connect(leader, Role::Admin, "").expect("connect to the leader");
+    (first..first + count)
+        .map(|n| {
+            let reply = client
+                .bind(&axb(x(n), "13800000001", "13900000002", "cluster"))
+                .expect("bind answered");
+            assert_eq!(status::name(reply.status), "ok", "bind {n} at the leader");
+            (x(n), reply.binding_id.expect("id"))
+        })
+        .collect()
+}
+
+/// True once every acknowledged bind routes on the node at `address`
+/// (waiting up to `wait` for it to catch up).
+pub fn routes_all(address: SocketAddr, acked: &[(Number, BindingId)], wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        let all = Client::connect(address, Role::Switch, "").is_ok_and(|mut client| {
+            acked.iter().all(|&(xn, id)| {
+                matches!(client.lookup(&ask("13800000001", xn)),
+                    Ok(LookupResult::Route(route)) if route.binding_id == id)
+            })
+        });
+        if all || Instant::now() > deadline {
+            return all;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
