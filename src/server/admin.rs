@@ -109,6 +109,9 @@ pub fn start(
     };
     let mut registry = Registry::default();
     registry.register_collector(Box::new(shared.metrics.clone()));
+    if let Some(replica) = shared.replica.get() {
+        registry.register_collector(Box::new(super::metrics::LagMetrics(Arc::clone(replica))));
+    }
     let registry = Arc::new(registry);
     let handle = std::thread::Builder::new()
         .name("x700-admin".into())
@@ -251,14 +254,25 @@ fn respond(
         }
         Ok(Page::Health) => answer(StatusCode::OK, TEXT_CONTENT_TYPE, "ok\n".into()),
         Ok(Page::Readiness) => {
-            if shared.ready.load(Ordering::SeqCst) && !shared.stopping.load(Ordering::SeqCst) {
-                answer(StatusCode::OK, TEXT_CONTENT_TYPE, "ready\n".into())
-            } else {
-                answer(
+            let running =
+                shared.ready.load(Ordering::SeqCst) && !shared.stopping.load(Ordering::SeqCst);
+            let lag_entries = shared.replica.get().map_or(0, |r| r.lag().entries);
+            match readiness(
+                running,
+                lag_entries,
+                shared.config.limits.ready_lag_entries_max,
+            ) {
+                Readiness::Ready => answer(StatusCode::OK, TEXT_CONTENT_TYPE, "ready\n".into()),
+                Readiness::NotRunning => answer(
                     StatusCode::SERVICE_UNAVAILABLE,
                     TEXT_CONTENT_TYPE,
                     "not ready\n".into(),
-                )
+                ),
+                Readiness::Lagging => answer(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    TEXT_CONTENT_TYPE,
+                    format!("not ready: {lag_entries} committed entries behind the leader\n"),
+                ),
             }
         }
         Err(StatusCode::METHOD_NOT_ALLOWED) => {
@@ -273,6 +287,31 @@ fn respond(
             response
         }
         Err(status) => answer(status, TEXT_CONTENT_TYPE, "not found\n".into()),
+    }
+}
+
+/// What `/readyz` answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Readiness {
+    /// 200.
+    Ready,
+    /// 503: an event loop is not running yet, or the node is stopping.
+    NotRunning,
+    /// 503: a follower too far behind the leader's commits, whose lookups
+    /// would miss too many writes; ready again once it has caught up.
+    Lagging,
+}
+
+/// The readiness rule: a node is ready while every event loop runs and it
+/// is not stopping, and, when `lag_entries_max` is not 0, while it trails
+/// the leader's commits by fewer than `lag_entries_max` entries.
+fn readiness(running: bool, lag_entries: u64, lag_entries_max: u64) -> Readiness {
+    if !running {
+        Readiness::NotRunning
+    } else if lag_entries_max != 0 && lag_entries >= lag_entries_max {
+        Readiness::Lagging
+    } else {
+        Readiness::Ready
     }
 }
 
@@ -305,6 +344,17 @@ mod tests {
     //! Proves the routing rules: pages by path, 404 before 405, GET and HEAD
     //! only.
     use super::*;
+
+    #[test]
+    fn a_follower_past_the_lag_limit_is_not_ready_and_zero_turns_the_limit_off() {
+        assert_eq!(readiness(true, 0, 100), Readiness::Ready);
+        assert_eq!(readiness(true, 99, 100), Readiness::Ready);
+        assert_eq!(readiness(true, 100, 100), Readiness::Lagging);
+        assert_eq!(readiness(true, u64::MAX, 0), Readiness::Ready);
+        // Stopping wins over lag: the answer says why.
+        assert_eq!(readiness(false, 500, 100), Readiness::NotRunning);
+        assert_eq!(readiness(false, 0, 0), Readiness::NotRunning);
+    }
 
     #[test]
     fn pages_answer_get_and_head() {
