@@ -379,6 +379,44 @@ pub fn prometheus_text(openmetrics: &str) -> String {
     text
 }
 
+/// The follower lag gauges (`Replica::lag`), read when scraped.
+pub struct LagMetrics(pub Arc<crate::replication::Replica>);
+
+impl std::fmt::Debug for LagMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LagMetrics")
+    }
+}
+
+impl Collector for LagMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let lag = self.0.lag();
+        // No leader has reached this follower since start: as far behind as
+        // can be said, not 0, so an alert on it fires.
+        let ms = lag
+            .ms
+            .map_or(i64::MAX, |ms| i64::try_from(ms).unwrap_or(i64::MAX));
+        let gauges = [
+            (
+                "x700_follower_lag_entries",
+                "Entries the leader has committed that this member has not applied (0 at the leader).",
+                i64::try_from(lag.entries).unwrap_or(i64::MAX),
+            ),
+            (
+                "x700_follower_lag_ms",
+                "Milliseconds since the leader's last append reached this member (0 at the leader).",
+                ms,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            encoder
+                .encode_descriptor(name, help, None, MetricType::Gauge)?
+                .encode_gauge(&value)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Proves the page's spelling where prometheus-client leaves it to us:
@@ -462,43 +500,5 @@ mod tests {
                 "label value {value:?}"
             );
         }
-    }
-}
-
-/// The follower lag gauges (`Replica::lag`), read when scraped.
-pub struct LagMetrics(pub Arc<crate::replication::Replica>);
-
-impl std::fmt::Debug for LagMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LagMetrics")
-    }
-}
-
-impl Collector for LagMetrics {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let lag = self.0.lag();
-        // No leader has reached this follower since start: as far behind as
-        // can be said, not 0, so an alert on it fires.
-        let ms = lag
-            .ms
-            .map_or(i64::MAX, |ms| i64::try_from(ms).unwrap_or(i64::MAX));
-        let gauges = [
-            (
-                "x700_follower_lag_entries",
-                "Entries the leader has committed that this member has not applied (0 at the leader).",
-                i64::try_from(lag.entries).unwrap_or(i64::MAX),
-            ),
-            (
-                "x700_follower_lag_ms",
-                "Milliseconds since the leader's last append reached this member (0 at the leader).",
-                ms,
-            ),
-        ];
-        for (name, help, value) in gauges {
-            encoder
-                .encode_descriptor(name, help, None, MetricType::Gauge)?
-                .encode_gauge(&value)?;
-        }
-        Ok(())
     }
 }
