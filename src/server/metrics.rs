@@ -379,7 +379,8 @@ pub fn prometheus_text(openmetrics: &str) -> String {
     text
 }
 
-/// The follower lag gauges (`Replica::lag`), read when scraped.
+/// The follower lag gauges (`Replica::lag`), read when scraped:
+/// `x700_follower_lag_entries` and `x700_follower_lag_seconds`.
 pub struct LagMetrics(pub Arc<crate::replication::Replica>);
 
 impl std::fmt::Debug for LagMetrics {
@@ -391,28 +392,28 @@ impl std::fmt::Debug for LagMetrics {
 impl Collector for LagMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let lag = self.0.lag();
-        // No leader has reached this follower since start: as far behind as
-        // can be said, not 0, so an alert on it fires.
-        let ms = lag
-            .ms
-            .map_or(i64::MAX, |ms| i64::try_from(ms).unwrap_or(i64::MAX));
-        let gauges = [
-            (
+        encoder
+            .encode_descriptor(
                 "x700_follower_lag_entries",
                 "Entries the leader has committed that this member has not applied (0 at the leader).",
-                i64::try_from(lag.entries).unwrap_or(i64::MAX),
-            ),
-            (
-                "x700_follower_lag_ms",
-                "Milliseconds since the leader's last append reached this member (0 at the leader).",
-                ms,
-            ),
-        ];
-        for (name, help, value) in gauges {
-            encoder
-                .encode_descriptor(name, help, None, MetricType::Gauge)?
-                .encode_gauge(&value)?;
-        }
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&i64::try_from(lag.entries).unwrap_or(i64::MAX))?;
+        // In seconds, as Prometheus names time (promtool refuses `_ms`);
+        // STATS says `lag_ms`. No leader has reached this member since it
+        // started: as far behind as can be, +Inf, so that an alert fires.
+        // Milliseconds below 2^53 are exact in f64.
+        #[allow(clippy::cast_precision_loss)]
+        let seconds = lag.ms.map_or(f64::INFINITY, |ms| ms as f64 / 1e3);
+        encoder
+            .encode_descriptor(
+                "x700_follower_lag",
+                "Time since the leader's last append reached this member (0 at the leader).",
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&seconds)?;
         Ok(())
     }
 }
