@@ -2,7 +2,8 @@
 //! every member reports how far it lags the leader in STATS
 //! (`cluster.lag_entries`, `cluster.lag_ms`) and /metrics
 //! (`x700_follower_lag_entries`, `x700_follower_lag_seconds`): nothing at the
-//! leader, no entries at a caught-up follower, which `/readyz` calls ready;
+//! leader, no entries at a caught-up follower, which `/readyz` calls ready
+//! (and not before any leader has reached it);
 //! and that the milliseconds count the time since the leader last reached
 //! the member, so that a member left alone (its two peers killed) shows a
 //! lag that grows past the time it has been alone. The readiness rule and
@@ -115,6 +116,13 @@ fn members_report_their_lag_and_a_member_left_alone_lags_more_each_second() {
             format!("{id}={}={}", rafts[i], node.tcp)
         })
         .collect();
+    // Before any leader has reached them, members cannot tell how far
+    // behind they are: not ready.
+    for node in nodes.values() {
+        let (code, body) = http_get(node.admin, "/readyz");
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("no leader has reached"), "{body}");
+    }
     let first = nodes[&1].tcp;
     let mut admin = Client::connect(first, Role::Admin, "").expect("admin");
     let (code, reason) = admin
