@@ -121,6 +121,34 @@ pub struct MemberView {
     pub matched_index: Option<u64>,
 }
 
+/// How far a member's tables trail the leader's commits (`Replica::lag`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lag {
+    /// Entries the leader had committed, as its last append said, that
+    /// this member has not applied yet.
+    pub entries: u64,
+    /// Milliseconds since the last append from the leader (heartbeats
+    /// come every 50 ms): what this member serves may miss writes
+    /// committed since. `None` if no leader has reached it since start.
+    pub ms: Option<u64>,
+}
+
+/// The lag rule: the leader (and a one-member node) lags by nothing; a
+/// follower lags by the leader's last known commit index less its own
+/// applied index, and by the time since the leader's last append.
+fn lag(leads: bool, applied_index: u64, contact: Option<peer::LeaderContact>) -> Lag {
+    if leads {
+        return Lag {
+            entries: 0,
+            ms: Some(0),
+        };
+    }
+    Lag {
+        entries: contact.map_or(0, |c| c.commit_index.saturating_sub(applied_index)),
+        ms: contact.map(|c| u64::try_from(c.at.elapsed().as_millis()).unwrap_or(u64::MAX)),
+    }
+}
+
 /// Settings of the write path.
 #[derive(Clone, Debug)]
 pub struct ReplicaOptions {
@@ -480,6 +508,15 @@ impl Replica {
             .map_or(0, |l| l.index)
     }
 
+    /// How far this member's tables trail the leader's commits (`Lag`).
+    pub fn lag(&self) -> Lag {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let applied_index = metrics.last_applied.map_or(0, |log_id| log_id.index);
+        let leads = metrics.current_leader == Some(self.node_id);
+        lag(leads, applied_index, self.peer_stats.leader_contact())
+    }
+
     /// Takes a checkpoint of everything applied so far and waits for it
     /// (and the log purge it allows).
     pub fn checkpoint(&self) -> Result<(), String> {
@@ -776,5 +813,51 @@ async fn housekeeping(
                 since_failure = Some(Duration::ZERO);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn the_leader_lags_by_nothing_whatever_it_last_heard() {
+        let old = peer::LeaderContact {
+            at: Instant::now(),
+            commit_index: 900,
+        };
+        let lagging = lag(true, 10, Some(old));
+        assert_eq!(
+            lagging,
+            Lag {
+                entries: 0,
+                ms: Some(0)
+            }
+        );
+    }
+
+    #[test]
+    fn a_follower_lags_by_the_leaders_commits_it_has_not_applied() {
+        let contact = peer::LeaderContact {
+            at: Instant::now(),
+            commit_index: 900,
+        };
+        assert_eq!(lag(false, 100, Some(contact)).entries, 800);
+        // Applied past what the last append said (a later append is on
+        // its way): no lag, never an underflow.
+        assert_eq!(lag(false, 950, Some(contact)).entries, 0);
+        assert!(lag(false, 100, Some(contact)).ms.is_some());
+    }
+
+    #[test]
+    fn a_follower_no_leader_has_reached_has_no_measure_in_ms() {
+        assert_eq!(
+            lag(false, 0, None),
+            Lag {
+                entries: 0,
+                ms: None
+            }
+        );
     }
 }

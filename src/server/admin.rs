@@ -28,6 +28,7 @@
 //! returns, so `Server::stop` joins it at once whatever the clients do.
 
 use super::Shared;
+use crate::replication::Lag;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -109,6 +110,9 @@ pub fn start(
     };
     let mut registry = Registry::default();
     registry.register_collector(Box::new(shared.metrics.clone()));
+    if let Some(replica) = shared.replica.get() {
+        registry.register_collector(Box::new(super::metrics::LagMetrics(Arc::clone(replica))));
+    }
     let registry = Arc::new(registry);
     let handle = std::thread::Builder::new()
         .name("x700-admin".into())
@@ -251,14 +255,20 @@ fn respond(
         }
         Ok(Page::Health) => answer(StatusCode::OK, TEXT_CONTENT_TYPE, "ok\n".into()),
         Ok(Page::Readiness) => {
-            if shared.ready.load(Ordering::SeqCst) && !shared.stopping.load(Ordering::SeqCst) {
-                answer(StatusCode::OK, TEXT_CONTENT_TYPE, "ready\n".into())
-            } else {
-                answer(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    TEXT_CONTENT_TYPE,
-                    "not ready\n".into(),
-                )
+            let running =
+                shared.ready.load(Ordering::SeqCst) && !shared.stopping.load(Ordering::SeqCst);
+            let lag = shared.replica.get().map(|r| r.lag());
+            let refused =
+                |reason: String| answer(StatusCode::SERVICE_UNAVAILABLE, TEXT_CONTENT_TYPE, reason);
+            match readiness(running, lag, shared.config.limits.ready_lag_entries_max) {
+                Readiness::Ready => answer(StatusCode::OK, TEXT_CONTENT_TYPE, "ready\n".into()),
+                Readiness::NotRunning => refused("not ready\n".into()),
+                Readiness::Lagging(entries) => refused(format!(
+                    "not ready: {entries} committed entries behind the leader\n"
+                )),
+                Readiness::Unreached => refused(
+                    "not ready: no leader has reached this member since it started\n".into(),
+                ),
             }
         }
         Err(StatusCode::METHOD_NOT_ALLOWED) => {
@@ -273,6 +283,42 @@ fn respond(
             response
         }
         Err(status) => answer(status, TEXT_CONTENT_TYPE, "not found\n".into()),
+    }
+}
+
+/// What `/readyz` answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Readiness {
+    /// 200.
+    Ready,
+    /// 503: an event loop is not running yet, or the node is stopping.
+    NotRunning,
+    /// 503: a follower this many entries behind the leader's commits, whose
+    /// lookups would miss too many writes; ready again once caught up.
+    Lagging(u64),
+    /// 503: a member of a cluster that no leader has reached since it
+    /// started: it cannot tell how far behind it is (a member restarted
+    /// after a long stop may be far behind), so it waits for the leader's
+    /// first append, one heartbeat (50 ms) once the leader reconnects.
+    Unreached,
+}
+
+/// The readiness rule: a node is ready while every event loop runs and it
+/// is not stopping, and, when `lag_entries_max` is not 0, while it trails
+/// the leader's commits by fewer than `lag_entries_max` entries, which it
+/// can only know once a leader has reached it. A member that has heard
+/// from a leader stays ready when no leader reaches it any more (lookups
+/// go on through a failover); `lag.ms` shows that. `lag` is `None` before
+/// the write path has started.
+fn readiness(running: bool, lag: Option<Lag>, lag_entries_max: u64) -> Readiness {
+    if !running {
+        return Readiness::NotRunning;
+    }
+    match lag {
+        _ if lag_entries_max == 0 => Readiness::Ready,
+        Some(Lag { ms: None, .. }) => Readiness::Unreached,
+        Some(Lag { entries, .. }) if entries >= lag_entries_max => Readiness::Lagging(entries),
+        _ => Readiness::Ready,
     }
 }
 
@@ -305,6 +351,40 @@ mod tests {
     //! Proves the routing rules: pages by path, 404 before 405, GET and HEAD
     //! only.
     use super::*;
+
+    #[test]
+    fn a_follower_past_the_lag_limit_is_not_ready_and_zero_turns_the_limit_off() {
+        let lag = |entries, ms| Some(Lag { entries, ms });
+        assert_eq!(readiness(true, lag(0, Some(0)), 100), Readiness::Ready);
+        assert_eq!(readiness(true, lag(99, Some(10)), 100), Readiness::Ready);
+        assert_eq!(
+            readiness(true, lag(100, Some(10)), 100),
+            Readiness::Lagging(100)
+        );
+        assert_eq!(
+            readiness(true, lag(u64::MAX, Some(10)), 0),
+            Readiness::Ready
+        );
+        // Cut off from the leader after hearing it: still ready.
+        assert_eq!(readiness(true, lag(0, Some(60_000)), 100), Readiness::Ready);
+        // Stopping wins over lag: the answer says why.
+        assert_eq!(
+            readiness(false, lag(500, Some(10)), 100),
+            Readiness::NotRunning
+        );
+        assert_eq!(readiness(false, None, 0), Readiness::NotRunning);
+        assert_eq!(readiness(true, None, 100), Readiness::Ready);
+    }
+
+    #[test]
+    fn a_member_no_leader_has_reached_is_not_ready_unless_the_limit_is_off() {
+        let unreached = Some(Lag {
+            entries: 0,
+            ms: None,
+        });
+        assert_eq!(readiness(true, unreached, 100), Readiness::Unreached);
+        assert_eq!(readiness(true, unreached, 0), Readiness::Ready);
+    }
 
     #[test]
     fn pages_answer_get_and_head() {

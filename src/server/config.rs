@@ -28,6 +28,7 @@
 //! output_bytes_total_max = 0     # 0: an eighth of the machine's memory, at most 4 GiB
 //! queue_batches_max = 256
 //! udp_lookups_per_source_per_s = 0   # 0: off
+//! ready_lag_entries_max = 100000     # 0: lag never takes a member out of /readyz
 //! ```
 
 use crate::protocol::Role;
@@ -84,6 +85,10 @@ pub struct Limits {
     /// UDP lookups answered per source address and second; beyond it
     /// datagrams are dropped unanswered (0: no limit).
     pub udp_lookups_per_source_per_s: u32,
+    /// A follower this many committed entries behind the leader answers
+    /// 503 on `/readyz` until it catches up (0: lag never makes it
+    /// unready).
+    pub ready_lag_entries_max: u64,
 }
 
 impl Default for Limits {
@@ -99,6 +104,7 @@ impl Default for Limits {
             output_bytes_total_max: 0,
             queue_batches_max: 256,
             udp_lookups_per_source_per_s: 0,
+            ready_lag_entries_max: 100_000,
         }
     }
 }

@@ -99,6 +99,11 @@ impl Shared {
                 "checkpoint_page_bytes": replica.checkpoints.page_bytes.load(Ordering::Relaxed),
                 "checkpoint_failures": replica.checkpoints.failures.load(Ordering::Relaxed),
             });
+            let lag = replica.lag();
+            stats["cluster"] = serde_json::json!({
+                "lag_entries": lag.entries,
+                "lag_ms": lag.ms,
+            });
         }
         stats.to_string()
     }

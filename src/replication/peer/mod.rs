@@ -93,6 +93,35 @@ pub struct PeerStats {
     pub connected_in: AtomicU64,
     /// Requests to peers that failed (unreachable, timed out, closed).
     pub request_failures: AtomicU64,
+    /// The last append (entries or heartbeat) a leader sent here that was
+    /// not refused for its term: when, and the leader's commit index then.
+    pub leader_contact: Mutex<Option<LeaderContact>>,
+}
+
+/// A leader's append as a follower last received it (`PeerStats`).
+#[derive(Clone, Copy, Debug)]
+pub struct LeaderContact {
+    /// When it arrived.
+    pub at: Instant,
+    /// The leader's commit index it carried (0: nothing committed yet).
+    pub commit_index: u64,
+}
+
+impl PeerStats {
+    /// Notes an append from the leader, committed up to `commit_index`.
+    pub fn leader_contacted(&self, commit_index: u64) {
+        if let Ok(mut contact) = self.leader_contact.lock() {
+            *contact = Some(LeaderContact {
+                at: Instant::now(),
+                commit_index,
+            });
+        }
+    }
+
+    /// The last append from a leader, if any arrived since start.
+    pub fn leader_contact(&self) -> Option<LeaderContact> {
+        self.leader_contact.lock().ok().and_then(|contact| *contact)
+    }
 }
 
 /// At most one refusal line per this interval; the next line says how many

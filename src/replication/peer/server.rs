@@ -12,6 +12,7 @@ use super::handshake::{self, Refusal, Role};
 use super::{read_frame, PeerConfig, PeerStats, RefusalLog};
 use crate::replication::types::TypeConfig;
 use openraft::error::RaftError;
+use openraft::raft::AppendEntriesResponse;
 use openraft::Raft;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -202,10 +203,19 @@ async fn answer(request: Message, context: &Context) -> (Message, bool) {
             Ok(answer) => (Message::VoteAnswer(answer), true),
             Err(e) => (error(ErrorCode::Stopped, e), false),
         },
-        Message::AppendEntries(rpc) => match raft.append_entries(rpc).await {
-            Ok(answer) => (Message::AppendEntriesAnswer(answer), true),
-            Err(e) => (error(ErrorCode::Stopped, e), false),
-        },
+        Message::AppendEntries(rpc) => {
+            let commit_index = rpc.leader_commit.map_or(0, |log_id| log_id.index);
+            match raft.append_entries(rpc).await {
+                Ok(answer) => {
+                    // A leader of a past term is not the one to measure lag against.
+                    if !matches!(answer, AppendEntriesResponse::HigherVote(_)) {
+                        context.stats.leader_contacted(commit_index);
+                    }
+                    (Message::AppendEntriesAnswer(answer), true)
+                }
+                Err(e) => (error(ErrorCode::Stopped, e), false),
+            }
+        }
         Message::InstallSnapshot(rpc) => match raft.install_snapshot(rpc).await {
             Ok(answer) => (Message::InstallSnapshotAnswer(answer), true),
             Err(RaftError::APIError(e)) => (error(ErrorCode::Unsupported, e), true),

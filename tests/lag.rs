@@ -1,0 +1,201 @@
+//! Proves, with three real `x700 serve --raft` processes on loopback, that
+//! every member reports how far it lags the leader in STATS
+//! (`cluster.lag_entries`, `cluster.lag_ms`) and /metrics
+//! (`x700_follower_lag_entries`, `x700_follower_lag_seconds`): nothing at the
+//! leader, no entries at a caught-up follower, which `/readyz` calls ready
+//! (and not before any leader has reached it);
+//! and that the milliseconds count the time since the leader last reached
+//! the member, so that a member left alone (its two peers killed) shows a
+//! lag that grows past the time it has been alone. The readiness rule and
+//! the lag rule themselves are unit-tested beside their code.
+
+mod common;
+
+use common::{ask, axb, http_get, x, Node};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use x700::binding::{BindingId, LookupResult};
+use x700::client::Client;
+use x700::number::Number;
+use x700::protocol::{opcode, status, Role};
+
+const SECRET: &str = "cluster-secret-for-tests-0123";
+
+fn start_member(dir: &std::path::Path, id: u64, raft: &str) -> Node {
+    let id = id.to_string();
+    let args = [
+        "--raft",
+        raft,
+        "--node-id",
+        &id,
+        "--cluster-secret",
+        SECRET,
+        "--shards",
+        "1",
+    ];
+    Node::start_on(dir, &args)
+}
+
+fn status_json(address: SocketAddr) -> Option<serde_json::Value> {
+    let mut client = Client::connect(address, Role::Admin, "").ok()?;
+    let (code, body) = client.request(opcode::CLUSTER_STATUS, &[]).ok()?;
+    (code == status::OK).then(|| serde_json::from_slice(&body).ok())?
+}
+
+fn stats_json(address: SocketAddr) -> serde_json::Value {
+    let mut client = Client::connect(address, Role::Admin, "").expect("connect");
+    let (code, body) = client.stats().expect("STATS answered");
+    assert_eq!(code, status::OK);
+    serde_json::from_str(&body).expect("STATS is JSON")
+}
+
+/// The value of an unlabelled gauge on the node's /metrics page.
+fn gauge(admin: SocketAddr, name: &str) -> f64 {
+    let (code, page) = http_get(admin, "/metrics");
+    assert_eq!(code, 200);
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} on /metrics"))
+}
+
+/// The leader's id and client address, once `address` knows one (within
+/// `wait`).
+fn leader_seen_by(address: SocketAddr, wait: Duration) -> Option<(u64, SocketAddr)> {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if let Some(status) = status_json(address) {
+            let id = status["leader_id"].as_u64();
+            let leader = status["leader_addr"].as_str().and_then(|a| a.parse().ok());
+            if let (Some(id), Some(leader)) = (id, leader) {
+                return Some((id, leader));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// True once every acknowledged bind routes on the node at `address`
+/// (waiting up to `wait` for it to catch up).
+fn routes_all(address: SocketAddr, acked: &[(Number, BindingId)], wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        let all = Client::connect(address, Role::Switch, "").is_ok_and(|mut client| {
+            acked.iter().all(|&(xn, id)| {
+                matches!(client.lookup(&ask("13800000001", xn)),
+                    Ok(LookupResult::Route(route)) if route.binding_id == id)
+            })
+        });
+        if all || Instant::now() > deadline {
+            return all;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn free_port() -> String {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    socket.local_addr().expect("address").to_string()
+}
+
+#[test]
+fn members_report_their_lag_and_a_member_left_alone_lags_more_each_second() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let rafts: Vec<String> = (0..3).map(|_| free_port()).collect();
+    let mut nodes: BTreeMap<u64, Node> = (1..=3u64)
+        .map(|id| {
+            let i = usize::try_from(id - 1).expect("small");
+            (id, start_member(dirs[i].path(), id, &rafts[i]))
+        })
+        .collect();
+    let members: Vec<String> = nodes
+        .iter()
+        .map(|(id, node)| {
+            let i = usize::try_from(id - 1).expect("small");
+            format!("{id}={}={}", rafts[i], node.tcp)
+        })
+        .collect();
+    // Before any leader has reached them, members cannot tell how far
+    // behind they are: not ready.
+    for node in nodes.values() {
+        let (code, body) = http_get(node.admin, "/readyz");
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("no leader has reached"), "{body}");
+    }
+    let first = nodes[&1].tcp;
+    let mut admin = Client::connect(first, Role::Admin, "").expect("admin");
+    let (code, reason) = admin
+        .request(opcode::CLUSTER_INIT, members.join(" ").as_bytes())
+        .expect("CLUSTER_INIT answered");
+    assert_eq!(code, status::OK, "{}", String::from_utf8_lossy(&reason));
+    let (leader_id, leader) =
+        leader_seen_by(first, Duration::from_secs(10)).expect("a leader within 10 s");
+
+    let mut client = Client::connect(leader, Role::Admin, "").expect("connect to the leader");
+    let mut acked = Vec::new();
+    for n in 400_000..400_050 {
+        let reply = client
+            .bind(&axb(x(n), "13800000001", "13900000002", "lag"))
+            .expect("bind answered");
+        assert_eq!(status::name(reply.status), "ok");
+        acked.push((x(n), reply.binding_id.expect("id")));
+    }
+
+    // The leader lags by nothing.
+    let at_leader = stats_json(leader);
+    assert_eq!(at_leader["cluster"]["lag_entries"], 0, "{at_leader}");
+    assert_eq!(at_leader["cluster"]["lag_ms"], 0, "{at_leader}");
+    let leader_admin = nodes[&leader_id].admin;
+    assert_eq!(gauge(leader_admin, "x700_follower_lag_entries"), 0.0);
+    assert_eq!(gauge(leader_admin, "x700_follower_lag_seconds"), 0.0);
+
+    // A follower that holds every acknowledged bind has applied what the
+    // leader committed (heartbeats bring the last commit index within
+    // 50 ms; wait a bounded while for it) and is ready.
+    for (id, node) in nodes.iter().filter(|(id, _)| **id != leader_id) {
+        assert!(routes_all(node.tcp, &acked, Duration::from_secs(10)));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let stats = loop {
+            let stats = stats_json(node.tcp);
+            if stats["cluster"]["lag_entries"] == 0 || Instant::now() > deadline {
+                break stats;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(stats["cluster"]["lag_entries"], 0, "member {id}: {stats}");
+        assert!(
+            stats["cluster"]["lag_ms"].is_u64(),
+            "member {id} has heard from the leader: {stats}"
+        );
+        assert!(gauge(node.admin, "x700_follower_lag_seconds").is_finite());
+        assert_eq!(gauge(node.admin, "x700_follower_lag_entries"), 0.0);
+        assert_eq!(http_get(node.admin, "/readyz"), (200, "ready\n".into()));
+    }
+
+    // Kill the two others: the one left hears from no leader, and its lag
+    // in milliseconds counts the time since the last append, not since the
+    // last entry it applied nor since start.
+    let alone_id = *nodes
+        .keys()
+        .find(|id| **id != leader_id)
+        .expect("a follower");
+    // The other follower first: were the leader killed first, the two
+    // followers could elect one of them before the second kill.
+    let mut others: Vec<u64> = nodes.keys().copied().filter(|id| *id != alone_id).collect();
+    others.sort_by_key(|id| *id == leader_id);
+    for id in others {
+        let _ = nodes.remove(&id).expect("member").kill();
+    }
+    let alone = nodes.remove(&alone_id).expect("the member left");
+    std::thread::sleep(Duration::from_millis(1500));
+    let stats = stats_json(alone.tcp);
+    let lag_ms = stats["cluster"]["lag_ms"].as_u64().expect("lag_ms");
+    assert!(lag_ms >= 1500, "alone 1.5 s, lag_ms {lag_ms}");
+    assert!(gauge(alone.admin, "x700_follower_lag_seconds") >= 1.5);
+    // It still serves lookups and lags by no entry it knows of.
+    assert_eq!(stats["cluster"]["lag_entries"], 0, "{stats}");
+    assert!(routes_all(alone.tcp, &acked, Duration::from_secs(1)));
+    // No quorum is left to take a last checkpoint through: kill it too.
+    let _ = alone.kill();
+}
