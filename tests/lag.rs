@@ -11,37 +11,13 @@
 
 mod common;
 
-use common::{ask, axb, http_get, x, Node};
+use common::cluster::{free_port, leader_seen_by, routes_all, start_member};
+use common::{axb, http_get, x, Node};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use x700::binding::{BindingId, LookupResult};
 use x700::client::Client;
-use x700::number::Number;
 use x700::protocol::{opcode, status, Role};
-
-const SECRET: &str = "cluster-secret-for-tests-0123";
-
-fn start_member(dir: &std::path::Path, id: u64, raft: &str) -> Node {
-    let id = id.to_string();
-    let args = [
-        "--raft",
-        raft,
-        "--node-id",
-        &id,
-        "--cluster-secret",
-        SECRET,
-        "--shards",
-        "1",
-    ];
-    Node::start_on(dir, &args)
-}
-
-fn status_json(address: SocketAddr) -> Option<serde_json::Value> {
-    let mut client = Client::connect(address, Role::Admin, "").ok()?;
-    let (code, body) = client.request(opcode::CLUSTER_STATUS, &[]).ok()?;
-    (code == status::OK).then(|| serde_json::from_slice(&body).ok())?
-}
 
 fn stats_json(address: SocketAddr) -> serde_json::Value {
     let mut client = Client::connect(address, Role::Admin, "").expect("connect");
@@ -59,46 +35,6 @@ fn gauge(admin: SocketAddr, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} on /metrics"))
 }
 
-/// The leader's id and client address, once `address` knows one (within
-/// `wait`).
-fn leader_seen_by(address: SocketAddr, wait: Duration) -> Option<(u64, SocketAddr)> {
-    let deadline = Instant::now() + wait;
-    while Instant::now() < deadline {
-        if let Some(status) = status_json(address) {
-            let id = status["leader_id"].as_u64();
-            let leader = status["leader_addr"].as_str().and_then(|a| a.parse().ok());
-            if let (Some(id), Some(leader)) = (id, leader) {
-                return Some((id, leader));
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
-}
-
-/// True once every acknowledged bind routes on the node at `address`
-/// (waiting up to `wait` for it to catch up).
-fn routes_all(address: SocketAddr, acked: &[(Number, BindingId)], wait: Duration) -> bool {
-    let deadline = Instant::now() + wait;
-    loop {
-        let all = Client::connect(address, Role::Switch, "").is_ok_and(|mut client| {
-            acked.iter().all(|&(xn, id)| {
-                matches!(client.lookup(&ask("13800000001", xn)),
-                    Ok(LookupResult::Route(route)) if route.binding_id == id)
-            })
-        });
-        if all || Instant::now() > deadline {
-            return all;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn free_port() -> String {
-    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    socket.local_addr().expect("address").to_string()
-}
-
 #[test]
 fn members_report_their_lag_and_a_member_left_alone_lags_more_each_second() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
@@ -106,7 +42,7 @@ fn members_report_their_lag_and_a_member_left_alone_lags_more_each_second() {
     let mut nodes: BTreeMap<u64, Node> = (1..=3u64)
         .map(|id| {
             let i = usize::try_from(id - 1).expect("small");
-            (id, start_member(dirs[i].path(), id, &rafts[i]))
+            (id, start_member(dirs[i].path(), id, &rafts[i], &[]))
         })
         .collect();
     let members: Vec<String> = nodes

@@ -475,6 +475,10 @@ pub struct ServeArgs {
     /// The cluster's id (the same on every member).
     #[arg(long, value_name = "N")]
     pub cluster_id: Option<u64>,
+    /// A cluster member is not ready (`/readyz` 503) this many log entries
+    /// or more behind the leader (0: never for lag).
+    #[arg(long, value_name = "N")]
+    pub ready_lag_entries_max: Option<u64>,
 }
 
 /// `x700 bench`: every flag is recorded in the JSON report's `parameters`

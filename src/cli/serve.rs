@@ -78,6 +78,9 @@ fn config_of(args: &ServeArgs) -> Result<Config, String> {
     if let Some(id) = args.cluster_id {
         config.cluster_id = id;
     }
+    if let Some(v) = args.ready_lag_entries_max {
+        config.limits.ready_lag_entries_max = v;
+    }
     for text in &args.credentials {
         config.credentials.push(parse_credential(text)?);
     }
