@@ -159,6 +159,11 @@ pub struct LogSettings {
     pub checkpoint_interval_s: u64,
     /// ... or once the log's segments hold this many MiB.
     pub checkpoint_log_mb: u64,
+    /// On a member of a cluster of several, the log keeps this many
+    /// entries before its last checkpoint, so a member that was down a
+    /// short while catches up from the log rather than by a snapshot of
+    /// every table. A one-member node keeps none.
+    pub margin_entries: u64,
 }
 
 impl Default for LogSettings {
@@ -167,6 +172,7 @@ impl Default for LogSettings {
             group_commit_wait_us: 0,
             checkpoint_interval_s: 60,
             checkpoint_log_mb: 512,
+            margin_entries: crate::replication::LOG_MARGIN_ENTRIES_DEFAULT,
         }
     }
 }
