@@ -2,7 +2,12 @@
 //! a checkpoint every second, that a member stopped across several
 //! checkpoints catches up when it comes back: from the log while its gap is
 //! within the log margin (`[log] margin_entries`) the others keep past
-//! their checkpoints.
+//! their checkpoints. And, on real stores, that a snapshot image
+//! (`table::snapshot`) carries a checkpoint whole into another directory,
+//! stays as it was while the source checkpoints again, refuses every
+//! damaged, truncated or foreign stream without touching the data
+//! directory, and that a swap a crash interrupted is finished at the next
+//! open.
 
 mod common;
 
@@ -199,4 +204,201 @@ fn stopped_member_catches_up(margin_entries: u64) {
 #[test]
 fn a_member_stopped_across_checkpoints_catches_up_from_the_log_margin() {
     stopped_member_catches_up(100_000);
+}
+
+// ---- Snapshot images on real stores ----
+
+use std::sync::Arc;
+use x700::binding::{BindRequest, Direction, OrderRef, Parties};
+use x700::number::parse_real;
+use x700::store::clock::FakeClock;
+use x700::store::Store;
+use x700::table::snapshot::{
+    copy_checkpoint, finish_swap, read_image, swap_in, write_image, ImageError, STAGING_NAME,
+    SWAP_JOURNAL_NAME,
+};
+
+const FILE_BYTES_MAX: u64 = 1 << 30;
+
+fn clock() -> Arc<FakeClock> {
+    Arc::new(FakeClock::new(1_800_000_000))
+}
+
+fn request(i: u64) -> BindRequest {
+    BindRequest {
+        x: x(i),
+        parties: Parties::Axb {
+            a: parse_real(&format!("138{i:08}")).expect("real number"),
+            b: parse_real(&format!("139{i:08}")).expect("real number"),
+        },
+        tenant: 3,
+        order: OrderRef::new(format!("order-{i}").as_bytes()).expect("order"),
+        ttl_s: 86_400,
+        direction: Direction::Both,
+        recording: false,
+    }
+}
+
+/// A closed two-shard store with `count` bindings from `first`, and their
+/// ids.
+fn store_with(dir: &Path, first: u64, count: u64) -> Vec<(u64, BindingId)> {
+    let mut store = Store::open_or_create(dir, 2, clock()).expect("store");
+    let ids = (first..first + count)
+        .map(|i| (i, store.bind(&request(i)).expect("bind").binding_id))
+        .collect();
+    store.close().expect("close");
+    ids
+}
+
+fn assert_holds(dir: &Path, ids: &[(u64, BindingId)]) {
+    let store = Store::open(dir, clock()).expect("the swapped-in store opens");
+    for &(i, id) in ids {
+        let binding = store.query(id).unwrap_or_else(|| panic!("binding {i} lost"));
+        assert_eq!(binding.x, x(i));
+    }
+}
+
+/// The image of `source`'s last checkpoint, copied and streamed.
+fn image_of(source: &Path, copies: &Path) -> (PathBuf, Vec<u8>) {
+    let image_dir = copies.join("image");
+    copy_checkpoint(source, &image_dir).expect("copy the checkpoint");
+    let mut stream = Vec::new();
+    write_image(&image_dir, &mut stream).expect("stream the image");
+    (image_dir, stream)
+}
+
+#[test]
+fn an_image_carries_a_checkpoint_whole_and_later_checkpoints_leave_it_alone() {
+    let source = tempfile::tempdir().expect("dir");
+    let copies = tempfile::tempdir().expect("dir");
+    let ids = store_with(source.path(), 0, 300);
+    let (image_dir, stream) = image_of(source.path(), copies.path());
+
+    // The source takes more writes and checkpoints again: the image is
+    // the same byte for byte.
+    let later = store_with(source.path(), 1000, 200);
+    let mut again = Vec::new();
+    write_image(&image_dir, &mut again).expect("stream again");
+    assert!(again == stream, "a later checkpoint changed the image");
+
+    // Another node's directory, with its own (different) store, receives it.
+    let target = tempfile::tempdir().expect("dir");
+    let own = store_with(target.path(), 5000, 10);
+    let staging = target.path().join(STAGING_NAME);
+    read_image(&mut stream.as_slice(), &staging, FILE_BYTES_MAX).expect("a whole image stages");
+    swap_in(target.path(), &staging).expect("swap in");
+    assert!(!staging.exists() && !target.path().join(SWAP_JOURNAL_NAME).exists());
+    assert_holds(target.path(), &ids);
+    let store = Store::open(target.path(), clock()).expect("opens");
+    for (i, id) in own.iter().chain(&later) {
+        assert!(
+            store.query(*id).is_none_or(|b| b.x != x(*i)),
+            "binding {i} is not in the image but was found"
+        );
+    }
+}
+
+#[test]
+fn a_damaged_truncated_or_foreign_stream_is_refused_and_touches_nothing() {
+    let source = tempfile::tempdir().expect("dir");
+    let copies = tempfile::tempdir().expect("dir");
+    store_with(source.path(), 0, 100);
+    let (_, stream) = image_of(source.path(), copies.path());
+    let target = tempfile::tempdir().expect("dir");
+    let own = store_with(target.path(), 5000, 10);
+    let staging = target.path().join(STAGING_NAME);
+    let refuse = |bytes: &[u8], what: &str| {
+        let mut input = bytes;
+        match read_image(&mut input, &staging, FILE_BYTES_MAX) {
+            Ok(_) => panic!("{what}: accepted"),
+            Err(error) => error,
+        }
+    };
+    // A flipped byte anywhere past the header: a length, a path, a page,
+    // a checksum (forty places spread over the stream keep the test short;
+    // the first ones fall in the first file's header).
+    for at in (16..stream.len()).step_by(stream.len() / 40 + 1).chain(16..40) {
+        let mut damaged = stream.clone();
+        damaged[at] ^= 0x40;
+        refuse(&damaged, &format!("byte {at} flipped"));
+    }
+    for cut in [0, 8, 15, 16, 40, stream.len() / 2, stream.len() - 1] {
+        refuse(&stream[..cut], &format!("cut at {cut}"));
+    }
+    let mut longer = stream.clone();
+    longer.push(0);
+    refuse(&longer, "a byte past the end");
+    let mut foreign = stream.clone();
+    foreign[..8].copy_from_slice(b"NOTANIMG");
+    assert!(matches!(refuse(&foreign, "magic"), ImageError::Malformed(_)));
+    // A path out of the layout (the first file's name is `store`; make it
+    // `../re`, same length).
+    let mut escape = stream.clone();
+    assert_eq!(&escape[18..23], b"store");
+    escape[18..23].copy_from_slice(b"../re");
+    assert!(matches!(refuse(&escape, "path"), ImageError::Malformed(_)));
+    // The receiver's own tables were never touched.
+    assert_holds(target.path(), &own);
+}
+
+#[test]
+fn a_page_that_does_not_match_its_checksum_is_refused_even_in_a_well_formed_stream() {
+    let source = tempfile::tempdir().expect("dir");
+    let copies = tempfile::tempdir().expect("dir");
+    store_with(source.path(), 0, 100);
+    let image_dir = copies.path().join("image");
+    copy_checkpoint(source.path(), &image_dir).expect("copy");
+    // Damage a record page in the image (as a bad disk at the leader
+    // would): the stream's file checksum is computed over the damage.
+    let records = image_dir.join("shard-000").join("records");
+    let mut bytes = std::fs::read(&records).expect("read");
+    bytes[4096 + 5] ^= 1;
+    std::fs::write(&records, bytes).expect("write");
+    let mut stream = Vec::new();
+    write_image(&image_dir, &mut stream).expect("stream");
+    let target = tempfile::tempdir().expect("dir");
+    let error = read_image(
+        &mut stream.as_slice(),
+        &target.path().join(STAGING_NAME),
+        FILE_BYTES_MAX,
+    )
+    .expect_err("a damaged page is refused");
+    assert!(
+        matches!(error, ImageError::PageMismatch { page: 1, .. }),
+        "{error}"
+    );
+    // And a leader never names a copy with a damaged page.
+    let copies = tempfile::tempdir().expect("dir");
+    let source_records = source.path().join("shard-000").join("records");
+    let mut bytes = std::fs::read(&source_records).expect("read");
+    bytes[4096 + 5] ^= 1;
+    std::fs::write(&source_records, bytes).expect("write");
+    let image_dir = copies.path().join("image");
+    assert!(copy_checkpoint(source.path(), &image_dir).is_err());
+    assert!(!image_dir.exists());
+}
+
+#[test]
+fn a_swap_interrupted_by_a_crash_is_finished_at_the_next_open() {
+    let source = tempfile::tempdir().expect("dir");
+    let copies = tempfile::tempdir().expect("dir");
+    let ids = store_with(source.path(), 0, 200);
+    let (_, stream) = image_of(source.path(), copies.path());
+    let target = tempfile::tempdir().expect("dir");
+    store_with(target.path(), 5000, 10);
+    let staging = target.path().join(STAGING_NAME);
+    read_image(&mut stream.as_slice(), &staging, FILE_BYTES_MAX).expect("stages");
+    // The crash: the journal is written and two files were moved, the
+    // rest are still staged.
+    std::fs::write(
+        target.path().join(SWAP_JOURNAL_NAME),
+        staging.to_string_lossy().as_bytes(),
+    )
+    .expect("journal");
+    for name in ["store", "shard-000/records"] {
+        std::fs::rename(staging.join(name), target.path().join(name)).expect("move");
+    }
+    assert!(finish_swap(target.path()).expect("finish"), "a swap was pending");
+    assert!(!finish_swap(target.path()).expect("nothing left"));
+    assert_holds(target.path(), &ids);
 }
