@@ -253,7 +253,9 @@ fn store_with(dir: &Path, first: u64, count: u64) -> Vec<(u64, BindingId)> {
 fn assert_holds(dir: &Path, ids: &[(u64, BindingId)]) {
     let store = Store::open(dir, clock()).expect("the swapped-in store opens");
     for &(i, id) in ids {
-        let binding = store.query(id).unwrap_or_else(|| panic!("binding {i} lost"));
+        let binding = store
+            .query(id)
+            .unwrap_or_else(|| panic!("binding {i} lost"));
         assert_eq!(binding.x, x(i));
     }
 }
@@ -273,6 +275,15 @@ fn an_image_carries_a_checkpoint_whole_and_later_checkpoints_leave_it_alone() {
     let copies = tempfile::tempdir().expect("dir");
     let ids = store_with(source.path(), 0, 300);
     let (image_dir, stream) = image_of(source.path(), copies.path());
+    // STORAGE.md section 19's example: two shards (19 files), a 64-byte
+    // `store` first.
+    let example = "58 37 30 30 53 49 4d 47 01 00 00 00 13 00 00 00 05 00 73 74 6f 72 65 \
+                   40 00 00 00 00 00 00 00";
+    let example: Vec<u8> = example
+        .split_whitespace()
+        .map(|byte| u8::from_str_radix(byte, 16).expect("hex"))
+        .collect();
+    assert_eq!(stream[..example.len()], example[..]);
 
     // The source takes more writes and checkpoints again: the image is
     // the same byte for byte.
@@ -317,7 +328,10 @@ fn a_damaged_truncated_or_foreign_stream_is_refused_and_touches_nothing() {
     // A flipped byte anywhere past the header: a length, a path, a page,
     // a checksum (forty places spread over the stream keep the test short;
     // the first ones fall in the first file's header).
-    for at in (16..stream.len()).step_by(stream.len() / 40 + 1).chain(16..40) {
+    for at in (16..stream.len())
+        .step_by(stream.len() / 40 + 1)
+        .chain(16..40)
+    {
         let mut damaged = stream.clone();
         damaged[at] ^= 0x40;
         refuse(&damaged, &format!("byte {at} flipped"));
@@ -330,7 +344,10 @@ fn a_damaged_truncated_or_foreign_stream_is_refused_and_touches_nothing() {
     refuse(&longer, "a byte past the end");
     let mut foreign = stream.clone();
     foreign[..8].copy_from_slice(b"NOTANIMG");
-    assert!(matches!(refuse(&foreign, "magic"), ImageError::Malformed(_)));
+    assert!(matches!(
+        refuse(&foreign, "magic"),
+        ImageError::Malformed(_)
+    ));
     // A path out of the layout (the first file's name is `store`; make it
     // `../re`, same length).
     let mut escape = stream.clone();
@@ -398,7 +415,10 @@ fn a_swap_interrupted_by_a_crash_is_finished_at_the_next_open() {
     for name in ["store", "shard-000/records"] {
         std::fs::rename(staging.join(name), target.path().join(name)).expect("move");
     }
-    assert!(finish_swap(target.path()).expect("finish"), "a swap was pending");
+    assert!(
+        finish_swap(target.path()).expect("finish"),
+        "a swap was pending"
+    );
     assert!(!finish_swap(target.path()).expect("nothing left"));
     assert_holds(target.path(), &ids);
 }

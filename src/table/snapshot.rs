@@ -133,8 +133,7 @@ fn is_image_path(path: &str) -> bool {
     is_shard_dir_name(shard)
         && (file == "meta"
             || TABLE_KINDS.iter().any(|kind| {
-                file == kind.file_name()
-                    || file.strip_suffix(".sum") == Some(kind.file_name())
+                file == kind.file_name() || file.strip_suffix(".sum") == Some(kind.file_name())
             }))
 }
 
@@ -153,9 +152,7 @@ pub fn copy_checkpoint(data_dir: &Path, image_dir: &Path) -> Result<u64, ImageEr
     let mut bytes = 0;
     for file in &files {
         if let Some(shard) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
-            let journal = data_dir
-                .join(shard)
-                .join(super::checkpoint::JOURNAL_NAME);
+            let journal = data_dir.join(shard).join(super::checkpoint::JOURNAL_NAME);
             if journal.exists() {
                 return Err(ImageError::Committing(journal.display().to_string()));
             }
@@ -241,7 +238,8 @@ pub fn write_image(image_dir: &Path, out: &mut impl Write) -> Result<u64, ImageE
         let mut input = std::fs::File::open(&path).map_err(io_error(&path))?;
         let length = input.metadata().map_err(io_error(&path))?.len();
         let name_length = u16::try_from(name.len()).map_err(|_| malformed("path too long"))?;
-        out.write_all(&name_length.to_le_bytes()).map_err(out_error)?;
+        out.write_all(&name_length.to_le_bytes())
+            .map_err(out_error)?;
         out.write_all(name.as_bytes()).map_err(out_error)?;
         out.write_all(&length.to_le_bytes()).map_err(out_error)?;
         let mut crc = 0;
@@ -287,7 +285,9 @@ pub fn read_image(
     }
     let version = u32::from_le_bytes(read_array(input, "version")?);
     if version != IMAGE_VERSION {
-        return Err(malformed(format!("version {version} is not {IMAGE_VERSION}")));
+        return Err(malformed(format!(
+            "version {version} is not {IMAGE_VERSION}"
+        )));
     }
     let count = u32::from_le_bytes(read_array(input, "file count")?);
     if count == 0 || count > IMAGE_FILES_MAX {
@@ -340,7 +340,11 @@ pub fn read_image(
         bytes += length;
         files.push(PathBuf::from(name));
     }
-    if input.read(&mut [0u8; 1]).map_err(|e| malformed(e.to_string()))? != 0 {
+    if input
+        .read(&mut [0u8; 1])
+        .map_err(|e| malformed(e.to_string()))?
+        != 0
+    {
         return Err(malformed("bytes after the last file"));
     }
     // The image must be a whole checkpoint: every file of every shard it
