@@ -5,9 +5,11 @@
 //! their checkpoints. And, on real stores, that a snapshot image
 //! (`table::snapshot`) carries a checkpoint whole into another directory,
 //! stays as it was while the source checkpoints again, refuses every
-//! damaged, truncated or foreign stream without touching the data
-//! directory, and that a swap a crash interrupted is finished at the next
-//! open.
+//! damaged, truncated or foreign stream (or one with another shard count)
+//! without touching the data directory, takes the receiver's store nonce,
+//! and that a swap a crash interrupted is finished when the store next
+//! opens; and that a log purged past its end (as after a snapshot) takes
+//! the next appends and reopens.
 
 mod common;
 
@@ -214,8 +216,8 @@ use x700::number::parse_real;
 use x700::store::clock::FakeClock;
 use x700::store::Store;
 use x700::table::snapshot::{
-    copy_checkpoint, finish_swap, read_image, swap_in, write_image, ImageError, STAGING_NAME,
-    SWAP_JOURNAL_NAME,
+    adopt, begin_swap, copy_checkpoint, finish_swap, read_image, swap_in, write_image, ImageError,
+    STAGING_NAME, SWAP_JOURNAL_NAME,
 };
 
 const FILE_BYTES_MAX: u64 = 1 << 30;
@@ -297,7 +299,14 @@ fn an_image_carries_a_checkpoint_whole_and_later_checkpoints_leave_it_alone() {
     let own = store_with(target.path(), 5000, 10);
     let staging = target.path().join(STAGING_NAME);
     read_image(&mut stream.as_slice(), &staging, FILE_BYTES_MAX).expect("a whole image stages");
+    adopt(&staging, target.path()).expect("the image takes this directory's nonce");
+    let nonce_before = std::fs::read(target.path().join("store")).expect("store");
     swap_in(target.path(), &staging).expect("swap in");
+    assert_eq!(
+        std::fs::read(target.path().join("store")).expect("store"),
+        nonce_before,
+        "the receiver keeps its own store file (its log carries its nonce)"
+    );
     assert!(!staging.exists() && !target.path().join(SWAP_JOURNAL_NAME).exists());
     assert_holds(target.path(), &ids);
     let store = Store::open(target.path(), clock()).expect("opens");
@@ -396,7 +405,7 @@ fn a_page_that_does_not_match_its_checksum_is_refused_even_in_a_well_formed_stre
 }
 
 #[test]
-fn a_swap_interrupted_by_a_crash_is_finished_at_the_next_open() {
+fn a_swap_interrupted_by_a_crash_is_finished_when_the_store_next_opens() {
     let source = tempfile::tempdir().expect("dir");
     let copies = tempfile::tempdir().expect("dir");
     let ids = store_with(source.path(), 0, 200);
@@ -405,20 +414,72 @@ fn a_swap_interrupted_by_a_crash_is_finished_at_the_next_open() {
     store_with(target.path(), 5000, 10);
     let staging = target.path().join(STAGING_NAME);
     read_image(&mut stream.as_slice(), &staging, FILE_BYTES_MAX).expect("stages");
-    // The crash: the journal is written and two files were moved, the
-    // rest are still staged.
-    std::fs::write(
-        target.path().join(SWAP_JOURNAL_NAME),
-        staging.to_string_lossy().as_bytes(),
-    )
-    .expect("journal");
-    for name in ["store", "shard-000/records"] {
+    adopt(&staging, target.path()).expect("adopt");
+    begin_swap(target.path(), &staging).expect("journal");
+    // The crash: two files were moved, the rest are still staged.
+    for name in ["shard-000/records", "shard-001/meta"] {
         std::fs::rename(staging.join(name), target.path().join(name)).expect("move");
     }
-    assert!(
-        finish_swap(target.path()).expect("finish"),
-        "a swap was pending"
-    );
-    assert!(!finish_swap(target.path()).expect("nothing left"));
+    // `Store::open` finishes the swap before it reads anything.
     assert_holds(target.path(), &ids);
+    assert!(!target.path().join(SWAP_JOURNAL_NAME).exists() && !staging.exists());
+    assert!(!finish_swap(target.path()).expect("nothing left"));
+}
+
+/// An image of a directory with another shard count would route X
+/// numbers to the wrong shards: refused before anything is swapped.
+#[test]
+fn an_image_with_another_shard_count_is_refused() {
+    let source = tempfile::tempdir().expect("dir");
+    let copies = tempfile::tempdir().expect("dir");
+    store_with(source.path(), 0, 20);
+    let (_, stream) = image_of(source.path(), copies.path());
+    let target = tempfile::tempdir().expect("dir");
+    Store::create(target.path(), 3, clock())
+        .expect("three shards")
+        .close()
+        .expect("close");
+    let staging = target.path().join(STAGING_NAME);
+    read_image(&mut stream.as_slice(), &staging, FILE_BYTES_MAX).expect("stages");
+    let error = adopt(&staging, target.path()).expect_err("refused");
+    assert!(error.to_string().contains("shards"), "{error}");
+}
+
+/// Guards `Log::purge` past the last record (what a member that installs
+/// a snapshot ahead of its log does): the active segment kept its purged
+/// records, the next append landed behind them where no read found it,
+/// and the log refused to reopen.
+#[test]
+fn a_log_purged_past_its_end_takes_appends_at_the_next_index_and_reopens() {
+    use x700::log::{Log, LogPosition, LogRecord, RecordKind};
+    let dir = tempfile::tempdir().expect("dir");
+    let record = |index: u64| LogRecord {
+        index,
+        term: 1,
+        leader: 1,
+        kind: RecordKind::Writes,
+        payload: vec![u8::try_from(index % 251).expect("small"); 10],
+    };
+    {
+        let (mut log, _) = Log::open(dir.path(), 7).expect("open");
+        let early: Vec<LogRecord> = (1..=50).map(record).collect();
+        log.append(&early).expect("append 1..=50");
+        let upto = LogPosition {
+            index: 194,
+            term: 1,
+            leader: 1,
+        };
+        log.purge(upto).expect("purge past the end");
+        let late: Vec<LogRecord> = (195..=200).map(record).collect();
+        for file in log.append(&late).expect("append 195..=200") {
+            file.sync_all().expect("sync");
+        }
+        let read = log.read(195, 201).expect("read back");
+        assert!(read.len() == 6 && read.iter().zip(195..).all(|(r, i)| r.index == i));
+    }
+    let (log, _) = Log::open(dir.path(), 7).expect("the log reopens");
+    let read = log.read(195, 201).expect("read after reopen");
+    let indexes: Vec<u64> = read.iter().map(|r| r.index).collect();
+    assert_eq!(indexes, (195..=200).collect::<Vec<u64>>());
+    assert!(read.iter().all(|r| r.payload == record(r.index).payload));
 }

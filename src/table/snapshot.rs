@@ -24,6 +24,7 @@
 use super::layout::FileKind;
 use super::mapped::PAGE_BYTES;
 use std::io::{self, Read, Write};
+use std::mem::size_of;
 use std::path::{Path, PathBuf};
 
 /// First bytes of an image stream.
@@ -41,6 +42,9 @@ pub const SWAP_JOURNAL_NAME: &str = "snapshot-swap";
 /// The store header file (STORAGE.md section 1), named here rather than
 /// imported from `store/`, which sits above `table/`.
 const STORE_FILE_NAME: &str = "store";
+/// The checkpoint manifest (`replication::state_machine::MANIFEST_NAME`),
+/// which a staging directory may carry beside the image.
+const MANIFEST_NAME: &str = "checkpoint.json";
 /// Where `read_image` stages an incoming image, in the data directory.
 pub const STAGING_NAME: &str = "snapshot-staging";
 
@@ -358,10 +362,111 @@ pub fn read_image(
     Ok(bytes)
 }
 
+/// Makes the staged image `data_dir`'s own: the receiver keeps its `store`
+/// file, and with it its nonce, which its log and state files carry too,
+/// so the staged table files and meta copies are stamped with that nonce
+/// (header and meta checksums, and the `.sum` of each header page,
+/// recomputed), after checking both directories have the same number of
+/// shards. The staged `store` is then dropped, and every page checked
+/// again.
+pub fn adopt(staging: &Path, data_dir: &Path) -> Result<(), ImageError> {
+    use super::layout::{checksum_of, FileHeader, ShardMeta, StoreHeader, META_MAGIC};
+    use std::os::unix::fs::FileExt;
+    let read_store = |dir: &Path| -> Result<StoreHeader, ImageError> {
+        let path = dir.join(STORE_FILE_NAME);
+        let bytes = std::fs::read(&path).map_err(io_error(&path))?;
+        if bytes.len() != size_of::<StoreHeader>() {
+            return Err(malformed(format!(
+                "{} is not a store header",
+                path.display()
+            )));
+        }
+        Ok(bytemuck::pod_read_unaligned(&bytes))
+    };
+    let own = read_store(data_dir)?;
+    let image = read_store(staging)?;
+    if own.shard_count != image.shard_count {
+        return Err(malformed(format!(
+            "the image has {} shards, this directory {}",
+            image.shard_count, own.shard_count
+        )));
+    }
+    let nonce = own.store_nonce;
+    for file in checkpoint_files(staging)? {
+        let path = staging.join(&file);
+        let name = file.file_name().map(|n| n.to_string_lossy().to_string());
+        let kind = TABLE_KINDS
+            .iter()
+            .find(|kind| name.as_deref() == Some(kind.file_name()));
+        let handle = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        if let Some(kind) = kind {
+            let mut bytes = [0u8; size_of::<FileHeader>()];
+            handle
+                .read_exact_at(&mut bytes, 0)
+                .map_err(io_error(&path))?;
+            let mut header: FileHeader = bytemuck::pod_read_unaligned(&bytes);
+            header.store_nonce = nonce;
+            header.checksum = checksum_of(&header);
+            handle
+                .write_all_at(bytemuck::bytes_of(&header), 0)
+                .map_err(io_error(&path))?;
+            let mut page = vec![0u8; PAGE_BYTES];
+            let read = handle.read_at(&mut page, 0).map_err(io_error(&path))?;
+            page[read..].fill(0);
+            let sums = super::file::sums_path(path.parent().unwrap_or(staging), *kind);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&sums)
+                .and_then(|f| {
+                    f.write_all_at(&crc32c::crc32c(&page).to_le_bytes(), 0)?;
+                    f.sync_all()
+                })
+                .map_err(io_error(&sums))?;
+        } else if name.as_deref() == Some("meta") {
+            // Each of the two copies that is valid gets the nonce; a torn
+            // one stays torn (its checksum keeps it out).
+            for copy in 0..2u64 {
+                let mut bytes = [0u8; size_of::<ShardMeta>()];
+                if handle.read_exact_at(&mut bytes, copy * 4096).is_err() {
+                    continue;
+                }
+                let mut meta: ShardMeta = bytemuck::pod_read_unaligned(&bytes);
+                if meta.magic != META_MAGIC || meta.checksum != checksum_of(&meta) {
+                    continue;
+                }
+                meta.store_nonce = nonce;
+                meta.checksum = checksum_of(&meta);
+                handle
+                    .write_all_at(bytemuck::bytes_of(&meta), copy * 4096)
+                    .map_err(io_error(&path))?;
+            }
+        } else {
+            continue;
+        }
+        handle.sync_all().map_err(io_error(&path))?;
+    }
+    let store = staging.join(STORE_FILE_NAME);
+    std::fs::remove_file(&store).map_err(io_error(&store))?;
+    sync_parent(&store)?;
+    verify_pages(staging)
+}
+
 /// Moves the staged, verified image at `staging` into `data_dir`, through
 /// the swap journal (see the module comment). The tables of `data_dir`
 /// must be closed.
 pub fn swap_in(data_dir: &Path, staging: &Path) -> Result<(), ImageError> {
+    begin_swap(data_dir, staging)?;
+    finish_swap(data_dir)?;
+    Ok(())
+}
+
+/// Writes the swap journal naming `staging` (whole and verified): from
+/// here the swap happens, at the latest when the store next opens.
+pub fn begin_swap(data_dir: &Path, staging: &Path) -> Result<(), ImageError> {
     let journal = data_dir.join(SWAP_JOURNAL_NAME);
     {
         let file = crate::sys::open_or_create_private(
@@ -374,9 +479,7 @@ pub fn swap_in(data_dir: &Path, staging: &Path) -> Result<(), ImageError> {
             .map_err(io_error(&journal))?;
         file.sync_all().map_err(io_error(&journal))?;
     }
-    sync_parent(&journal)?;
-    finish_swap(data_dir)?;
-    Ok(())
+    sync_parent(&journal)
 }
 
 /// Finishes a swap a crash interrupted, if the journal says one was under
@@ -391,7 +494,10 @@ pub fn finish_swap(data_dir: &Path) -> Result<bool, ImageError> {
         Err(e) => return Err(io_error(&journal)(e)),
     };
     if staging.exists() {
-        let files = checkpoint_files(&staging)?;
+        let mut files = checkpoint_files(&staging)?;
+        // The checkpoint manifest (position and membership) goes last, so
+        // it never names a position the tables do not hold yet.
+        files.push(PathBuf::from(MANIFEST_NAME));
         for file in &files {
             let from = staging.join(file);
             let to = data_dir.join(file);
