@@ -426,6 +426,35 @@ fn a_swap_interrupted_by_a_crash_is_finished_when_the_store_next_opens() {
     assert!(!finish_swap(target.path()).expect("nothing left"));
 }
 
+/// A newer image staged after one was journaled replaces it whole: the
+/// journal is written aside and renamed, and the staging directory it
+/// named before is removed.
+#[test]
+fn a_newer_staged_image_replaces_the_journaled_one() {
+    let source = tempfile::tempdir().expect("dir");
+    let copies = tempfile::tempdir().expect("dir");
+    store_with(source.path(), 0, 50);
+    let (_, older) = image_of(source.path(), copies.path());
+    let ids = store_with(source.path(), 100, 50);
+    let copies = tempfile::tempdir().expect("dir");
+    let (_, newer) = image_of(source.path(), copies.path());
+    let target = tempfile::tempdir().expect("dir");
+    store_with(target.path(), 5000, 10);
+    let first = target.path().join("staging-older");
+    let second = target.path().join("staging-newer");
+    for (image, staging) in [(&older, &first), (&newer, &second)] {
+        read_image(&mut image.as_slice(), staging, FILE_BYTES_MAX).expect("stages");
+        adopt(staging, target.path()).expect("adopt");
+        begin_swap(target.path(), staging).expect("journal");
+    }
+    assert!(!first.exists(), "the replaced staging directory is removed");
+    assert!(!target
+        .path()
+        .join(format!("{SWAP_JOURNAL_NAME}.new"))
+        .exists());
+    assert_holds(target.path(), &ids);
+}
+
 /// An image of a directory with another shard count would route X
 /// numbers to the wrong shards: refused before anything is swapped.
 #[test]

@@ -467,19 +467,31 @@ pub fn swap_in(data_dir: &Path, staging: &Path) -> Result<(), ImageError> {
 /// Writes the swap journal naming `staging` (whole and verified): from
 /// here the swap happens, at the latest when the store next opens.
 pub fn begin_swap(data_dir: &Path, staging: &Path) -> Result<(), ImageError> {
+    // Written aside and renamed: a journal is whole, naming the new staging
+    // directory or still the previous one.
     let journal = data_dir.join(SWAP_JOURNAL_NAME);
+    let temporary = data_dir.join(format!("{SWAP_JOURNAL_NAME}.new"));
     {
         let file = crate::sys::open_or_create_private(
             std::fs::OpenOptions::new().write(true).truncate(true),
-            &journal,
+            &temporary,
         )
-        .map_err(io_error(&journal))?;
+        .map_err(io_error(&temporary))?;
         (&file)
             .write_all(staging.to_string_lossy().as_bytes())
-            .map_err(io_error(&journal))?;
-        file.sync_all().map_err(io_error(&journal))?;
+            .map_err(io_error(&temporary))?;
+        file.sync_all().map_err(io_error(&temporary))?;
     }
-    sync_parent(&journal)
+    let previous = std::fs::read(&journal)
+        .ok()
+        .map(|p| PathBuf::from(String::from_utf8_lossy(&p).to_string()));
+    std::fs::rename(&temporary, &journal).map_err(io_error(&journal))?;
+    sync_parent(&journal)?;
+    // A staging directory the journal named before is no longer needed.
+    if let Some(previous) = previous.filter(|p| p != staging) {
+        let _ = std::fs::remove_dir_all(previous);
+    }
+    Ok(())
 }
 
 /// Finishes a swap a crash interrupted, if the journal says one was under
