@@ -727,6 +727,22 @@ impl Log {
         if self.last.is_none_or(|l| l.index < upto.index) {
             self.last = Some(upto);
         }
+        // A purge at or past every record (a member that installed a
+        // snapshot ahead of its log): the active segment holds only purged
+        // records, and the next append, at `upto + 1`, would land behind
+        // them where no offset finds it. A fresh segment starts at the next
+        // index; the old one goes with the others below (a crash between
+        // the two leaves it for `open`, which finishes interrupted purges).
+        if self
+            .segments
+            .last()
+            .and_then(Segment::last_index)
+            .is_some_and(|last| last <= upto.index)
+        {
+            let segment = self.new_segment(upto.index + 1)?;
+            self.segments.push(segment);
+            self.prepare_spare();
+        }
         let mut removed = false;
         while self.segments.len() > 1
             && self.segments[0]

@@ -159,8 +159,13 @@ pub struct ReplicaOptions {
     pub group_commit_wait: Duration,
     /// A checkpoint is taken at least this often while writes arrive.
     pub checkpoint_interval: Duration,
-    /// ... or as soon as the log holds this many bytes of segments.
+    /// ... or as soon as the log's segments grew by this many bytes since
+    /// the last one.
     pub checkpoint_log_bytes: u64,
+    /// With peers, the log keeps this many entries before the last
+    /// checkpoint (openraft's `max_in_snapshot_log_to_keep`): a member down
+    /// a short while catches up from the log. Alone, the log keeps none.
+    pub log_margin_entries: u64,
     /// Proposals waiting for the Raft core at most; more answer BUSY.
     pub proposals_max: usize,
     /// An expiry sweep entry is proposed this often (it reclaims expired
@@ -179,12 +184,19 @@ impl Default for ReplicaOptions {
             group_commit_wait: Duration::ZERO,
             checkpoint_interval: Duration::from_secs(60),
             checkpoint_log_bytes: 512 << 20,
+            log_margin_entries: LOG_MARGIN_ENTRIES_DEFAULT,
             proposals_max: 1024,
             sweep_interval: Duration::from_secs(1),
             peers: None,
         }
     }
 }
+
+/// The default log margin of a member with peers: the sweep proposes one
+/// entry a second on an idle cluster, and a loaded one batches many writes
+/// per entry, so 100,000 entries cover from hours down to a minute or so
+/// of downtime; past it a member catches up by snapshot.
+pub const LOG_MARGIN_ENTRIES_DEFAULT: u64 = 100_000;
 
 struct Proposal {
     batch: WriteBatch,
@@ -241,7 +253,13 @@ impl Replica {
             election_timeout_max: 300,
             heartbeat_interval: 50,
             snapshot_policy: SnapshotPolicy::Never,
-            max_in_snapshot_log_to_keep: 0,
+            // Alone, nobody needs the log before the checkpoint: purge it
+            // all. With peers, keep a margin for members that were away.
+            max_in_snapshot_log_to_keep: if options.peers.is_some() {
+                options.log_margin_entries
+            } else {
+                0
+            },
             purge_batch_size: 1,
             ..openraft::Config::default()
         }
@@ -764,6 +782,22 @@ fn split_answers(outcome: Result<Answers, Refusal>, parts: Vec<(u32, Done)>) {
 /// copies every dirty page, and a full disk does not empty in 100 ms.
 const CHECKPOINT_RETRY_AFTER: Duration = Duration::from_secs(5);
 
+/// Whether a checkpoint is due: `checkpoint_interval` passed with entries
+/// applied since the last one, or the log grew by `checkpoint_log_bytes`
+/// since it. Growth, not size: with a log margin the log never shrinks
+/// below the margin, which may itself hold more than `checkpoint_log_bytes`,
+/// and a size test would then checkpoint at every tick.
+fn checkpoint_due(
+    options: &ReplicaOptions,
+    since_checkpoint: Duration,
+    applied_since: bool,
+    log_bytes_grown: u64,
+) -> bool {
+    applied_since
+        && (since_checkpoint >= options.checkpoint_interval
+            || log_bytes_grown >= options.checkpoint_log_bytes)
+}
+
 async fn housekeeping(
     raft: Raft<types::TypeConfig>,
     checkpoints: Arc<CheckpointStats>,
@@ -777,6 +811,7 @@ async fn housekeeping(
     let mut since_checkpoint = Duration::ZERO;
     let mut since_sweep = Duration::ZERO;
     let mut since_failure: Option<Duration> = None;
+    let mut log_bytes_after_checkpoint = 0;
     while !stopping.load(Ordering::SeqCst) {
         tick.tick().await;
         since_checkpoint += Duration::from_millis(100);
@@ -801,8 +836,14 @@ async fn housekeeping(
         let metrics = raft.metrics().borrow().clone();
         let applied = metrics.last_applied.map_or(0, |l| l.index);
         let checkpointed = metrics.snapshot.map_or(0, |s| s.index);
-        let due = (since_checkpoint >= options.checkpoint_interval && applied > checkpointed)
-            || log_bytes >= options.checkpoint_log_bytes;
+        // The purge after a checkpoint lowers the log's size: follow it down.
+        log_bytes_after_checkpoint = log_bytes_after_checkpoint.min(log_bytes);
+        let due = checkpoint_due(
+            &options,
+            since_checkpoint,
+            applied > checkpointed,
+            log_bytes.saturating_sub(log_bytes_after_checkpoint),
+        );
         let retry_wait_over = since_failure.is_none_or(|t| t >= CHECKPOINT_RETRY_AFTER);
         since_failure = since_failure.map(|t| t + Duration::from_millis(100));
         if due && retry_wait_over && !stopping.load(Ordering::SeqCst) {
@@ -812,6 +853,7 @@ async fn housekeeping(
                 eprintln!("x700: checkpoint: {error}");
                 since_failure = Some(Duration::ZERO);
             }
+            log_bytes_after_checkpoint = log.lock().map_or(0, |log| log.disk_bytes());
         }
     }
 }
@@ -859,5 +901,31 @@ mod tests {
                 ms: None
             }
         );
+    }
+}
+
+#[cfg(test)]
+mod checkpoint_trigger_tests {
+    //! The checkpoint trigger.
+
+    use super::{checkpoint_due, ReplicaOptions};
+    use std::time::Duration;
+
+    /// Guards against checkpointing at every tick once a log margin keeps
+    /// more bytes than `checkpoint_log_bytes`: the trigger looks at growth
+    /// since the last checkpoint and needs something applied since it.
+    #[test]
+    fn the_log_size_trigger_counts_growth_since_the_last_checkpoint() {
+        let options = ReplicaOptions {
+            checkpoint_log_bytes: 1000,
+            checkpoint_interval: Duration::from_secs(60),
+            ..ReplicaOptions::default()
+        };
+        let short = Duration::from_secs(1);
+        assert!(!checkpoint_due(&options, short, true, 999));
+        assert!(checkpoint_due(&options, short, true, 1000));
+        assert!(!checkpoint_due(&options, short, false, 5000));
+        assert!(checkpoint_due(&options, Duration::from_secs(60), true, 0));
+        assert!(!checkpoint_due(&options, Duration::from_secs(60), false, 0));
     }
 }

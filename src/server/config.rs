@@ -165,6 +165,11 @@ pub struct LogSettings {
     pub checkpoint_interval_s: u64,
     /// ... or once the log's segments hold this many MiB.
     pub checkpoint_log_mb: u64,
+    /// On a member of a cluster of several, the log keeps this many
+    /// entries before its last checkpoint, so a member that was down a
+    /// short while catches up from the log rather than by a snapshot of
+    /// every table. A one-member node keeps none.
+    pub margin_entries: u64,
 }
 
 impl Default for LogSettings {
@@ -173,9 +178,15 @@ impl Default for LogSettings {
             group_commit_wait_us: 0,
             checkpoint_interval_s: 60,
             checkpoint_log_mb: 512,
+            margin_entries: crate::replication::LOG_MARGIN_ENTRIES_DEFAULT,
         }
     }
 }
+
+/// Largest log margin accepted: the log of a cluster member holds at
+/// least this many entries, each up to a write batch, so the margin is a
+/// bound on disk use too.
+pub const LOG_MARGIN_ENTRIES_MAX: u64 = 10_000_000;
 
 /// Longest group-commit wait accepted: a write's latency is at least this.
 pub const GROUP_COMMIT_WAIT_US_MAX: u64 = 100_000;
@@ -365,6 +376,11 @@ impl Config {
                     .into(),
             ));
         }
+        if self.log.margin_entries > LOG_MARGIN_ENTRIES_MAX {
+            return Err(ConfigError::Invalid(format!(
+                "log.margin_entries must be at most {LOG_MARGIN_ENTRIES_MAX}"
+            )));
+        }
         if !(1..=crate::store::SHARDS_MAX).contains(&self.table_shards) {
             return Err(ConfigError::Invalid("table_shards must be 1 to 256".into()));
         }
@@ -507,6 +523,20 @@ mod tests {
         let error = config.validate().unwrap_err().to_string();
         assert!(error.contains("80"), "{error}");
         config.limits.request_frame_bytes_max = 80;
+        config.validate().unwrap();
+    }
+
+    /// Guards an unbounded log margin: it bounds how much log a member
+    /// keeps on disk.
+    #[test]
+    fn a_log_margin_past_the_limit_is_refused() {
+        let mut config: Config = toml::from_str("[log]\nmargin_entries = 10000001\n").unwrap();
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("margin"));
+        config.log.margin_entries = LOG_MARGIN_ENTRIES_MAX;
         config.validate().unwrap();
     }
 

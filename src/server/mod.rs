@@ -455,6 +455,7 @@ impl Server {
             group_commit_wait: Duration::from_micros(shared.config.log.group_commit_wait_us),
             checkpoint_interval: Duration::from_secs(shared.config.log.checkpoint_interval_s),
             checkpoint_log_bytes: shared.config.log.checkpoint_log_mb << 20,
+            log_margin_entries: shared.config.log.margin_entries,
             peers,
             ..crate::replication::ReplicaOptions::default()
         };

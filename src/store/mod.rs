@@ -145,6 +145,10 @@ impl Store {
         }
         let lock = DirLock::acquire(dir)?;
         lock::warn_if_loose(dir);
+        // A snapshot from the leader whose swap a restart (or a crash)
+        // interrupted is moved in before anything is read.
+        crate::table::snapshot::finish_swap(dir)
+            .map_err(|e| TableError::io(dir, std::io::Error::other(e)))?;
         let bytes = std::fs::read(&path).map_err(|e| TableError::io(&path, e))?;
         let bad = |reason: String| TableError::BadHeader {
             path: path.display().to_string(),

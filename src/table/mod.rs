@@ -14,6 +14,7 @@ pub mod records;
 pub mod route;
 pub mod rules;
 pub mod shard;
+pub mod snapshot;
 
 pub use error::TableError;
 pub use rules::BindOutcome;
