@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::cluster::{bind_many, free_port, leader_seen_by, routes_all, start_member};
+use common::cluster::{bind_many, leader_seen_by, routes_all, start_member};
 use common::{axb, x, Node};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -17,13 +17,17 @@ use x700::protocol::{opcode, status, Role};
 #[test]
 fn a_three_node_cluster_replicates_fails_over_and_catches_up() {
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
-    // Fixed raft addresses: a restarted member comes back at its own.
-    let rafts: Vec<String> = (0..3).map(|_| free_port()).collect();
     let mut nodes: BTreeMap<u64, Node> = (1..=3u64)
         .map(|id| {
             let i = usize::try_from(id - 1).expect("small");
-            (id, start_member(dirs[i].path(), id, &rafts[i], &[]))
+            (id, start_member(dirs[i].path(), id, "127.0.0.1:0", &[]))
         })
+        .collect();
+    // The raft addresses the members picked; a restarted member comes
+    // back at its own.
+    let rafts: Vec<String> = nodes
+        .values()
+        .map(|node| node.raft.expect("a raft address").to_string())
         .collect();
     let members: Vec<String> = nodes
         .iter()

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::cluster::{bind_many, free_port, routes_all, start_member, SECRET};
+use common::cluster::{bind_many, routes_all, start_member, SECRET};
 use common::{binary, Node};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -66,18 +66,20 @@ fn member_ids(status: &serde_json::Value) -> Vec<u64> {
 #[test]
 fn a_fourth_member_joins_and_one_leaves_and_verify_agrees() {
     let dirs: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().expect("dir")).collect();
-    let rafts: Vec<String> = (0..5).map(|_| free_port()).collect();
     let mut nodes: Vec<Node> = (0..3)
         .map(|i| {
             start_member(
                 dirs[i].path(),
                 i as u64 + 1,
-                &rafts[i],
+                "127.0.0.1:0",
                 &["--table-shards", "4"],
             )
         })
         .collect();
-    let spec = |i: usize, node: &Node| format!("{}={}={}", i + 1, rafts[i], node.tcp);
+    let spec = |i: usize, node: &Node| {
+        let raft = node.raft.expect("a raft address");
+        format!("{}={raft}={}", i + 1, node.tcp)
+    };
     let first = nodes[0].tcp.to_string();
     let mut init = vec!["init", "--server", first.as_str()];
     let specs: Vec<String> = nodes.iter().enumerate().map(|(i, n)| spec(i, n)).collect();
@@ -91,7 +93,7 @@ fn a_fourth_member_joins_and_one_leaves_and_verify_agrees() {
     let mut acked = bind_many(leader, 400_000, 50);
 
     // A member whose directory has another table shard count is refused.
-    let odd = start_member(dirs[4].path(), 5, &rafts[4], &["--table-shards", "2"]);
+    let odd = start_member(dirs[4].path(), 5, "127.0.0.1:0", &["--table-shards", "2"]);
     let (code, json) = cluster(&[
         "add-node",
         "--server",
@@ -109,7 +111,7 @@ fn a_fourth_member_joins_and_one_leaves_and_verify_agrees() {
     nodes.push(start_member(
         dirs[3].path(),
         4,
-        &rafts[3],
+        "127.0.0.1:0",
         &["--table-shards", "4"],
     ));
     let follower = nodes
@@ -209,8 +211,8 @@ fn refused_start(dir: &Path, args: &[&str]) -> (i32, String) {
 #[test]
 fn a_member_directory_refuses_another_node_id_and_a_start_alone() {
     let dir = tempfile::tempdir().expect("dir");
-    let raft = free_port();
-    let node = start_member(dir.path(), 1, &raft, &["--table-shards", "2"]);
+    let node = start_member(dir.path(), 1, "127.0.0.1:0", &["--table-shards", "2"]);
+    let raft = node.raft.expect("a raft address").to_string();
     assert!(node.stop().success());
     let secret = ["--cluster-secret", SECRET, "--raft", &raft];
     let (code, errors) = refused_start(dir.path(), &[&secret[..], &["--node-id", "2"]].concat());

@@ -60,11 +60,6 @@ impl Member {
     }
 }
 
-fn free_port() -> String {
-    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    socket.local_addr().expect("address").to_string()
-}
-
 fn status_json(address: SocketAddr) -> Option<serde_json::Value> {
     let mut client = Client::connect(address, Role::Admin, "").ok()?;
     let (code, body) = client.request(opcode::CLUSTER_STATUS, &[]).ok()?;
@@ -134,20 +129,25 @@ fn routes_all(address: SocketAddr, acked: &[(Number, BindingId)], wait: Duration
 /// Starts three members with `margin_entries`, initialises the cluster and
 /// returns them with their nodes.
 fn start_cluster(margin_entries: u64) -> (Vec<Member>, BTreeMap<u64, Node>) {
-    let members: Vec<Member> = (0..3)
+    let mut members: Vec<Member> = (0..3)
         .map(|_| {
             let data = tempfile::tempdir().expect("dir");
             let config = write_config(data.path(), margin_entries);
             Member {
                 data,
                 config,
-                raft: free_port(),
+                // Picked by the node at its first start (read back below);
+                // a restart comes back at the same address.
+                raft: "127.0.0.1:0".to_string(),
             }
         })
         .collect();
     let nodes: BTreeMap<u64, Node> = (1..=3u64)
         .map(|id| (id, members[index(id)].start(id)))
         .collect();
+    for (id, node) in &nodes {
+        members[index(*id)].raft = node.raft.expect("a raft address").to_string();
+    }
     let list: Vec<String> = nodes
         .iter()
         .map(|(id, node)| format!("{id}={}={}", members[index(*id)].raft, node.tcp))
