@@ -7,43 +7,18 @@
 
 mod common;
 
-use common::cluster::{bind_many, leader_seen_by, routes_all, start_member};
-use common::{axb, x, Node};
-use std::collections::BTreeMap;
+use common::cluster::{
+    bind_many, init_cluster, leader_seen_by, routes_all, start_member, start_members,
+};
+use common::{axb, x};
 use std::time::{Duration, Instant};
 use x700::client::Client;
-use x700::protocol::{opcode, status, Role};
+use x700::protocol::{status, Role};
 
 #[test]
 fn a_three_node_cluster_replicates_fails_over_and_catches_up() {
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
-    let mut nodes: BTreeMap<u64, Node> = (1..=3u64)
-        .map(|id| {
-            let i = usize::try_from(id - 1).expect("small");
-            (id, start_member(dirs[i].path(), id, "127.0.0.1:0", &[]))
-        })
-        .collect();
-    // The raft addresses the members picked; a restarted member comes
-    // back at its own.
-    let rafts: Vec<String> = nodes
-        .values()
-        .map(|node| node.raft.expect("a raft address").to_string())
-        .collect();
-    let members: Vec<String> = nodes
-        .iter()
-        .map(|(id, node)| {
-            let i = usize::try_from(id - 1).expect("small");
-            format!("{id}={}={}", rafts[i], node.tcp)
-        })
-        .collect();
-    let first = nodes[&1].tcp;
-    let mut admin = Client::connect(first, Role::Admin, "").expect("admin");
-    let (code, reason) = admin
-        .request(opcode::CLUSTER_INIT, members.join(" ").as_bytes())
-        .expect("CLUSTER_INIT answered");
-    assert_eq!(code, status::OK, "{}", String::from_utf8_lossy(&reason));
-    let (leader_id, leader) =
-        leader_seen_by(first, Duration::from_secs(10)).expect("a leader within 10 s");
+    let (dirs, mut nodes, rafts) = start_members(3);
+    let (leader_id, leader) = init_cluster(&nodes, &rafts);
 
     // Writes at the leader reach every member; a follower refuses writes.
     let mut acked = bind_many(leader, 200_000, 100);

@@ -11,13 +11,12 @@
 
 mod common;
 
-use common::cluster::{leader_seen_by, routes_all, start_member};
-use common::{axb, http_get, x, Node};
-use std::collections::BTreeMap;
+use common::cluster::{init_cluster, routes_all, start_members};
+use common::{axb, http_get, x};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use x700::client::Client;
-use x700::protocol::{opcode, status, Role};
+use x700::protocol::{status, Role};
 
 fn stats_json(address: SocketAddr) -> serde_json::Value {
     let mut client = Client::connect(address, Role::Admin, "").expect("connect");
@@ -37,26 +36,8 @@ fn gauge(admin: SocketAddr, name: &str) -> f64 {
 
 #[test]
 fn members_report_their_lag_and_a_member_left_alone_lags_more_each_second() {
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
-    let mut nodes: BTreeMap<u64, Node> = (1..=3u64)
-        .map(|id| {
-            let i = usize::try_from(id - 1).expect("small");
-            (id, start_member(dirs[i].path(), id, "127.0.0.1:0", &[]))
-        })
-        .collect();
-    // The raft addresses the members picked; a restarted member comes
-    // back at its own.
-    let rafts: Vec<String> = nodes
-        .values()
-        .map(|node| node.raft.expect("a raft address").to_string())
-        .collect();
-    let members: Vec<String> = nodes
-        .iter()
-        .map(|(id, node)| {
-            let i = usize::try_from(id - 1).expect("small");
-            format!("{id}={}={}", rafts[i], node.tcp)
-        })
-        .collect();
+    // The directories live as long as the test.
+    let (_dirs, mut nodes, rafts) = start_members(3);
     // Before any leader has reached them, members cannot tell how far
     // behind they are: not ready.
     for node in nodes.values() {
@@ -64,14 +45,7 @@ fn members_report_their_lag_and_a_member_left_alone_lags_more_each_second() {
         assert_eq!(code, 503, "{body}");
         assert!(body.contains("no leader has reached"), "{body}");
     }
-    let first = nodes[&1].tcp;
-    let mut admin = Client::connect(first, Role::Admin, "").expect("admin");
-    let (code, reason) = admin
-        .request(opcode::CLUSTER_INIT, members.join(" ").as_bytes())
-        .expect("CLUSTER_INIT answered");
-    assert_eq!(code, status::OK, "{}", String::from_utf8_lossy(&reason));
-    let (leader_id, leader) =
-        leader_seen_by(first, Duration::from_secs(10)).expect("a leader within 10 s");
+    let (leader_id, leader) = init_cluster(&nodes, &rafts);
 
     let mut client = Client::connect(leader, Role::Admin, "").expect("connect to the leader");
     let mut acked = Vec::new();

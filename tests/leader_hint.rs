@@ -8,9 +8,8 @@
 
 mod common;
 
-use common::cluster::{free_port, leader_seen_by, start_member};
+use common::cluster::{free_port, init_cluster, leader_seen_by, start_members};
 use common::{ask, axb, x, Node, Raw};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -67,34 +66,9 @@ fn routes(address: SocketAddr, n: u64, id: BindingId, wait: Duration) -> bool {
 
 #[test]
 fn followers_name_the_leader_and_clients_follow_it() {
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
-    let mut nodes: BTreeMap<u64, Node> = (1..=3u64)
-        .map(|id| {
-            let i = usize::try_from(id - 1).expect("small");
-            (id, start_member(dirs[i].path(), id, "127.0.0.1:0", &[]))
-        })
-        .collect();
-    // The raft addresses the members picked; a restarted member comes
-    // back at its own.
-    let rafts: Vec<String> = nodes
-        .values()
-        .map(|node| node.raft.expect("a raft address").to_string())
-        .collect();
-    let members: Vec<String> = nodes
-        .iter()
-        .map(|(id, node)| {
-            let i = usize::try_from(id - 1).expect("small");
-            format!("{id}={}={}", rafts[i], node.tcp)
-        })
-        .collect();
-    let first = nodes[&1].tcp;
-    let mut admin = Client::connect(first, Role::Admin, "").expect("admin");
-    let (code, reason) = admin
-        .request(opcode::CLUSTER_INIT, members.join(" ").as_bytes())
-        .expect("CLUSTER_INIT answered");
-    assert_eq!(code, status::OK, "{}", String::from_utf8_lossy(&reason));
-    let (leader_id, leader) =
-        leader_seen_by(first, Duration::from_secs(10)).expect("a leader within 10 s");
+    // The directories live as long as the test.
+    let (_dirs, mut nodes, rafts) = start_members(3);
+    let (leader_id, leader) = init_cluster(&nodes, &rafts);
     let follower = nodes
         .iter()
         .find(|(id, _)| **id != leader_id)

@@ -13,17 +13,15 @@
 
 mod common;
 
-use common::{ask, axb, x, Node};
+use common::cluster::{bind_many, leader_seen_by, routes_all, start_member};
+use common::{x, Node};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use x700::binding::{BindingId, LookupResult};
+use x700::binding::BindingId;
 use x700::client::Client;
-use x700::number::Number;
 use x700::protocol::{opcode, status, Role};
-
-const SECRET: &str = "cluster-secret-for-tests-0123";
 
 /// A config file for a member: a checkpoint every second, and `margin`
 /// entries kept before it.
@@ -43,43 +41,8 @@ struct Member {
 impl Member {
     fn start(&self, id: u64) -> Node {
         let config = self.config.to_string_lossy().to_string();
-        let id = id.to_string();
-        let args = [
-            "--config",
-            &config,
-            "--raft",
-            &self.raft,
-            "--node-id",
-            &id,
-            "--cluster-secret",
-            SECRET,
-            "--shards",
-            "1",
-        ];
-        Node::start_on(self.data.path(), &args)
+        start_member(self.data.path(), id, &self.raft, &["--config", &config])
     }
-}
-
-fn status_json(address: SocketAddr) -> Option<serde_json::Value> {
-    let mut client = Client::connect(address, Role::Admin, "").ok()?;
-    let (code, body) = client.request(opcode::CLUSTER_STATUS, &[]).ok()?;
-    (code == status::OK).then(|| serde_json::from_slice(&body).ok())?
-}
-
-/// The leader's id and client address as `address` sees it, within 10 s.
-fn leader_seen_by(address: SocketAddr) -> (u64, SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Some(status) = status_json(address) {
-            let id = status["leader_id"].as_u64();
-            let leader = status["leader_addr"].as_str().and_then(|a| a.parse().ok());
-            if let (Some(id), Some(leader)) = (id, leader) {
-                return (id, leader);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("no leader seen by {address} within 10 s");
 }
 
 /// The node's count of checkpoints taken, from STATS.
@@ -91,39 +54,6 @@ fn checkpoints(address: SocketAddr) -> u64 {
     stats["log"]["checkpoints"]
         .as_u64()
         .expect("log.checkpoints")
-}
-
-/// Binds `count` fresh pairs at `leader` from X number `first`; returns the
-/// acknowledged ones.
-fn bind_many(leader: SocketAddr, first: u64, count: u64) -> Vec<(Number, BindingId)> {
-    let mut client = Client::connect(leader, Role::Admin, "").expect("connect to the leader");
-    (first..first + count)
-        .map(|n| {
-            let xn = x(n);
-            let reply = client
-                .bind(&axb(xn, "13800000001", "13900000002", "snapshot"))
-                .expect("bind answered");
-            assert_eq!(status::name(reply.status), "ok", "bind {n} at the leader");
-            (xn, reply.binding_id.expect("id"))
-        })
-        .collect()
-}
-
-/// True once every acknowledged bind routes at `address`, within `wait`.
-fn routes_all(address: SocketAddr, acked: &[(Number, BindingId)], wait: Duration) -> bool {
-    let deadline = Instant::now() + wait;
-    loop {
-        let all = Client::connect(address, Role::Switch, "").is_ok_and(|mut client| {
-            acked.iter().all(|&(xn, id)| {
-                matches!(client.lookup(&ask("13800000001", xn)),
-                    Ok(LookupResult::Route(route)) if route.binding_id == id)
-            })
-        });
-        if all || Instant::now() > deadline {
-            return all;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Starts three members with `margin_entries`, initialises the cluster and
@@ -169,7 +99,8 @@ fn index(id: u64) -> usize {
 /// every member routes every acknowledged bind.
 fn stopped_member_catches_up(margin_entries: u64) {
     let (members, mut nodes) = start_cluster(margin_entries);
-    let (leader_id, leader) = leader_seen_by(nodes[&1].tcp);
+    let (leader_id, leader) =
+        leader_seen_by(nodes[&1].tcp, Duration::from_secs(10)).expect("a leader within 10 s");
     let mut acked = bind_many(leader, 400_000, 50);
     let stopped_id = *nodes
         .keys()

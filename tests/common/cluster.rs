@@ -95,3 +95,53 @@ pub fn routes_all(address: SocketAddr, acked: &[(Number, BindingId)], wait: Dura
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Starts `count` members (ids 1..=count), each on a new temporary
+/// directory, each picking its own raft port. Returns the directories (a
+/// restarted member reuses its own), the nodes by id, and the raft
+/// addresses they picked (index `id - 1`).
+pub fn start_members(
+    count: u64,
+) -> (
+    Vec<tempfile::TempDir>,
+    std::collections::BTreeMap<u64, Node>,
+    Vec<String>,
+) {
+    let dirs: Vec<tempfile::TempDir> = (0..count)
+        .map(|_| tempfile::tempdir().expect("dir"))
+        .collect();
+    let nodes: std::collections::BTreeMap<u64, Node> = (1..=count)
+        .map(|id| {
+            let i = usize::try_from(id - 1).expect("small");
+            (id, start_member(dirs[i].path(), id, "127.0.0.1:0", &[]))
+        })
+        .collect();
+    let rafts = nodes
+        .values()
+        .map(|node| node.raft.expect("a raft address").to_string())
+        .collect();
+    (dirs, nodes, rafts)
+}
+
+/// Sends CLUSTER_INIT naming every node (raft address `rafts[id - 1]`) to
+/// member 1 and waits (10 s at most) for a leader: its id and client
+/// address.
+pub fn init_cluster(
+    nodes: &std::collections::BTreeMap<u64, Node>,
+    rafts: &[String],
+) -> (u64, SocketAddr) {
+    let members: Vec<String> = nodes
+        .iter()
+        .map(|(id, node)| {
+            let i = usize::try_from(id - 1).expect("small");
+            format!("{id}={}={}", rafts[i], node.tcp)
+        })
+        .collect();
+    let first = nodes[&1].tcp;
+    let mut admin = Client::connect(first, Role::Admin, "").expect("admin");
+    let (code, reason) = admin
+        .request(opcode::CLUSTER_INIT, members.join(" ").as_bytes())
+        .expect("CLUSTER_INIT answered");
+    assert_eq!(code, status::OK, "{}", String::from_utf8_lossy(&reason));
+    leader_seen_by(first, Duration::from_secs(10)).expect("a leader within 10 s")
+}
