@@ -110,7 +110,7 @@ impl Worker {
             if !self.proposal.push(tenants, &frame) {
                 self.scratch = frame;
                 self.unforward(origin);
-                self.deliver_now(
+                self.deliver_status(
                     origin,
                     header.opcode,
                     status::BAD_REQUEST,
@@ -130,12 +130,6 @@ impl Worker {
                 conn.writes_pending += 1;
             }
         }
-    }
-
-    fn deliver_now(&mut self, origin: Origin, opcode: u8, code: u8, request_id: u32) {
-        let mut frame = Vec::with_capacity(HEADER_BYTES);
-        push_frame(&mut frame, opcode, code, request_id, &[]);
-        self.deliver(origin, &frame);
     }
 
     /// Proposes the batch gathered this iteration.

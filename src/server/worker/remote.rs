@@ -5,7 +5,6 @@
 use super::{offset, Worker, LOOKUP_ANSWER_BYTES};
 use crate::binding::{LookupQuery, LookupResult, Reject};
 use crate::protocol::codec;
-use crate::protocol::frame::{push_frame, HEADER_BYTES};
 use crate::protocol::status;
 use crate::server::apply::{apply_batch, capture_set, PartialAnswers};
 use crate::server::cross::{Message, Origin, WorkItem};
@@ -35,15 +34,12 @@ impl Worker {
                     // without bound.
                     for item in items {
                         self.unforward(item.origin);
-                        let mut frame = Vec::with_capacity(HEADER_BYTES);
-                        push_frame(
-                            &mut frame,
+                        self.deliver_status(
+                            item.origin,
                             dispatch::op_opcode(&item.op),
                             status::BUSY,
                             item.request_id,
-                            &[],
                         );
-                        self.deliver(item.origin, &frame);
                     }
                 }
                 Err(_) => {}

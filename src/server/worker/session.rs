@@ -325,12 +325,6 @@ impl Worker {
         }
     }
 
-    fn deliver_status(&mut self, origin: Origin, op: u8, code: u8, request_id: u32) {
-        let mut frame = Vec::with_capacity(crate::protocol::HEADER_BYTES);
-        push_frame(&mut frame, op, code, request_id, &[]);
-        self.deliver(origin, &frame);
-    }
-
     /// The HELLO answer's `leader_hint`: the leader's id on a cluster
     /// member (0 while none is known, or for an id past `u32`), this node's
     /// own id on a node that runs alone (it takes every write).

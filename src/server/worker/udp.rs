@@ -4,7 +4,7 @@
 
 use super::{Worker, DATAGRAMS_PER_EVENT, LOOKUPS_PER_DATAGRAM_MAX, LOOKUP_ANSWER_BYTES};
 use crate::protocol::codec;
-use crate::protocol::frame::{next_frame, push_frame, HEADER_BYTES};
+use crate::protocol::frame::{next_frame, HEADER_BYTES};
 use crate::protocol::{opcode, status};
 use crate::server::auth::Access;
 use crate::server::cross::Origin;
@@ -103,9 +103,7 @@ impl Worker {
                         Access::AllTenants,
                     ),
                     Err(code) => {
-                        let mut frame = Vec::with_capacity(HEADER_BYTES);
-                        push_frame(&mut frame, header.opcode, code, header.request_id, &[]);
-                        self.deliver(origin, &frame);
+                        self.deliver_status(origin, header.opcode, code, header.request_id);
                     }
                 }
             }

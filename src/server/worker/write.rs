@@ -50,6 +50,16 @@ impl Worker {
         }
     }
 
+    /// Delivers an answer with an empty body (an error status) to
+    /// `origin`, building it in the loop's scratch buffer: no allocation.
+    pub(super) fn deliver_status(&mut self, origin: Origin, op: u8, code: u8, request_id: u32) {
+        let mut frame = std::mem::take(&mut self.scratch);
+        frame.clear();
+        push_frame(&mut frame, op, code, request_id, &[]);
+        self.deliver(origin, &frame);
+        self.scratch = frame;
+    }
+
     /// Queues connection `token` for this iteration's writes.
     pub(super) fn mark_dirty(&mut self, token: usize) {
         if let Some(conn) = self.conns.get_mut(token) {
