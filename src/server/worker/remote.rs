@@ -65,9 +65,6 @@ impl Worker {
         self.inbox_more = false;
         let mut applied = false;
         loop {
-            if applied && matches!(self.inbox.len(), 0) {
-                break;
-            }
             let message = if applied {
                 // Only answers and forwarded work pass an applied chunk in
                 // this call; the next Apply waits.
