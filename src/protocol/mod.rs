@@ -114,6 +114,12 @@ pub mod status {
     /// Writes are stopped on this node: it is stopping, or its log failed
     /// an fsync. Lookups still work; write to another node.
     pub const UNAVAILABLE: u8 = 41;
+    /// A write reached the leader's log, and the node cannot tell whether
+    /// it committed (its leadership ended, or no answer came within the
+    /// proposal deadline). It may yet be applied: read it back (QUERY,
+    /// LOOKUP) before retrying. Every other refusal of a write means
+    /// nothing was done.
+    pub const OUTCOME_UNKNOWN: u8 = 42;
 
     /// The snake_case name of a status, as the CLI prints it.
     pub fn name(status: u8) -> &'static str {
@@ -138,6 +144,7 @@ pub mod status {
             CAPACITY => "capacity",
             INTERNAL => "internal",
             UNAVAILABLE => "unavailable",
+            OUTCOME_UNKNOWN => "outcome_unknown",
             _ => "unknown_status",
         }
     }

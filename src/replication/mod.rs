@@ -37,7 +37,7 @@ use network::NoPeers;
 use openraft::{BasicNode, Raft, SnapshotPolicy};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -85,10 +85,13 @@ fn build_storage(
     ))
 }
 
-/// Why a write was not taken.
+/// How a write ended without its answers. Every variant but
+/// `OutcomeUnknown` means that certainly nothing was done: the batch never
+/// reached openraft, or openraft refused it before appending it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
-    /// Too many proposals waiting: try again.
+    /// Too many proposals waiting (or one waited past its deadline before
+    /// it could be handed to openraft): try again.
     Busy,
     /// No room for the log: writes resume by themselves when space is back.
     DiskFull,
@@ -96,6 +99,11 @@ pub enum Refusal {
     Stopped,
     /// Another node leads; its id if known.
     NotLeader(Option<u64>),
+    /// The batch reached openraft's log, and this node cannot tell whether
+    /// it committed: its leadership ended, openraft stopped, or no answer
+    /// came within the proposal deadline. The writes may yet apply on
+    /// every member; the client reads them back before retrying.
+    OutcomeUnknown,
 }
 
 /// Called once with the answers of a proposed batch, or why it failed.
@@ -120,6 +128,11 @@ pub struct ReplicaOptions {
     pub log_margin_entries: u64,
     /// Proposals waiting for the Raft core at most; more answer BUSY.
     pub proposals_max: usize,
+    /// A proposal not answered this long after it was submitted is
+    /// answered: `Busy` if it was still queued (nothing done),
+    /// `OutcomeUnknown` once openraft held it. Its slot is released, so a
+    /// leader that cannot commit never sticks at BUSY.
+    pub proposal_deadline: Duration,
     /// An expiry sweep entry is proposed this often (it reclaims expired
     /// bindings deterministically, at the time it carries).
     pub sweep_interval: Duration,
@@ -138,6 +151,7 @@ impl Default for ReplicaOptions {
             checkpoint_log_bytes: 512 << 20,
             log_margin_entries: LOG_MARGIN_ENTRIES_DEFAULT,
             proposals_max: 1024,
+            proposal_deadline: PROPOSAL_DEADLINE_DEFAULT,
             sweep_interval: Duration::from_secs(1),
             peers: None,
         }
@@ -150,9 +164,17 @@ impl Default for ReplicaOptions {
 /// of downtime; past it a member catches up by snapshot.
 pub const LOG_MARGIN_ENTRIES_DEFAULT: u64 = 100_000;
 
+/// The default proposal deadline: far above a healthy commit (milliseconds,
+/// even through an election of 150-300 ms), well below what a platform
+/// waits before giving up on an order.
+pub const PROPOSAL_DEADLINE_DEFAULT: Duration = Duration::from_secs(10);
+
 struct Proposal {
     batch: WriteBatch,
     done: Done,
+    /// When the proposal is answered at the latest (see
+    /// `ReplicaOptions::proposal_deadline`).
+    deadline: tokio::time::Instant,
 }
 
 /// The node's write path, running.
@@ -168,6 +190,11 @@ pub struct Replica {
     node_id: u64,
     peer_server: Option<peer::PeerServer>,
     peer_stats: Arc<PeerStats>,
+    proposal_deadline: Duration,
+    /// The highest log index whose answers this node handed to a client
+    /// (it applied it first): openraft's metrics may report the apply a
+    /// moment after the answer left.
+    acknowledged_index: Arc<AtomicU64>,
 }
 
 /// Why the write path could not start.
@@ -249,7 +276,13 @@ impl Replica {
         };
         let (proposals, inbox) = tokio::sync::mpsc::channel(options.proposals_max.max(1));
         let stopping = Arc::new(AtomicBool::new(false));
-        runtime.spawn(propose(raft.clone(), inbox));
+        let proposal_deadline = options.proposal_deadline;
+        let acknowledged_index = Arc::new(AtomicU64::new(0));
+        runtime.spawn(propose(
+            raft.clone(),
+            inbox,
+            Arc::clone(&acknowledged_index),
+        ));
         runtime.spawn(housekeeping(
             raft.clone(),
             Arc::clone(&checkpoints),
@@ -270,6 +303,8 @@ impl Replica {
             node_id,
             peer_server,
             peer_stats,
+            proposal_deadline,
+            acknowledged_index,
         })
     }
 
@@ -282,7 +317,13 @@ impl Replica {
         if self.health.disk_full.load(Ordering::SeqCst) {
             return Err((Refusal::DiskFull, done));
         }
-        match self.proposals.try_send(Proposal { batch, done }) {
+        let deadline = tokio::time::Instant::now() + self.proposal_deadline;
+        let proposal = Proposal {
+            batch,
+            done,
+            deadline,
+        };
+        match self.proposals.try_send(proposal) {
             Ok(()) => Ok(()),
             Err(tokio::sync::mpsc::error::TrySendError::Full(p)) => Err((Refusal::Busy, p.done)),
             Err(tokio::sync::mpsc::error::TrySendError::Closed(p)) => {
@@ -301,13 +342,17 @@ impl Replica {
         self.node_id
     }
 
-    /// Index of the last applied entry, as openraft last reported it.
+    /// Index of the last applied entry: as openraft last reported it, or
+    /// the last one whose answers this node gave, if that is later. Every
+    /// write acknowledged by this node is at or below it.
     pub fn applied_index(&self) -> u64 {
-        self.raft
+        let reported = self
+            .raft
             .metrics()
             .borrow()
             .last_applied
-            .map_or(0, |l| l.index)
+            .map_or(0, |l| l.index);
+        reported.max(self.acknowledged_index.load(Ordering::SeqCst))
     }
 
     /// Takes a checkpoint of everything applied so far and waits for it

@@ -57,9 +57,63 @@ pub(super) async fn checkpoint_now(
 /// proposal level). Two in flight keep the next entry ready while one syncs.
 const ENTRIES_IN_FLIGHT_MAX: usize = 2;
 
+/// One proposal merged into an entry: how many writes it holds, who hears
+/// their answers, and by when.
+struct Part {
+    count: u32,
+    /// `None` once answered (its deadline passed before the entry's
+    /// answer came); the part still counts its writes, so that the parts
+    /// after it find their answers.
+    done: Option<Done>,
+    deadline: tokio::time::Instant,
+}
+
+/// What each way an entry can end tells its writers.
+///
+/// openraft 0.9.25 (`core/raft_core.rs`) keeps a responder per appended
+/// entry of a leader, keyed by log index, and:
+/// - answers it with the apply result once the entry is applied on this
+///   node, whoever leads by then (the entry committed: the answers are
+///   true, and given);
+/// - answers `ForwardToLeader` when a new leader's entries overwrite it
+///   (`DeleteConflictLog`). That does not prove it will never commit: with
+///   five members, others holding it may still elect a leader that commits
+///   it. So it means "outcome unknown";
+/// - answers `ForwardToLeader` at once, without appending, to a write
+///   that reaches a core that is not leader (`get_leader_handler_or_reject`).
+///   The answer cannot be told from the one above, so the proposer asks
+///   openraft only while its metrics say this node leads, and answers
+///   `NOT_LEADER` itself otherwise (nothing done);
+/// - never answers it while a deposed leader stays cut off, or a leader
+///   without a quorum waits: no deadline of its own;
+/// - drops it when the core stops (the receiver sees the sender gone).
+///
+/// So once openraft holds the entry, everything but an apply result is
+/// `OutcomeUnknown`; the deadline and a change of leadership (the metrics
+/// no longer show this node leading in the term it proposed in) end the
+/// wait early, and a late answer finds its receiver dropped and is lost.
+fn outcome_of<E>(received: Result<WriteResult, E>) -> Result<(u64, Answers), Refusal> {
+    match received {
+        Ok(Ok(response)) => Ok((response.log_id.index, response.data)),
+        Ok(Err(_)) | Err(_) => Err(Refusal::OutcomeUnknown),
+    }
+}
+
+/// What openraft answers a client write.
+type WriteResult = Result<
+    openraft::raft::ClientWriteResponse<types::TypeConfig>,
+    openraft::error::ClientWriteError<u64, BasicNode>,
+>;
+
+/// Whether the metrics still show this node leading in `term`.
+fn leads_in(metrics: &openraft::RaftMetrics<u64, BasicNode>, term: u64) -> bool {
+    metrics.state == openraft::ServerState::Leader && metrics.current_term == term
+}
+
 pub(super) async fn propose(
     raft: Raft<types::TypeConfig>,
     mut inbox: tokio::sync::mpsc::Receiver<Proposal>,
+    acknowledged_index: Arc<AtomicU64>,
 ) {
     let permits = Arc::new(tokio::sync::Semaphore::new(ENTRIES_IN_FLIGHT_MAX));
     let mut carried: Option<Proposal> = None;
@@ -74,54 +128,137 @@ pub(super) async fn propose(
                 None => return,
             },
         };
+        // A proposal that waited out its deadline in the queue was never
+        // seen by openraft: nothing was done, and it says so.
+        let now = tokio::time::Instant::now();
+        if first.deadline <= now {
+            (first.done)(Err(Refusal::Busy));
+            continue;
+        }
         // Merge whatever else is waiting, up to one batch's bytes.
         let mut merged = first.batch;
-        let mut parts = vec![(merged.count, first.done)];
+        let mut parts = vec![Part {
+            count: merged.count,
+            done: Some(first.done),
+            deadline: first.deadline,
+        }];
         while let Ok(next) = inbox.try_recv() {
+            if next.deadline <= now {
+                (next.done)(Err(Refusal::Busy));
+                continue;
+            }
             if !merged.append(&next.batch) {
                 carried = Some(next);
                 break;
             }
-            parts.push((next.batch.count, next.done));
+            parts.push(Part {
+                count: next.batch.count,
+                done: Some(next.done),
+                deadline: next.deadline,
+            });
+        }
+        let (leads, term, leader) = {
+            let metrics = raft.metrics();
+            let metrics = metrics.borrow();
+            (
+                metrics.state == openraft::ServerState::Leader,
+                metrics.current_term,
+                metrics.current_leader,
+            )
+        };
+        if !leads {
+            let leader = leader.filter(|&id| id != raft_id(&raft));
+            answer_all(parts, Err(Refusal::NotLeader(leader)));
+            continue;
         }
         match raft.client_write_ff(merged).await {
             Ok(receiver) => {
+                let metrics = raft.metrics();
+                let acknowledged_index = Arc::clone(&acknowledged_index);
                 tokio::spawn(async move {
-                    let outcome = match receiver.await {
-                        Ok(Ok(response)) => Ok(response.data),
-                        Ok(Err(openraft::error::ClientWriteError::ForwardToLeader(forward))) => {
-                            Err(Refusal::NotLeader(forward.leader_id))
-                        }
-                        Ok(Err(_)) | Err(_) => Err(Refusal::Stopped),
-                    };
+                    await_outcome(receiver, parts, metrics, term, &acknowledged_index).await;
                     drop(permit);
-                    split_answers(outcome, parts);
                 });
             }
-            Err(_) => {
-                drop(permit);
-                split_answers(Err(Refusal::Stopped), parts);
+            // The core is gone: the entry never reached it.
+            Err(_) => answer_all(parts, Err(Refusal::Stopped)),
+        }
+    }
+}
+
+/// This node's id, as openraft knows it.
+fn raft_id(raft: &Raft<types::TypeConfig>) -> u64 {
+    raft.metrics().borrow().id
+}
+
+/// Waits for openraft's answer to one entry, its parts' deadlines, or the
+/// end of this node's leadership in `term`, whichever comes first, and
+/// answers every part exactly once (`outcome_of` says why each way).
+async fn await_outcome<E>(
+    mut receiver: impl std::future::Future<Output = Result<WriteResult, E>> + Unpin,
+    mut parts: Vec<Part>,
+    mut metrics: tokio::sync::watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>,
+    term: u64,
+    acknowledged_index: &AtomicU64,
+) {
+    loop {
+        if !leads_in(&metrics.borrow_and_update(), term) {
+            answer_all(parts, Err(Refusal::OutcomeUnknown));
+            return;
+        }
+        let waiting = parts.iter().filter(|part| part.done.is_some());
+        let Some(next_deadline) = waiting.map(|part| part.deadline).min() else {
+            return;
+        };
+        tokio::select! {
+            received = &mut receiver => {
+                let outcome = outcome_of(received).map(|(index, answers)| {
+                    acknowledged_index.fetch_max(index, Ordering::SeqCst);
+                    answers
+                });
+                split_answers(outcome, parts);
+                return;
+            }
+            () = tokio::time::sleep_until(next_deadline) => {
+                let now = tokio::time::Instant::now();
+                for part in parts.iter_mut().filter(|part| part.deadline <= now) {
+                    if let Some(done) = part.done.take() {
+                        done(Err(Refusal::OutcomeUnknown));
+                    }
+                }
+            }
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    answer_all(parts, Err(Refusal::OutcomeUnknown));
+                    return;
+                }
             }
         }
     }
 }
 
+/// Answers every part not yet answered with the same refusal.
+fn answer_all(parts: Vec<Part>, refusal: Result<Answers, Refusal>) {
+    split_answers(refusal, parts);
+}
+
 /// Hands each merged proposal its own answers (one frame per write, in
-/// order).
-fn split_answers(outcome: Result<Answers, Refusal>, parts: Vec<(u32, Done)>) {
+/// order), or every one the same refusal; parts already answered are
+/// skipped.
+fn split_answers(outcome: Result<Answers, Refusal>, parts: Vec<Part>) {
     let frames = match outcome {
         Ok(Answers(frames)) => frames,
         Err(refusal) => {
-            for (_, done) in parts {
+            for done in parts.into_iter().filter_map(|part| part.done) {
                 done(Err(refusal));
             }
             return;
         }
     };
     let mut at = 0usize;
-    for (count, done) in parts {
+    for part in parts {
         let start = at;
-        for _ in 0..count {
+        for _ in 0..part.count {
             let length = frames
                 .get(at..at + 4)
                 .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
@@ -130,7 +267,9 @@ fn split_answers(outcome: Result<Answers, Refusal>, parts: Vec<(u32, Done)>) {
             }
             at += length;
         }
-        done(Ok(Answers(frames[start..at].to_vec())));
+        if let Some(done) = part.done {
+            done(Ok(Answers(frames[start..at].to_vec())));
+        }
     }
 }
 
@@ -187,6 +326,7 @@ pub(super) async fn housekeeping(
             let _ = proposals.try_send(Proposal {
                 batch: WriteBatch::new(clock.now_s()),
                 done: Box::new(|_| {}),
+                deadline: tokio::time::Instant::now() + options.proposal_deadline,
             });
         }
         let metrics = raft.metrics().borrow().clone();

@@ -170,6 +170,11 @@ pub struct LogSettings {
     /// short while catches up from the log rather than by a snapshot of
     /// every table. A one-member node keeps none.
     pub margin_entries: u64,
+    /// A write not answered this long after it was proposed is answered
+    /// (`busy` if it never reached the log, `outcome_unknown` once it did),
+    /// milliseconds; so is every pending write at once when this node
+    /// stops leading.
+    pub proposal_deadline_ms: u64,
 }
 
 impl Default for LogSettings {
@@ -179,6 +184,7 @@ impl Default for LogSettings {
             checkpoint_interval_s: 60,
             checkpoint_log_mb: 512,
             margin_entries: crate::replication::LOG_MARGIN_ENTRIES_DEFAULT,
+            proposal_deadline_ms: 10_000,
         }
     }
 }
@@ -187,6 +193,13 @@ impl Default for LogSettings {
 /// least this many entries, each up to a write batch, so the margin is a
 /// bound on disk use too.
 pub const LOG_MARGIN_ENTRIES_MAX: u64 = 10_000_000;
+
+/// Shortest proposal deadline accepted: an election takes 150-300 ms,
+/// and a commit through one must not be cut short.
+pub const PROPOSAL_DEADLINE_MS_MIN: u64 = 1_000;
+/// Longest proposal deadline accepted: a platform's write waits at most
+/// this long for its answer.
+pub const PROPOSAL_DEADLINE_MS_MAX: u64 = 600_000;
 
 /// Longest group-commit wait accepted: a write's latency is at least this.
 pub const GROUP_COMMIT_WAIT_US_MAX: u64 = 100_000;
@@ -379,6 +392,13 @@ impl Config {
         if self.log.margin_entries > LOG_MARGIN_ENTRIES_MAX {
             return Err(ConfigError::Invalid(format!(
                 "log.margin_entries must be at most {LOG_MARGIN_ENTRIES_MAX}"
+            )));
+        }
+        if !(PROPOSAL_DEADLINE_MS_MIN..=PROPOSAL_DEADLINE_MS_MAX)
+            .contains(&self.log.proposal_deadline_ms)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "log.proposal_deadline_ms must be {PROPOSAL_DEADLINE_MS_MIN} to {PROPOSAL_DEADLINE_MS_MAX}"
             )));
         }
         if !(1..=crate::store::SHARDS_MAX).contains(&self.table_shards) {

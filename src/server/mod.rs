@@ -456,6 +456,7 @@ impl Server {
             checkpoint_interval: Duration::from_secs(shared.config.log.checkpoint_interval_s),
             checkpoint_log_bytes: shared.config.log.checkpoint_log_mb << 20,
             log_margin_entries: shared.config.log.margin_entries,
+            proposal_deadline: Duration::from_millis(shared.config.log.proposal_deadline_ms),
             peers,
             ..crate::replication::ReplicaOptions::default()
         };

@@ -32,6 +32,7 @@ fn refusal_status(refusal: Refusal) -> u8 {
         Refusal::DiskFull => status::DISK_FULL,
         Refusal::Stopped => status::UNAVAILABLE,
         Refusal::NotLeader(_) => status::NOT_LEADER,
+        Refusal::OutcomeUnknown => status::OUTCOME_UNKNOWN,
     }
 }
 
