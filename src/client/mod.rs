@@ -56,6 +56,17 @@ pub struct WriteReply {
     pub created: Option<bool>,
 }
 
+/// What a WAIT_INDEX answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexReply {
+    /// OK (the node has applied the index), BEHIND (it had not when the
+    /// wait ended), or another refusal.
+    pub status: u8,
+    /// The node's applied index when it answered (0 with a refusal that
+    /// carries none).
+    pub applied_index: u64,
+}
+
 /// A connection to a node.
 pub struct Client {
     stream: TcpStream,
@@ -303,6 +314,63 @@ impl Client {
     fn note_leader(&mut self, header: &Header, body: &[u8]) {
         if header.status == status::NOT_LEADER {
             self.not_leader = codec::decode_not_leader(body);
+        }
+    }
+
+    /// WAIT_INDEX: waits up to `timeout_ms` (at most 10,000) for the node
+    /// to apply log index `index` (PROTOCOL.md 7.10).
+    pub fn wait_index(&mut self, index: u64, timeout_ms: u32) -> Result<IndexReply, ClientError> {
+        let (header, body) =
+            self.call(|out, id| codec::encode_wait_index(out, id, index, timeout_ms))?;
+        Ok(Client::index_reply(&header, &body))
+    }
+
+    /// The index a read elsewhere must wait for to see every write this
+    /// connection has had answered: WAIT_INDEX 0, sent to the node that
+    /// answered them (the leader). It waits behind the connection's
+    /// pending writes, and the node applied each before answering it.
+    pub fn read_index(&mut self) -> Result<u64, ClientError> {
+        let reply = self.wait_index(0, 0)?;
+        if reply.status != status::OK {
+            return Err(ClientError::Refused(reply.status));
+        }
+        Ok(reply.applied_index)
+    }
+
+    /// A LOOKUP sent behind a WAIT_INDEX in one `send`: the node serves
+    /// it once it has applied `index`, or once `timeout_ms` passed (the
+    /// first answer says which; the lookup is served either way).
+    pub fn lookup_after(
+        &mut self,
+        index: u64,
+        timeout_ms: u32,
+        query: &LookupQuery,
+    ) -> Result<(IndexReply, LookupResult), ClientError> {
+        let wait_id = self.take_id();
+        let lookup_id = self.take_id();
+        self.out.clear();
+        codec::encode_wait_index(&mut self.out, wait_id, index, timeout_ms);
+        codec::encode_lookup(&mut self.out, lookup_id, query, true);
+        self.stream.write_all(&self.out)?;
+        let mut waited = None;
+        loop {
+            let (header, body) = self.read_frame()?;
+            if header.request_id == wait_id {
+                waited = Some(Client::index_reply(&header, &body));
+            } else if header.request_id == lookup_id {
+                let lookup = codec::decode_lookup_answer(&header, &body);
+                let waited = waited.ok_or(ClientError::Protocol(
+                    "LOOKUP answered before the WAIT_INDEX ahead of it",
+                ))?;
+                return Ok((waited, lookup.map_err(ClientError::Refused)?));
+            }
+        }
+    }
+
+    fn index_reply(header: &Header, body: &[u8]) -> IndexReply {
+        IndexReply {
+            status: header.status,
+            applied_index: codec::decode_wait_index_answer(body).unwrap_or(0),
         }
     }
 

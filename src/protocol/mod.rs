@@ -22,6 +22,9 @@ pub mod limits {
     pub const ANSWER_FRAME_BYTES_MAX: u32 = 64 * 1024;
     /// Longest credential in HELLO.
     pub const CREDENTIAL_BYTES_MAX: usize = 64;
+    /// Longest wait a WAIT_INDEX may ask for, milliseconds: a connection
+    /// held longer would look dead to its client.
+    pub const WAIT_INDEX_TIMEOUT_MS_MAX: u32 = 10_000;
     /// The largest request frame: a BIND (12 + 68 bytes), or a HELLO with
     /// the longest credential (12 + 4 + 64). A server's frame limit may not
     /// be lower.
@@ -44,6 +47,9 @@ pub mod opcode {
     pub const STATS: u8 = 0x03;
     /// Where does a call go (switch, admin).
     pub const LOOKUP: u8 = 0x10;
+    /// Wait until this node has applied a log index; the frames behind it
+    /// on the connection wait too (every role).
+    pub const WAIT_INDEX: u8 = 0x11;
     /// Create an AXB binding.
     pub const BIND_AXB: u8 = 0x20;
     /// Create an AXN binding.
@@ -120,6 +126,10 @@ pub mod status {
     /// LOOKUP) before retrying. Every other refusal of a write means
     /// nothing was done.
     pub const OUTCOME_UNKNOWN: u8 = 42;
+    /// WAIT_INDEX: this node had not applied the index asked for when the
+    /// wait ended; the body gives the index it had applied. Read at the
+    /// leader, or wait again.
+    pub const BEHIND: u8 = 43;
 
     /// The snake_case name of a status, as the CLI prints it.
     pub fn name(status: u8) -> &'static str {
@@ -145,6 +155,7 @@ pub mod status {
             INTERNAL => "internal",
             UNAVAILABLE => "unavailable",
             OUTCOME_UNKNOWN => "outcome_unknown",
+            BEHIND => "behind",
             _ => "unknown_status",
         }
     }

@@ -89,6 +89,8 @@ pub fn permits(role: Role, op: u8) -> bool {
     match op {
         // A second HELLO is answered BAD_REQUEST, whatever the role.
         opcode::PING | opcode::HELLO => true,
+        // Any reader may bound how stale its reads are (PROTOCOL.md 7.10).
+        opcode::WAIT_INDEX => true,
         opcode::LOOKUP => matches!(role, Role::Switch | Role::Admin),
         opcode::BIND_AXB
         | opcode::BIND_AXN

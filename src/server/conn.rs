@@ -18,6 +18,17 @@ pub const OUTPUT_RETAINED_BYTES: usize = 64 * 1024;
 /// held connection may need more for a moment; it is given back after).
 pub const INPUT_RETAINED_BYTES: usize = 4 * 1024;
 
+/// A WAIT_INDEX not answered yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexWait {
+    /// The log index waited for.
+    pub index: u64,
+    /// The loop's clock (`Worker::now_ms`) at which the wait ends BEHIND.
+    pub until_ms: u64,
+    /// The request's id, for its answer.
+    pub request_id: u32,
+}
+
 /// A client connection.
 pub struct Connection {
     /// The socket.
@@ -49,6 +60,9 @@ pub struct Connection {
     /// A read (LOOKUP, QUERY) waits at the front of `input` for
     /// `writes_pending` to reach zero: read-your-writes.
     pub held: bool,
+    /// A WAIT_INDEX waits for this node to apply a log index; the
+    /// connection is `held` meanwhile (PROTOCOL.md 7.10).
+    pub index_wait: Option<IndexWait>,
     /// The peer sent its FIN: answer what was read, then close.
     pub peer_finished: bool,
     /// The node is stopping: every request read from now on is answered
@@ -81,6 +95,7 @@ impl Connection {
             in_flight: 0,
             writes_pending: 0,
             held: false,
+            index_wait: None,
             peer_finished: false,
             refusing: false,
             closing: false,

@@ -27,6 +27,10 @@ pub const UPDATE_BYTES: usize = 24;
 pub const UNBIND_BYTES: usize = 32;
 /// QUERY request body.
 pub const QUERY_BYTES: usize = 8;
+/// WAIT_INDEX request body: log index u64, timeout u32 (milliseconds).
+pub const WAIT_INDEX_BYTES: usize = 12;
+/// WAIT_INDEX answer body (OK and BEHIND): the node's applied index.
+pub const WAIT_INDEX_ANSWER_BYTES: usize = 8;
 /// A binding, as QUERY, UPDATE and UNBIND answer it.
 pub const BINDING_BYTES: usize = 88;
 
@@ -98,6 +102,14 @@ pub enum Request<'a> {
     ClusterRemoveNode(u64),
     /// CLUSTER_VERIFY.
     ClusterVerify,
+    /// WAIT_INDEX: answer once this node has applied `index`, or after
+    /// `timeout_ms` (at most `limits::WAIT_INDEX_TIMEOUT_MS_MAX`).
+    WaitIndex {
+        /// The log index to wait for.
+        index: u64,
+        /// Longest wait.
+        timeout_ms: u32,
+    },
 }
 
 /// Longest CLUSTER_INIT body.
@@ -308,6 +320,17 @@ pub fn decode_request<'a>(header: &Header, body: &'a [u8]) -> Result<Request<'a>
             }
         }
         opcode::CLUSTER_VERIFY => expect_len(body, 0).map(|()| Request::ClusterVerify),
+        opcode::WAIT_INDEX => {
+            expect_len(body, WAIT_INDEX_BYTES)?;
+            let timeout_ms = u32_at(body, 8);
+            if timeout_ms > super::limits::WAIT_INDEX_TIMEOUT_MS_MAX {
+                return Err(bad_request("WAIT_INDEX timeout is over 10000 ms"));
+            }
+            Ok(Request::WaitIndex {
+                index: u64_at(body, 0),
+                timeout_ms,
+            })
+        }
         opcode::LOOKUP => {
             expect_len(body, LOOKUP_BYTES)?;
             decode_lookup(body).map(|(query, voice)| Request::Lookup { query, voice })
@@ -583,6 +606,21 @@ pub fn encode_query(out: &mut Vec<u8>, request_id: u32, binding_id: BindingId) {
         request_id,
         &binding_id.0.to_le_bytes(),
     );
+}
+
+/// Appends a WAIT_INDEX frame.
+pub fn encode_wait_index(out: &mut Vec<u8>, request_id: u32, index: u64, timeout_ms: u32) {
+    let mut body = [0u8; WAIT_INDEX_BYTES];
+    body[0..8].copy_from_slice(&index.to_le_bytes());
+    body[8..12].copy_from_slice(&timeout_ms.to_le_bytes());
+    push_frame(out, opcode::WAIT_INDEX, 0, request_id, &body);
+}
+
+/// The applied index a WAIT_INDEX answer (OK or BEHIND) carries.
+pub fn decode_wait_index_answer(body: &[u8]) -> Option<u64> {
+    body.first_chunk::<WAIT_INDEX_ANSWER_BYTES>()
+        .filter(|_| body.len() == WAIT_INDEX_ANSWER_BYTES)
+        .map(|bytes| u64::from_le_bytes(*bytes))
 }
 
 mod answer;

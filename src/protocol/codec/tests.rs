@@ -184,3 +184,61 @@ fn not_leader_body_round_trips_and_bad_ones_do_not_decode() {
     encode_not_leader_body(&mut long, 3, &"a".repeat(300));
     assert_eq!(decode_not_leader(&long).unwrap().client_addr, "");
 }
+
+/// WAIT_INDEX (item 11 of step 6): the request's bytes, its refusals, and
+/// the answer body a client reads the applied index from.
+#[test]
+fn wait_index_round_trips_and_bad_ones_are_refused() {
+    let mut out = Vec::new();
+    encode_wait_index(&mut out, 20, 0x0102, 2500);
+    assert_eq!(
+        out,
+        [
+            24, 0, 0, 0, 0x11, 0, 0, 0, 20, 0, 0, 0, // header
+            0x02, 0x01, 0, 0, 0, 0, 0, 0, // index 258
+            0xc4, 0x09, 0, 0, // timeout_ms 2500
+        ]
+    );
+    let (header, body) = only_frame(&out);
+    assert_eq!(
+        decode_request(&header, body),
+        Ok(Request::WaitIndex {
+            index: 258,
+            timeout_ms: 2500
+        })
+    );
+    // The longest wait is accepted, one more millisecond is not.
+    let limit = crate::protocol::limits::WAIT_INDEX_TIMEOUT_MS_MAX;
+    for (timeout_ms, expected) in [(limit, status::OK), (limit + 1, status::BAD_REQUEST)] {
+        out.clear();
+        encode_wait_index(&mut out, 21, 1, timeout_ms);
+        let (header, body) = only_frame(&out);
+        let decoded = decode_request(&header, body).map_or_else(|e| e.status, |_| status::OK);
+        assert_eq!(decoded, expected);
+    }
+    // A body of the wrong length is a framing error.
+    let short = Header {
+        length: 20,
+        opcode: opcode::WAIT_INDEX,
+        status: 0,
+        request_id: 1,
+    };
+    assert_eq!(
+        decode_request(&short, &[0; 8]).unwrap_err().status,
+        status::BAD_FRAME
+    );
+    // The answer body: the applied index, exactly 8 bytes.
+    assert_eq!(decode_wait_index_answer(&7u64.to_le_bytes()), Some(7));
+    assert_eq!(decode_wait_index_answer(&[7, 0, 0, 0]), None);
+    assert_eq!(decode_wait_index_answer(&[0; 9]), None);
+}
+
+/// The two statuses step 6 adds keep their codes and names: clients and
+/// dashboards key on both.
+#[test]
+fn outcome_unknown_and_behind_have_their_codes_and_names() {
+    assert_eq!(status::OUTCOME_UNKNOWN, 42);
+    assert_eq!(status::name(status::OUTCOME_UNKNOWN), "outcome_unknown");
+    assert_eq!(status::BEHIND, 43);
+    assert_eq!(status::name(status::BEHIND), "behind");
+}

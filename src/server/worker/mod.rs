@@ -106,6 +106,8 @@ pub struct Worker {
     dirty: Vec<usize>,
     /// Connections whose held read may go on (their writes are answered).
     resumed: Vec<usize>,
+    /// Connections held by a WAIT_INDEX (`read.rs`).
+    index_waits: Vec<usize>,
     scratch: Vec<u8>,
     metrics: LocalMetrics,
     shared_metrics: Arc<WorkerMetrics>,
@@ -182,6 +184,7 @@ impl Worker {
             read_buffer: vec![0u8; read_buffer_bytes].into_boxed_slice(),
             dirty: Vec::new(),
             resumed: Vec::new(),
+            index_waits: Vec::new(),
             scratch: Vec::with_capacity(1024),
             metrics: LocalMetrics::default(),
             shared_metrics,
@@ -251,6 +254,7 @@ impl Worker {
                 self.read_datagrams();
             }
             self.drain_inbox();
+            self.end_index_waits();
             self.resume_held();
             self.run_lookups();
             self.flush_proposal();

@@ -8,6 +8,14 @@
 //!   applied on every loop that owns their shards, so the read sees them
 //!   wherever its X lives. A connection that only reads (a switch) never
 //!   has a write pending and never waits.
+//! - **Waiting for an index.** A WAIT_INDEX (PROTOCOL.md 7.10) is a read
+//!   too: held behind the connection's pending writes, so it answers an
+//!   index that covers them. If this node has not applied the index it
+//!   asks for, the connection is held the same way, its later frames
+//!   unread, until the index is applied (OK) or the wait's time is up
+//!   (BEHIND); the loop looks once per iteration (`end_index_waits`), so
+//!   a follower serves "read what I wrote at the leader" with a LOOKUP
+//!   pipelined behind a WAIT_INDEX.
 //! - **Half-close.** A FIN from the peer ends reading, not the connection:
 //!   every request read before it is answered, then the connection closes.
 //! - **The stop.** Once the node is stopping, requests read from then on
@@ -18,7 +26,7 @@ use super::{Framing, Worker};
 use crate::protocol::frame::{next_frame, push_frame, HEADER_BYTES};
 use crate::protocol::{opcode, status};
 use crate::server::config::Limits;
-use crate::server::conn::INPUT_BYTES;
+use crate::server::conn::{IndexWait, INPUT_BYTES};
 use crate::server::metrics::Guard;
 use std::io::{ErrorKind, Read};
 
@@ -30,7 +38,7 @@ pub(super) fn read_buffer_bytes(limits: &Limits) -> usize {
 
 /// Reads that must see the connection's earlier writes.
 fn is_read(op: u8) -> bool {
-    op == opcode::LOOKUP || op == opcode::QUERY
+    op == opcode::LOOKUP || op == opcode::QUERY || op == opcode::WAIT_INDEX
 }
 
 impl Worker {
@@ -114,7 +122,8 @@ impl Worker {
             let Some(conn) = self.conns.get_mut(token) else {
                 return Framing::CutOff;
             };
-            if conn.closing {
+            // A WAIT_INDEX just held the connection: what follows waits.
+            if conn.closing || conn.held {
                 break;
             }
             // One test per frame on the common path: a session that is not
@@ -193,10 +202,88 @@ impl Worker {
             return;
         }
         conn.writes_pending = conn.writes_pending.saturating_sub(1);
-        if conn.writes_pending == 0 && conn.held {
+        if conn.writes_pending == 0 && conn.held && conn.index_wait.is_none() {
             conn.held = false;
             self.resumed.push(token);
         }
+    }
+
+    /// WAIT_INDEX: answers at once if this node has applied `index` (or
+    /// the wait is zero), else holds the connection until it has, or
+    /// until `timeout_ms` passed (`end_index_waits`).
+    pub(super) fn wait_index(&mut self, token: usize, request_id: u32, index: u64, timeout_ms: u32) {
+        let applied = self.applied_index();
+        if applied >= index || timeout_ms == 0 {
+            let code = if applied >= index {
+                status::OK
+            } else {
+                status::BEHIND
+            };
+            self.answer(token, opcode::WAIT_INDEX, code, request_id, &applied.to_le_bytes());
+            return;
+        }
+        let until_ms = self.now_ms.saturating_add(u64::from(timeout_ms));
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        conn.index_wait = Some(IndexWait {
+            index,
+            until_ms,
+            request_id,
+        });
+        conn.held = true;
+        self.index_waits.push(token);
+    }
+
+    /// The node's applied index, as WAIT_INDEX reports it (0 before the
+    /// write path has started).
+    fn applied_index(&self) -> u64 {
+        self.shared
+            .replica
+            .get()
+            .map_or(0, |replica| replica.applied_index())
+    }
+
+    /// Answers the WAIT_INDEX requests whose index is applied (OK), whose
+    /// time is up (BEHIND) or whose node is stopping (UNAVAILABLE), and
+    /// lets their connections go on.
+    pub(super) fn end_index_waits(&mut self) {
+        if self.index_waits.is_empty() {
+            return;
+        }
+        let applied = self.applied_index();
+        let mut waits = std::mem::take(&mut self.index_waits);
+        waits.retain(|&token| {
+            let Some(conn) = self.conns.get_mut(token) else {
+                return false;
+            };
+            // A slot reused by a later connection has no wait.
+            let Some(wait) = conn.index_wait else {
+                return false;
+            };
+            let code = if applied >= wait.index {
+                status::OK
+            } else if self.draining {
+                status::UNAVAILABLE
+            } else if self.now_ms >= wait.until_ms {
+                status::BEHIND
+            } else {
+                return true;
+            };
+            conn.index_wait = None;
+            conn.held = false;
+            let body = applied.to_le_bytes();
+            let body: &[u8] = if code == status::UNAVAILABLE { &[] } else { &body };
+            push_frame(&mut conn.output, opcode::WAIT_INDEX, code, wait.request_id, body);
+            self.metrics.answered(opcode::WAIT_INDEX, code);
+            self.resumed.push(token);
+            if !conn.queued_for_write {
+                conn.queued_for_write = true;
+                self.dirty.push(token);
+            }
+            false
+        });
+        self.index_waits = waits;
     }
 
     /// Serves the frames that held connections kept, now that their writes

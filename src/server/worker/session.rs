@@ -85,6 +85,9 @@ impl Worker {
                 self.cluster_remove_node(origin, request_id, node_id);
             }
             Request::ClusterVerify => self.cluster_verify(origin, request_id),
+            Request::WaitIndex { index, timeout_ms } => {
+                self.wait_index(token, request_id, index, timeout_ms);
+            }
             Request::Stats => {
                 let stats = self.shared.stats_json();
                 self.answer(
