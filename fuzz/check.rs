@@ -98,7 +98,7 @@ fn check_round_trip(
 ) {
     use x700::protocol::codec::{
         decode_request, encode_bind, encode_hello, encode_lookup, encode_query, encode_unbind,
-        encode_update,
+        encode_update, encode_wait_index,
     };
     use x700::protocol::frame::{next_frame, push_frame, HEADER_BYTES};
     use x700::protocol::{limits, opcode, Request, Role};
@@ -130,6 +130,9 @@ fn check_round_trip(
             );
         }
         Request::ClusterVerify => push_frame(&mut out, opcode::CLUSTER_VERIFY, 0, id, &[]),
+        Request::WaitIndex { index, timeout_ms } => {
+            encode_wait_index(&mut out, id, index, timeout_ms);
+        }
         Request::Hello {
             version,
             role,

@@ -211,7 +211,13 @@ impl Worker {
     /// WAIT_INDEX: answers at once if this node has applied `index` (or
     /// the wait is zero), else holds the connection until it has, or
     /// until `timeout_ms` passed (`end_index_waits`).
-    pub(super) fn wait_index(&mut self, token: usize, request_id: u32, index: u64, timeout_ms: u32) {
+    pub(super) fn wait_index(
+        &mut self,
+        token: usize,
+        request_id: u32,
+        index: u64,
+        timeout_ms: u32,
+    ) {
         let applied = self.applied_index();
         if applied >= index || timeout_ms == 0 {
             let code = if applied >= index {
@@ -219,7 +225,13 @@ impl Worker {
             } else {
                 status::BEHIND
             };
-            self.answer(token, opcode::WAIT_INDEX, code, request_id, &applied.to_le_bytes());
+            self.answer(
+                token,
+                opcode::WAIT_INDEX,
+                code,
+                request_id,
+                &applied.to_le_bytes(),
+            );
             return;
         }
         let until_ms = self.now_ms.saturating_add(u64::from(timeout_ms));
@@ -273,8 +285,18 @@ impl Worker {
             conn.index_wait = None;
             conn.held = false;
             let body = applied.to_le_bytes();
-            let body: &[u8] = if code == status::UNAVAILABLE { &[] } else { &body };
-            push_frame(&mut conn.output, opcode::WAIT_INDEX, code, wait.request_id, body);
+            let body: &[u8] = if code == status::UNAVAILABLE {
+                &[]
+            } else {
+                &body
+            };
+            push_frame(
+                &mut conn.output,
+                opcode::WAIT_INDEX,
+                code,
+                wait.request_id,
+                body,
+            );
             self.metrics.answered(opcode::WAIT_INDEX, code);
             self.resumed.push(token);
             if !conn.queued_for_write {
