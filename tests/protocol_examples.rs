@@ -13,8 +13,8 @@ use x700::binding::{
 use x700::number::{parse_extension, parse_real, parse_virtual, Number, XPolicy};
 use x700::protocol::codec::{
     bind_answer_body, binding_body, encode_bind, encode_hello, encode_lookup, encode_lookup_answer,
-    encode_not_leader_body, encode_query, encode_unbind, encode_update, hello_answer_body,
-    BindBody, UnbindBody,
+    encode_not_leader_body, encode_query, encode_unbind, encode_update, encode_wait_index,
+    hello_answer_body, BindBody, UnbindBody,
 };
 use x700::protocol::frame::push_frame;
 use x700::protocol::{opcode, status, Role, VERSION, VERSION_MIN};
@@ -272,6 +272,34 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
         (
             "query_not_found",
             frame(|out| push_frame(out, opcode::QUERY, status::NOT_FOUND, 15, &[])),
+        ),
+        (
+            "wait_index",
+            frame(|out| encode_wait_index(out, 20, 258, 2500)),
+        ),
+        (
+            "wait_index_ok",
+            frame(|out| {
+                push_frame(
+                    out,
+                    opcode::WAIT_INDEX,
+                    status::OK,
+                    20,
+                    &260u64.to_le_bytes(),
+                );
+            }),
+        ),
+        (
+            "wait_index_behind",
+            frame(|out| {
+                push_frame(
+                    out,
+                    opcode::WAIT_INDEX,
+                    status::BEHIND,
+                    20,
+                    &250u64.to_le_bytes(),
+                );
+            }),
         ),
     ]
 }
