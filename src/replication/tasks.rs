@@ -356,8 +356,62 @@ pub(super) async fn housekeeping(
 
 #[cfg(test)]
 mod tests {
-    use super::{checkpoint_due, ReplicaOptions};
+    use super::{checkpoint_due, split_answers, Answers, Part, Refusal, ReplicaOptions};
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
+
+    type Heard = Arc<Mutex<Vec<(usize, Result<Answers, Refusal>)>>>;
+
+    fn part(count: u32, index: usize, heard: &Heard) -> Part {
+        let heard = Arc::clone(heard);
+        Part {
+            count,
+            done: Some(Box::new(move |outcome| {
+                heard.lock().unwrap().push((index, outcome));
+            })),
+            deadline: tokio::time::Instant::now(),
+        }
+    }
+
+    fn answer_frames(request_ids: std::ops::Range<u32>) -> Vec<u8> {
+        let mut frames = Vec::new();
+        for request_id in request_ids {
+            crate::protocol::frame::push_frame(&mut frames, 0x20, 0, request_id, &[]);
+        }
+        frames
+    }
+
+    /// Guards the line-up of a merged entry's answers once one of its
+    /// proposals was answered early (its deadline passed): the proposals
+    /// after it still get their own writes' answers, not its.
+    #[test]
+    fn a_part_answered_at_its_deadline_keeps_its_place_in_the_answers() {
+        let heard: Heard = Arc::default();
+        let mut parts = vec![part(2, 0, &heard), part(3, 1, &heard), part(1, 2, &heard)];
+        // The first part's deadline passed: answered, still counting.
+        if let Some(done) = parts[0].done.take() {
+            done(Err(Refusal::OutcomeUnknown));
+        }
+        split_answers(Ok(Answers(answer_frames(1..7))), parts);
+        let heard = heard.lock().unwrap();
+        assert_eq!(heard.len(), 3, "every part heard exactly once");
+        assert_eq!(heard[0], (0, Err(Refusal::OutcomeUnknown)));
+        assert_eq!(heard[1], (1, Ok(Answers(answer_frames(3..6)))));
+        assert_eq!(heard[2], (2, Ok(Answers(answer_frames(6..7)))));
+    }
+
+    /// A refusal reaches every part not yet answered, and only those.
+    #[test]
+    fn a_refusal_skips_the_parts_already_answered() {
+        let heard: Heard = Arc::default();
+        let mut parts = vec![part(1, 0, &heard), part(1, 1, &heard)];
+        parts[0].done = None;
+        split_answers(Err(Refusal::OutcomeUnknown), parts);
+        assert_eq!(
+            *heard.lock().unwrap(),
+            vec![(1, Err(Refusal::OutcomeUnknown))]
+        );
+    }
 
     /// Guards against checkpointing at every tick once a log margin keeps
     /// more bytes than `checkpoint_log_bytes`: the trigger looks at growth

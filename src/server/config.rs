@@ -560,6 +560,25 @@ mod tests {
         config.validate().unwrap();
     }
 
+    /// A proposal deadline shorter than an election would answer
+    /// `outcome_unknown` to writes that were about to commit; a longer one
+    /// than ten minutes leaves a platform's write hanging.
+    #[test]
+    fn a_proposal_deadline_out_of_range_is_refused() {
+        for (deadline_ms, accepted) in [
+            (999, false),
+            (1000, true),
+            (600_000, true),
+            (600_001, false),
+        ] {
+            let mut config = Config::default();
+            config.log.proposal_deadline_ms = deadline_ms;
+            assert_eq!(config.validate().is_ok(), accepted, "{deadline_ms} ms");
+        }
+        let config: Config = toml::from_str("[log]\nproposal_deadline_ms = 2000\n").unwrap();
+        assert_eq!(config.log.proposal_deadline_ms, 2000);
+    }
+
     #[test]
     fn short_tokens_need_an_explicit_allowance() {
         let mut config = Config::default();
