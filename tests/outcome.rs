@@ -74,9 +74,8 @@ impl Drop for Stopped {
 }
 
 /// Pipelines binds of X numbers `first..first + WAVE_WRITES` at `leader`
-/// on one connection and reads every answer (status by X number), or
-/// panics if one is still missing after `WAVE_WAIT`.
-fn wave(leader: SocketAddr, first: u64) -> BTreeMap<u64, u8> {
+/// on one new connection, without reading the answers.
+fn send_wave(leader: SocketAddr, first: u64) -> Raw {
     let mut raw = Raw::session(leader, Role::Admin, "");
     let mut out = Vec::new();
     for n in first..first + WAVE_WRITES {
@@ -88,13 +87,19 @@ fn wave(leader: SocketAddr, first: u64) -> BTreeMap<u64, u8> {
         );
     }
     raw.send(&out);
+    raw
+}
+
+/// Reads every answer of a wave (status by X number), or panics if one is
+/// still missing after `WAVE_WAIT`.
+fn read_wave(raw: &mut Raw) -> BTreeMap<u64, u8> {
     let deadline = Instant::now() + WAVE_WAIT;
     let mut answers = BTreeMap::new();
     while answers.len() < usize::try_from(WAVE_WRITES).expect("small") {
         assert!(
             Instant::now() < deadline,
-            "{} of {WAVE_WRITES} writes answered after {WAVE_WAIT:?}: a cut-off leader \
-             must answer every write within its proposal deadline",
+            "{} of {WAVE_WRITES} writes answered after {WAVE_WAIT:?}: a leader that cannot \
+             commit must answer every write (deadline, or loss of leadership)",
             answers.len()
         );
         match raw.read_frame() {
@@ -115,25 +120,29 @@ fn wave(leader: SocketAddr, first: u64) -> BTreeMap<u64, u8> {
     answers
 }
 
-/// Whether X number `n` routes at `address` (caller 13800000001).
-fn bound_at(client: &mut Client, n: u64) -> bool {
-    matches!(
-        client.lookup(&ask("13800000001", x(n))),
-        Ok(LookupResult::Route(_))
-    )
+/// A wave sent and read.
+fn wave(leader: SocketAddr, first: u64) -> BTreeMap<u64, u8> {
+    read_wave(&mut send_wave(leader, first))
 }
 
-#[test]
-fn a_cut_off_leader_answers_every_write_and_never_claims_one_wrongly() {
-    let config_dir = tempfile::tempdir().expect("dir");
-    let config = config_dir.path().join("x700.toml");
+/// Starts three members whose proposal deadline is `deadline_ms` and
+/// initialises their cluster: the directories (kept as long as the
+/// nodes), the nodes by id, and the leader's id and client address.
+fn start_cluster(
+    deadline_ms: u64,
+) -> (
+    Vec<tempfile::TempDir>,
+    BTreeMap<u64, Node>,
+    (u64, SocketAddr),
+) {
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let config = dirs[3].path().join("x700.toml");
     std::fs::write(
         &config,
-        format!("[log]\nproposal_deadline_ms = {PROPOSAL_DEADLINE_MS}\n"),
+        format!("[log]\nproposal_deadline_ms = {deadline_ms}\n"),
     )
     .expect("write the config");
     let config = config.to_str().expect("UTF-8 path").to_string();
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
     let nodes: BTreeMap<u64, Node> = (1..=3u64)
         .map(|id| {
             let dir = dirs[usize::try_from(id - 1).expect("small")].path();
@@ -147,7 +156,88 @@ fn a_cut_off_leader_answers_every_write_and_never_claims_one_wrongly() {
         .values()
         .map(|node| node.raft.expect("a raft address").to_string())
         .collect();
-    let (leader_id, leader) = init_cluster(&nodes, &rafts);
+    let leader = init_cluster(&nodes, &rafts);
+    (dirs, nodes, leader)
+}
+
+/// Once the cluster takes writes again (a bind through `ClusterClient`
+/// answered OK), checks on every member, after it applied all the leader
+/// has: each write of `answered` has one verdict everywhere, none
+/// answered with a "nothing done" status is bound, and every write of
+/// `acknowledged` routes.
+fn check_members(
+    nodes: &BTreeMap<u64, Node>,
+    answered: &BTreeMap<u64, u8>,
+    acknowledged: std::ops::RangeInclusive<u64>,
+) {
+    let addresses: Vec<String> = nodes.values().map(|node| node.tcp.to_string()).collect();
+    let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
+    let mut cluster = ClusterClient::connect(&addresses, Role::Admin, "").expect("cluster client");
+    let deadline = Instant::now() + WAVE_WAIT;
+    let mut last = None;
+    loop {
+        let reply = cluster
+            .bind(&axb(x(5000), "13800000001", "13900000002", "outcome"))
+            .map(|reply| reply.status);
+        if matches!(reply, Ok(status::OK)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no write taken {WAVE_WAIT:?} after the cut healed: {last:?}"
+        );
+        last = Some(reply.map(status::name).map_err(|e| e.to_string()));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let leader = cluster.leader_addr().to_string();
+    let mut at_leader = Client::connect(leader.as_str(), Role::Admin, "").expect("leader");
+    let index = at_leader.read_index().expect("the leader's index");
+
+    let mut verdicts: BTreeMap<u64, bool> = BTreeMap::new();
+    for node in nodes.values() {
+        let mut client = Client::connect(node.tcp, Role::Admin, "").expect("member");
+        let waited = client
+            .wait_index(index, 10_000)
+            .expect("WAIT_INDEX answered");
+        assert_eq!(
+            status::name(waited.status),
+            "ok",
+            "member {} caught up",
+            node.tcp
+        );
+        for (&n, &code) in answered {
+            let bound = bound_at(&mut client, n);
+            if let Some(&seen) = verdicts.get(&n) {
+                assert_eq!(seen, bound, "members disagree on write {n}");
+            }
+            verdicts.insert(n, bound);
+            if code == status::OK {
+                assert!(bound, "write {n} was answered ok but is not on the members");
+            } else if code != status::OUTCOME_UNKNOWN {
+                assert!(
+                    !bound,
+                    "write {n} was answered {} (nothing done) but is bound",
+                    status::name(code)
+                );
+            }
+        }
+        for n in acknowledged.clone() {
+            assert!(bound_at(&mut client, n), "acknowledged write {n} lost");
+        }
+    }
+}
+
+/// Whether X number `n` routes at `address` (caller 13800000001).
+fn bound_at(client: &mut Client, n: u64) -> bool {
+    matches!(
+        client.lookup(&ask("13800000001", x(n))),
+        Ok(LookupResult::Route(_))
+    )
+}
+
+#[test]
+fn a_cut_off_leader_answers_every_write_and_never_claims_one_wrongly() {
+    let (_dirs, nodes, (leader_id, leader)) = start_cluster(PROPOSAL_DEADLINE_MS);
     let before = wave(leader, 1);
     assert!(
         before.values().all(|&code| code == status::OK),
@@ -163,19 +253,17 @@ fn a_cut_off_leader_answers_every_write_and_never_claims_one_wrongly() {
     for &pid in &followers {
         signal(pid, "STOP");
     }
+    let stopped = Stopped(followers.clone());
     for &pid in &followers {
         wait_stopped(pid);
     }
-    let stopped = Stopped(followers);
     let mut answered = wave(leader, 1000);
     // A second wave after the first was answered: the node is not stuck.
     answered.extend(wave(leader, 2000));
-    let unknown = answered
-        .values()
-        .filter(|&&code| code == status::OUTCOME_UNKNOWN)
-        .count();
     assert!(
-        unknown > 0,
+        answered
+            .values()
+            .any(|&code| code == status::OUTCOME_UNKNOWN),
         "a leader without a quorum cannot commit; its writes reached the log: {answered:?}"
     );
     for (&n, &code) in &answered {
@@ -192,66 +280,65 @@ fn a_cut_off_leader_answers_every_write_and_never_claims_one_wrongly() {
         );
     }
     drop(stopped);
-
     // The followers are back: writes are taken again, wherever the
-    // leadership went.
-    let addresses: Vec<String> = nodes.values().map(|node| node.tcp.to_string()).collect();
-    let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
-    let mut cluster = ClusterClient::connect(&addresses, Role::Admin, "").expect("cluster client");
+    // leadership went, and the members agree with every answer.
+    check_members(&nodes, &answered, 1..=WAVE_WRITES);
+}
+
+/// Guards the NOT_LEADER a deposed leader gave for writes already in its
+/// log (openraft's `ForwardToLeader` once a new leader overwrote them),
+/// and the permits it held until then: with a deadline far away, its
+/// pending writes are answered `outcome_unknown` as soon as it learns of
+/// the new leader.
+#[test]
+fn a_deposed_leader_answers_its_pending_writes_outcome_unknown() {
+    // Ten minutes: only the change of leadership can answer in time.
+    let (_dirs, nodes, (leader_id, leader)) = start_cluster(600_000);
+    let followers: Vec<(SocketAddr, u32)> = nodes
+        .iter()
+        .filter(|(id, _)| **id != leader_id)
+        .map(|(_, node)| (node.tcp, node.pid()))
+        .collect();
+    for &(_, pid) in &followers {
+        signal(pid, "STOP");
+    }
+    let stopped_followers = Stopped(followers.iter().map(|&(_, pid)| pid).collect());
+    for &(_, pid) in &followers {
+        wait_stopped(pid);
+    }
+    let mut pending = send_wave(leader, 1000);
+    // Give the leader a moment to read the writes and append them (not a
+    // timing assertion: writes it had not appended would be answered
+    // `not_leader`, and the check below would say so).
+    std::thread::sleep(Duration::from_secs(1));
+
+    // Depose it: it stops, the followers return and elect another leader.
+    let old_leader = nodes[&leader_id].pid();
+    signal(old_leader, "STOP");
+    let stopped_leader = Stopped(vec![old_leader]);
+    wait_stopped(old_leader);
+    drop(stopped_followers);
     let deadline = Instant::now() + WAVE_WAIT;
-    let mut last = None;
     loop {
-        let reply = cluster
-            .bind(&axb(x(5000), "13800000001", "13900000002", "outcome"))
-            .map(|reply| reply.status);
-        if matches!(reply, Ok(status::OK)) {
+        let elected = followers.iter().any(|&(address, _)| {
+            leader_seen_by(address, Duration::from_millis(500))
+                .is_some_and(|(id, _)| id != leader_id)
+        });
+        if elected {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "no write taken {WAVE_WAIT:?} after the followers came back: {last:?}"
+            "no new leader among the followers"
         );
-        last = Some(reply.map(status::name).map_err(|e| e.to_string()));
-        std::thread::sleep(Duration::from_millis(200));
     }
-    let (_, leader) = leader_seen_by(leader, WAVE_WAIT).expect("a leader");
-    let mut at_leader = Client::connect(leader, Role::Admin, "").expect("leader");
-    assert_eq!(
-        at_leader.wait_index(0, 0).map(|reply| reply.status).ok(),
-        Some(status::OK)
+    drop(stopped_leader);
+    let answered = read_wave(&mut pending);
+    assert!(
+        answered
+            .values()
+            .all(|&code| code == status::OUTCOME_UNKNOWN),
+        "writes in a deposed leader's log are answered outcome_unknown: {answered:?}"
     );
-    let index = at_leader.read_index().expect("the leader's index");
-
-    // Every member, once it applied all the leader has: the same verdict
-    // for every write, and the one its answer allows.
-    let mut verdicts: BTreeMap<u64, bool> = BTreeMap::new();
-    for node in nodes.values() {
-        let mut client = Client::connect(node.tcp, Role::Admin, "").expect("member");
-        let waited = client
-            .wait_index(index, 10_000)
-            .expect("WAIT_INDEX answered");
-        assert_eq!(
-            status::name(waited.status),
-            "ok",
-            "member {} caught up",
-            node.tcp
-        );
-        for (&n, &code) in &answered {
-            let bound = bound_at(&mut client, n);
-            if let Some(&seen) = verdicts.get(&n) {
-                assert_eq!(seen, bound, "members disagree on write {n}");
-            }
-            verdicts.insert(n, bound);
-            if code != status::OUTCOME_UNKNOWN {
-                assert!(
-                    !bound,
-                    "write {n} was answered {} (nothing done) but is bound",
-                    status::name(code)
-                );
-            }
-        }
-        for n in 1..=WAVE_WRITES {
-            assert!(bound_at(&mut client, n), "acknowledged write {n} lost");
-        }
-    }
+    check_members(&nodes, &answered, 1..=0);
 }
