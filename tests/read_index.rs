@@ -3,7 +3,8 @@
 //! there reads its bind at a follower with a LOOKUP pipelined behind a
 //! WAIT_INDEX; a WAIT_INDEX behind pending writes covers them; an index far
 //! ahead ends BEHIND with the node's applied index (and the frames behind
-//! it are then served); a wait past the limit is refused; on a one-member
+//! it are then served); `ClusterClient` does the same; a wait past the
+//! limit is refused; on a one-member
 //! node it answers at once; and write answers are byte for byte those of
 //! version 1.
 
@@ -12,7 +13,7 @@ mod common;
 use common::cluster::{init_cluster, start_members};
 use common::{ask, axb, x, Node, Raw};
 use x700::binding::LookupResult;
-use x700::client::Client;
+use x700::client::{Client, ClusterClient};
 use x700::protocol::codec::{
     decode_bind_answer, decode_wait_index_answer, encode_bind, encode_lookup, encode_wait_index,
     BIND_ANSWER_BYTES,
@@ -54,6 +55,29 @@ fn a_follower_serves_a_lookup_behind_wait_index_with_the_leaders_bind() {
     );
     let index = decode_wait_index_answer(&waited_body).expect("an index");
     assert!(index > 0);
+
+    // The same through `ClusterClient`: bind (at the leader, wherever the
+    // client starts), learn the index, look up at a follower behind it.
+    let follower_address = followers[0].tcp.to_string();
+    let mut cluster = ClusterClient::connect(&[follower_address.as_str()], Role::Admin, "")
+        .expect("cluster client");
+    let reply = cluster
+        .bind(&axb(x(3), "13800000001", "13900000002", "rix"))
+        .expect("bind answered");
+    assert_eq!(status::name(reply.status), "ok");
+    let cluster_index = cluster.read_index().expect("an index");
+    let (waited, lookup) = cluster
+        .lookup_after(cluster_index, WAIT_MS, &ask("13800000001", x(3)))
+        .expect("answered");
+    assert_eq!(status::name(waited.status), "ok");
+    assert!(
+        matches!(lookup, LookupResult::Route(route) if Some(route.binding_id) == reply.binding_id)
+    );
+    assert_eq!(
+        cluster.reader_addr(),
+        follower_address,
+        "read at the follower"
+    );
 
     for follower in followers {
         let mut switch = Client::connect(follower.tcp, Role::Switch, "").expect("follower");

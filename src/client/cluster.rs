@@ -18,9 +18,10 @@
 //! connection fails or it answers `UNAVAILABLE` (stopping), the client moves
 //! to the next node it knows and asks again, each node at most once per
 //! request. A read is answered from that node's tables: a follower may not
-//! yet hold the latest writes (PROTOCOL.md section 7.9).
+//! yet hold the latest writes (PROTOCOL.md section 7.9). `read_index` and
+//! `lookup_after` bound that (WAIT_INDEX, PROTOCOL.md section 7.10).
 
-use super::{Client, ClientError, WriteReply};
+use super::{Client, ClientError, IndexReply, WriteReply};
 use crate::binding::{Binding, BindingId, LookupQuery, LookupResult, Update};
 use crate::protocol::{status, BindBody, Role, UnbindBody};
 use std::time::Duration;
@@ -252,6 +253,34 @@ impl ClusterClient {
         self.read(
             |client| client.query(binding_id),
             |answer| matches!(answer, Err(reply) if reply.status == status::UNAVAILABLE),
+        )
+    }
+
+    /// The index covering every write this client had answered, asked of
+    /// the node its writes go to (WAIT_INDEX 0). Should the leadership have
+    /// moved since those writes, the new leader may not have applied them
+    /// all yet: then the index may fall short of them.
+    pub fn read_index(&mut self) -> Result<u64, ClientError> {
+        let index = self.writer;
+        let outcome = self.session(index).and_then(Client::read_index);
+        if outcome.is_err() {
+            self.sessions[index] = None;
+        }
+        outcome
+    }
+
+    /// A lookup served once the reader node has applied `index` (or once
+    /// `timeout_ms` passed: the `IndexReply` says which), failing over
+    /// between the nodes like `lookup`.
+    pub fn lookup_after(
+        &mut self,
+        index: u64,
+        timeout_ms: u32,
+        query: &LookupQuery,
+    ) -> Result<(IndexReply, LookupResult), ClientError> {
+        self.read(
+            |client| client.lookup_after(index, timeout_ms, query),
+            |(reply, _)| reply.status == status::UNAVAILABLE,
         )
     }
 
