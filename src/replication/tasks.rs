@@ -163,11 +163,11 @@ pub(super) async fn propose(
             (
                 metrics.state == openraft::ServerState::Leader,
                 metrics.current_term,
-                metrics.current_leader,
+                // A node between states may still name itself.
+                metrics.current_leader.filter(|&id| id != metrics.id),
             )
         };
         if !leads {
-            let leader = leader.filter(|&id| id != raft_id(&raft));
             answer_all(parts, Err(Refusal::NotLeader(leader)));
             continue;
         }
@@ -186,11 +186,6 @@ pub(super) async fn propose(
     }
 }
 
-/// This node's id, as openraft knows it.
-fn raft_id(raft: &Raft<types::TypeConfig>) -> u64 {
-    raft.metrics().borrow().id
-}
-
 /// Waits for openraft's answer to one entry, its parts' deadlines, or the
 /// end of this node's leadership in `term`, whichever comes first, and
 /// answers every part exactly once (`outcome_of` says why each way).
@@ -201,16 +196,18 @@ async fn await_outcome<E>(
     term: u64,
     acknowledged_index: &AtomicU64,
 ) {
+    // The leadership may have changed since the proposer looked: the first
+    // `changed` fires at once, so it is checked again right away.
+    metrics.mark_changed();
     loop {
-        if !leads_in(&metrics.borrow_and_update(), term) {
-            answer_all(parts, Err(Refusal::OutcomeUnknown));
-            return;
-        }
         let waiting = parts.iter().filter(|part| part.done.is_some());
         let Some(next_deadline) = waiting.map(|part| part.deadline).min() else {
             return;
         };
+        // Biased: an answer from openraft that is ready wins over a
+        // deadline or a change of leadership seen at the same moment.
         tokio::select! {
+            biased;
             received = &mut receiver => {
                 let outcome = outcome_of(received).map(|(index, answers)| {
                     acknowledged_index.fetch_max(index, Ordering::SeqCst);
@@ -228,7 +225,7 @@ async fn await_outcome<E>(
                 }
             }
             changed = metrics.changed() => {
-                if changed.is_err() {
+                if changed.is_err() || !leads_in(&metrics.borrow_and_update(), term) {
                     answer_all(parts, Err(Refusal::OutcomeUnknown));
                     return;
                 }
