@@ -168,12 +168,43 @@ fn verdict(index: u64, readings: &[Reading]) -> Outcome {
         .iter()
         .map(|r| json!({ "id": r.id, "applied_index": r.applied_index, "checksum": r.checksum }))
         .collect();
-    let fields = json!({ "applied_index": index, "agree": agree, "members": members });
+    let fields = json!({
+        "applied_index": index,
+        "agree": agree,
+        "diverged": diverged(readings),
+        "members": members,
+    });
     if agree {
         Outcome::ok(fields)
     } else {
         Outcome::with_status("diverged", fields, false)
     }
+}
+
+/// The members that differ: those outside the one largest group of equal
+/// checksums (with three members and one changed, that one). When no group
+/// is larger than every other (two members, or a three-way split), which
+/// side is right cannot be told from the checksums: every member is named.
+/// Empty when all agree.
+fn diverged(readings: &[Reading]) -> Vec<u64> {
+    let mut groups: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for reading in readings {
+        *groups.entry(reading.checksum.as_str()).or_default() += 1;
+    }
+    if groups.len() <= 1 {
+        return Vec::new();
+    }
+    let largest = groups.values().copied().max().unwrap_or(0);
+    let mut at_largest = groups.iter().filter(|(_, &count)| count == largest);
+    let reference = match (at_largest.next(), at_largest.next()) {
+        (Some((checksum, _)), None) => Some(*checksum),
+        _ => None,
+    };
+    readings
+        .iter()
+        .filter(|r| reference != Some(r.checksum.as_str()))
+        .map(|r| r.id)
+        .collect()
 }
 
 /// One reading per member, taken as close together as one pass allows.
@@ -223,4 +254,37 @@ fn call(args: &ClusterArgs, server: &str, op: u8, body: &[u8]) -> Result<(u8, Ve
     };
     let mut client = Client::connect(server, Role::Admin, &args.token).map_err(unreachable)?;
     client.request(op, body).map_err(unreachable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{diverged, Reading};
+
+    fn readings(checksums: &[&str]) -> Vec<Reading> {
+        (1u64..)
+            .zip(checksums)
+            .map(|(id, checksum)| Reading {
+                id,
+                applied_index: 7,
+                checksum: (*checksum).to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_member_outside_the_largest_group_is_named() {
+        assert!(diverged(&readings(&["aa", "aa", "aa"])).is_empty());
+        assert_eq!(diverged(&readings(&["aa", "bb", "aa"])), vec![2]);
+        assert_eq!(diverged(&readings(&["cc", "aa", "aa", "bb"])), vec![1, 4]);
+    }
+
+    #[test]
+    fn without_a_largest_group_every_member_is_named() {
+        assert_eq!(diverged(&readings(&["aa", "bb"])), vec![1, 2]);
+        assert_eq!(diverged(&readings(&["aa", "bb", "cc"])), vec![1, 2, 3]);
+        assert_eq!(
+            diverged(&readings(&["aa", "aa", "bb", "bb"])),
+            vec![1, 2, 3, 4]
+        );
+    }
 }
