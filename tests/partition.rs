@@ -54,6 +54,8 @@ struct Record {
     sent: Vec<Sent>,
     /// (request id, status, binding id of an OK).
     answers: Vec<(u32, u8, Option<BindingId>)>,
+    /// Answers that came after the load was told to stop (the heal).
+    answered_after_stop: u64,
 }
 
 /// Pipelined binds on one session at `address`, X numbers from `first` on,
@@ -87,6 +89,9 @@ fn write_load(
                                 .flatten();
                             let mut record = record.lock().expect("record");
                             record.answers.push((header.request_id, header.status, id));
+                            if stop.load(Ordering::SeqCst) {
+                                record.answered_after_stop += 1;
+                            }
                             answered.fetch_add(1, Ordering::SeqCst);
                             if id.is_some() {
                                 oks.fetch_add(1, Ordering::SeqCst);
@@ -221,6 +226,13 @@ fn a_leader_cut_off_from_both_peers_acknowledges_nothing_and_one_history_remains
         cut_at.elapsed()
     );
     let majority_acked = bind_many(new_leader, 300_000, 100);
+    let seen = common::cluster::status_json(old_leader);
+    eprintln!(
+        "the cut-off node says: leader {} term {}",
+        seen.as_ref()
+            .map_or("?".into(), |s| s["leader_id"].to_string()),
+        seen.as_ref().map_or("?".into(), |s| s["term"].to_string()),
+    );
     if let Some(left) = ISOLATION_MIN.checked_sub(cut_at.elapsed()) {
         std::thread::sleep(left);
     }
@@ -253,10 +265,11 @@ fn a_leader_cut_off_from_both_peers_acknowledges_nothing_and_one_history_remains
     after_cut.extend(record.sent.iter().filter(|s| s.after_cut).map(|s| s.n));
     eprintln!(
         "old leader: {} writes sent, {} before the cut acknowledged, {} after the cut \
-         answered {statuses:?}",
+         answered {statuses:?}, {} answers after the heal",
         record.sent.len(),
         acked.len() - 100,
-        after_cut.len()
+        after_cut.len(),
+        record.answered_after_stop
     );
     assert!(
         after_cut.len() >= 20,

@@ -1,12 +1,13 @@
 //! `x700 cluster ...`: the admin opcodes CLUSTER_INIT, CLUSTER_STATUS,
 //! CLUSTER_ADD_NODE, CLUSTER_REMOVE_NODE and CLUSTER_VERIFY
 //! (docs/PROTOCOL.md section 7.9) against a running member. Membership
-//! changes are made at the leader: sent elsewhere they answer NOT_LEADER,
-//! and the command asks CLUSTER_STATUS where the leader is and goes there.
+//! changes are made at the leader: sent elsewhere they answer NOT_LEADER
+//! naming the leader, and the command goes there.
 
 use super::args::{ClusterArgs, ClusterCommand};
 use super::output::Outcome;
 use crate::client::{Client, ClientError};
+use crate::protocol::codec::decode_not_leader;
 use crate::protocol::{opcode, status, Role};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -68,7 +69,8 @@ fn status_json(args: &ClusterArgs, server: &str) -> Result<Value, Outcome> {
 }
 
 /// Sends a membership change to `--server`; on NOT_LEADER, to the leader
-/// CLUSTER_STATUS names (looking again until `LEADER_WAIT`). Prints the
+/// the answer names, or else the one CLUSTER_STATUS names (looking again
+/// until `LEADER_WAIT`). Prints the
 /// cluster's status once the change is committed.
 fn at_leader(args: &ClusterArgs, op: u8, body: &[u8]) -> Outcome {
     let deadline = Instant::now() + LEADER_WAIT;
@@ -81,18 +83,25 @@ fn at_leader(args: &ClusterArgs, op: u8, body: &[u8]) -> Outcome {
                     Err(outcome) => outcome,
                 }
             }
-            Ok((status::NOT_LEADER, reason)) => {
+            Ok((status::NOT_LEADER, hint)) => {
                 if Instant::now() >= deadline {
-                    return failure(status::NOT_LEADER, &reason);
+                    return failure(status::NOT_LEADER, b"no leader found within 10 s");
                 }
-                // Ask the node first named where the leader is now.
-                let leader = status_json(args, &args.server)
-                    .ok()
-                    .and_then(|s| s["leader_addr"].as_str().map(str::to_string));
-                if let Some(leader) = leader {
-                    server = leader;
+                // The answer names the leader; a node that knows none (an
+                // election, or a server before this body) leaves it empty:
+                // then ask the node first named where the leader is now.
+                let named = decode_not_leader(&hint)
+                    .map(|hint| hint.client_addr)
+                    .filter(|address| !address.is_empty() && *address != server);
+                let leader = named.or_else(|| {
+                    status_json(args, &args.server)
+                        .ok()
+                        .and_then(|s| s["leader_addr"].as_str().map(str::to_string))
+                });
+                match leader {
+                    Some(leader) if leader != server => server = leader,
+                    _ => std::thread::sleep(RETRY_PAUSE),
                 }
-                std::thread::sleep(RETRY_PAUSE);
             }
             Ok((code, reason)) => return failure(code, &reason),
             Err(outcome) => return outcome,

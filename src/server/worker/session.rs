@@ -162,6 +162,8 @@ impl Worker {
             request_id,
             move |replica| {
                 leads(&replica)?;
+                // The id rule first: it needs no network.
+                replica.check_new_member(&member)?;
                 candidate.check(&member)?;
                 replica.add_member(&member, CATCH_UP_WAIT)
             },
@@ -268,10 +270,15 @@ impl Worker {
             self.answer_reason(origin, op, request_id, reason);
             return;
         }
-        self.cluster_job_answer(origin, op, request_id, move |replica| match job(replica) {
-            Ok(()) => (status::OK, Vec::new()),
-            Err(reason) if reason == NOT_LEADER_REASON => (status::NOT_LEADER, Vec::new()),
-            Err(reason) => (status::BAD_REQUEST, reason.into_bytes()),
+        self.cluster_job_answer(origin, op, request_id, move |replica| {
+            let asked = Arc::clone(&replica);
+            match job(replica) {
+                Ok(()) => (status::OK, Vec::new()),
+                Err(reason) if reason == NOT_LEADER_REASON => {
+                    (status::NOT_LEADER, not_leader_body(&asked))
+                }
+                Err(reason) => (status::BAD_REQUEST, reason.into_bytes()),
+            }
         });
     }
 
@@ -413,8 +420,24 @@ const CATCH_UP_WAIT: Duration = Duration::from_secs(120);
 /// The error text `leads` returns: the job answers NOT_LEADER.
 const NOT_LEADER_REASON: &str = "not_leader";
 
+/// The body of a NOT_LEADER answer to a membership change, as for writes
+/// (PROTOCOL.md section 8): the leader this node knows of (0 if none) and
+/// its client address from the membership (empty if unknown).
+fn not_leader_body(replica: &Replica) -> Vec<u8> {
+    let leader_id = replica.leader_id().unwrap_or(0);
+    let address = replica
+        .members()
+        .into_iter()
+        .find(|member| member.id == leader_id)
+        .map(|member| member.client_addr)
+        .unwrap_or_default();
+    let mut body = Vec::with_capacity(codec::NOT_LEADER_FIXED_BYTES + address.len());
+    codec::encode_not_leader_body(&mut body, leader_id, &address);
+    body
+}
+
 /// Membership changes are made at the leader; elsewhere they answer
-/// NOT_LEADER (the CLI asks CLUSTER_STATUS for the leader and retries there).
+/// NOT_LEADER naming the leader (the CLI follows it).
 fn leads(replica: &Replica) -> Result<(), String> {
     if replica.leader_id() == Some(replica.node_id()) {
         Ok(())
