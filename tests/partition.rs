@@ -124,12 +124,16 @@ fn write_load(
             }
             // Bounded wait for room in the window.
             let room_by = Instant::now() + Duration::from_secs(30);
-            let window = if cut.load(Ordering::SeqCst) {
-                WINDOW_AFTER_CUT
-            } else {
-                WINDOW
+            // The window widens at the cut, also for a write already
+            // waiting for room.
+            let window = || {
+                if cut.load(Ordering::SeqCst) {
+                    WINDOW_AFTER_CUT
+                } else {
+                    WINDOW
+                }
             };
-            while i.saturating_sub(answered.load(Ordering::SeqCst)) >= window
+            while i.saturating_sub(answered.load(Ordering::SeqCst)) >= window()
                 && !stop.load(Ordering::SeqCst)
                 && Instant::now() < room_by
             {
