@@ -2,11 +2,11 @@
 //! `x700 cluster` commands, that a cluster of three takes a fourth member
 //! (sent to a follower, the command finds the leader), which catches up and
 //! answers lookups; that a follower answers membership changes NOT_LEADER
-//! naming the leader; that a member's id is never taken again; that a
-//! member with another table shard count is refused at add-node; that a
-//! member can be removed; that `cluster verify` finds every member at one
-//! index with one checksum; and that a data directory refuses to start
-//! under another node id, or alone.
+//! naming the leader; that a member's id, or a removed one on its node, is
+//! never taken again; that a member with another table shard count is
+//! refused at add-node; that a member can be removed; that `cluster verify`
+//! finds every member at one index with one checksum; and that a data
+//! directory refuses to start under another node id, or alone.
 
 mod common;
 
@@ -202,6 +202,20 @@ fn a_fourth_member_joins_and_one_leaves_and_verify_agrees() {
     assert_eq!(code, 0, "remove-node: {json}");
     assert!(!member_ids(&json).contains(&removed), "{json}");
     assert_eq!(member_ids(&json).len(), 3);
+
+    // Guards the pitfall "never reuse a node id": the removed node, still
+    // running on its directory, was taken back under its retired id.
+    let i = usize::try_from(removed - 1).expect("small");
+    let (code, json) = cluster(&[
+        "add-node",
+        "--server",
+        &leader.to_string(),
+        "--member",
+        &spec(i, &nodes[i]),
+    ]);
+    assert_eq!(code, 1, "the removed node came back under its id: {json}");
+    let error = json["error"].as_str().unwrap_or_default();
+    assert!(error.contains("already belongs to a cluster"), "{json}");
 
     acked.extend(bind_many(leader, 600_000, 20));
     let (code, after) = cluster(&["verify", "--server", &leader.to_string()]);

@@ -133,7 +133,7 @@ impl Worker {
         let candidate = self.candidate_check();
         self.cluster_job(origin, opcode::CLUSTER_INIT, request_id, move |replica| {
             for member in members.iter().filter(|m| m.id != replica.node_id()) {
-                candidate.check(member)?;
+                candidate.check(member, false)?;
             }
             replica.initialize(&members)
         });
@@ -164,7 +164,10 @@ impl Worker {
                 leads(&replica)?;
                 // The id rule first: it needs no network.
                 replica.check_new_member(&member)?;
-                candidate.check(&member)?;
+                // An id not in the membership must come on an empty node
+                // (one in it is a learner whose promotion is retried).
+                let retrying = replica.members().iter().any(|m| m.id == member.id);
+                candidate.check(&member, !retrying)?;
                 replica.add_member(&member, CATCH_UP_WAIT)
             },
         );
@@ -457,8 +460,12 @@ struct CandidateCheck {
 impl CandidateCheck {
     /// Asks `member` (at its client address) for its CLUSTER_STATUS and
     /// refuses it if it is another node id, runs alone, or differs in
-    /// table shards or any version.
-    fn check(&self, member: &Member) -> Result<(), String> {
+    /// table shards or any version; and, when `empty` says so, if it
+    /// already knows a membership: a node removed from this cluster (still
+    /// running, or restarted on its directory) would come back under a
+    /// retired id, and a member of another cluster does not belong here. A
+    /// new node knows no members until it joins.
+    fn check(&self, member: &Member, empty: bool) -> Result<(), String> {
         let id = member.id;
         let unreachable = |e: ClientError| format!("node {id} at {}: {e}", member.client_addr);
         let mut client = Client::connect(member.client_addr.as_str(), Role::Admin, &self.token)
@@ -492,6 +499,14 @@ impl CandidateCheck {
             return Err(format!(
                 "node {id} speaks versions {}, this cluster {versions}",
                 fields["versions"]
+            ));
+        }
+        let known = fields["members"].as_array().map_or(0, Vec::len);
+        if empty && known > 0 {
+            return Err(format!(
+                "node {id} already belongs to a cluster (it knows {known} members): the id of \
+                 a node removed from this one stays retired; start a new node on an empty \
+                 directory under a new id"
             ));
         }
         Ok(())
