@@ -5,7 +5,8 @@
 //! links heal there is one history: every acknowledged bind (from before the
 //! cut, and from the majority) routes on every member, no write the old
 //! leader took after the cut exists anywhere, the members name one leader,
-//! and `x700 cluster verify` finds their tables equal.
+//! and `x700 cluster verify` finds their tables equal. First, that the
+//! proxy itself cuts what it is told to and nothing else.
 
 mod common;
 
@@ -15,8 +16,8 @@ use common::cluster::{
 };
 use common::proxy::Proxies;
 use common::{ask, axb, x, Raw};
-use std::io::ErrorKind;
-use std::net::SocketAddr;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -320,4 +321,116 @@ fn a_leader_cut_off_from_both_peers_acknowledges_nothing_and_one_history_remains
         assert!(node.stop().success());
     }
     drop(proxies);
+}
+
+/// A stand-in for a member's raft port: echoes every connection's bytes,
+/// one thread per connection, until `stop`.
+fn echo_server(stop: Arc<AtomicBool>) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let address = listener.local_addr().expect("address");
+    let handle = std::thread::spawn(move || {
+        let mut echoes = Vec::new();
+        while !stop.load(Ordering::SeqCst) {
+            let Ok((mut stream, _)) = listener.accept() else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            let stop = Arc::clone(&stop);
+            echoes.push(std::thread::spawn(move || {
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+                let mut buffer = [0u8; 1024];
+                while !stop.load(Ordering::SeqCst) {
+                    match stream.read(&mut buffer) {
+                        Ok(0) => return,
+                        Ok(n) => {
+                            if stream.write_all(&buffer[..n]).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e)
+                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                        Err(_) => return,
+                    }
+                }
+            }));
+        }
+        for echo in echoes {
+            let _ = echo.join();
+        }
+    });
+    (address, handle)
+}
+
+/// A connection through `proxies` to member `to`, opened by member `from`
+/// with a peer HELLO (PROTOCOL.md P3: length 80, kind 0x01, the two ids at
+/// offsets 32 and 40).
+fn peer_connection(proxies: &Proxies, from: u64, to: u64) -> TcpStream {
+    let mut stream = TcpStream::connect(proxies.address(to)).expect("connect to the proxy");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut hello = [0u8; 80];
+    hello[0..4].copy_from_slice(&80u32.to_le_bytes());
+    hello[4] = 0x01;
+    hello[32..40].copy_from_slice(&from.to_le_bytes());
+    hello[40..48].copy_from_slice(&to.to_le_bytes());
+    stream.write_all(&hello).expect("send HELLO");
+    stream
+}
+
+/// True if `stream` carries bytes to the echo server and back (the HELLO
+/// first, then `ping`).
+fn carries(stream: &mut TcpStream) -> bool {
+    let mut hello = [0u8; 80];
+    if stream.read_exact(&mut hello).is_err() || stream.write_all(b"ping").is_err() {
+        return false;
+    }
+    let mut answer = [0u8; 4];
+    stream.read_exact(&mut answer).is_ok() && &answer == b"ping"
+}
+
+#[test]
+fn the_proxy_cuts_one_link_both_ways_and_heals() {
+    let stop = Arc::new(AtomicBool::new(false));
+    let servers: Vec<(u64, (SocketAddr, JoinHandle<()>))> = (1..=3u64)
+        .map(|id| (id, echo_server(Arc::clone(&stop))))
+        .collect();
+    let targets: Vec<(u64, SocketAddr)> = servers.iter().map(|(id, (a, _))| (*id, *a)).collect();
+    let proxies = Proxies::start(&targets);
+    let mut one_to_two = peer_connection(&proxies, 1, 2);
+    let mut two_to_one = peer_connection(&proxies, 2, 1);
+    let mut three_to_two = peer_connection(&proxies, 3, 2);
+    for stream in [&mut one_to_two, &mut two_to_one, &mut three_to_two] {
+        assert!(carries(stream), "a link does not carry bytes");
+    }
+
+    // Cut 1-2: its connections end both ways, new ones are refused, and
+    // 3-2 goes on.
+    proxies.cut(1, 2);
+    for stream in [&mut one_to_two, &mut two_to_one] {
+        let mut byte = [0u8; 1];
+        let ended = match stream.read(&mut byte) {
+            Ok(n) => n == 0,
+            Err(e) => !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        };
+        assert!(ended, "a connection of the cut link is still open");
+    }
+    assert!(!carries(&mut peer_connection(&proxies, 1, 2)));
+    assert!(!carries(&mut peer_connection(&proxies, 2, 1)));
+    let _ = three_to_two.write_all(b"ping");
+    let mut answer = [0u8; 4];
+    three_to_two
+        .read_exact(&mut answer)
+        .expect("3-2 still carries");
+    assert!(proxies.refused() >= 2);
+
+    proxies.heal_all();
+    assert!(carries(&mut peer_connection(&proxies, 1, 2)), "not healed");
+    drop(proxies);
+    stop.store(true, Ordering::SeqCst);
+    for (_, (_, server)) in servers {
+        server.join().expect("echo server");
+    }
 }

@@ -240,6 +240,10 @@ fn carry(shared: &Shared, incoming: TcpStream, id: u64, target: SocketAddr) {
     if !is_hello || to != id {
         return;
     }
+    if shared.state().cut.contains(&pair(from, to)) {
+        shared.refused.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
     let Ok(mut outgoing) = TcpStream::connect_timeout(&target, CONNECT_TIMEOUT) else {
         return;
     };
