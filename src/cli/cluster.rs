@@ -70,8 +70,8 @@ fn status_json(args: &ClusterArgs, server: &str) -> Result<Value, Outcome> {
 
 /// Sends a membership change to `--server`; on NOT_LEADER, to the leader
 /// the answer names, or else the one CLUSTER_STATUS names (looking again
-/// until `LEADER_WAIT`). Prints the
-/// cluster's status once the change is committed.
+/// until `LEADER_WAIT`). Prints the cluster's status once the change is
+/// committed.
 fn at_leader(args: &ClusterArgs, op: u8, body: &[u8]) -> Outcome {
     let deadline = Instant::now() + LEADER_WAIT;
     let mut server = args.server.clone();

@@ -187,8 +187,8 @@ impl Replica {
             .map_err(|e| e.to_string())
     }
 
-    /// Refuses `member` for add-node if its id or an address is taken in
-    /// the membership in force (`admission`).
+    /// Refuses `member` for add-node if its id is taken in the membership
+    /// in force (`admission`).
     pub fn check_new_member(&self, member: &Member) -> Result<(), String> {
         let metrics = self.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
