@@ -1,10 +1,12 @@
 //! Proves, with real `x700 serve --raft` processes on loopback and the
 //! `x700 cluster` commands, that a cluster of three takes a fourth member
 //! (sent to a follower, the command finds the leader), which catches up and
-//! answers lookups; that a member with another table shard count is refused
-//! at add-node; that a member can be removed; that `cluster verify` finds
-//! every member at one index with one checksum; and that a data directory
-//! refuses to start under another node id, or alone.
+//! answers lookups; that a follower answers membership changes NOT_LEADER
+//! naming the leader; that a member's id, or a removed one on its node, is
+//! never taken again; that a member with another table shard count is
+//! refused at add-node; that a member can be removed; that `cluster verify`
+//! finds every member at one index with one checksum; and that a data
+//! directory refuses to start under another node id, or alone.
 
 mod common;
 
@@ -14,6 +16,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use x700::client::Client;
+use x700::protocol::codec::{decode_not_leader, LeaderHint};
+use x700::protocol::{opcode, status, Role};
 
 /// Runs `x700 cluster ARGS --json`; returns its exit code and JSON line.
 fn cluster(args: &[&str]) -> (i32, serde_json::Value) {
@@ -91,6 +96,49 @@ fn a_fourth_member_joins_and_one_leaves_and_verify_agrees() {
     let (leader_id, leader) =
         leader_of(nodes[0].tcp, Duration::from_secs(10)).expect("a leader within 10 s");
     let mut acked = bind_many(leader, 400_000, 50);
+    let follower = nodes
+        .iter()
+        .enumerate()
+        .find(|(i, _)| *i as u64 + 1 != leader_id)
+        .map(|(_, n)| n.tcp)
+        .expect("a follower");
+
+    // Guards: a membership change sent to a follower was answered
+    // NOT_LEADER with an empty body; it names the leader, as for writes.
+    let mut at_follower = Client::connect(follower, Role::Admin, "").expect("follower");
+    let changes: [(u8, Vec<u8>); 2] = [
+        (opcode::CLUSTER_REMOVE_NODE, 9u64.to_le_bytes().to_vec()),
+        (
+            opcode::CLUSTER_ADD_NODE,
+            b"9=127.0.0.1:9=127.0.0.1:9".to_vec(),
+        ),
+    ];
+    for (op, body) in changes {
+        let (code, answer) = at_follower.request(op, &body).expect("answered");
+        assert_eq!(status::name(code), "not_leader", "opcode {op:#x}");
+        assert_eq!(
+            decode_not_leader(&answer),
+            Some(LeaderHint {
+                leader_id,
+                client_addr: leader.to_string(),
+            }),
+            "opcode {op:#x}: the NOT_LEADER body names the leader"
+        );
+    }
+
+    // A member's id is never taken again, even with another node's
+    // addresses: the error says so before asking that node anything.
+    let (code, json) = cluster(&[
+        "add-node",
+        "--server",
+        &leader.to_string(),
+        "--member",
+        "2=127.0.0.1:9=127.0.0.1:9",
+    ]);
+    assert_eq!(code, 1, "add-node of a voter's id: {json}");
+    let error = json["error"].as_str().unwrap_or_default();
+    assert!(error.contains("node 2 is already a member"), "{json}");
+    assert!(error.contains("new id"), "{json}");
 
     // A member whose directory has another table shard count is refused.
     let odd = start_member(dirs[4].path(), 5, "127.0.0.1:0", &["--table-shards", "2"]);
@@ -114,12 +162,6 @@ fn a_fourth_member_joins_and_one_leaves_and_verify_agrees() {
         "127.0.0.1:0",
         &["--table-shards", "4"],
     ));
-    let follower = nodes
-        .iter()
-        .enumerate()
-        .find(|(i, _)| *i as u64 + 1 != leader_id)
-        .map(|(_, n)| n.tcp)
-        .expect("a follower");
     let (code, json) = cluster(&[
         "add-node",
         "--server",
@@ -160,6 +202,20 @@ fn a_fourth_member_joins_and_one_leaves_and_verify_agrees() {
     assert_eq!(code, 0, "remove-node: {json}");
     assert!(!member_ids(&json).contains(&removed), "{json}");
     assert_eq!(member_ids(&json).len(), 3);
+
+    // Guards the pitfall "never reuse a node id": the removed node, still
+    // running on its directory, was taken back under its retired id.
+    let i = usize::try_from(removed - 1).expect("small");
+    let (code, json) = cluster(&[
+        "add-node",
+        "--server",
+        &leader.to_string(),
+        "--member",
+        &spec(i, &nodes[i]),
+    ]);
+    assert_eq!(code, 1, "the removed node came back under its id: {json}");
+    let error = json["error"].as_str().unwrap_or_default();
+    assert!(error.contains("already belongs to a cluster"), "{json}");
 
     acked.extend(bind_many(leader, 600_000, 20));
     let (code, after) = cluster(&["verify", "--server", &leader.to_string()]);

@@ -1,12 +1,13 @@
 //! `x700 cluster ...`: the admin opcodes CLUSTER_INIT, CLUSTER_STATUS,
 //! CLUSTER_ADD_NODE, CLUSTER_REMOVE_NODE and CLUSTER_VERIFY
 //! (docs/PROTOCOL.md section 7.9) against a running member. Membership
-//! changes are made at the leader: sent elsewhere they answer NOT_LEADER,
-//! and the command asks CLUSTER_STATUS where the leader is and goes there.
+//! changes are made at the leader: sent elsewhere they answer NOT_LEADER
+//! naming the leader, and the command goes there.
 
 use super::args::{ClusterArgs, ClusterCommand};
 use super::output::Outcome;
 use crate::client::{Client, ClientError};
+use crate::protocol::codec::decode_not_leader;
 use crate::protocol::{opcode, status, Role};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -68,8 +69,9 @@ fn status_json(args: &ClusterArgs, server: &str) -> Result<Value, Outcome> {
 }
 
 /// Sends a membership change to `--server`; on NOT_LEADER, to the leader
-/// CLUSTER_STATUS names (looking again until `LEADER_WAIT`). Prints the
-/// cluster's status once the change is committed.
+/// the answer names, or else the one CLUSTER_STATUS names (looking again
+/// until `LEADER_WAIT`). Prints the cluster's status once the change is
+/// committed.
 fn at_leader(args: &ClusterArgs, op: u8, body: &[u8]) -> Outcome {
     let deadline = Instant::now() + LEADER_WAIT;
     let mut server = args.server.clone();
@@ -81,18 +83,25 @@ fn at_leader(args: &ClusterArgs, op: u8, body: &[u8]) -> Outcome {
                     Err(outcome) => outcome,
                 }
             }
-            Ok((status::NOT_LEADER, reason)) => {
+            Ok((status::NOT_LEADER, hint)) => {
                 if Instant::now() >= deadline {
-                    return failure(status::NOT_LEADER, &reason);
+                    return failure(status::NOT_LEADER, b"no leader found within 10 s");
                 }
-                // Ask the node first named where the leader is now.
-                let leader = status_json(args, &args.server)
-                    .ok()
-                    .and_then(|s| s["leader_addr"].as_str().map(str::to_string));
-                if let Some(leader) = leader {
-                    server = leader;
+                // The answer names the leader; a node that knows none (an
+                // election, or a server before this body) leaves it empty:
+                // then ask the node first named where the leader is now.
+                let named = decode_not_leader(&hint)
+                    .map(|hint| hint.client_addr)
+                    .filter(|address| !address.is_empty() && *address != server);
+                let leader = named.or_else(|| {
+                    status_json(args, &args.server)
+                        .ok()
+                        .and_then(|s| s["leader_addr"].as_str().map(str::to_string))
+                });
+                match leader {
+                    Some(leader) if leader != server => server = leader,
+                    _ => std::thread::sleep(RETRY_PAUSE),
                 }
-                std::thread::sleep(RETRY_PAUSE);
             }
             Ok((code, reason)) => return failure(code, &reason),
             Err(outcome) => return outcome,
@@ -168,12 +177,43 @@ fn verdict(index: u64, readings: &[Reading]) -> Outcome {
         .iter()
         .map(|r| json!({ "id": r.id, "applied_index": r.applied_index, "checksum": r.checksum }))
         .collect();
-    let fields = json!({ "applied_index": index, "agree": agree, "members": members });
+    let fields = json!({
+        "applied_index": index,
+        "agree": agree,
+        "diverged": diverged(readings),
+        "members": members,
+    });
     if agree {
         Outcome::ok(fields)
     } else {
         Outcome::with_status("diverged", fields, false)
     }
+}
+
+/// The members that differ: those outside the one largest group of equal
+/// checksums (with three members and one changed, that one). When no group
+/// is larger than every other (two members, or a three-way split), which
+/// side is right cannot be told from the checksums: every member is named.
+/// Empty when all agree.
+fn diverged(readings: &[Reading]) -> Vec<u64> {
+    let mut groups: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for reading in readings {
+        *groups.entry(reading.checksum.as_str()).or_default() += 1;
+    }
+    if groups.len() <= 1 {
+        return Vec::new();
+    }
+    let largest = groups.values().copied().max().unwrap_or(0);
+    let mut at_largest = groups.iter().filter(|(_, &count)| count == largest);
+    let reference = match (at_largest.next(), at_largest.next()) {
+        (Some((checksum, _)), None) => Some(*checksum),
+        _ => None,
+    };
+    readings
+        .iter()
+        .filter(|r| reference != Some(r.checksum.as_str()))
+        .map(|r| r.id)
+        .collect()
 }
 
 /// One reading per member, taken as close together as one pass allows.
@@ -223,4 +263,37 @@ fn call(args: &ClusterArgs, server: &str, op: u8, body: &[u8]) -> Result<(u8, Ve
     };
     let mut client = Client::connect(server, Role::Admin, &args.token).map_err(unreachable)?;
     client.request(op, body).map_err(unreachable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{diverged, Reading};
+
+    fn readings(checksums: &[&str]) -> Vec<Reading> {
+        (1u64..)
+            .zip(checksums)
+            .map(|(id, checksum)| Reading {
+                id,
+                applied_index: 7,
+                checksum: (*checksum).to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_member_outside_the_largest_group_is_named() {
+        assert!(diverged(&readings(&["aa", "aa", "aa"])).is_empty());
+        assert_eq!(diverged(&readings(&["aa", "bb", "aa"])), vec![2]);
+        assert_eq!(diverged(&readings(&["cc", "aa", "aa", "bb"])), vec![1, 4]);
+    }
+
+    #[test]
+    fn without_a_largest_group_every_member_is_named() {
+        assert_eq!(diverged(&readings(&["aa", "bb"])), vec![1, 2]);
+        assert_eq!(diverged(&readings(&["aa", "bb", "cc"])), vec![1, 2, 3]);
+        assert_eq!(
+            diverged(&readings(&["aa", "aa", "bb", "bb"])),
+            vec![1, 2, 3, 4]
+        );
+    }
 }

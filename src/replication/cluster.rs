@@ -61,6 +61,35 @@ fn lag(leads: bool, applied_index: u64, contact: Option<peer::LeaderContact>) ->
     }
 }
 
+/// The node-id rule of add-node, over the membership in force (each member
+/// and whether it votes). Ids are never reused (an openraft pitfall: a
+/// node that comes back empty under a voter's id has lost entries and votes
+/// the others counted on), so an id that is a member is refused, with one
+/// exception: a learner named again with the same addresses, which is how
+/// an add-node that timed out before the learner caught up is retried (the
+/// learner is then promoted).
+fn admission(current: &[(Member, bool)], member: &Member) -> Result<(), String> {
+    let id = member.id;
+    for (existing, voter) in current {
+        if existing.id == id {
+            if *voter {
+                return Err(format!(
+                    "node {id} is already a member (a voter): node ids are never reused; a new \
+                     or wiped node joins under a new id"
+                ));
+            }
+            if existing != member {
+                return Err(format!(
+                    "node {id} is already a member (a learner at {}={}): node ids are never \
+                     reused; a new or wiped node joins under a new id",
+                    existing.raft_addr, existing.client_addr
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Replica {
     /// The address peers reach this node at; `None` on a one-member node.
     pub fn raft_addr(&self) -> Option<std::net::SocketAddr> {
@@ -158,16 +187,25 @@ impl Replica {
             .map_err(|e| e.to_string())
     }
 
+    /// Refuses `member` for add-node if its id is taken in the membership
+    /// in force (`admission`).
+    pub fn check_new_member(&self, member: &Member) -> Result<(), String> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let current: Vec<(Member, bool)> = membership
+            .nodes()
+            .map(|(id, node)| (Member::of(*id, node), voters.contains(id)))
+            .collect();
+        admission(&current, member)
+    }
+
     /// Adds `member` as a learner, waits (up to `catch_up`) until its log
     /// matches the leader's, then makes it a voter; at the leader only. A
     /// member that does not catch up in time stays a learner, and the
     /// error says so.
     pub fn add_member(&self, member: &Member, catch_up: Duration) -> Result<(), String> {
-        let metrics = self.raft.metrics().borrow().clone();
-        let membership = metrics.membership_config.membership();
-        if membership.voter_ids().any(|id| id == member.id) {
-            return Err(format!("node {} is already a voter", member.id));
-        }
+        self.check_new_member(member)?;
         self.runtime.block_on(async {
             let added = tokio::time::timeout(
                 catch_up,
@@ -244,6 +282,39 @@ impl Replica {
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    fn member(id: u64, host: u8) -> Member {
+        Member {
+            id,
+            raft_addr: format!("10.0.0.{host}:7800"),
+            client_addr: format!("10.0.0.{host}:7700"),
+        }
+    }
+
+    /// Guards the pitfall "never reuse a node id": add-node let a learner's
+    /// id join again under another node's addresses.
+    #[test]
+    fn an_id_in_the_membership_is_refused_whatever_its_role() {
+        let current = [
+            (member(1, 1), true),
+            (member(2, 2), true),
+            (member(3, 3), false),
+        ];
+        let voter = admission(&current, &member(2, 9)).unwrap_err();
+        assert!(
+            voter.contains("node 2 is already a member (a voter)"),
+            "{voter}"
+        );
+        let learner = admission(&current, &member(3, 9)).unwrap_err();
+        assert!(
+            learner.contains("node 3 is already a member (a learner"),
+            "{learner}"
+        );
+        assert!(learner.contains("new id"), "{learner}");
+        // The same learner again (a retried add-node) goes on to promote it.
+        assert_eq!(admission(&current, &member(3, 3)), Ok(()));
+        assert_eq!(admission(&current, &member(4, 4)), Ok(()));
+    }
 
     #[test]
     fn the_leader_lags_by_nothing_whatever_it_last_heard() {

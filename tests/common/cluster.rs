@@ -145,3 +145,42 @@ pub fn init_cluster(
     assert_eq!(code, status::OK, "{}", String::from_utf8_lossy(&reason));
     leader_seen_by(first, Duration::from_secs(10)).expect("a leader within 10 s")
 }
+
+/// Runs `x700 cluster ARGS --json`; returns its exit code and the JSON
+/// line it printed (panics, naming its output, if that is not JSON).
+pub fn cluster_command(args: &[&str]) -> (i32, serde_json::Value) {
+    let output = std::process::Command::new(super::binary())
+        .arg("cluster")
+        .args(args)
+        .arg("--json")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run x700 cluster");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let json = serde_json::from_str(text.trim()).unwrap_or_else(|_| {
+        panic!(
+            "x700 cluster {args:?} printed {text:?}; stderr {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code().unwrap_or(-1), json)
+}
+
+/// The leader id every node of `addresses` names, once they all name the
+/// same one (within `wait`).
+pub fn agreed_leader(addresses: &[SocketAddr], wait: Duration) -> Option<u64> {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        let seen: Vec<Option<u64>> = addresses
+            .iter()
+            .map(|&address| status_json(address).and_then(|s| s["leader_id"].as_u64()))
+            .collect();
+        if let Some(Some(first)) = seen.first() {
+            if seen.iter().all(|id| *id == Some(*first)) {
+                return Some(*first);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}

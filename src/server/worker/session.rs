@@ -136,7 +136,7 @@ impl Worker {
         let candidate = self.candidate_check();
         self.cluster_job(origin, opcode::CLUSTER_INIT, request_id, move |replica| {
             for member in members.iter().filter(|m| m.id != replica.node_id()) {
-                candidate.check(member)?;
+                candidate.check(member, false)?;
             }
             replica.initialize(&members)
         });
@@ -165,7 +165,12 @@ impl Worker {
             request_id,
             move |replica| {
                 leads(&replica)?;
-                candidate.check(&member)?;
+                // The id rule first: it needs no network.
+                replica.check_new_member(&member)?;
+                // An id not in the membership must come on an empty node
+                // (one in it is a learner whose promotion is retried).
+                let retrying = replica.members().iter().any(|m| m.id == member.id);
+                candidate.check(&member, !retrying)?;
                 replica.add_member(&member, CATCH_UP_WAIT)
             },
         );
@@ -271,10 +276,15 @@ impl Worker {
             self.answer_reason(origin, op, request_id, reason);
             return;
         }
-        self.cluster_job_answer(origin, op, request_id, move |replica| match job(replica) {
-            Ok(()) => (status::OK, Vec::new()),
-            Err(reason) if reason == NOT_LEADER_REASON => (status::NOT_LEADER, Vec::new()),
-            Err(reason) => (status::BAD_REQUEST, reason.into_bytes()),
+        self.cluster_job_answer(origin, op, request_id, move |replica| {
+            let asked = Arc::clone(&replica);
+            match job(replica) {
+                Ok(()) => (status::OK, Vec::new()),
+                Err(reason) if reason == NOT_LEADER_REASON => {
+                    (status::NOT_LEADER, not_leader_body(&asked))
+                }
+                Err(reason) => (status::BAD_REQUEST, reason.into_bytes()),
+            }
         });
     }
 
@@ -416,8 +426,24 @@ const CATCH_UP_WAIT: Duration = Duration::from_secs(120);
 /// The error text `leads` returns: the job answers NOT_LEADER.
 const NOT_LEADER_REASON: &str = "not_leader";
 
+/// The body of a NOT_LEADER answer to a membership change, as for writes
+/// (PROTOCOL.md section 8): the leader this node knows of (0 if none) and
+/// its client address from the membership (empty if unknown).
+fn not_leader_body(replica: &Replica) -> Vec<u8> {
+    let leader_id = replica.leader_id().unwrap_or(0);
+    let address = replica
+        .members()
+        .into_iter()
+        .find(|member| member.id == leader_id)
+        .map(|member| member.client_addr)
+        .unwrap_or_default();
+    let mut body = Vec::with_capacity(codec::NOT_LEADER_FIXED_BYTES + address.len());
+    codec::encode_not_leader_body(&mut body, leader_id, &address);
+    body
+}
+
 /// Membership changes are made at the leader; elsewhere they answer
-/// NOT_LEADER (the CLI asks CLUSTER_STATUS for the leader and retries there).
+/// NOT_LEADER naming the leader (the CLI follows it).
 fn leads(replica: &Replica) -> Result<(), String> {
     if replica.leader_id() == Some(replica.node_id()) {
         Ok(())
@@ -437,8 +463,12 @@ struct CandidateCheck {
 impl CandidateCheck {
     /// Asks `member` (at its client address) for its CLUSTER_STATUS and
     /// refuses it if it is another node id, runs alone, or differs in
-    /// table shards or any version.
-    fn check(&self, member: &Member) -> Result<(), String> {
+    /// table shards or any version; and, when `empty` says so, if it
+    /// already knows a membership: a node removed from this cluster (still
+    /// running, or restarted on its directory) would come back under a
+    /// retired id, and a member of another cluster does not belong here. A
+    /// new node knows no members until it joins.
+    fn check(&self, member: &Member, empty: bool) -> Result<(), String> {
         let id = member.id;
         let unreachable = |e: ClientError| format!("node {id} at {}: {e}", member.client_addr);
         let mut client = Client::connect(member.client_addr.as_str(), Role::Admin, &self.token)
@@ -472,6 +502,14 @@ impl CandidateCheck {
             return Err(format!(
                 "node {id} speaks versions {}, this cluster {versions}",
                 fields["versions"]
+            ));
+        }
+        let known = fields["members"].as_array().map_or(0, Vec::len);
+        if empty && known > 0 {
+            return Err(format!(
+                "node {id} already belongs to a cluster (it knows {known} members): the id of \
+                 a node removed from this one stays retired; start a new node on an empty \
+                 directory under a new id"
             ));
         }
         Ok(())
