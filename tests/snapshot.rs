@@ -94,10 +94,22 @@ fn index(id: u64) -> usize {
     usize::try_from(id - 1).expect("small")
 }
 
+/// The node's count of snapshots installed from the leader, from STATS.
+fn snapshots_installed(address: SocketAddr) -> u64 {
+    let mut client = Client::connect(address, Role::Admin, "").expect("connect");
+    let (code, text) = client.stats().expect("STATS answered");
+    assert_eq!(status::name(code), "ok", "{text}");
+    let stats: serde_json::Value = serde_json::from_str(&text).expect("STATS is JSON");
+    stats["log"]["snapshots_installed"]
+        .as_u64()
+        .expect("log.snapshots_installed")
+}
+
 /// Stops a follower, takes writes at the leader until it has taken at
 /// least three checkpoints more, restarts the follower, and checks that
-/// every member routes every acknowledged bind.
-fn stopped_member_catches_up(margin_entries: u64) {
+/// every member routes every acknowledged bind; returns how many snapshots
+/// the follower installed.
+fn stopped_member_catches_up(margin_entries: u64) -> u64 {
     let (members, mut nodes) = start_cluster(margin_entries);
     let (leader_id, leader) =
         leader_seen_by(nodes[&1].tcp, Duration::from_secs(10)).expect("a leader within 10 s");
@@ -129,14 +141,43 @@ fn stopped_member_catches_up(margin_entries: u64) {
             "member {id} misses acknowledged binds"
         );
     }
+    let installed = snapshots_installed(nodes[&stopped_id].tcp);
+    // The member goes on taking the log after the snapshot.
+    let later = bind_many(leader, first, 50);
+    assert!(
+        routes_all(nodes[&stopped_id].tcp, &later, Duration::from_secs(20)),
+        "member {stopped_id} misses binds after its catch-up"
+    );
     for node in nodes.into_values() {
         assert!(node.stop().success());
     }
+    // And it restarts from the swapped-in tables.
+    let again = members[index(stopped_id)].start(stopped_id);
+    assert!(
+        routes_all(again.tcp, &acked, Duration::from_secs(20)),
+        "member {stopped_id} lost binds across its restart"
+    );
+    assert!(again.stop().success());
+    installed
 }
 
 #[test]
 fn a_member_stopped_across_checkpoints_catches_up_from_the_log_margin() {
-    stopped_member_catches_up(100_000);
+    assert_eq!(
+        stopped_member_catches_up(100_000),
+        0,
+        "within the margin, the log suffices"
+    );
+}
+
+/// Guards `install_snapshot`, which failed (stopping the member's Raft core
+/// for good) whenever a member fell behind the purged log.
+#[test]
+fn a_member_behind_the_purged_log_catches_up_by_snapshot() {
+    assert!(
+        stopped_member_catches_up(30) >= 1,
+        "behind the purged log, the member needs the leader's snapshot"
+    );
 }
 
 // ---- Snapshot images on real stores ----

@@ -240,6 +240,12 @@ impl Replica {
                 0
             },
             purge_batch_size: 1,
+            // A snapshot travels in 8 MiB chunks (under the 16 MiB peer
+            // frame). The last chunk's answer waits until the follower has
+            // checked every page and swapped the shards in: seconds for
+            // tens of millions of bindings.
+            snapshot_max_chunk_size: 8 << 20,
+            install_snapshot_timeout: 120_000,
             ..openraft::Config::default()
         }
         .validate()
@@ -270,6 +276,7 @@ impl Replica {
                     Arc::clone(&peer_stats),
                     store,
                     state_machine,
+                    data_dir,
                 )?;
                 (raft, Some(server))
             }

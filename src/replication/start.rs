@@ -51,6 +51,7 @@ pub(super) fn start_with_peers(
     stats: Arc<PeerStats>,
     store: LogStore,
     state_machine: StateMachine,
+    data_dir: &Path,
 ) -> Result<(Raft<types::TypeConfig>, peer::PeerServer), StartError> {
     let refusals = Arc::new(peer::RefusalLog::default());
     let network = peer::PeerNetwork::new(
@@ -73,6 +74,7 @@ pub(super) fn start_with_peers(
             peers.clone(),
             stats,
             refusals,
+            data_dir,
         )
         .map_err(start_error)?;
         Ok((raft, server))

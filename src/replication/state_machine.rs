@@ -18,12 +18,12 @@
 use super::batch::WriteBatch;
 use super::types::{Answers, TypeConfig};
 use crate::table::checkpoint::ShardImage;
+use crate::table::snapshot;
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
     AnyError, BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, StorageError,
     StorageIOError, StoredMembership,
 };
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
@@ -40,6 +40,12 @@ pub trait Applier: Send + Sync + 'static {
     /// Captures every shard, recording `applied_next` (the log index after
     /// the last applied entry) in each. Must follow every earlier `apply`.
     fn capture(&self, applied_next: u64) -> oneshot::Receiver<Result<Vec<ShardImage>, String>>;
+
+    /// Replaces every shard by its copy staged in `staging` (a snapshot
+    /// from the leader, verified, adopted, its swap journal written). Must
+    /// follow every earlier `apply`. A node that fails halfway stops (see
+    /// `server::apply::SWAP_FAILED_EXIT_STATUS`).
+    fn swap_in(&self, staging: PathBuf) -> oneshot::Receiver<Result<(), String>>;
 }
 
 /// The checkpoint manifest: the position and membership the table files'
@@ -59,7 +65,8 @@ pub fn read_manifest(data_dir: &Path) -> Result<Option<SnapshotMeta<u64, BasicNo
     }
 }
 
-fn write_manifest(data_dir: &Path, meta: &SnapshotMeta<u64, BasicNode>) -> std::io::Result<()> {
+/// Writes `meta` as the manifest of `data_dir` (or of a staging directory).
+pub fn write_manifest(data_dir: &Path, meta: &SnapshotMeta<u64, BasicNode>) -> std::io::Result<()> {
     let path = data_dir.join(MANIFEST_NAME);
     let temporary = data_dir.join(format!("{MANIFEST_NAME}.new"));
     let bytes = serde_json::to_vec_pretty(meta).map_err(std::io::Error::other)?;
@@ -86,6 +93,8 @@ pub struct CheckpointStats {
     pub applied_next: std::sync::atomic::AtomicU64,
     /// Checkpoints that failed (the previous one was kept).
     pub failures: std::sync::atomic::AtomicU64,
+    /// Snapshots from the leader installed.
+    pub installed: std::sync::atomic::AtomicU64,
 }
 
 /// The state machine.
@@ -183,7 +192,7 @@ impl RaftSnapshotBuilder<TypeConfig> for CheckpointBuilder {
                     .store(self.meta.last_log_id.map_or(0, |l| l.index + 1), Relaxed);
                 Ok(Snapshot {
                     meta: self.meta.clone(),
-                    snapshot: Box::new(Cursor::new(manifest_bytes(&self.meta))),
+                    snapshot: no_data().await?,
                 })
             }
             Err(error) => {
@@ -203,7 +212,7 @@ impl RaftSnapshotBuilder<TypeConfig> for CheckpointBuilder {
                     .and_then(|current| current.clone())
                     .unwrap_or_default();
                 Ok(Snapshot {
-                    snapshot: Box::new(Cursor::new(manifest_bytes(&previous))),
+                    snapshot: no_data().await?,
                     meta: previous,
                 })
             }
@@ -211,8 +220,80 @@ impl RaftSnapshotBuilder<TypeConfig> for CheckpointBuilder {
     }
 }
 
-fn manifest_bytes(meta: &SnapshotMeta<u64, BasicNode>) -> Vec<u8> {
-    serde_json::to_vec(meta).unwrap_or_default()
+/// Snapshot data holding nothing (`/dev/null`): what openraft gets from a
+/// checkpoint it has just built (it keeps only the meta; the checkpoint is
+/// the table files) and, to a member that needs a snapshot, when the image
+/// cannot be made (the member refuses it as malformed and the leader tries
+/// again later; both are fatal to openraft as errors).
+async fn no_data() -> Result<Box<tokio::fs::File>, StorageError<u64>> {
+    tokio::fs::File::open("/dev/null")
+        .await
+        .map(Box::new)
+        .map_err(|e| StorageIOError::read_snapshot(None, AnyError::error(e.to_string())).into())
+}
+
+/// The id of a checkpoint at `last`: the log id names one state in the
+/// whole cluster (every member applies the same entries the same way).
+fn snapshot_id(last: Option<LogId<u64>>) -> String {
+    last.map_or_else(
+        || "empty".to_string(),
+        |l| {
+            format!(
+                "t{}-n{}-i{}",
+                l.leader_id.term, l.leader_id.node_id, l.index
+            )
+        },
+    )
+}
+
+/// Where a node keeps the image of its last checkpoint for members that
+/// need a snapshot: `DIR/snapshot/<id>.image`, made on first demand and
+/// removed when a newer checkpoint's is made.
+pub const IMAGE_DIR_NAME: &str = "snapshot";
+
+/// Where a member receives the leader's image before staging it.
+pub const INCOMING_IMAGE_NAME: &str = "snapshot-incoming.image";
+
+/// The staging directory of the snapshot `meta` names, in `data_dir`.
+pub fn staging_dir(data_dir: &Path, meta: &SnapshotMeta<u64, BasicNode>) -> PathBuf {
+    data_dir.join(format!(
+        "{}-{}",
+        snapshot::STAGING_NAME,
+        meta.last_log_id.map_or(0, |l| l.index)
+    ))
+}
+
+/// The image of checkpoint `id`, made if it is not there yet (the caller
+/// holds off checkpoints, so the table files hold exactly that checkpoint;
+/// applies do not write them). Images of older checkpoints are removed.
+fn make_image(data_dir: &Path, id: &str) -> Result<PathBuf, String> {
+    let root = data_dir.join(IMAGE_DIR_NAME);
+    crate::sys::create_private_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let name: String = id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    let path = root.join(format!("{name}.image"));
+    if !path.exists() {
+        let temporary = root.join(format!("{name}.image.new"));
+        let file = crate::sys::open_or_create_private(
+            std::fs::OpenOptions::new().write(true).truncate(true),
+            &temporary,
+        )
+        .map_err(|e| format!("{}: {e}", temporary.display()))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        snapshot::write_image(data_dir, &mut out).map_err(|e| e.to_string())?;
+        std::io::Write::flush(&mut out).map_err(|e| format!("{}: {e}", temporary.display()))?;
+        std::fs::rename(&temporary, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        for entry in entries.flatten() {
+            if entry.path() != path {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+    Ok(path)
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -271,7 +352,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let meta = SnapshotMeta {
             last_log_id: self.last_applied,
             last_membership: self.membership.clone(),
-            snapshot_id: format!("checkpoint-{applied_next}"),
+            snapshot_id: snapshot_id(self.last_applied),
         };
         CheckpointBuilder {
             _lock: lock,
@@ -285,30 +366,92 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn begin_receiving_snapshot(
         &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    ) -> Result<Box<tokio::fs::File>, StorageError<u64>> {
+        // Not called: the peer server receives snapshots itself
+        // (`peer::server`), so it can check them before openraft sees them.
+        no_data().await
     }
 
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMeta<u64, BasicNode>,
-        _snapshot: Box<Cursor<Vec<u8>>>,
+        meta: &SnapshotMeta<u64, BasicNode>,
+        _snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError<u64>> {
-        // A follower that fell behind the purged log needs the leader's
-        // table files; shipping them arrives with multi-node replication
-        // (step 6). A one-member cluster never installs a snapshot.
-        Err(sm_error(
-            "installing a snapshot from another node is not supported before multi-node replication",
-        ))
+        // The peer server staged the image, checked every page, stamped it
+        // as this directory's, wrote its manifest beside it and the swap
+        // journal (`peer::snapshot_in`); here it goes in.
+        use std::sync::atomic::Ordering::Relaxed;
+        let _lock = Arc::clone(&self.checkpoint_lock).lock_owned().await;
+        let staging = staging_dir(&self.data_dir, meta);
+        let staged = read_manifest(&staging).map_err(sm_error)?;
+        if staged.as_ref() != Some(meta) {
+            return Err(sm_error(format!(
+                "{}: no staged snapshot for {}",
+                staging.display(),
+                meta.snapshot_id
+            )));
+        }
+        let started = std::time::Instant::now();
+        // The swap journal names the staging directory already: openraft
+        // purges the log up to the snapshot without waiting for this
+        // install, so from its call on the swap must happen, now or at the
+        // next start.
+        self.applier
+            .swap_in(staging)
+            .await
+            .map_err(sm_error)?
+            .map_err(sm_error)?;
+        let data_dir = self.data_dir.clone();
+        tokio::task::spawn_blocking(move || snapshot::finish_swap(&data_dir))
+            .await
+            .map_err(sm_error)?
+            .map_err(sm_error)?;
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        if let Ok(mut current) = self.current.lock() {
+            *current = Some(meta.clone());
+        }
+        self.stats.installed.fetch_add(1, Relaxed);
+        self.stats
+            .applied_next
+            .store(meta.last_log_id.map_or(0, |l| l.index + 1), Relaxed);
+        eprintln!(
+            "x700: installed the leader's snapshot at log index {} in {} ms",
+            meta.last_log_id.map_or(0, |l| l.index),
+            started.elapsed().as_millis()
+        );
+        Ok(())
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
+        // No checkpoint commits while the image is made: the table files
+        // then hold exactly the last checkpoint.
+        let _lock = Arc::clone(&self.checkpoint_lock).lock_owned().await;
         let current = self.current.lock().map_err(sm_error)?.clone();
-        Ok(current.map(|meta| Snapshot {
-            snapshot: Box::new(Cursor::new(manifest_bytes(&meta))),
-            meta,
-        }))
+        let Some(meta) = current else {
+            return Ok(None);
+        };
+        let data_dir = self.data_dir.clone();
+        let id = meta.snapshot_id.clone();
+        let made = tokio::task::spawn_blocking(move || make_image(&data_dir, &id))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|made| made);
+        let snapshot = match made {
+            Ok(path) => match tokio::fs::File::open(&path).await {
+                Ok(file) => Box::new(file),
+                Err(error) => {
+                    eprintln!("x700: snapshot image {}: {error}", path.display());
+                    no_data().await?
+                }
+            },
+            Err(error) => {
+                eprintln!("x700: the snapshot image could not be made: {error}");
+                no_data().await?
+            }
+        };
+        Ok(Some(Snapshot { meta, snapshot }))
     }
 }

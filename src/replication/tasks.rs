@@ -29,7 +29,15 @@ pub(super) async fn checkpoint_now(
     raft.trigger().snapshot().await.map_err(|e| e.to_string())?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
     let mut metrics = raft.metrics();
+    let mut last_trigger = tokio::time::Instant::now();
     loop {
+        // openraft ignores a trigger while a checkpoint builds, and the one
+        // building may have captured less than `applied`: ask again until
+        // one covers it.
+        if last_trigger.elapsed() >= RETRIGGER_AFTER {
+            raft.trigger().snapshot().await.map_err(|e| e.to_string())?;
+            last_trigger = tokio::time::Instant::now();
+        }
         // A later entry may have been included: any snapshot at or past
         // `applied` will do.
         if done(raft) {
@@ -49,6 +57,9 @@ pub(super) async fn checkpoint_now(
         }
     }
 }
+
+/// How long `checkpoint_now` waits before triggering again.
+const RETRIGGER_AFTER: Duration = Duration::from_millis(500);
 
 /// Entries this node has handed to openraft and not yet heard back about.
 /// openraft 0.9 makes each append durable before it takes the next, so

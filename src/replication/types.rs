@@ -6,7 +6,6 @@ use super::batch::WriteBatch;
 use crate::log::{LogPosition, LogRecord, RecordKind};
 use openraft::{BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId};
 use serde::{Deserialize, Serialize};
-use std::io::Cursor;
 
 /// The answers to one batch: one answer frame per write, in order, back to
 /// back (each frame carries its own length).
@@ -21,7 +20,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = BasicNode,
         Entry = Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
 );
 
 /// A log id from a log position.

@@ -20,6 +20,7 @@ use crate::replication::{Answers, Applier, Recovered, WriteBatch};
 use crate::store::clock::applied_now_s;
 use crate::store::{ShardSet, Store};
 use crate::table::checkpoint::ShardImage;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
@@ -239,6 +240,17 @@ impl Applier for LocalApplier {
         let _ = reply.send(result);
         receiver
     }
+
+    fn swap_in(&self, staging: PathBuf) -> oneshot::Receiver<Result<(), String>> {
+        let (reply, receiver) = oneshot::channel();
+        let result = self
+            .set
+            .lock()
+            .map_err(|_| "shard set lock poisoned".to_string())
+            .and_then(|mut set| swap_in(&mut set, &staging));
+        let _ = reply.send(result);
+        receiver
+    }
 }
 
 /// Records `applied_next` in every owned shard and captures them.
@@ -251,6 +263,28 @@ pub fn capture_set(set: &mut ShardSet, applied_next: u64) -> Result<Vec<ShardIma
         }
     }
     set.capture().map_err(|e| e.to_string())
+}
+
+/// The exit status of a node that could not swap in a snapshot it had
+/// already received and verified (`EX_SOFTWARE`): some of its shards may
+/// be closed, so it stops; its next start finishes the swap from the
+/// journal (`table::snapshot::finish_swap`).
+pub const SWAP_FAILED_EXIT_STATUS: i32 = 70;
+
+/// Swaps the shards `set` owns for their copies staged in `staging` (see
+/// `ShardSet::swap_in`). A failure leaves shards closed and stops the
+/// process (see `SWAP_FAILED_EXIT_STATUS`).
+pub fn swap_in(set: &mut ShardSet, staging: &Path) -> Result<(), String> {
+    let data_dir = staging.parent().unwrap_or(Path::new("."));
+    if let Err(error) = set.swap_in(data_dir, staging) {
+        eprintln!(
+            "x700: swapping in the leader's snapshot from {} failed: {error}; stopping (the \
+             next start finishes the swap)",
+            staging.display()
+        );
+        std::process::exit(SWAP_FAILED_EXIT_STATUS);
+    }
+    Ok(())
 }
 
 /// Hands batches to the event loops; each applies the writes of the shards
@@ -380,6 +414,39 @@ impl Applier for LoopApplier {
                 }
             }
             let _ = reply.send(Ok(images));
+        });
+        receiver
+    }
+
+    /// Every loop swaps its own shards (in order with its applies), so no
+    /// lookup ever meets a shard half swapped.
+    fn swap_in(&self, staging: PathBuf) -> oneshot::Receiver<Result<(), String>> {
+        let (reply, receiver) = oneshot::channel();
+        let staging = Arc::new(staging);
+        let mut parts = Vec::with_capacity(self.senders.len());
+        for index in 0..self.senders.len() {
+            let (part_reply, part) = oneshot::channel();
+            let message = Message::SwapIn {
+                staging: Arc::clone(&staging),
+                reply: part_reply,
+            };
+            if !self.send(index, message) {
+                let _ = reply.send(Err("an event loop stopped".into()));
+                return receiver;
+            }
+            parts.push(part);
+        }
+        tokio::spawn(async move {
+            for part in parts {
+                let outcome = part
+                    .await
+                    .unwrap_or_else(|_| Err("an event loop stopped".into()));
+                if outcome.is_err() {
+                    let _ = reply.send(outcome);
+                    return;
+                }
+            }
+            let _ = reply.send(Ok(()));
         });
         receiver
     }

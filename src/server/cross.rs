@@ -61,6 +61,14 @@ pub enum Message {
         reply:
             tokio::sync::oneshot::Sender<Result<Vec<crate::table::checkpoint::ShardImage>, String>>,
     },
+    /// Replace the receiver's shards by their copies staged in the
+    /// directory (a snapshot from the leader: `ShardSet::swap_in`).
+    SwapIn {
+        /// The staging directory, inside the data directory.
+        staging: std::sync::Arc<std::path::PathBuf>,
+        /// Gets the outcome.
+        reply: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
     /// Checksum the receiver's shards for `cluster verify`.
     Checksum {
         /// Gets one part per owned shard.

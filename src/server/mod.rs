@@ -98,6 +98,7 @@ impl Shared {
                 "checkpoints": replica.checkpoints.count.load(Ordering::Relaxed),
                 "checkpoint_page_bytes": replica.checkpoints.page_bytes.load(Ordering::Relaxed),
                 "checkpoint_failures": replica.checkpoints.failures.load(Ordering::Relaxed),
+                "snapshots_installed": replica.checkpoints.installed.load(Ordering::Relaxed),
             });
             let lag = replica.lag();
             stats["cluster"] = serde_json::json!({

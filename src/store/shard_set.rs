@@ -11,6 +11,7 @@ use crate::number::Number;
 use crate::table::checkpoint::ShardImage;
 use crate::table::records::decompose_id;
 use crate::table::{BindOutcome, Shard, ShardStats, TableError};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Shards owned by one thread. Slot `s` of `shards` holds shard `s` if this
@@ -204,6 +205,35 @@ impl ShardSet {
             }
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// Replaces every owned shard by its copy staged in `staging` (a
+    /// verified snapshot image the data directory `data_dir` adopted, whose
+    /// swap journal is written: `table::snapshot`). Shard by shard: the
+    /// tables are dropped unsaved (the snapshot supersedes them), the staged
+    /// files renamed over theirs, and the new files opened. What else is
+    /// staged (other owners' shards, the manifest) stays for
+    /// `snapshot::finish_swap`. On an error a shard may be left closed: the
+    /// owner must stop, and the next open finishes the swap from the
+    /// journal.
+    pub fn swap_in(&mut self, data_dir: &Path, staging: &Path) -> Result<(), TableError> {
+        for (index, slot) in self.shards.iter_mut().enumerate() {
+            let Some(shard) = slot.take() else {
+                continue;
+            };
+            let identity = shard.identity();
+            shard.discard();
+            let dir = super::shard_dir(data_dir, identity.shard_id);
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            crate::table::snapshot::move_staged_shard(staging, data_dir, &name)
+                .map_err(|e| TableError::io(&dir, std::io::Error::other(e)))?;
+            debug_assert_eq!(usize::from(identity.shard_id), index);
+            *slot = Some(Shard::open(&dir, identity)?);
+        }
+        Ok(())
     }
 
     /// Reads and checks every owned record and index entry.

@@ -477,6 +477,17 @@ impl Shard {
         self.capture()?.persist()
     }
 
+    /// Which shard of which data directory this is.
+    pub fn identity(&self) -> ShardIdentity {
+        self.identity
+    }
+
+    /// Closes the shard without saving what changed since its last
+    /// checkpoint: its files are about to be replaced by a snapshot's.
+    pub fn discard(mut self) {
+        self.closed = true;
+    }
+
     /// Checkpoints what changed and closes the shard.
     pub fn close(mut self) -> Result<(), TableError> {
         let result = if self.has_changes() {

@@ -494,6 +494,25 @@ pub fn begin_swap(data_dir: &Path, staging: &Path) -> Result<(), ImageError> {
     Ok(())
 }
 
+/// Withdraws a swap that never started: if the journal names `staging`,
+/// it is removed, then `staging`. Returns whether it named it. For a
+/// staged image the receiver journaled and then did not install (another
+/// leader, or it turned out no newer than what the node holds).
+pub fn cancel_swap(data_dir: &Path, staging: &Path) -> Result<bool, ImageError> {
+    let journal = data_dir.join(SWAP_JOURNAL_NAME);
+    let named = match std::fs::read(&journal) {
+        Ok(bytes) => bytes == staging.to_string_lossy().as_bytes(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => return Err(io_error(&journal)(e)),
+    };
+    if named {
+        std::fs::remove_file(&journal).map_err(io_error(&journal))?;
+        sync_parent(&journal)?;
+        std::fs::remove_dir_all(staging).map_err(io_error(staging))?;
+    }
+    Ok(named)
+}
+
 /// Finishes a swap a crash interrupted, if the journal says one was under
 /// way; returns whether there was one. Called before the tables open.
 pub fn finish_swap(data_dir: &Path) -> Result<bool, ImageError> {
@@ -510,23 +529,49 @@ pub fn finish_swap(data_dir: &Path) -> Result<bool, ImageError> {
         // The checkpoint manifest (position and membership) goes last, so
         // it never names a position the tables do not hold yet.
         files.push(PathBuf::from(MANIFEST_NAME));
-        for file in &files {
-            let from = staging.join(file);
-            let to = data_dir.join(file);
-            if !from.exists() {
-                continue; // moved before the crash
-            }
-            if let Some(parent) = to.parent() {
-                crate::sys::create_private_dir_all(parent).map_err(io_error(parent))?;
-            }
-            std::fs::rename(&from, &to).map_err(io_error(&to))?;
-        }
-        sync_dirs(data_dir, &files)?;
+        move_files(&staging, data_dir, &files)?;
         std::fs::remove_dir_all(&staging).map_err(io_error(&staging))?;
     }
     std::fs::remove_file(&journal).map_err(io_error(&journal))?;
     sync_parent(&journal)?;
     Ok(true)
+}
+
+/// Moves the staged files of one shard directory (`shard-NNN`) into
+/// `data_dir`, during a swap whose journal is written: the owner of that
+/// shard has closed it and opens the moved files next. What else is
+/// staged stays for `finish_swap`.
+pub fn move_staged_shard(
+    staging: &Path,
+    data_dir: &Path,
+    shard_dir_name: &str,
+) -> Result<(), ImageError> {
+    let files: Vec<PathBuf> = checkpoint_files(staging)?
+        .into_iter()
+        .filter(|file| file.starts_with(shard_dir_name))
+        .collect();
+    if files.is_empty() {
+        return Err(malformed(format!("the image has no {shard_dir_name}")));
+    }
+    move_files(staging, data_dir, &files)
+}
+
+/// Renames each of `files` (relative paths) from `staging` over its place
+/// in `data_dir`, skipping those already moved (renames are idempotent
+/// across a crash), then syncs the directories.
+fn move_files(staging: &Path, data_dir: &Path, files: &[PathBuf]) -> Result<(), ImageError> {
+    for file in files {
+        let from = staging.join(file);
+        let to = data_dir.join(file);
+        if !from.exists() {
+            continue; // moved already
+        }
+        if let Some(parent) = to.parent() {
+            crate::sys::create_private_dir_all(parent).map_err(io_error(parent))?;
+        }
+        std::fs::rename(&from, &to).map_err(io_error(&to))?;
+    }
+    sync_dirs(data_dir, files)
 }
 
 fn sync_dirs(root: &Path, files: &[PathBuf]) -> Result<(), ImageError> {

@@ -9,7 +9,9 @@
 //! - `client`: `PeerNetwork`, openraft's network factory: one TCP
 //!   connection per peer, requests serialised on it, reconnected on demand;
 //! - `server`: `PeerServer`, which accepts peers on the raft address,
-//!   checks the handshake and hands each request to openraft.
+//!   checks the handshake and hands each request to openraft;
+//! - `snapshot_in`: a snapshot from the leader, received, checked and
+//!   staged before openraft installs it.
 //!
 //! A peer that fails the handshake (wrong secret, other cluster, our own
 //! node id) is refused, counted in `PeerStats` and logged with its address,
@@ -20,6 +22,7 @@ pub mod codec;
 pub mod frame;
 pub mod handshake;
 pub mod server;
+pub mod snapshot_in;
 
 pub use client::PeerNetwork;
 pub use handshake::ClusterSecret;

@@ -1,7 +1,8 @@
 //! `PeerServer`: accepts peers on the raft address (on the replica's tokio
 //! runtime), runs the accepting side of the handshake, then reads requests
 //! one at a time, hands each to openraft (`Raft::vote`,
-//! `Raft::append_entries`, `Raft::install_snapshot`) and writes its answer.
+//! `Raft::append_entries`; snapshots through `snapshot_in`) and writes its
+//! answer.
 //! A peer that fails the handshake gets an ERROR answer (code 1) and the
 //! connection closes; the refusal is counted and logged with the peer's
 //! address. A request that cannot be decoded is answered ERROR (code 2) and
@@ -9,9 +10,9 @@
 
 use super::codec::{self, ErrorAnswer, ErrorCode, HelloAnswer, Message, PEER_VERSION};
 use super::handshake::{self, Refusal, Role};
+use super::snapshot_in::SnapshotReceiver;
 use super::{read_frame, PeerConfig, PeerStats, RefusalLog};
 use crate::replication::types::TypeConfig;
-use openraft::error::RaftError;
 use openraft::raft::AppendEntriesResponse;
 use openraft::Raft;
 use std::net::SocketAddr;
@@ -42,6 +43,7 @@ struct Context {
     config: PeerConfig,
     stats: Arc<PeerStats>,
     refusals: Arc<RefusalLog>,
+    snapshots: SnapshotReceiver,
 }
 
 impl PeerServer {
@@ -54,6 +56,7 @@ impl PeerServer {
         config: PeerConfig,
         stats: Arc<PeerStats>,
         refusals: Arc<RefusalLog>,
+        data_dir: &std::path::Path,
     ) -> std::io::Result<PeerServer> {
         let local_addr = listener.local_addr()?;
         let context = Arc::new(Context {
@@ -62,6 +65,7 @@ impl PeerServer {
             config,
             stats,
             refusals,
+            snapshots: SnapshotReceiver::new(data_dir),
         });
         let accept = tokio::spawn(accept_loop(listener, context));
         Ok(PeerServer { accept, local_addr })
@@ -216,11 +220,7 @@ async fn answer(request: Message, context: &Context) -> (Message, bool) {
                 Err(e) => (error(ErrorCode::Stopped, e), false),
             }
         }
-        Message::InstallSnapshot(rpc) => match raft.install_snapshot(rpc).await {
-            Ok(answer) => (Message::InstallSnapshotAnswer(answer), true),
-            Err(RaftError::APIError(e)) => (error(ErrorCode::Unsupported, e), true),
-            Err(e) => (error(ErrorCode::Stopped, e), false),
-        },
+        Message::InstallSnapshot(rpc) => context.snapshots.receive(raft, rpc).await,
         other => (
             error(
                 ErrorCode::Malformed,

@@ -6,7 +6,7 @@ use super::{offset, Worker, LOOKUP_ANSWER_BYTES};
 use crate::binding::{LookupQuery, LookupResult, Reject};
 use crate::protocol::codec;
 use crate::protocol::status;
-use crate::server::apply::{apply_batch, capture_set, PartialAnswers};
+use crate::server::apply::{apply_batch, capture_set, swap_in, PartialAnswers};
 use crate::server::cross::{Message, Origin, WorkItem};
 use crate::server::dispatch::{self, Op};
 use crossbeam_channel::TrySendError;
@@ -117,6 +117,12 @@ impl Worker {
                     reply,
                 } => {
                     let _ = reply.send(capture_set(&mut self.set, applied_next));
+                }
+                Message::SwapIn { staging, reply } => {
+                    // Lookups already read are answered from the tables
+                    // they were read against.
+                    self.run_lookups();
+                    let _ = reply.send(swap_in(&mut self.set, &staging));
                 }
                 Message::Checksum { reply } => {
                     // Between batches: every apply before this message is
