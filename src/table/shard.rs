@@ -123,6 +123,8 @@ pub struct Shard {
     remarks: Remarks,
     /// Proposers' clocks against the applied clock, since open.
     clock_skew: ClockSkew,
+    /// The log entry this shard could not apply for want of room.
+    stalled_at: Option<u64>,
 }
 
 impl Shard {
@@ -152,6 +154,7 @@ impl Shard {
             closed: false,
             remarks: Remarks::default(),
             clock_skew: ClockSkew::default(),
+            stalled_at: None,
         })
     }
 
@@ -230,6 +233,7 @@ impl Shard {
             closed: false,
             remarks: Remarks::default(),
             clock_skew: ClockSkew::default(),
+            stalled_at: None,
         })
     }
 
@@ -297,6 +301,88 @@ impl Shard {
         self.index
             .reserve()
             .map_err(|e| grow_to_write_error(self.index.primary_file().path(), e))
+    }
+
+    /// Prepares for removing one binding (the sweep's step): room for the
+    /// index entry a promotion may insert. Needs no record slot, so a shard
+    /// whose slots are all in use still sweeps.
+    pub(super) fn prepare_removal(&mut self) -> Result<(), WriteError> {
+        self.index
+            .reserve()
+            .map_err(|e| grow_to_write_error(self.index.primary_file().path(), e))
+    }
+
+    /// Grows the files ahead of one log entry, run at `now_s`, so that
+    /// applying it cannot need more room: `writes` writes on this shard, each preceded by a
+    /// sweep of at most `sweep_slots_per_write` slots, plus the slots a
+    /// sweep of `sweep_slots` examines first (an empty entry). On error
+    /// nothing but file lengths changed: the caller must not apply the
+    /// entry to this shard, and retries later (docs/STORAGE.md,
+    /// "Deterministic apply"). The answer of an entry thus never depends on
+    /// this member's disk: growth failures stop the apply instead.
+    pub fn reserve_for_entry(
+        &mut self,
+        now_s: u32,
+        writes: u32,
+        sweep_slots_per_write: u32,
+        sweep_slots: u32,
+    ) -> Result<(), WriteError> {
+        // Removals the sweeps may make: a sweep on its own is counted
+        // exactly (it examines known slots at a known time, no write in
+        // between); the sweeps before writes at most one per slot.
+        let removals = self
+            .expired_ahead(now_s, sweep_slots)
+            .saturating_add(writes.saturating_mul(sweep_slots_per_write));
+        // One more record than the writes: a removal's `prepare_write` on
+        // an exhausted free list asks for it too.
+        let records = self
+            .counters
+            .records_used
+            .saturating_add(writes)
+            .saturating_add(1)
+            .min(entry::SLOTS_MAX);
+        self.records
+            .reserve(records)
+            .map_err(|e| grow_to_write_error(self.records.path(), e))?;
+        self.cold
+            .reserve(records)
+            .map_err(|e| grow_to_write_error(self.cold.path(), e))?;
+        self.index
+            .reserve_for(writes, removals)
+            .map_err(|e| grow_to_write_error(self.index.primary_file().path(), e))
+    }
+
+    /// Live bindings expired at `now_s` among the `budget` slots the sweep
+    /// examines next: what `reclaim_expired(now_s, budget)` would remove.
+    fn expired_ahead(&self, now_s: u32, budget: u32) -> u32 {
+        let used = self.counters.records_used;
+        if used == 0 {
+            return 0;
+        }
+        let records = self.records.items();
+        let mut slot = self.counters.reclaim_cursor;
+        let mut expired = 0;
+        for _ in 0..budget.min(used) {
+            let record = &records[slot as usize];
+            if record.is_live() && record.is_expired(now_s) {
+                expired += 1;
+            }
+            slot = if slot + 1 >= used { 0 } else { slot + 1 };
+        }
+        expired
+    }
+
+    /// The entry this shard could not apply for want of room, if any
+    /// (`reserve_for_entry` failed on it): later entries wait behind it.
+    pub fn stalled_at(&self) -> Option<u64> {
+        self.stalled_at
+    }
+
+    /// Records that the shard could not apply entry `index` (`Some`), or
+    /// that it could again (`None`). Not state: a restart forgets it and
+    /// the replay tries the entry again.
+    pub fn set_stalled_at(&mut self, index: Option<u64>) {
+        self.stalled_at = index;
     }
 
     /// Takes a free slot and bumps its generation. `prepare_write` must have
