@@ -213,5 +213,5 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
     if status != 0 {
         return None;
     }
-    Some(u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)))
+    Some(stats.f_bavail.saturating_mul(stats.f_frsize))
 }

@@ -10,9 +10,12 @@
 
 mod common;
 
+use common::cluster::{bind_many, init_cluster, leader_seen_by, routes_all, start_member};
+use common::{binary, http_get, Node};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use x700::protocol::codec::{encode_bind, encode_unbind, UnbindBody};
@@ -219,4 +222,146 @@ fn a_full_disk_stalls_the_apply_and_the_answers_stay_those_of_a_member_with_room
     assert!(full.stats().unwrap().bindings_live > 0);
     full.verify().unwrap();
     roomy.verify().unwrap();
+}
+
+/// `x700 cluster ARGS --json`: exit code and JSON.
+fn cluster(args: &[&str]) -> (i32, serde_json::Value) {
+    let output = Command::new(binary())
+        .arg("cluster")
+        .args(args)
+        .arg("--json")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run x700 cluster");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let json = serde_json::from_str(text.trim()).unwrap_or(serde_json::Value::Null);
+    (output.status.code().unwrap_or(-1), json)
+}
+
+/// The value of an unlabelled gauge on the node's /metrics page.
+fn gauge(admin: std::net::SocketAddr, name: &str) -> f64 {
+    let (code, page) = http_get(admin, "/metrics");
+    assert_eq!(code, 200);
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} on /metrics"))
+}
+
+/// Waits (bounded) until `check` holds; false if it never did.
+fn eventually(wait: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + wait;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Guards "Deterministic apply" across real members: a follower whose
+/// table files cannot grow used to answer the writes it applied
+/// `disk_full` and keep tables without them, for good (and `cluster
+/// verify` disagreed). Now it stalls and says so, the others go on, and
+/// once space returns it holds every acknowledged bind under the same ids
+/// and `cluster verify` agrees.
+#[test]
+fn a_follower_with_a_full_disk_stalls_says_so_and_catches_up_once_space_returns() {
+    let wait = Duration::from_secs(30);
+    let disk = SmallDisk::mount("200m");
+    let roomy: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs = [
+        roomy[0].path().to_path_buf(),
+        roomy[1].path().to_path_buf(),
+        disk.path().join("data"),
+    ];
+    let extra = ["--table-shards", "1"];
+    let mut nodes: BTreeMap<u64, Node> = (1..=3u64)
+        .map(|id| {
+            let dir = &dirs[usize::try_from(id - 1).unwrap()];
+            (id, start_member(dir, id, "127.0.0.1:0", &extra))
+        })
+        .collect();
+    let rafts: Vec<String> = nodes
+        .values()
+        .map(|n| n.raft.unwrap().to_string())
+        .collect();
+    let (leader_id, mut leader) = init_cluster(&nodes, &rafts);
+    if leader_id == 3 {
+        // The member with the small disk must be a follower: restart it
+        // (at its own raft address) and let the two others elect.
+        let node = nodes.remove(&3).unwrap();
+        assert!(node.stop().success());
+        (_, leader) = eventually(wait, || {
+            leader_seen_by(nodes[&1].tcp, Duration::from_secs(1)).is_some_and(|(id, _)| id != 3)
+        })
+        .then(|| leader_seen_by(nodes[&1].tcp, wait))
+        .flatten()
+        .expect("a leader among the two others");
+        nodes.insert(3, start_member(&dirs[2], 3, &rafts[2], &extra));
+    }
+    let small = &nodes[&3];
+    let mut acked = bind_many(leader, 0, 200);
+    assert!(
+        routes_all(small.tcp, &acked, wait),
+        "member 3 never caught up"
+    );
+
+    // Member 3's disk fills: its tables cannot grow any more (its log
+    // segment is preallocated, so it goes on taking entries).
+    let filler = disk.fill();
+    acked.extend(bind_many(leader, 200, 3000));
+    assert!(
+        eventually(wait, || gauge(small.admin, "x700_apply_stalled") == 1.0),
+        "member 3 never reported its stall"
+    );
+    let status = common::cluster::status_json(small.tcp).expect("member 3 answers");
+    assert_eq!(status["apply_stalled"], true, "{status}");
+    assert!(
+        status["apply_stall_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("disk full")),
+        "{status}"
+    );
+    let own = status["members"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["id"] == 3))
+        .expect("member 3 listed");
+    assert_eq!(own["apply_stalled"], true, "{status}");
+    let (code, body) = http_get(small.admin, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("apply stalled"), "{body}");
+    // The others go on: writes are acknowledged, members 1 and 2 are not
+    // stalled, and member 3 still answers lookups from its tables.
+    acked.extend(bind_many(leader, 3200, 100));
+    for id in [1, 2] {
+        assert_eq!(gauge(nodes[&id].admin, "x700_apply_stalled"), 0.0);
+    }
+    assert!(routes_all(small.tcp, &acked[..200], Duration::ZERO));
+
+    // Space returns: member 3 applies what it missed, the same way.
+    std::fs::remove_file(&filler).unwrap();
+    assert!(
+        routes_all(small.tcp, &acked, wait),
+        "member 3 misses acknowledged binds once space is back"
+    );
+    assert!(eventually(wait, || gauge(
+        small.admin,
+        "x700_apply_stalled"
+    ) == 0.0));
+    let (code, body) = http_get(small.admin, "/readyz");
+    assert_eq!(code, 200, "{body}");
+    let mut verdict = serde_json::Value::Null;
+    let agreed = eventually(wait, || {
+        let (code, json) = cluster(&["verify", "--server", &leader.to_string()]);
+        verdict = json;
+        code == 0 && verdict["agree"] == true
+    });
+    assert!(agreed, "cluster verify: {verdict}");
+    assert_eq!(verdict["members"].as_array().map(Vec::len), Some(3));
+    for node in nodes.into_values() {
+        assert!(node.stop().success());
+    }
 }
