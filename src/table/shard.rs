@@ -792,7 +792,7 @@ mod tests {
             let reserved = file_sizes(&shard);
             for _ in 0..writes {
                 shard.reclaim_expired(now_s, 8);
-                let ttl_s = if next % 2 == 0 { 1 } else { 3600 };
+                let ttl_s = if next.is_multiple_of(2) { 1 } else { 3600 };
                 if shard.bind(&synthetic.request(next, ttl_s), now_s).is_ok() {
                     created += 1;
                 }
