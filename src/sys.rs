@@ -197,3 +197,21 @@ pub fn return_large_blocks_to_the_kernel() {
     // SAFETY: mallopt takes two integers and touches no memory of ours.
     let _ = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) };
 }
+
+/// Bytes this process may still allocate on the file system holding
+/// `path` (`statvfs`: available blocks times the fragment size); `None` if
+/// the kernel cannot say.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: an all-zero `statvfs` is a valid value of this plain C struct.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs reads the NUL-terminated path, which lives until the
+    // call returns, and writes one `statvfs` through the pointer, which
+    // points at a live local.
+    let status = unsafe { libc::statvfs(path.as_ptr(), &raw mut stats) };
+    if status != 0 {
+        return None;
+    }
+    Some(stats.f_bavail.saturating_mul(stats.f_frsize))
+}

@@ -36,6 +36,18 @@ use std::time::Duration;
 pub const LOG_DIR_NAME: &str = "log";
 /// Name of the preallocated next segment.
 const SPARE_NAME: &str = "spare";
+/// Free bytes the data directory's file system must keep for the tables to
+/// grow into, or new writes are refused (`disk_full`) before they reach the
+/// log. Applying an entry must never fail for want of room (its answer
+/// would then depend on this member's disk, docs/STORAGE.md "Deterministic
+/// apply"), so the leader stops taking writes while the entries already
+/// accepted can still grow the tables: a full 1 MiB batch of binds grows
+/// them by about 1.5 MiB at most (96 record bytes and a few index bytes a
+/// write), so this covers ten such batches in flight. A member whose
+/// apply still finds no room stalls and retries instead of answering.
+pub const TABLE_HEADROOM_BYTES: u64 = 16 << 20;
+/// How often an append looks at the free space (one `statvfs`).
+const HEADROOM_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 /// An append rolls to a new segment when it would leave less than this
 /// room: enough for every write already accepted (see
 /// `replication::batch::BATCH_BYTES_MAX` and the proposal queue bound).
@@ -159,6 +171,8 @@ pub struct Log {
     last: Option<LogPosition>,
     buffer: Vec<u8>,
     health: Arc<LogHealth>,
+    /// When an append last looked at the free space.
+    headroom_checked: Option<std::time::Instant>,
 }
 
 /// Flushes a directory so that files created or removed in it stay so.
@@ -194,11 +208,20 @@ impl Log {
         &self.dir
     }
 
-    /// Makes sure a preallocated spare segment is ready. Clears or sets the
-    /// disk-full flag accordingly; returns whether a spare is ready.
+    /// True while the file system keeps `TABLE_HEADROOM_BYTES` free (or
+    /// cannot say how much it has).
+    fn has_headroom(&self) -> bool {
+        crate::sys::free_bytes(&self.dir).is_none_or(|free| free >= TABLE_HEADROOM_BYTES)
+    }
+
+    /// Makes sure a preallocated spare segment is ready and the tables have
+    /// their headroom. Clears or sets the disk-full flag accordingly;
+    /// returns whether a spare is ready.
     pub fn prepare_spare(&mut self) -> bool {
         if self.spare.is_some() {
-            self.health.disk_full.store(false, Ordering::SeqCst);
+            self.health
+                .disk_full
+                .store(!self.has_headroom(), Ordering::SeqCst);
             return true;
         }
         let path = self.dir.join(SPARE_NAME);
@@ -211,7 +234,9 @@ impl Log {
         match made {
             Ok(file) => {
                 self.spare = Some(file);
-                self.health.disk_full.store(false, Ordering::SeqCst);
+                self.health
+                    .disk_full
+                    .store(!self.has_headroom(), Ordering::SeqCst);
                 true
             }
             Err(error) => {
@@ -426,6 +451,18 @@ impl Log {
         }
         files.dedup_by(|a, b| Arc::ptr_eq(a, b));
         self.buffer = buffer;
+        // The tables' headroom, checked now and then: once it is gone new
+        // writes are refused until housekeeping's `prepare_spare` sees it
+        // back.
+        if self
+            .headroom_checked
+            .is_none_or(|at| at.elapsed() >= HEADROOM_CHECK_INTERVAL)
+        {
+            self.headroom_checked = Some(std::time::Instant::now());
+            if !self.has_headroom() {
+                self.health.disk_full.store(true, Ordering::SeqCst);
+            }
+        }
         Ok(files)
     }
 

@@ -131,6 +131,7 @@ impl Log {
             last: None,
             buffer: Vec::new(),
             health: Arc::new(LogHealth::default()),
+            headroom_checked: None,
         };
         if log.segments.is_empty() {
             let first = log.state.purged.map_or(0, |p| p.index + 1);

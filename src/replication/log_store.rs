@@ -4,7 +4,9 @@
 //! truncations are durable before they return. The committed position is
 //! saved without a sync (`log::state_file::StateFile::write_committed`
 //! says why that is safe) and read back clamped to the log, so recovery
-//! replays only what was committed (`recover`).
+//! replays only what was committed (`recover`). Every call runs in tokio's
+//! blocking pool (`LogStore::with_log`), never on openraft's runtime
+//! thread, which carries the heartbeats.
 // openraft's trait methods return its `StorageError` (224 bytes): the size
 // is openraft's choice, and these are not hot paths.
 #![allow(clippy::result_large_err)]
@@ -43,10 +45,23 @@ impl LogStore {
         Arc::clone(&self.log)
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Log>, StorageError<u64>> {
-        self.log
-            .lock()
-            .map_err(|_| write_error("log lock poisoned"))
+    /// Runs `f` on the log in tokio's blocking pool and waits for it.
+    /// openraft's core, its replication streams and the peer transport
+    /// share one runtime thread: an `fdatasync` (vote, truncate), a 64 MiB
+    /// `fallocate` (a segment roll, a purge) or a wait for the log's lock
+    /// held through one of those must not stop heartbeats there, or a
+    /// member misses a few and calls an election (step 6, item 10).
+    async fn with_log<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Log) -> Result<R, StorageError<u64>> + Send + 'static,
+    ) -> Result<R, StorageError<u64>> {
+        let log = Arc::clone(&self.log);
+        tokio::task::spawn_blocking(move || {
+            let mut log = log.lock().map_err(|_| write_error("log lock poisoned"))?;
+            f(&mut log)
+        })
+        .await
+        .map_err(write_error)?
     }
 }
 
@@ -65,7 +80,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(&i) => i,
             Bound::Unbounded => u64::MAX,
         };
-        let records = self.lock()?.read(from, to).map_err(read_error)?;
+        // Reads of a catching-up follower's range can miss the page cache.
+        let records = self
+            .with_log(move |log| log.read(from, to).map_err(read_error))
+            .await?;
         records
             .iter()
             .map(|r| entry_of(r).map_err(read_error))
@@ -77,11 +95,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
-        let log = self.lock()?;
-        Ok(LogState {
-            last_purged_log_id: log.state().purged.map(log_id),
-            last_log_id: log.last().map(log_id),
+        self.with_log(|log| {
+            Ok(LogState {
+                last_purged_log_id: log.state().purged.map(log_id),
+                last_log_id: log.last().map(log_id),
+            })
         })
+        .await
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -89,23 +109,29 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
-        self.lock()?
-            .save_vote(StoredVote {
-                term: vote.leader_id.term,
-                node: vote.leader_id.node_id,
-                committed: vote.committed,
-            })
-            .map_err(|e| StorageIOError::write_vote(AnyError::error(e.to_string())).into())
+        let vote = StoredVote {
+            term: vote.leader_id.term,
+            node: vote.leader_id.node_id,
+            committed: vote.committed,
+        };
+        self.with_log(move |log| {
+            log.save_vote(vote)
+                .map_err(|e| StorageIOError::write_vote(AnyError::error(e.to_string())).into())
+        })
+        .await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
-        Ok(self.lock()?.state().vote.map(|v| {
-            if v.committed {
-                Vote::new_committed(v.term, v.node)
-            } else {
-                Vote::new(v.term, v.node)
-            }
-        }))
+        self.with_log(|log| {
+            Ok(log.state().vote.map(|v| {
+                if v.committed {
+                    Vote::new_committed(v.term, v.node)
+                } else {
+                    Vote::new(v.term, v.node)
+                }
+            }))
+        })
+        .await
     }
 
     async fn save_committed(
@@ -114,14 +140,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     ) -> Result<(), StorageError<u64>> {
         // openraft 0.9.25 calls this before every apply (`Command::Commit`
         // in `RaftCore`), on its core task: a `pwrite` of 64 bytes, no
-        // sync, so it costs no more than the lock.
-        self.lock()?
-            .save_committed(committed.as_ref().map(position))
-            .map_err(write_error)
+        // sync, but behind the log's lock, which an append rolling a
+        // segment may hold through a `fallocate`.
+        let committed = committed.as_ref().map(position);
+        self.with_log(move |log| log.save_committed(committed).map_err(write_error))
+            .await
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
-        Ok(self.lock()?.state().committed.map(log_id))
+        self.with_log(|log| Ok(log.state().committed.map(log_id)))
+            .await
     }
 
     async fn append<I>(
@@ -134,19 +162,79 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let records: Vec<_> = entries.into_iter().map(|e| record_of(&e)).collect();
-        let files = self.lock()?.append(&records).map_err(write_error)?;
-        self.flusher.submit(SyncJob {
-            files,
-            done: Box::new(move |result| callback.log_io_completed(result)),
-        });
-        Ok(())
+        let flusher = Arc::clone(&self.flusher);
+        // Written (not yet synced) before this returns, so that openraft
+        // may read the entries back at once; the flusher thread syncs them
+        // and calls back. openraft awaits each append before the next, so
+        // the order of writes and of sync jobs is the log's.
+        self.with_log(move |log| {
+            let files = log.append(&records).map_err(write_error)?;
+            flusher.submit(SyncJob {
+                files,
+                done: Box::new(move |result| callback.log_io_completed(result)),
+            });
+            Ok(())
+        })
+        .await
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        self.lock()?.truncate(log_id.index).map_err(write_error)
+        self.with_log(move |log| log.truncate(log_id.index).map_err(write_error))
+            .await
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        self.lock()?.purge(position(&log_id)).map_err(write_error)
+        let upto = position(&log_id);
+        self.with_log(move |log| log.purge(upto).map_err(write_error))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Proves that a call into the log storage never holds openraft's
+    //! runtime thread while the log is busy.
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// Guards step 6, item 10: the storage calls took the log's lock on
+    /// openraft's one runtime thread, so a sync or `fallocate` under the
+    /// lock (a vote, a segment roll, a purge) stopped every task there,
+    /// heartbeats included, and followers called elections. Here another
+    /// thread holds the lock until a task spawned after `save_committed`
+    /// has run on the same one-thread runtime: before, that task could not
+    /// run while `save_committed` waited, and the holder gave up.
+    #[test]
+    fn a_busy_log_does_not_hold_the_runtime_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = Log::open(dir.path(), 7).unwrap();
+        let flusher = Flusher::start(log.health(), Duration::ZERO).unwrap();
+        let mut store = LogStore::new(Arc::new(Mutex::new(log)), Arc::new(flusher));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (locked_tx, locked) = mpsc::channel();
+        let (ran_tx, ran) = mpsc::channel();
+        let shared = store.log();
+        let holder = std::thread::spawn(move || {
+            let _guard = shared.lock().unwrap();
+            locked_tx.send(()).unwrap();
+            // Bounded: without the fix the other task never runs.
+            ran.recv_timeout(Duration::from_secs(10)).is_ok()
+        });
+        locked.recv().unwrap();
+        let saved = runtime.spawn(async move { store.save_committed(None).await });
+        runtime.spawn(async move {
+            // Runs only if the runtime thread is free.
+            let _ = ran_tx.send(());
+        });
+        assert!(
+            holder.join().unwrap(),
+            "a task could not run while save_committed waited for the log"
+        );
+        runtime.block_on(saved).unwrap().unwrap();
     }
 }

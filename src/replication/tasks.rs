@@ -319,7 +319,10 @@ pub(super) async fn housekeeping(
         tick.tick().await;
         since_checkpoint += Duration::from_millis(100);
         since_sweep += Duration::from_millis(100);
-        let (disk_full, log_bytes) = match log.lock() {
+        // Off the runtime thread: preparing a spare segment is a 64 MiB
+        // `fallocate`, and the lock may be held through a sync.
+        let shared = Arc::clone(&log);
+        let (disk_full, log_bytes) = tokio::task::spawn_blocking(move || match shared.lock() {
             Ok(mut log) => {
                 let disk_full = log.health().disk_full.load(Ordering::SeqCst);
                 if disk_full {
@@ -328,7 +331,9 @@ pub(super) async fn housekeeping(
                 (disk_full, log.disk_bytes())
             }
             Err(_) => (false, 0),
-        };
+        })
+        .await
+        .unwrap_or((false, 0));
         if since_sweep >= options.sweep_interval && !disk_full {
             since_sweep = Duration::ZERO;
             let _ = proposals.try_send(Proposal {
@@ -357,7 +362,12 @@ pub(super) async fn housekeeping(
                 eprintln!("x700: checkpoint: {error}");
                 since_failure = Some(Duration::ZERO);
             }
-            log_bytes_after_checkpoint = log.lock().map_or(0, |log| log.disk_bytes());
+            let shared = Arc::clone(&log);
+            log_bytes_after_checkpoint = tokio::task::spawn_blocking(move || {
+                shared.lock().map_or(0, |log| log.disk_bytes())
+            })
+            .await
+            .unwrap_or(0);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The admin HTTP endpoint: `/metrics` (OpenMetrics text), `/healthz` (the
-//! process is up) and `/readyz` (every event loop runs and the node is not
-//! stopping). It is scraped and probed every few seconds, never on the
+//! process is up) and `/readyz` (every event loop runs, the node is not
+//! stopping, its apply has not stalled and it does not lag too far). It is scraped and probed every few seconds, never on the
 //! request path.
 //!
 //! `/metrics` is OpenMetrics 1.0 text unless the scraper asks for the
@@ -113,6 +113,9 @@ pub fn start(
     if let Some(replica) = shared.replica.get() {
         registry.register_collector(Box::new(super::metrics::LagMetrics(Arc::clone(replica))));
     }
+    registry.register_collector(Box::new(super::metrics::ApplyStallMetrics(Arc::clone(
+        &shared.apply_stall,
+    ))));
     let registry = Arc::new(registry);
     let handle = std::thread::Builder::new()
         .name("x700-admin".into())
@@ -260,9 +263,19 @@ fn respond(
             let lag = shared.replica.get().map(|r| r.lag());
             let refused =
                 |reason: String| answer(StatusCode::SERVICE_UNAVAILABLE, TEXT_CONTENT_TYPE, reason);
-            match readiness(running, lag, shared.config.limits.ready_lag_entries_max) {
+            let stalled = shared.apply_stall.is_stalled();
+            match readiness(
+                running,
+                stalled,
+                lag,
+                shared.config.limits.ready_lag_entries_max,
+            ) {
                 Readiness::Ready => answer(StatusCode::OK, TEXT_CONTENT_TYPE, "ready\n".into()),
                 Readiness::NotRunning => refused("not ready\n".into()),
+                Readiness::ApplyStalled => refused(format!(
+                    "not ready: apply stalled: {}\n",
+                    shared.apply_stall.reason().unwrap_or_default()
+                )),
                 Readiness::Lagging(entries) => refused(format!(
                     "not ready: {entries} committed entries behind the leader\n"
                 )),
@@ -296,6 +309,10 @@ enum Readiness {
     /// 503: a follower this many entries behind the leader's commits, whose
     /// lookups would miss too many writes; ready again once caught up.
     Lagging(u64),
+    /// 503: this member cannot make room to apply a committed entry (a
+    /// full disk): it waits and retries, and its tables fall further
+    /// behind until it can; ready again once the entry applies.
+    ApplyStalled,
     /// 503: a member of a cluster that no leader has reached since it
     /// started: it cannot tell how far behind it is (a member restarted
     /// after a long stop may be far behind), so it waits for the leader's
@@ -309,10 +326,20 @@ enum Readiness {
 /// can only know once a leader has reached it. A member that has heard
 /// from a leader stays ready when no leader reaches it any more (lookups
 /// go on through a failover); `lag.ms` shows that. `lag` is `None` before
-/// the write path has started.
-fn readiness(running: bool, lag: Option<Lag>, lag_entries_max: u64) -> Readiness {
+/// the write path has started. A member whose apply has stalled
+/// (`apply_stalled`) is not ready whatever the lag limit: its tables stop
+/// at the entry it cannot apply.
+fn readiness(
+    running: bool,
+    apply_stalled: bool,
+    lag: Option<Lag>,
+    lag_entries_max: u64,
+) -> Readiness {
     if !running {
         return Readiness::NotRunning;
+    }
+    if apply_stalled {
+        return Readiness::ApplyStalled;
     }
     match lag {
         _ if lag_entries_max == 0 => Readiness::Ready,
@@ -355,25 +382,50 @@ mod tests {
     #[test]
     fn a_follower_past_the_lag_limit_is_not_ready_and_zero_turns_the_limit_off() {
         let lag = |entries, ms| Some(Lag { entries, ms });
-        assert_eq!(readiness(true, lag(0, Some(0)), 100), Readiness::Ready);
-        assert_eq!(readiness(true, lag(99, Some(10)), 100), Readiness::Ready);
         assert_eq!(
-            readiness(true, lag(100, Some(10)), 100),
+            readiness(true, false, lag(0, Some(0)), 100),
+            Readiness::Ready
+        );
+        assert_eq!(
+            readiness(true, false, lag(99, Some(10)), 100),
+            Readiness::Ready
+        );
+        assert_eq!(
+            readiness(true, false, lag(100, Some(10)), 100),
             Readiness::Lagging(100)
         );
         assert_eq!(
-            readiness(true, lag(u64::MAX, Some(10)), 0),
+            readiness(true, false, lag(u64::MAX, Some(10)), 0),
             Readiness::Ready
         );
         // Cut off from the leader after hearing it: still ready.
-        assert_eq!(readiness(true, lag(0, Some(60_000)), 100), Readiness::Ready);
+        assert_eq!(
+            readiness(true, false, lag(0, Some(60_000)), 100),
+            Readiness::Ready
+        );
         // Stopping wins over lag: the answer says why.
         assert_eq!(
-            readiness(false, lag(500, Some(10)), 100),
+            readiness(false, false, lag(500, Some(10)), 100),
             Readiness::NotRunning
         );
-        assert_eq!(readiness(false, None, 0), Readiness::NotRunning);
-        assert_eq!(readiness(true, None, 100), Readiness::Ready);
+        assert_eq!(readiness(false, false, None, 0), Readiness::NotRunning);
+        assert_eq!(readiness(true, false, None, 100), Readiness::Ready);
+    }
+
+    /// Guards the "apply stalled" state of deterministic apply: a member
+    /// that cannot apply a committed entry is out of `/readyz` whatever
+    /// its lag and the lag limit; a stopping node still says it stops.
+    #[test]
+    fn a_member_whose_apply_stalled_is_not_ready() {
+        let lag = Some(Lag {
+            entries: 0,
+            ms: Some(0),
+        });
+        assert_eq!(readiness(true, true, lag, 100), Readiness::ApplyStalled);
+        assert_eq!(readiness(true, true, lag, 0), Readiness::ApplyStalled);
+        assert_eq!(readiness(true, true, None, 0), Readiness::ApplyStalled);
+        assert_eq!(readiness(false, true, lag, 0), Readiness::NotRunning);
+        assert_eq!(readiness(true, false, lag, 0), Readiness::Ready);
     }
 
     #[test]
@@ -382,8 +434,8 @@ mod tests {
             entries: 0,
             ms: None,
         });
-        assert_eq!(readiness(true, unreached, 100), Readiness::Unreached);
-        assert_eq!(readiness(true, unreached, 0), Readiness::Ready);
+        assert_eq!(readiness(true, false, unreached, 100), Readiness::Unreached);
+        assert_eq!(readiness(true, false, unreached, 0), Readiness::Ready);
     }
 
     #[test]

@@ -11,17 +11,21 @@
 use super::auth::Access;
 use super::cross::Message;
 use super::dispatch;
+use super::dispatch::Op;
 use crate::log::Log;
 use crate::number::XPolicy;
 use crate::protocol::codec;
 use crate::protocol::frame::{push_frame, Header, HEADER_BYTES};
 use crate::protocol::status;
+use crate::replication::batch::Scope;
 use crate::replication::{Answers, Applier, Recovered, WriteBatch};
 use crate::store::clock::applied_now_s;
 use crate::store::{ShardSet, Store};
 use crate::table::checkpoint::ShardImage;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// Record slots the expiry sweep examines on a shard before each write to
@@ -41,12 +45,30 @@ pub struct PartialAnswers {
     pub frames: Vec<u8>,
     /// Where each write's frame is.
     pub spans: Vec<(u32, u32, u32)>,
+    /// Set when the shard set applied nothing of the batch because a shard
+    /// could not make room for it (or waits behind an entry that could
+    /// not): why. The batch must be handed over again later; `frames` and
+    /// `spans` are empty.
+    pub stalled: Option<String>,
 }
+
+/// A write of a batch, read and checked: its scope, header and op, or
+/// `Err` with the header (if any) of one that cannot be read.
+type Decoded<'a> = Result<(Scope<'a>, Header, Op), Header>;
 
 /// Applies one batch, at log `index`, to the shards of `set` that do not
 /// hold it yet. A write that cannot be read (it passed every check when it
 /// was proposed, so this is damage) is answered `bad_request` by the owner
 /// of shard 0, so exactly one owner answers every write.
+///
+/// Deterministic apply: the answers never depend on this member's disk.
+/// Before touching anything, every pending shard grows its files for what
+/// the batch may do to it (`Shard::reserve_for_entry`); if one cannot, or
+/// a shard still waits behind an earlier entry it could not apply, the set
+/// applies nothing of this batch and says so in `out.stalled`: the caller
+/// hands it over again later (`LoopApplier` with back-off). So no write is
+/// ever answered `disk_full` or `io_error` at apply time, and a replay
+/// after space returns reaches the state every other member reached.
 ///
 /// Each such shard first moves its applied clock to the time the batch
 /// runs at (`applied_now_s` of its clock and `batch.now_s`), and every
@@ -63,6 +85,28 @@ pub fn apply_batch(set: &mut ShardSet, index: u64, batch: &WriteBatch, out: &mut
                 .find(|s| usize::from(s.id()) == shard)
                 .is_some_and(|s| s.applied_log_index() <= index)
     };
+    // Writes were checked against the node's policy before they were
+    // proposed; here any well-formed number passes, so a policy change
+    // between runs cannot change what a replay does.
+    let policy = XPolicy { allow_legacy: true };
+    let decoded: Vec<Decoded<'_>> = batch
+        .iter()
+        .map(|write| {
+            let (scope, frame) = write.map_err(|_| Header::default())?;
+            let head = frame
+                .first_chunk::<HEADER_BYTES>()
+                .ok_or_else(Header::default)?;
+            let header = Header::read(head);
+            let request =
+                codec::decode_request(&header, &frame[HEADER_BYTES..]).map_err(|_| header)?;
+            let op = dispatch::check_write(&request, policy).map_err(|_| header)?;
+            Ok((scope, header, op))
+        })
+        .collect();
+    if let Err(reason) = reserve_batch(set, index, batch, &decoded, &pending) {
+        out.stalled = Some(reason);
+        return;
+    }
     for shard in 0..usize::from(shard_count) {
         if pending(set, shard) {
             if let Some(s) = set.shard_mut(shard) {
@@ -73,36 +117,24 @@ pub fn apply_batch(set: &mut ShardSet, index: u64, batch: &WriteBatch, out: &mut
             }
         }
     }
-    // Writes were checked against the node's policy before they were
-    // proposed; here any well-formed number passes, so a policy change
-    // between runs cannot change what a replay does.
-    let policy = XPolicy { allow_legacy: true };
-    for (position, write) in (0u32..).zip(batch.iter()) {
+    for (position, write) in (0u32..).zip(decoded) {
         let start = u32::try_from(out.frames.len()).unwrap_or(u32::MAX);
-        let op = write.ok().and_then(|(scope, frame)| {
-            let head = frame.first_chunk::<HEADER_BYTES>()?;
-            let header = Header::read(head);
-            let request = codec::decode_request(&header, &frame[HEADER_BYTES..]).ok()?;
-            let op = dispatch::check_write(&request, policy).ok()?;
-            Some((scope, header, op))
-        });
-        let Some((scope, header, op)) = op else {
-            if pending(set, 0) {
-                let request_id = write
-                    .ok()
-                    .and_then(|(_, f)| f.first_chunk::<HEADER_BYTES>().map(Header::read))
-                    .unwrap_or_default();
-                push_frame(
-                    &mut out.frames,
-                    request_id.opcode,
-                    status::BAD_REQUEST,
-                    request_id.request_id,
-                    &[],
-                );
-                let end = u32::try_from(out.frames.len()).unwrap_or(u32::MAX);
-                out.spans.push((position, start, end));
+        let (scope, header, op) = match write {
+            Ok(read) => read,
+            Err(header) => {
+                if pending(set, 0) {
+                    push_frame(
+                        &mut out.frames,
+                        header.opcode,
+                        status::BAD_REQUEST,
+                        header.request_id,
+                        &[],
+                    );
+                    let end = u32::try_from(out.frames.len()).unwrap_or(u32::MAX);
+                    out.spans.push((position, start, end));
+                }
+                continue;
             }
-            continue;
         };
         let shard = usize::from(op.table_shard(shard_count));
         if !pending(set, shard) {
@@ -136,6 +168,57 @@ pub fn apply_batch(set: &mut ShardSet, index: u64, batch: &WriteBatch, out: &mut
             }
         }
     }
+}
+
+/// The first half of `apply_batch`: makes every pending shard of `set`
+/// ready to apply entry `index` (room grown for its writes, no earlier
+/// entry waiting). `Err` says why the set must not apply it now; nothing
+/// but file lengths and the shards' stall marks changed.
+fn reserve_batch(
+    set: &mut ShardSet,
+    index: u64,
+    batch: &WriteBatch,
+    decoded: &[Decoded<'_>],
+    pending: &impl Fn(&ShardSet, usize) -> bool,
+) -> Result<(), String> {
+    let shard_count = set.shard_count();
+    let mut writes = vec![0u32; usize::from(shard_count)];
+    for (_, _, op) in decoded.iter().flatten() {
+        let shard = usize::from(op.table_shard(shard_count));
+        writes[shard] = writes[shard].saturating_add(1);
+    }
+    let sweep_slots = if batch.is_empty() {
+        RECLAIM_PER_SWEEP
+    } else {
+        0
+    };
+    let mut stalled = None;
+    for (shard, &writes) in writes.iter().enumerate() {
+        if !pending(set, shard) {
+            continue;
+        }
+        let Some(s) = set.shard_mut(shard) else {
+            continue;
+        };
+        if let Some(earlier) = s.stalled_at().filter(|&at| at < index) {
+            return Err(format!(
+                "shard {shard} waits to apply entry {earlier} before entry {index}"
+            ));
+        }
+        // The sweeps run at the time the batch will run at, which may
+        // find more bindings expired than the shard's clock does now.
+        let now_s = applied_now_s(s.applied_now_s(), batch.now_s);
+        match s.reserve_for_entry(now_s, writes, RECLAIM_PER_WRITE, sweep_slots) {
+            Ok(()) => s.set_stalled_at(None),
+            Err(error) => {
+                s.set_stalled_at(Some(index));
+                stalled.get_or_insert_with(|| {
+                    format!("shard {shard} cannot make room for entry {index}: {error}")
+                });
+            }
+        }
+    }
+    stalled.map_or(Ok(()), Err)
 }
 
 /// Puts the parts of one batch's answers (from one or more shard sets)
@@ -173,11 +256,25 @@ pub fn recover(store: &mut Store) -> Result<(Log, Recovered), String> {
         .min()
         .unwrap_or(0);
     let mut scratch = PartialAnswers::default();
+    let mut stalled = None;
     let recovered = crate::replication::replay(&dir, &log, applied_next, &mut |index, batch| {
         scratch.frames.clear();
         scratch.spans.clear();
         apply_batch(set, index, batch, &mut scratch);
+        // Later entries stall behind the first that did (the shard's stall
+        // mark), so nothing applies past it.
+        if let (None, Some(reason)) = (&stalled, scratch.stalled.take()) {
+            stalled = Some(reason);
+        }
     })?;
+    // Answering the entry differently from the other members is not an
+    // option, nor is skipping it: the start stops here, and the next one
+    // replays from the same place.
+    if let Some(reason) = stalled {
+        return Err(format!(
+            "recovery: {reason}; free some space and start again"
+        ));
+    }
     if recovered.entries_left > 0 {
         eprintln!(
             "x700: recovery: {} log entries past the commit index left for Raft to commit",
@@ -187,7 +284,9 @@ pub fn recover(store: &mut Store) -> Result<(Log, Recovered), String> {
     Ok((log, recovered))
 }
 
-/// All shards owned by the applier itself.
+/// All shards owned by the applier itself (tests and offline runs). It has
+/// no loop to retry a stalled batch from: a batch the shards cannot make
+/// room for is an error to openraft, which stops applying.
 pub struct LocalApplier {
     set: Mutex<ShardSet>,
 }
@@ -216,13 +315,18 @@ impl Applier for LocalApplier {
             .set
             .lock()
             .map_err(|_| "shard set lock poisoned".to_string())
-            .map(|mut set| {
+            .and_then(|mut set| {
                 batches
                     .iter()
                     .map(|(index, batch)| {
                         let mut part = PartialAnswers::default();
                         apply_batch(&mut set, *index, batch, &mut part);
-                        merge_answers(&[&part])
+                        // With no loop to retry from, a stall stops the
+                        // state machine rather than answer differently.
+                        match part.stalled.take() {
+                            Some(reason) => Err(reason),
+                            None => Ok(merge_answers(&[&part])),
+                        }
                     })
                     .collect()
             });
@@ -287,26 +391,179 @@ pub fn swap_in(set: &mut ShardSet, staging: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// First wait before handing a stalled batch over again.
+const STALL_RETRY_FIRST: Duration = Duration::from_millis(10);
+/// Longest wait between two tries of a stalled batch: space that returns
+/// is noticed within this.
+const STALL_RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// Whether this member has stopped applying the log because it cannot make
+/// room for a committed entry (a full disk, most likely). It does not answer
+/// that entry differently from the other members: it waits, tries again
+/// with back-off, and says so meanwhile (`x700_apply_stalled`, `cluster
+/// status`, `/readyz` 503, a log line), until the entry applies.
+#[derive(Debug, Default)]
+pub struct ApplyStall {
+    stalled: AtomicBool,
+    /// Why, while stalled.
+    reason: Mutex<String>,
+    /// Stalls begun since the start.
+    stalls: AtomicU64,
+}
+
+impl ApplyStall {
+    /// True while a committed entry waits for room.
+    pub fn is_stalled(&self) -> bool {
+        self.stalled.load(Ordering::SeqCst)
+    }
+
+    /// Why the apply waits, while it does.
+    pub fn reason(&self) -> Option<String> {
+        if !self.is_stalled() {
+            return None;
+        }
+        self.reason.lock().ok().map(|r| r.clone())
+    }
+
+    /// Stalls begun since the process started.
+    pub fn stalls(&self) -> u64 {
+        self.stalls.load(Ordering::Relaxed)
+    }
+
+    /// Notes that the apply waits, for `reason`; logs it when it begins.
+    pub fn begin(&self, reason: &str) {
+        if let Ok(mut held) = self.reason.lock() {
+            reason.clone_into(&mut held);
+        }
+        if !self.stalled.swap(true, Ordering::SeqCst) {
+            self.stalls.fetch_add(1, Ordering::Relaxed);
+            eprintln!("x700: apply stalled: {reason}; retrying until it applies");
+        }
+    }
+
+    /// Notes that the apply goes on; logs it if it had stalled.
+    pub fn end(&self) {
+        if self.stalled.swap(false, Ordering::SeqCst) {
+            eprintln!("x700: apply resumed");
+        }
+    }
+}
+
+/// Splits batches into chunks of about `APPLY_CHUNK_BYTES` of writes.
+fn chunks_of(batches: &[(u64, WriteBatch)]) -> Vec<Arc<Vec<(u64, WriteBatch)>>> {
+    let mut chunks: Vec<Vec<(u64, WriteBatch)>> = Vec::new();
+    let mut chunk_bytes = 0;
+    for (index, batch) in batches {
+        let bytes = batch.bytes();
+        match chunks.last_mut() {
+            Some(chunk) if chunk_bytes + bytes <= APPLY_CHUNK_BYTES => {
+                chunk_bytes += bytes;
+                chunk.push((*index, batch.clone()));
+            }
+            _ => {
+                chunk_bytes = bytes;
+                chunks.push(vec![(*index, batch.clone())]);
+            }
+        }
+    }
+    chunks.into_iter().map(Arc::new).collect()
+}
+
+/// One event loop's inbox and waker.
+#[derive(Clone)]
+struct LoopInbox {
+    sender: crossbeam_channel::Sender<Message>,
+    waker: Arc<mio::Waker>,
+}
+
+impl LoopInbox {
+    /// Hands `chunks` to the loop; `None` if it stopped.
+    fn send(
+        &self,
+        chunks: &[Arc<Vec<(u64, WriteBatch)>>],
+    ) -> Option<Vec<oneshot::Receiver<Vec<PartialAnswers>>>> {
+        let mut parts = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            let (reply, part) = oneshot::channel();
+            let message = Message::Apply {
+                batches: Arc::clone(chunk),
+                reply,
+            };
+            // Loops never block, so a full inbox empties within an iteration.
+            let sent = self.sender.send(message).is_ok();
+            let _ = self.waker.wake();
+            if !sent {
+                return None;
+            }
+            parts.push(part);
+        }
+        Some(parts)
+    }
+}
+
+/// Waits for a loop's answers to every chunk, in order; `None` if it
+/// stopped.
+async fn collect(
+    parts: Vec<oneshot::Receiver<Vec<PartialAnswers>>>,
+) -> Option<Vec<PartialAnswers>> {
+    let mut answers = Vec::new();
+    for part in parts {
+        answers.append(&mut part.await.ok()?);
+    }
+    Some(answers)
+}
+
+/// Gets one loop's answers to all of `batches`, its first `parts` already
+/// handed over: while the loop reports a stalled batch, waits (with
+/// back-off) and hands it the batches from that one on again. `None` if
+/// the loop stopped.
+async fn answers_of_loop(
+    inbox: LoopInbox,
+    batches: Arc<Vec<(u64, WriteBatch)>>,
+    parts: Vec<oneshot::Receiver<Vec<PartialAnswers>>>,
+    stall: Arc<ApplyStall>,
+) -> Option<Vec<PartialAnswers>> {
+    let mut answers = collect(parts).await?;
+    let mut wait = STALL_RETRY_FIRST;
+    while let Some(first) = answers.iter().position(|a| a.stalled.is_some()) {
+        stall.begin(answers[first].stalled.as_deref().unwrap_or("no room"));
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(STALL_RETRY_MAX);
+        let again = inbox.send(&chunks_of(&batches[first..]))?;
+        answers.truncate(first);
+        answers.append(&mut collect(again).await?);
+    }
+    Some(answers)
+}
+
 /// Hands batches to the event loops; each applies the writes of the shards
 /// it owns, in log order, and the parts are merged.
 pub struct LoopApplier {
-    senders: Vec<crossbeam_channel::Sender<Message>>,
-    wakers: Vec<Arc<mio::Waker>>,
+    inboxes: Vec<LoopInbox>,
+    stall: Arc<ApplyStall>,
 }
 
 impl LoopApplier {
-    /// Over the loops' inboxes and wakers.
+    /// Over the loops' inboxes and wakers; `stall` tells the rest of the
+    /// node when applying waits for room.
     pub fn new(
         senders: Vec<crossbeam_channel::Sender<Message>>,
         wakers: Vec<Arc<mio::Waker>>,
+        stall: Arc<ApplyStall>,
     ) -> LoopApplier {
-        LoopApplier { senders, wakers }
+        let inboxes = senders
+            .into_iter()
+            .zip(wakers)
+            .map(|(sender, waker)| LoopInbox { sender, waker })
+            .collect();
+        LoopApplier { inboxes, stall }
     }
 
     fn send(&self, loop_index: usize, message: Message) -> bool {
+        let inbox = &self.inboxes[loop_index];
         // Loops never block, so a full inbox empties within an iteration.
-        let sent = self.senders[loop_index].send(message).is_ok();
-        let _ = self.wakers[loop_index].wake();
+        let sent = inbox.sender.send(message).is_ok();
+        let _ = inbox.waker.wake();
         sent
     }
 }
@@ -315,61 +572,42 @@ impl Applier for LoopApplier {
     /// Hands the batches to every loop in chunks of about
     /// `APPLY_CHUNK_BYTES` of writes; a loop applies at most one chunk per
     /// iteration (`worker::remote`), so a follower catching up on a long
-    /// range goes on answering lookups between chunks.
+    /// range goes on answering lookups between chunks. A loop that cannot
+    /// make room for a batch applies nothing of it or after it; the batches
+    /// from it on go to that loop again after a wait that doubles up to
+    /// `STALL_RETRY_MAX`, until they apply (`ApplyStall` says so
+    /// meanwhile), so the answers are the ones every member gives.
     fn apply(
         &self,
         batches: Vec<(u64, WriteBatch)>,
     ) -> oneshot::Receiver<Result<Vec<Answers>, String>> {
         let (reply, receiver) = oneshot::channel();
         let count = batches.len();
-        let mut chunks: Vec<Vec<(u64, WriteBatch)>> = Vec::new();
-        let mut chunk_bytes = 0;
-        for (index, batch) in batches {
-            let bytes = batch.bytes();
-            match chunks.last_mut() {
-                Some(chunk) if chunk_bytes + bytes <= APPLY_CHUNK_BYTES => {
-                    chunk_bytes += bytes;
-                    chunk.push((index, batch));
-                }
-                _ => {
-                    chunk_bytes = bytes;
-                    chunks.push(vec![(index, batch)]);
-                }
-            }
-        }
-        // parts[loop][chunk]: each loop's answers, chunk by chunk.
-        let mut parts = Vec::with_capacity(self.senders.len());
-        for index in 0..self.senders.len() {
-            let mut of_loop = Vec::with_capacity(chunks.len());
-            for chunk in &chunks {
-                let (part_reply, part) = oneshot::channel();
-                let message = Message::Apply {
-                    batches: Arc::new(chunk.clone()),
-                    reply: part_reply,
-                };
-                if !self.send(index, message) {
-                    let _ = reply.send(Err("an event loop stopped".into()));
-                    return receiver;
-                }
-                of_loop.push(part);
-            }
+        let chunks = chunks_of(&batches);
+        let batches = Arc::new(batches);
+        // parts[loop]: each loop's answers, chunk by chunk.
+        let mut parts = Vec::with_capacity(self.inboxes.len());
+        for inbox in &self.inboxes {
+            let Some(of_loop) = inbox.send(&chunks) else {
+                let _ = reply.send(Err("an event loop stopped".into()));
+                return receiver;
+            };
             parts.push(of_loop);
         }
+        let inboxes = self.inboxes.clone();
+        let stall = Arc::clone(&self.stall);
         tokio::spawn(async move {
             let mut collected: Vec<Vec<PartialAnswers>> = Vec::with_capacity(parts.len());
-            for of_loop in parts {
-                let mut answers = Vec::with_capacity(count);
-                for part in of_loop {
-                    match part.await {
-                        Ok(mut chunk) => answers.append(&mut chunk),
-                        Err(_) => {
-                            let _ = reply.send(Err("an event loop stopped".into()));
-                            return;
-                        }
-                    }
-                }
+            for (inbox, of_loop) in inboxes.into_iter().zip(parts) {
+                let answers =
+                    answers_of_loop(inbox, Arc::clone(&batches), of_loop, Arc::clone(&stall)).await;
+                let Some(answers) = answers else {
+                    let _ = reply.send(Err("an event loop stopped".into()));
+                    return;
+                };
                 collected.push(answers);
             }
+            stall.end();
             let merged = (0..count)
                 .map(|b| {
                     let parts: Vec<&PartialAnswers> = collected.iter().map(|c| &c[b]).collect();
@@ -383,8 +621,8 @@ impl Applier for LoopApplier {
 
     fn capture(&self, applied_next: u64) -> oneshot::Receiver<Result<Vec<ShardImage>, String>> {
         let (reply, receiver) = oneshot::channel();
-        let mut parts = Vec::with_capacity(self.senders.len());
-        for index in 0..self.senders.len() {
+        let mut parts = Vec::with_capacity(self.inboxes.len());
+        for index in 0..self.inboxes.len() {
             let (part_reply, part) = oneshot::channel();
             if !self.send(
                 index,
@@ -423,8 +661,8 @@ impl Applier for LoopApplier {
     fn swap_in(&self, staging: PathBuf) -> oneshot::Receiver<Result<(), String>> {
         let (reply, receiver) = oneshot::channel();
         let staging = Arc::new(staging);
-        let mut parts = Vec::with_capacity(self.senders.len());
-        for index in 0..self.senders.len() {
+        let mut parts = Vec::with_capacity(self.inboxes.len());
+        for index in 0..self.inboxes.len() {
             let (part_reply, part) = oneshot::channel();
             let message = Message::SwapIn {
                 staging: Arc::clone(&staging),

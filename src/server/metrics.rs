@@ -418,6 +418,39 @@ impl Collector for LagMetrics {
     }
 }
 
+/// `x700_apply_stalled` (1 while this member cannot make room to apply a
+/// committed entry and waits, 0 otherwise) and `x700_apply_stalls` (stalls
+/// begun since the start), read when scraped.
+pub struct ApplyStallMetrics(pub Arc<super::apply::ApplyStall>);
+
+impl std::fmt::Debug for ApplyStallMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApplyStallMetrics")
+    }
+}
+
+impl Collector for ApplyStallMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        encoder
+            .encode_descriptor(
+                "x700_apply_stalled",
+                "1 while this member cannot make room to apply a committed entry and retries.",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&i64::from(self.0.is_stalled()))?;
+        encoder
+            .encode_descriptor(
+                "x700_apply_stalls",
+                "Times applying the log stalled for want of room since the start.",
+                None,
+                MetricType::Counter,
+            )?
+            .encode_counter::<NoLabelSet, _, u64>(&self.0.stalls(), None)?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Proves the page's spelling where prometheus-client leaves it to us:

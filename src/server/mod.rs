@@ -70,6 +70,8 @@ pub struct Shared {
     pub replica: std::sync::OnceLock<Arc<crate::replication::Replica>>,
     /// Set once the replica has stopped: loops may close their shards.
     pub replica_stopped: AtomicBool,
+    /// Whether applying the log waits for room (`apply::ApplyStall`).
+    pub apply_stall: Arc<apply::ApplyStall>,
 }
 
 impl Shared {
@@ -99,6 +101,8 @@ impl Shared {
                 "checkpoint_page_bytes": replica.checkpoints.page_bytes.load(Ordering::Relaxed),
                 "checkpoint_failures": replica.checkpoints.failures.load(Ordering::Relaxed),
                 "snapshots_installed": replica.checkpoints.installed.load(Ordering::Relaxed),
+                "apply_stalled": self.apply_stall.is_stalled(),
+                "apply_stalls": self.apply_stall.stalls(),
             });
             let lag = replica.lag();
             stats["cluster"] = serde_json::json!({
@@ -133,6 +137,9 @@ impl Shared {
             id.and_then(|id| view.members.iter().find(|m| m.member.id == id))
                 .map(|m| m.member.client_addr.clone())
         };
+        let apply_stalled = self.apply_stall.is_stalled();
+        // A member knows only whether its own apply waits: for the others
+        // the field is null (ask them: `cluster status --server` theirs).
         let members: Vec<serde_json::Value> = view
             .members
             .iter()
@@ -143,6 +150,7 @@ impl Shared {
                     "client_addr": m.member.client_addr,
                     "role": m.role,
                     "applied_index": m.matched_index,
+                    "apply_stalled": (m.member.id == view.node_id).then_some(apply_stalled),
                 })
             })
             .collect();
@@ -153,6 +161,8 @@ impl Shared {
             "leader_addr": address_of(view.leader_id),
             "term": view.term,
             "applied_index": view.applied_index,
+            "apply_stalled": apply_stalled,
+            "apply_stall_reason": self.apply_stall.reason(),
             "members": members,
             "table_shards": self.table_shards,
             "versions": member_versions(),
@@ -408,6 +418,7 @@ impl Server {
             ready: AtomicBool::new(false),
             replica: std::sync::OnceLock::new(),
             replica_stopped: AtomicBool::new(false),
+            apply_stall: Arc::new(apply::ApplyStall::default()),
             config,
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -450,6 +461,7 @@ impl Server {
         let applier = Arc::new(apply::LoopApplier::new(
             shared.senders.clone(),
             shared.wakers.clone(),
+            Arc::clone(&shared.apply_stall),
         ));
         let options = crate::replication::ReplicaOptions {
             node_id: u64::from(shared.config.node_id),

@@ -327,7 +327,10 @@ impl<T: Pod> TableFile<T> {
     }
 
     /// Makes room for at least `items`, growing by a step that keeps growth
-    /// rare and free space small. New items are zero.
+    /// rare and free space small. New items are zero. Near the end of the
+    /// reservation or of the disk it settles for exactly what is needed, so
+    /// a nearly full disk fails a growth only when `items` themselves do
+    /// not fit, not when the step does.
     pub fn reserve(&mut self, items: u32) -> Result<(), GrowError> {
         if items <= self.capacity() {
             return Ok(());
@@ -338,11 +341,16 @@ impl<T: Pod> TableFile<T> {
         let item = std::mem::size_of::<T>();
         let target = needed.max(current + step);
         let target = HEADER_BYTES + (target - HEADER_BYTES).div_ceil(item) * item;
-        // Near the reservation's end, settle for exactly what is needed.
         match self.mapped.grow_to(target) {
-            Err(GrowError::BeyondReservation) => self.mapped.grow_to(needed),
+            Err(GrowError::BeyondReservation | GrowError::DiskFull) => self.mapped.grow_to(needed),
             other => other,
         }
+    }
+
+    /// The most items this file can ever hold (its reserved mapping).
+    pub fn items_max(&self) -> u32 {
+        let items = (reserved_bytes(self.kind) - HEADER_BYTES) / std::mem::size_of::<T>();
+        u32::try_from(items).unwrap_or(u32::MAX)
     }
 
     /// Bytes the file occupies.

@@ -189,6 +189,34 @@ impl Index {
         Ok(())
     }
 
+    /// Makes sure `writes` writes and `removals` removals of a binding,
+    /// each preceded by `reserve` (a removal by `reserve` too), will find
+    /// their room already there: each write takes at most
+    /// `SPLITS_PER_WRITE_MAX` primaries and `OVERFLOW_RESERVE` overflow
+    /// buckets, each removal at most one overflow bucket (its promotion),
+    /// and the last `reserve` still asks for its own margin.
+    pub fn reserve_for(&mut self, writes: u32, removals: u32) -> Result<(), GrowError> {
+        let primaries = SPLITS_PER_WRITE_MAX.saturating_mul(writes.saturating_add(1));
+        let overflow = OVERFLOW_RESERVE
+            .saturating_mul(writes.saturating_add(1))
+            .saturating_add(removals);
+        // Past what a file can ever hold, `reserve` at each write reports
+        // it (deterministically, from the counters); asking here would only
+        // fail for ever.
+        let primaries = self
+            .state
+            .primaries()
+            .saturating_add(primaries)
+            .min(self.primary.items_max());
+        let overflow = self
+            .state
+            .overflow_used
+            .saturating_add(overflow)
+            .min(self.overflow.items_max());
+        self.primary.reserve(primaries)?;
+        self.overflow.reserve(overflow)
+    }
+
     /// Adds an entry for `slot` under `hash`. `reserve` must have succeeded
     /// since the last write.
     pub fn insert(&mut self, hash: u64, slot: u32) {

@@ -510,6 +510,13 @@ impl Shard {
     /// Examines up to `budget` slots from the sweep cursor and removes the
     /// bindings that have expired. Returns how many it removed. Each call's
     /// work is bounded by `budget`, whatever the table's size.
+    ///
+    /// The sweep never skips a slot: the cursor moves past a slot only once
+    /// its step is done. If the index cannot grow for a removal, the sweep
+    /// stops with the cursor on that slot, which the next sweep examines
+    /// again. (Applying the log reserves room first, `reserve_for_entry`,
+    /// so there this cannot happen; before, the cursor moved first and a
+    /// failed removal left the binding behind it on one member only.)
     pub fn reclaim_expired(&mut self, now_s: u32, budget: u32) -> u32 {
         let used = self.counters.records_used;
         if used == 0 {
@@ -518,15 +525,15 @@ impl Shard {
         let mut removed = 0;
         for _ in 0..budget.min(used) {
             let slot = self.counters.reclaim_cursor;
-            self.counters.reclaim_cursor = if slot + 1 >= used { 0 } else { slot + 1 };
             let record = self.record(slot);
             if record.is_live() && record.is_expired(now_s) {
-                if self.prepare_write().is_err() {
+                if self.prepare_removal().is_err() {
                     break;
                 }
                 self.remove_binding(slot);
                 removed += 1;
             }
+            self.counters.reclaim_cursor = if slot + 1 >= used { 0 } else { slot + 1 };
         }
         removed
     }
