@@ -274,8 +274,7 @@ impl Replica {
                     config,
                     peers,
                     Arc::clone(&peer_stats),
-                    store,
-                    state_machine,
+                    (store, state_machine),
                     data_dir,
                 )?;
                 (raft, Some(server))

@@ -49,8 +49,7 @@ pub(super) fn start_with_peers(
     config: openraft::Config,
     peers: &PeerConfig,
     stats: Arc<PeerStats>,
-    store: LogStore,
-    state_machine: StateMachine,
+    (store, state_machine): (LogStore, StateMachine),
     data_dir: &Path,
 ) -> Result<(Raft<types::TypeConfig>, peer::PeerServer), StartError> {
     let refusals = Arc::new(peer::RefusalLog::default());
