@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Opcodes with their own metric label, in slot order.
-const OPCODES: [(u8, &str); 10] = [
+const OPCODES: [(u8, &str); 11] = [
     (crate::protocol::opcode::HELLO, "hello"),
     (crate::protocol::opcode::PING, "ping"),
     (crate::protocol::opcode::STATS, "stats"),
@@ -28,11 +28,12 @@ const OPCODES: [(u8, &str); 10] = [
     (crate::protocol::opcode::UPDATE, "update"),
     (crate::protocol::opcode::UNBIND, "unbind"),
     (crate::protocol::opcode::QUERY, "query"),
+    (crate::protocol::opcode::WAIT_INDEX, "wait_index"),
 ];
 /// Slots: the opcodes above plus "other".
 const OPCODE_SLOTS: usize = OPCODES.len() + 1;
-/// Status codes 0..=40 plus "other".
-const STATUS_SLOTS: usize = 42;
+/// Status codes 0..=`status::BEHIND` plus "other" (the last slot).
+const STATUS_SLOTS: usize = crate::protocol::status::BEHIND as usize + 2;
 /// Upper bounds of the latency buckets, microseconds.
 const LATENCY_BOUNDS_US: [u64; 11] = [5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000];
 /// Buckets: the bounds plus +Inf.
@@ -260,7 +261,10 @@ impl NodeMetrics {
 }
 
 fn status_label(slot: usize) -> &'static str {
-    u8::try_from(slot).map_or("unknown_status", crate::protocol::status::name)
+    if slot == STATUS_SLOTS - 1 {
+        return "other";
+    }
+    u8::try_from(slot).map_or("other", crate::protocol::status::name)
 }
 
 impl Collector for NodeMetrics {
@@ -516,6 +520,21 @@ mod tests {
         assert!(
             !text.contains("# UNIT") && !text.contains("# EOF"),
             "{text}"
+        );
+    }
+
+    /// Guards the labels of the statuses after `INTERNAL`: 41 and above
+    /// were all counted under the last slot, labelled `unavailable`.
+    #[test]
+    fn every_status_has_its_own_label_and_unknown_ones_are_other() {
+        use crate::protocol::status;
+        for code in [status::UNAVAILABLE, status::OUTCOME_UNKNOWN, status::BEHIND] {
+            assert_eq!(status_label(status_slot(code)), status::name(code));
+        }
+        assert_eq!(status_label(status_slot(200)), "other");
+        assert_eq!(
+            OPCODES[opcode_slot(crate::protocol::opcode::WAIT_INDEX)].1,
+            "wait_index"
         );
     }
 
