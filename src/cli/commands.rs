@@ -20,8 +20,22 @@ use std::sync::Arc;
 /// use reclaims expired bindings a little at a time too.
 const RECLAIM_BUDGET_PER_COMMAND: u32 = 1024;
 
-/// Opens the directory, creating it for commands that write.
-pub(super) fn open(args: &StoreArgs, create: bool) -> Result<Store, Outcome> {
+/// What an offline command does to the directory.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Access {
+    /// Reads only: the log is replayed into memory, nothing is written
+    /// (close with `discard`).
+    Read,
+    /// Changes bindings in an existing directory. Refused on a cluster
+    /// member's directory.
+    Write,
+    /// Writes bindings, creating the directory if it is not there. Refused
+    /// on a cluster member's directory.
+    Create,
+}
+
+/// Opens the directory for `access`.
+pub(super) fn open(args: &StoreArgs, access: Access) -> Result<Store, Outcome> {
     let clock = Arc::new(SystemClock);
     let Some(data) = args.data.as_ref() else {
         return Err(Outcome::failure(
@@ -29,6 +43,10 @@ pub(super) fn open(args: &StoreArgs, create: bool) -> Result<Store, Outcome> {
             "this command works on a data directory: give --data DIR",
         ));
     };
+    if access != Access::Read {
+        refuse_cluster_member(data)?;
+    }
+    let create = access == Access::Create;
     let result = if create {
         Store::open_or_create(data, args.shards, clock)
     } else {
@@ -43,6 +61,31 @@ pub(super) fn open(args: &StoreArgs, create: bool) -> Result<Store, Outcome> {
     crate::server::apply::recover(&mut store)
         .map_err(|error| Outcome::failure("corrupt", &error))?;
     Ok(store)
+}
+
+/// A cluster member's tables change only through the cluster's log: an
+/// offline write would make this member differ from the others for good.
+fn refuse_cluster_member(data: &std::path::Path) -> Result<(), Outcome> {
+    match crate::store::member_file::read(data) {
+        Ok(None) => Ok(()),
+        Ok(Some(ids)) => Err(Outcome::failure(
+            "cluster_member",
+            &format!(
+                "{} is node {} of cluster {}: its tables change only through the cluster's \
+                 log; write through a running member with --server ADDR",
+                data.display(),
+                ids.node_id,
+                ids.cluster_id
+            ),
+        )),
+        Err(error) => Err(Outcome::failure("corrupt", &error.to_string())),
+    }
+}
+
+/// Ends a read-only look: nothing is written.
+fn discard(store: Store, outcome: Outcome) -> Outcome {
+    store.discard();
+    outcome
 }
 
 /// Closes the store, turning a failure into the outcome.
@@ -132,7 +175,7 @@ pub fn bind(command: &BindCommand) -> Outcome {
     if let Some(server) = &common.store.server {
         return super::remote::bind(server, &common.store, &request);
     }
-    let mut store = match open(&common.store, true) {
+    let mut store = match open(&common.store, Access::Create) {
         Ok(store) => store,
         Err(outcome) => return outcome,
     };
@@ -159,12 +202,12 @@ pub fn lookup(args: &LookupArgs) -> Outcome {
     if let Some(server) = &args.store.server {
         return super::remote::lookup(server, &args.store, &query);
     }
-    let store = match open(&args.store, false) {
+    let store = match open(&args.store, Access::Read) {
         Ok(store) => store,
         Err(outcome) => return outcome,
     };
     let outcome = lookup_outcome(&store.lookup(&query));
-    close(store, outcome)
+    discard(store, outcome)
 }
 
 /// A lookup whose numbers do not parse is answered `bad_number`, as a
@@ -207,7 +250,7 @@ pub fn unbind(args: &UnbindArgs) -> Outcome {
         };
         return super::remote::unbind(server, &args.store, &body);
     }
-    let mut store = match open(&args.store, false) {
+    let mut store = match open(&args.store, Access::Write) {
         Ok(store) => store,
         Err(outcome) => return outcome,
     };
@@ -259,7 +302,7 @@ pub fn update(args: &UpdateArgs) -> Outcome {
     if let Some(server) = &args.store.server {
         return super::remote::update(server, &args.store, BindingId(args.id), &update);
     }
-    let mut store = match open(&args.store, false) {
+    let mut store = match open(&args.store, Access::Write) {
         Ok(store) => store,
         Err(outcome) => return outcome,
     };
@@ -291,7 +334,7 @@ pub fn query(args: &QueryArgs) -> Outcome {
     if let Some(server) = &args.store.server {
         return super::remote::query(server, &args.store, BindingId(args.id));
     }
-    let store = match open(&args.store, false) {
+    let store = match open(&args.store, Access::Read) {
         Ok(store) => store,
         Err(outcome) => return outcome,
     };
@@ -300,7 +343,7 @@ pub fn query(args: &QueryArgs) -> Outcome {
         Some(binding) => Outcome::binding(&binding, now_s),
         None => Outcome::from(WriteError::NotFound),
     };
-    close(store, outcome)
+    discard(store, outcome)
 }
 
 /// `x700 stats`.
@@ -308,7 +351,7 @@ pub fn stats(args: &StatsArgs) -> Outcome {
     if let Some(server) = &args.store.server {
         return super::remote::stats(server, &args.store);
     }
-    let store = match open(&args.store, false) {
+    let store = match open(&args.store, Access::Read) {
         Ok(store) => store,
         Err(outcome) => return outcome,
     };
@@ -316,7 +359,7 @@ pub fn stats(args: &StatsArgs) -> Outcome {
         Ok(fields) => Outcome::ok(fields),
         Err(error) => Outcome::from(error),
     };
-    close(store, outcome)
+    discard(store, outcome)
 }
 
 /// The figures `stats` prints (also used by `demo`).
@@ -350,7 +393,7 @@ pub(super) fn stats_fields(store: &Store) -> Result<Value, crate::table::TableEr
 /// others can reach nothing in the directory (it holds personal data).
 /// Loose permissions fail the check (status `loose_permissions`, exit 1).
 pub fn check(args: &StatsArgs) -> Outcome {
-    let store = match open(&args.store, false) {
+    let store = match open(&args.store, Access::Read) {
         Ok(store) => store,
         Err(outcome) => return outcome,
     };
@@ -370,7 +413,7 @@ pub fn check(args: &StatsArgs) -> Outcome {
             .insert("status".into(), Value::from("loose_permissions"));
         outcome.success = false;
     }
-    close(store, outcome)
+    discard(store, outcome)
 }
 
 /// `check`'s permissions finding, and whether the directory is private. In

@@ -7,7 +7,7 @@
 //! same pipelined connections and progress bar (`bench::preload`).
 
 use super::args::{DemoArgs, LoadArgs, StoreArgs};
-use super::commands::{open, stats_fields};
+use super::commands::{open, stats_fields, Access};
 use super::output::{lookup_outcome, Outcome};
 use super::remote;
 use crate::bench::driver::Wire;
@@ -150,7 +150,7 @@ pub fn load(args: &LoadArgs) -> Outcome {
     if let Some(server) = &args.store.server {
         return load_over_wire(server, args);
     }
-    let mut store = match open(&args.store, true) {
+    let mut store = match open(&args.store, Access::Create) {
         Ok(store) => store,
         Err(outcome) => return outcome,
     };
@@ -268,7 +268,7 @@ fn wire_outcome(preloaded: &Preloaded, server: &str, connections: usize) -> Outc
 /// a batch of lookups.
 pub fn demo(args: &DemoArgs) -> Outcome {
     let store_args = StoreArgs::offline(args.data.clone(), args.json);
-    let mut store = match open(&store_args, true) {
+    let mut store = match open(&store_args, Access::Create) {
         Ok(store) => store,
         Err(outcome) => return outcome,
     };

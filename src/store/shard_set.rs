@@ -236,6 +236,14 @@ impl ShardSet {
         Ok(())
     }
 
+    /// Closes every owned shard without saving what changed since its
+    /// last checkpoint.
+    pub fn discard(self) {
+        for shard in self.shards.into_iter().flatten() {
+            shard.discard();
+        }
+    }
+
     /// Reads and checks every owned record and index entry.
     pub fn verify(&self) -> Result<(), TableError> {
         self.owned().try_for_each(Shard::verify)
