@@ -343,3 +343,58 @@ fn a_deposed_leader_answers_its_pending_writes_outcome_unknown() {
     // It acknowledged nothing.
     check_members(&nodes, &answered, 0..0);
 }
+
+/// Guards `ClusterClient::bind`, which handed an `outcome_unknown` to its
+/// caller: a bind is idempotent, so the client sends it again where the
+/// new leader is, and the caller gets the binding.
+#[test]
+fn a_cluster_client_binds_again_after_outcome_unknown() {
+    let (_dirs, nodes, (leader_id, leader)) = start_cluster(600_000);
+    let followers: Vec<(SocketAddr, u32)> = nodes
+        .iter()
+        .filter(|(id, _)| **id != leader_id)
+        .map(|(_, node)| (node.tcp, node.pid()))
+        .collect();
+    for &(_, pid) in &followers {
+        signal(pid, "STOP");
+    }
+    let stopped_followers = Stopped(followers.iter().map(|&(_, pid)| pid).collect());
+    for &(_, pid) in &followers {
+        wait_stopped(pid);
+    }
+    // The leader first, so the bind reaches it and waits in its log.
+    let mut addresses = vec![leader.to_string()];
+    addresses.extend(followers.iter().map(|(address, _)| address.to_string()));
+    let binding = std::thread::spawn(move || {
+        let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
+        let mut client =
+            ClusterClient::connect(&addresses, Role::Admin, "").expect("cluster client");
+        client
+            .bind(&axb(x(7000), "13800000001", "13900000002", "retried"))
+            .map(|reply| reply.status)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+
+    let old_leader = nodes[&leader_id].pid();
+    signal(old_leader, "STOP");
+    let stopped_leader = Stopped(vec![old_leader]);
+    wait_stopped(old_leader);
+    drop(stopped_followers);
+    let deadline = Instant::now() + WAVE_WAIT;
+    while !followers.iter().any(|&(address, _)| {
+        leader_seen_by(address, Duration::from_millis(500)).is_some_and(|(id, _)| id != leader_id)
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "no new leader among the followers"
+        );
+    }
+    drop(stopped_leader);
+    let status = binding
+        .join()
+        .expect("the binding thread")
+        .expect("the bind answered");
+    assert_eq!(status::name(status), "ok", "the client bound again");
+    let answered = BTreeMap::from([(7000, status)]);
+    check_members(&nodes, &answered, 7000..7001);
+}

@@ -191,7 +191,18 @@ impl ClusterClient {
                     continue;
                 }
             };
-            if status_of(&answer) != status::NOT_LEADER {
+            let code = status_of(&answer);
+            if code == status::OUTCOME_UNKNOWN && resend {
+                // The node lost its leadership with the write in its log:
+                // an idempotent write goes again, to the leader as found
+                // from the next node; the first one's fate no longer
+                // matters (PROTOCOL.md section 8).
+                last = Some(Ok(answer));
+                self.writer = self.next_node(index);
+                std::thread::sleep(RETRY_PAUSE);
+                continue;
+            }
+            if code != status::NOT_LEADER {
                 return Ok(answer);
             }
             let named = self.sessions[index]
@@ -284,8 +295,9 @@ impl ClusterClient {
         )
     }
 
-    /// BIND at the leader (sent again after a broken connection: a bind is
-    /// idempotent).
+    /// BIND at the leader (sent again after a broken connection or an
+    /// `outcome_unknown`: a bind is idempotent; the answer is then the
+    /// binding's, `created` 0 if the first one was applied).
     pub fn bind(&mut self, bind: &BindBody) -> Result<WriteReply, ClientError> {
         self.write(true, |client| client.bind(bind), |reply| reply.status)
     }
