@@ -511,5 +511,5 @@ fn over_tcp_a_node_refuses_strangers_and_serves_members() {
         }))
     ));
     assert!(read_message(&mut stream).is_none());
-    node.replica.shutdown().unwrap();
+    node.replica.shutdown(false).unwrap();
 }

@@ -193,7 +193,7 @@ fn writes_at_the_leader_are_applied_on_every_member() {
     let members = follower.replica.members();
     assert_eq!(members, all.iter().map(|n| member(n)).collect::<Vec<_>>());
     for node in &nodes {
-        node.replica.shutdown().expect("shutdown");
+        node.replica.shutdown(false).expect("shutdown");
     }
 }
 
@@ -241,7 +241,7 @@ fn a_member_with_a_wrong_secret_never_joins() {
         0
     );
     for node in &nodes {
-        node.replica.shutdown().expect("shutdown");
+        node.replica.shutdown(false).expect("shutdown");
     }
 }
 
@@ -253,7 +253,7 @@ fn after_the_leader_stops_the_others_elect_one_and_take_writes() {
     initialise(&all);
     let old = leader_of(&all);
     assert_eq!(bind(old, 1), Ok(status::OK));
-    old.replica.shutdown().expect("shutdown");
+    old.replica.shutdown(false).expect("shutdown");
     let rest: Vec<&Node> = nodes.iter().filter(|n| n.id != old.id).collect();
     let mut new = None;
     wait_for("a new leader among the two others", || {
@@ -279,6 +279,6 @@ fn after_the_leader_stops_the_others_elect_one_and_take_writes() {
         });
     }
     for node in &rest {
-        node.replica.shutdown().expect("shutdown");
+        node.replica.shutdown(false).expect("shutdown");
     }
 }

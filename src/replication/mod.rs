@@ -376,8 +376,10 @@ impl Replica {
     /// Stops taking writes, waits for those in flight, takes a last
     /// checkpoint (so the next start replays nothing) and stops openraft.
     /// The shards' owners must keep serving `Applier` calls until this
-    /// returns.
-    pub fn shutdown(&self) -> Result<(), String> {
+    /// returns. `apply_stalled`: the shards cannot take a committed entry
+    /// (a full disk): no last checkpoint, which would wait behind it; the
+    /// next start replays the log.
+    pub fn shutdown(&self, apply_stalled: bool) -> Result<(), String> {
         if self.stopping.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
@@ -388,7 +390,7 @@ impl Replica {
                 .proposals
                 .reserve_many(self.proposals.max_capacity())
                 .await;
-            let result = if self.health.failed.load(Ordering::SeqCst) {
+            let result = if self.health.failed.load(Ordering::SeqCst) || apply_stalled {
                 Ok(())
             } else {
                 checkpoint_now(&self.raft, &self.checkpoints).await

@@ -549,7 +549,7 @@ impl Server {
         }
         let mut first_error = None;
         if let Some(replica) = self.shared.replica.get() {
-            if let Err(error) = replica.shutdown() {
+            if let Err(error) = replica.shutdown(self.shared.apply_stall.is_stalled()) {
                 first_error.get_or_insert(crate::table::TableError::Io {
                     path: "replication".into(),
                     source: std::io::Error::other(error),

@@ -299,6 +299,18 @@ impl<T: Pod> TableFile<T> {
         Ok(())
     }
 
+    /// Clears what lies past `referenced_end`, the end of what the
+    /// checkpoint refers to: nothing there belongs to it, and the tables
+    /// take that space as zeros. A checkpoint that failed after writing its
+    /// fresh pages in place (`checkpoint` module: a full disk at the
+    /// journal) leaves them there, without their checksums; they are zeroed
+    /// here, in the mapping, and written with their checksums by the next
+    /// checkpoint. Returns the pages cleared.
+    pub fn clear_unreferenced(&mut self, referenced_end: u64) -> usize {
+        self.mapped
+            .zero_pages_from(usize::try_from(referenced_end).unwrap_or(usize::MAX))
+    }
+
     /// Marks a byte range dirty again (see `MappedFile::mark_dirty`).
     pub fn mark_dirty(&mut self, offset: u64, bytes: u64) {
         self.mapped.mark_dirty(offset, bytes);

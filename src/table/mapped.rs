@@ -222,6 +222,27 @@ impl MappedFile {
         }
     }
 
+    /// Zeroes, in the mapping, every page from byte `from` (rounded up to a
+    /// page) to the end of the file that does not hold zeros already, and
+    /// marks it dirty; returns how many pages it zeroed.
+    pub fn zero_pages_from(&mut self, from: usize) -> usize {
+        let first = from.div_ceil(PAGE_BYTES);
+        let page_count = self.file_bytes.div_ceil(PAGE_BYTES);
+        let mut zeroed = 0;
+        for page in first..page_count {
+            let start = page * PAGE_BYTES;
+            let end = (start + PAGE_BYTES).min(self.file_bytes);
+            let bytes = &mut self.map[start..end];
+            if bytes.iter().any(|&b| b != 0) {
+                bytes.fill(0);
+                self.dirty[page / 64] |= 1 << (page % 64);
+                self.any_dirty = true;
+                zeroed += 1;
+            }
+        }
+        zeroed
+    }
+
     /// True if page `page` was written since the last `take_dirty`.
     pub fn is_page_dirty(&self, page: usize) -> bool {
         self.dirty

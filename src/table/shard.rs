@@ -142,6 +142,23 @@ impl Shard {
         let counters = ShardCounters::default();
         let meta = make_meta(identity, counters, state);
         let meta_file = MetaFile::create(dir, &meta)?;
+        // Space past the checkpoint holds zeros, or the fresh pages of a
+        // checkpoint that failed before its journal (without their
+        // checksums): cleared, so the tables find zeros there and the pages
+        // check.
+        let [records_end, cold_end, primary_end, overflow_end] = referenced_ends(&counters, &state);
+        let (mut records, mut cold, mut primary, mut overflow) = (records, cold, primary, overflow);
+        let cleared = records.clear_unreferenced(records_end)
+            + cold.clear_unreferenced(cold_end)
+            + primary.clear_unreferenced(primary_end)
+            + overflow.clear_unreferenced(overflow_end);
+        if cleared > 0 {
+            eprintln!(
+                "x700: shard {}: cleared {cleared} page(s) past its checkpoint (left by a \
+                 checkpoint that did not complete)",
+                identity.shard_id
+            );
+        }
         Ok(Shard {
             identity,
             dir: dir.to_path_buf(),
@@ -220,6 +237,23 @@ impl Shard {
                 reason: "a free list head, the sweep cursor or the overflow counters point beyond the used items"
                     .into(),
             });
+        }
+        // Space past the checkpoint holds zeros, or the fresh pages of a
+        // checkpoint that failed before its journal (without their
+        // checksums): cleared, so the tables find zeros there and the pages
+        // check.
+        let [records_end, cold_end, primary_end, overflow_end] = referenced_ends(&counters, &state);
+        let (mut records, mut cold, mut primary, mut overflow) = (records, cold, primary, overflow);
+        let cleared = records.clear_unreferenced(records_end)
+            + cold.clear_unreferenced(cold_end)
+            + primary.clear_unreferenced(primary_end)
+            + overflow.clear_unreferenced(overflow_end);
+        if cleared > 0 {
+            eprintln!(
+                "x700: shard {}: cleared {cleared} page(s) past its checkpoint (left by a \
+                 checkpoint that did not complete)",
+                identity.shard_id
+            );
         }
         Ok(Shard {
             identity,
@@ -500,11 +534,7 @@ impl Shard {
         // What the previous capture refers to, per file: pages past it are
         // fresh (written in place without the journal).
         let (counters, index) = self.captured;
-        let header = super::layout::HEADER_BYTES as u64;
-        let records_end = header + u64::from(counters.records_used) * 32;
-        let cold_end = header + u64::from(counters.records_used) * 64;
-        let primary_end = header + u64::from(index.primaries()) * 64;
-        let overflow_end = header + u64::from(index.overflow_used) * 64;
+        let [records_end, cold_end, primary_end, overflow_end] = referenced_ends(&counters, &index);
         let (primary, overflow) = self.index.take_dirty();
         let files = vec![
             FileImage::split(
@@ -707,6 +737,18 @@ impl Drop for Shard {
             }
         }
     }
+}
+
+/// The end of what a checkpoint with `counters` and `index` refers to in
+/// each table file (records, cold, index, overflow).
+fn referenced_ends(counters: &ShardCounters, index: &IndexState) -> [u64; 4] {
+    let header = super::layout::HEADER_BYTES as u64;
+    [
+        header + u64::from(counters.records_used) * 32,
+        header + u64::from(counters.records_used) * 64,
+        header + u64::from(index.primaries()) * 64,
+        header + u64::from(index.overflow_used) * 64,
+    ]
 }
 
 fn make_meta(identity: ShardIdentity, counters: ShardCounters, index: IndexState) -> ShardMeta {
