@@ -23,6 +23,13 @@
 
 use serde::{Deserialize, Serialize};
 
+/// What applying a batch means: raised whenever one build would apply the
+/// same batch to the same tables differently from the previous one (a new
+/// rule in `server::apply`, another reading of a request frame). Members
+/// must agree on it (`server::member_versions`, checked at CLUSTER_INIT and
+/// CLUSTER_ADD_NODE), since every member applies every entry itself.
+pub const APPLY_VERSION: u32 = 1;
+
 /// Largest batch payload: bounds a log record and a proposal.
 pub const BATCH_BYTES_MAX: usize = 1 << 20;
 /// Tenant-scope count meaning "every tenant".

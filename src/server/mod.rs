@@ -123,6 +123,7 @@ pub fn member_versions() -> serde_json::Value {
         "table_format": crate::table::layout::FORMAT_VERSION,
         "log_format": crate::log::segment::FORMAT_VERSION,
         "peer": crate::replication::peer::codec::PEER_VERSION,
+        "apply": crate::replication::batch::APPLY_VERSION,
     })
 }
 
