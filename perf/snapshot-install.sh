@@ -4,19 +4,23 @@
 # snapshot, and how long writes at the leader stall meanwhile.
 #
 # 1. Three `x700 serve --raft` members (`--shards 1 --no-pin`, a checkpoint
-#    every CHECKPOINT_S seconds, `[log] margin_entries = 10` so that the
-#    leader purges its log past each checkpoint and a new node cannot catch
-#    up from the log: a pipelined load batches hundreds of binds an entry,
-#    so even 10M binds stay under the default margin of 100,000 entries)
-#    are `x700 cluster init`ed on loopback.
+#    every CHECKPOINT_S seconds, `[log] margin_entries = 500`) are `x700
+#    cluster init`ed on loopback. The margin is small so that the leader
+#    purges the load from its log and a new node cannot catch up from it
+#    (a pipelined load batches about 500 binds an entry: even 10M binds
+#    stay under the default margin of 100,000 entries), yet holds the
+#    writes made while the image travels and is checked (20 a second
+#    below): with a margin of 10 the leader had purged past each snapshot
+#    by the time the new node had installed it, and sent it the next one.
 # 2. `x700 load --server LEADER` binds BINDINGS synthetic AXB bindings
 #    (pipelined: 4 connections x 256 in flight); the client's CPU is timed.
 # 3. The script waits for two checkpoints past the load and for the
 #    followers to apply it.
-# 4. An open-loop `x700 bench` binds fresh bindings at the leader at 500/s
-#    (timeout 120 s) throughout step 5: its worst latency is the longest
-#    stall of writes at the leader (whose state machine holds off applies
-#    while it makes the image).
+# 4. An open-loop `x700 bench` binds fresh bindings at the leader at 20/s
+#    (timeout 120 s) for 10 s (the baseline), then again throughout step 5:
+#    its worst latency there is the longest stall of writes at the leader
+#    (whose state machine holds off applies while it makes the image), to
+#    within the 50 ms between two binds.
 # 5. A fourth, empty member starts and `x700 cluster add-node` adds it. The
 #    script polls every 50 ms: the leader's `DIR/snapshot/*.image.new`
 #    (image being made) and `*.image` (made), the new node's
@@ -64,7 +68,7 @@ stats() { "$x700" stats --server "$(client "$1")" --json; }
 cat > "$work/x700.toml" <<TOML
 [log]
 checkpoint_interval_s = $checkpoint_s
-margin_entries = 10
+margin_entries = 500
 TOML
 serve() {  # id: starts member id on its own directory
   "$x700" serve --config "$work/x700.toml" --data "$work/n$1" --listen "$(client "$1")" \
@@ -110,8 +114,13 @@ done
 leader_stats=$(stats "$leader" | jq -c '{bindings_live, log: (.log | {applied_index, checkpoints, checkpoint_page_bytes, segment_bytes})}')
 table_bytes=$(du -sb --exclude=log "$work/n$leader" | cut -f1)
 
+echo "binds at the leader, 10 s without add-node (the baseline)" >&2
+"$x700" bench --server "$(client "$leader")" --mix bind=1 --rate 20 --connections 1 \
+  --pipeline 256 --warmup-s 0.5 --duration-s 10 --timeout-ms 120000 --slow-ms 50 \
+  --seed 2 --quiet --json "$work/baseline.json" > /dev/null 2>&1
+
 echo "a fourth member: add-node while binds go on at the leader" >&2
-"$x700" bench --server "$(client "$leader")" --mix bind=1 --rate 500 --connections 1 \
+"$x700" bench --server "$(client "$leader")" --mix bind=1 --rate 20 --connections 1 \
   --pipeline 256 --warmup-s 0.5 --duration-s "$stall_s" --timeout-ms 120000 --slow-ms 50 \
   --seed 3 --quiet --json "$work/stall.json" > "$work/stall.txt" 2>&1 &
 stall_pid=$!
@@ -202,7 +211,7 @@ cat > "$out" <<JSON
   "commit": "$(git rev-parse --short HEAD)",
   "machine": {"cores": $(nproc), "cpu": "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)", "kernel": "$(uname -r)", "data_fs": "$(df -T "$work" | tail -1 | awk '{print $1" "$2}')"},
   "load_average": {"before": "$load_before", "after_load": "$load_average_after_load", "at_add_node": "$load_average_at_add", "at_end": "$(load_average)"},
-  "setup": "one $(nproc)-core machine, nothing pinned: three members and then a fourth (each --shards 1: one event loop, a raft thread, a log-sync thread, all on the same disk) and the clients; checkpoint every $checkpoint_s s, margin_entries 10; loopback TCP; times polled every 50 ms",
+  "setup": "one $(nproc)-core machine, nothing pinned: three members and then a fourth (each --shards 1: one event loop, a raft thread, a log-sync thread, all on the same disk) and the clients; checkpoint every $checkpoint_s s, margin_entries 500; loopback TCP; times polled every 50 ms",
   "load": {"bindings": $n, "client": $(jq -c '{created, failed, elapsed_s, binds_per_s, bind_latency_us}' "$work/load.json"), "client_cpu": {"real_s": $load_real, "user_s": $load_user, "sys_s": $load_sys, "cores_used": $load_cpu}},
   "leader_before_add_node": $leader_stats,
   "leader_table_bytes": $table_bytes,
@@ -228,7 +237,8 @@ cat > "$out" <<JSON
   },
   "add_node_answer": $add_answer,
   "new_member_after": $new_stats,
+  "writes_at_leader_before_add_node": $(jq -c '{target_rate_per_s, elapsed_s, requests_ok, requests_failed, slow_requests, latency_us: (.latency_us | {p50, p99, p999, max})}' "$work/baseline.json"),
   "writes_at_leader_during_add_node": $(jq -c '{target_rate_per_s, elapsed_s, requests_ok, requests_failed, timeouts, by_status, slow_threshold_ms, slow_requests, latency_us: (.latency_us | {p50, p99, p999, max}), client_cpu: (.client_cpu | {cores_used})}' "$work/stall.json")
 }
 JSON
-jq -c '{bindings: .load.bindings, load_s: .load.client.elapsed_s, image_bytes: .snapshot.image_bytes, image_ms: .snapshot.leader_image_ms, to_first_chunk_ms: .snapshot.add_node_to_first_chunk_ms, checked_ms: .snapshot.received_checked_ms, to_received_ms: .snapshot.add_node_to_received_ms, swap_ms: .snapshot.install_swap_ms, to_routed_ms: .snapshot.add_node_to_sample_routed_ms, bind_stall_max_us: .writes_at_leader_during_add_node.latency_us.max, load_average: .load_average.at_add_node}' "$out"
+jq -c '{bindings: .load.bindings, load_s: .load.client.elapsed_s, image_bytes: .snapshot.image_bytes, image_ms: .snapshot.leader_image_ms, to_first_chunk_ms: .snapshot.add_node_to_first_chunk_ms, checked_ms: .snapshot.received_checked_ms, to_received_ms: .snapshot.add_node_to_received_ms, swap_ms: .snapshot.install_swap_ms, to_routed_ms: .snapshot.add_node_to_sample_routed_ms, bind_max_us_before: .writes_at_leader_before_add_node.latency_us.max, bind_max_us_during: .writes_at_leader_during_add_node.latency_us.max, load_average: .load_average.at_add_node}' "$out"
