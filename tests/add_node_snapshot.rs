@@ -30,11 +30,11 @@ const MARGIN_ENTRIES: u64 = 30;
 /// Binds acknowledged before the new node joins (each one log entry).
 const BINDS_BEFORE: u64 = 2_000;
 
-/// Binds in one round; the rounds go on until the leader has taken
-/// `CHECKPOINTS_BEFORE` checkpoints since the first.
+/// Binds in one round; the rounds go on until `CHECKPOINTS_BEFORE`
+/// checkpoints were taken since the first.
 const ROUND_BINDS: u64 = 250;
 
-/// Checkpoints the leader takes while the binds go in (one a second).
+/// Checkpoints taken while the binds go in (one a second).
 const CHECKPOINTS_BEFORE: u64 = 3;
 
 /// A config file for a member: a checkpoint every second and
@@ -62,6 +62,7 @@ fn log_stats(address: SocketAddr) -> serde_json::Value {
     stats["log"].clone()
 }
 
+/// Counter `name` of a STATS `log` object.
 fn counter(log: &serde_json::Value, name: &str) -> u64 {
     log[name]
         .as_u64()
@@ -140,9 +141,8 @@ fn a_node_added_after_the_log_was_purged_catches_up_by_snapshot_and_answers_like
     let first_three: Vec<SocketAddr> = nodes.values().map(|node| node.tcp).collect();
 
     // Binds across several checkpoints: each one purges the leader's log
-    // up to MARGIN_ENTRIES entries before it.
-    // Checkpoints count at every member alike (each takes its own every
-    // second); member 1's count stands for them all.
+    // up to MARGIN_ENTRIES entries before it. Every member takes its own
+    // checkpoint every second, so member 1's count stands for the leader's.
     let first_checkpoints = counter(&log_stats(nodes[&1].tcp), "checkpoints");
     let mut acked = Vec::new();
     let mut next = 100_000;
