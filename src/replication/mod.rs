@@ -246,6 +246,9 @@ impl Replica {
             // tens of millions of bindings.
             snapshot_max_chunk_size: 8 << 20,
             install_snapshot_timeout: 120_000,
+            // `add_learner(.., true)` waits until the learner is this close to the leader's
+            // log (openraft's default, 5,000 entries, let an empty node become a voter at once).
+            replication_lag_threshold: 100,
             ..openraft::Config::default()
         }
         .validate()
