@@ -262,8 +262,19 @@ fn call(args: &ClusterArgs, server: &str, op: u8, body: &[u8]) -> Result<(u8, Ve
         other => Outcome::failure("unreachable", &other.to_string()),
     };
     let mut client = Client::connect(server, Role::Admin, &args.token).map_err(unreachable)?;
+    if matches!(op, opcode::CLUSTER_ADD_NODE | opcode::CLUSTER_INIT) {
+        // The leader answers once the new member caught up (up to 120 s,
+        // a snapshot of tens of millions of bindings included).
+        client
+            .set_answer_timeout(MEMBERSHIP_ANSWER_WAIT)
+            .map_err(unreachable)?;
+    }
     client.request(op, body).map_err(unreachable)
 }
+
+/// How long `cluster add-node` and `cluster init` wait for the answer: the
+/// leader's own wait for a new member to catch up (120 s) and some.
+const MEMBERSHIP_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(150);
 
 #[cfg(test)]
 mod tests {

@@ -114,6 +114,14 @@ impl Client {
         Err(ClientError::Io(failure))
     }
 
+    /// How long a read waits for the node's answer (30 s from connect).
+    /// A request the node answers only once something long is done (a new
+    /// member catching up for CLUSTER_ADD_NODE) needs more.
+    pub fn set_answer_timeout(&self, timeout: Duration) -> Result<(), ClientError> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        Ok(())
+    }
+
     /// Opens a session on a connected stream: HELLO and its answer.
     fn open(stream: TcpStream, role: Role, credential: &str) -> Result<Client, ClientError> {
         stream.set_nodelay(true)?;
