@@ -10,12 +10,13 @@
 
 mod common;
 
-use common::cluster::{bind_many, init_cluster, leader_seen_by, routes_all, start_member};
-use common::{binary, http_get, Node};
+use common::small_disk::SmallDisk;
+
+use common::cluster::{
+    bind_many, cluster_command, init_cluster, leader_seen_by, routes_all, start_member,
+};
+use common::{http_get, Node};
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use x700::protocol::codec::{encode_bind, encode_unbind, UnbindBody};
@@ -26,63 +27,6 @@ use x700::store::{ShardSet, Store};
 
 /// The applied clock's start.
 const NOW_S: u32 = 1_800_000_000;
-
-/// A tmpfs mounted for the test's lifetime.
-struct SmallDisk {
-    mount_point: PathBuf,
-    _parent: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> SmallDisk {
-        let parent = tempfile::tempdir().unwrap();
-        let mount_point = parent.path().join("disk");
-        std::fs::create_dir(&mount_point).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&mount_point)
-            .status()
-            .expect("run mount");
-        assert!(
-            status.success(),
-            "mounting a tmpfs failed: this test needs root"
-        );
-        SmallDisk {
-            mount_point,
-            _parent: parent,
-        }
-    }
-
-    fn path(&self) -> &Path {
-        &self.mount_point
-    }
-
-    /// Fills the disk to the last byte with a file; returns its path.
-    fn fill(&self) -> PathBuf {
-        let path = self.mount_point.join("filler");
-        let mut file = std::fs::File::create(&path).unwrap();
-        let chunk = vec![1u8; 64 * 1024];
-        // Bounded: the disk holds at most a few hundred MiB.
-        for _ in 0..100_000 {
-            if file.write_all(&chunk).is_err() {
-                break;
-            }
-        }
-        for _ in 0..64 * 1024 {
-            if file.write_all(&chunk[..1]).is_err() {
-                break;
-            }
-        }
-        let _ = file.flush();
-        path
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mount_point).status();
-    }
-}
 
 /// A batch of `count` AXB binds from `first` on, with `ttl_s`.
 fn binds(first: u64, count: u64, ttl_s: u32, now_s: u32) -> WriteBatch {
@@ -224,20 +168,6 @@ fn a_full_disk_stalls_the_apply_and_the_answers_stay_those_of_a_member_with_room
     roomy.verify().unwrap();
 }
 
-/// `x700 cluster ARGS --json`: exit code and JSON.
-fn cluster(args: &[&str]) -> (i32, serde_json::Value) {
-    let output = Command::new(binary())
-        .arg("cluster")
-        .args(args)
-        .arg("--json")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run x700 cluster");
-    let text = String::from_utf8_lossy(&output.stdout);
-    let json = serde_json::from_str(text.trim()).unwrap_or(serde_json::Value::Null);
-    (output.status.code().unwrap_or(-1), json)
-}
-
 /// The value of an unlabelled gauge on the node's /metrics page.
 fn gauge(admin: std::net::SocketAddr, name: &str) -> f64 {
     let (code, page) = http_get(admin, "/metrics");
@@ -373,7 +303,7 @@ fn a_follower_with_a_full_disk_stalls_says_so_and_catches_up_once_space_returns(
     );
     let mut verdict = serde_json::Value::Null;
     let agreed = eventually(wait, || {
-        let (code, json) = cluster(&["verify", "--server", &leader.to_string()]);
+        let (code, json) = cluster_command(&["verify", "--server", &leader.to_string()]);
         verdict = json;
         code == 0 && verdict["agree"] == true
     });

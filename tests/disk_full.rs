@@ -8,59 +8,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use common::small_disk::SmallDisk;
+
 use std::process::Command;
 use std::sync::Arc;
 use x700::binding::{LookupResult, WriteError};
 use x700::store::clock::FakeClock;
 use x700::store::Store;
 use x700::synth::Synthetic;
-
-/// A tmpfs mounted for the test's lifetime.
-struct SmallDisk {
-    mount_point: PathBuf,
-    _parent: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(size: &str) -> SmallDisk {
-        let parent = tempfile::tempdir().unwrap();
-        let mount_point = parent.path().join("disk");
-        std::fs::create_dir(&mount_point).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&mount_point)
-            .status()
-            .expect("run mount");
-        assert!(
-            status.success(),
-            "mounting a tmpfs failed: this test needs root"
-        );
-        SmallDisk {
-            mount_point,
-            _parent: parent,
-        }
-    }
-
-    fn path(&self) -> &Path {
-        &self.mount_point
-    }
-
-    fn resize(&self, size: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.mount_point)
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "remounting the tmpfs failed");
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.mount_point).status();
-    }
-}
 
 #[test]
 fn full_disk_refuses_binds_keeps_data_and_recovers() {

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::cluster::{bind_many, routes_all, start_member, SECRET};
+use common::cluster::{bind_many, cluster_command, routes_all, start_member, SECRET};
 use common::{binary, Node};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -20,31 +20,12 @@ use x700::client::Client;
 use x700::protocol::codec::{decode_not_leader, LeaderHint};
 use x700::protocol::{opcode, status, Role};
 
-/// Runs `x700 cluster ARGS --json`; returns its exit code and JSON line.
-fn cluster(args: &[&str]) -> (i32, serde_json::Value) {
-    let output = Command::new(binary())
-        .arg("cluster")
-        .args(args)
-        .arg("--json")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run x700 cluster");
-    let text = String::from_utf8_lossy(&output.stdout);
-    let json = serde_json::from_str(text.trim()).unwrap_or_else(|_| {
-        panic!(
-            "x700 cluster {args:?} printed {text:?}; stderr {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    (output.status.code().unwrap_or(-1), json)
-}
-
 /// The leader's client address and id, as `address` sees them, within
 /// `wait`.
 fn leader_of(address: SocketAddr, wait: Duration) -> Option<(u64, SocketAddr)> {
     let deadline = Instant::now() + wait;
     while Instant::now() < deadline {
-        let (code, json) = cluster(&["status", "--server", &address.to_string()]);
+        let (code, json) = cluster_command(&["status", "--server", &address.to_string()]);
         if code == 0 {
             let id = json["leader_id"].as_u64();
             let leader = json["leader_addr"].as_str().and_then(|a| a.parse().ok());
@@ -91,7 +72,7 @@ fn a_fourth_member_joins_and_one_leaves_and_verify_agrees() {
     for member in &specs {
         init.extend(["--member", member.as_str()]);
     }
-    let (code, json) = cluster(&init);
+    let (code, json) = cluster_command(&init);
     assert_eq!(code, 0, "cluster init: {json}");
     let (leader_id, leader) =
         leader_of(nodes[0].tcp, Duration::from_secs(10)).expect("a leader within 10 s");
@@ -128,7 +109,7 @@ fn a_fourth_member_joins_and_one_leaves_and_verify_agrees() {
 
     // A member's id is never taken again, even with another node's
     // addresses: the error says so before asking that node anything.
-    let (code, json) = cluster(&[
+    let (code, json) = cluster_command(&[
         "add-node",
         "--server",
         &leader.to_string(),
@@ -142,7 +123,7 @@ fn a_fourth_member_joins_and_one_leaves_and_verify_agrees() {
 
     // A member whose directory has another table shard count is refused.
     let odd = start_member(dirs[4].path(), 5, "127.0.0.1:0", &["--table-shards", "2"]);
-    let (code, json) = cluster(&[
+    let (code, json) = cluster_command(&[
         "add-node",
         "--server",
         &leader.to_string(),
@@ -162,7 +143,7 @@ fn a_fourth_member_joins_and_one_leaves_and_verify_agrees() {
         "127.0.0.1:0",
         &["--table-shards", "4"],
     ));
-    let (code, json) = cluster(&[
+    let (code, json) = cluster_command(&[
         "add-node",
         "--server",
         &follower.to_string(),
@@ -183,7 +164,7 @@ fn a_fourth_member_joins_and_one_leaves_and_verify_agrees() {
         "the new member misses acknowledged binds"
     );
 
-    let (code, before) = cluster(&["verify", "--server", &leader.to_string()]);
+    let (code, before) = cluster_command(&["verify", "--server", &leader.to_string()]);
     assert_eq!(code, 0, "verify: {before}");
     assert_eq!(before["agree"], true);
     assert_eq!(before["members"].as_array().map(Vec::len), Some(4));
@@ -192,7 +173,7 @@ fn a_fourth_member_joins_and_one_leaves_and_verify_agrees() {
     let removed = (1..=3u64)
         .find(|&id| id != leader_id)
         .expect("a follower id");
-    let (code, json) = cluster(&[
+    let (code, json) = cluster_command(&[
         "remove-node",
         "--server",
         &leader.to_string(),
@@ -206,7 +187,7 @@ fn a_fourth_member_joins_and_one_leaves_and_verify_agrees() {
     // Guards the pitfall "never reuse a node id": the removed node, still
     // running on its directory, was taken back under its retired id.
     let i = usize::try_from(removed - 1).expect("small");
-    let (code, json) = cluster(&[
+    let (code, json) = cluster_command(&[
         "add-node",
         "--server",
         &leader.to_string(),
@@ -218,7 +199,7 @@ fn a_fourth_member_joins_and_one_leaves_and_verify_agrees() {
     assert!(error.contains("already belongs to a cluster"), "{json}");
 
     acked.extend(bind_many(leader, 600_000, 20));
-    let (code, after) = cluster(&["verify", "--server", &leader.to_string()]);
+    let (code, after) = cluster_command(&["verify", "--server", &leader.to_string()]);
     assert_eq!(code, 0, "verify after remove-node: {after}");
     assert_eq!(after["agree"], true);
     assert_eq!(after["members"].as_array().map(Vec::len), Some(3));

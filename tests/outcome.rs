@@ -73,6 +73,52 @@ impl Drop for Stopped {
     }
 }
 
+/// SIGSTOPs every member but the leader and waits until they are stopped:
+/// their client addresses and pids, and the guard that resumes them.
+fn stop_followers(
+    nodes: &BTreeMap<u64, Node>,
+    leader_id: u64,
+) -> (Vec<(SocketAddr, u32)>, Stopped) {
+    let followers: Vec<(SocketAddr, u32)> = nodes
+        .iter()
+        .filter(|(id, _)| **id != leader_id)
+        .map(|(_, node)| (node.tcp, node.pid()))
+        .collect();
+    for &(_, pid) in &followers {
+        signal(pid, "STOP");
+    }
+    let stopped = Stopped(followers.iter().map(|&(_, pid)| pid).collect());
+    for &(_, pid) in &followers {
+        wait_stopped(pid);
+    }
+    (followers, stopped)
+}
+
+/// Deposes the leader: it is stopped, the followers resume and elect
+/// another among them; then it resumes too (and learns of the new leader).
+fn depose(
+    nodes: &BTreeMap<u64, Node>,
+    leader_id: u64,
+    followers: &[(SocketAddr, u32)],
+    stopped_followers: Stopped,
+) {
+    let old_leader = nodes[&leader_id].pid();
+    signal(old_leader, "STOP");
+    let stopped_leader = Stopped(vec![old_leader]);
+    wait_stopped(old_leader);
+    drop(stopped_followers);
+    let deadline = Instant::now() + WAVE_WAIT;
+    while !followers.iter().any(|&(address, _)| {
+        leader_seen_by(address, Duration::from_millis(500)).is_some_and(|(id, _)| id != leader_id)
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "no new leader among the followers"
+        );
+    }
+    drop(stopped_leader);
+}
+
 /// Pipelines binds of X numbers `first..first + WAVE_WRITES` at `leader`
 /// on one new connection, without reading the answers.
 fn send_wave(leader: SocketAddr, first: u64) -> Raw {
@@ -294,18 +340,7 @@ fn a_cut_off_leader_answers_every_write_and_never_claims_one_wrongly() {
 fn a_deposed_leader_answers_its_pending_writes_outcome_unknown() {
     // Ten minutes: only the change of leadership can answer in time.
     let (_dirs, nodes, (leader_id, leader)) = start_cluster(600_000);
-    let followers: Vec<(SocketAddr, u32)> = nodes
-        .iter()
-        .filter(|(id, _)| **id != leader_id)
-        .map(|(_, node)| (node.tcp, node.pid()))
-        .collect();
-    for &(_, pid) in &followers {
-        signal(pid, "STOP");
-    }
-    let stopped_followers = Stopped(followers.iter().map(|&(_, pid)| pid).collect());
-    for &(_, pid) in &followers {
-        wait_stopped(pid);
-    }
+    let (followers, stopped_followers) = stop_followers(&nodes, leader_id);
     let mut pending = send_wave(leader, 1000);
     // Give the leader a moment to read the writes and append them (not a
     // timing assertion: writes it had not appended would be answered
@@ -313,26 +348,7 @@ fn a_deposed_leader_answers_its_pending_writes_outcome_unknown() {
     std::thread::sleep(Duration::from_secs(1));
 
     // Depose it: it stops, the followers return and elect another leader.
-    let old_leader = nodes[&leader_id].pid();
-    signal(old_leader, "STOP");
-    let stopped_leader = Stopped(vec![old_leader]);
-    wait_stopped(old_leader);
-    drop(stopped_followers);
-    let deadline = Instant::now() + WAVE_WAIT;
-    loop {
-        let elected = followers.iter().any(|&(address, _)| {
-            leader_seen_by(address, Duration::from_millis(500))
-                .is_some_and(|(id, _)| id != leader_id)
-        });
-        if elected {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no new leader among the followers"
-        );
-    }
-    drop(stopped_leader);
+    depose(&nodes, leader_id, &followers, stopped_followers);
     let answered = read_wave(&mut pending);
     assert!(
         answered
@@ -350,18 +366,7 @@ fn a_deposed_leader_answers_its_pending_writes_outcome_unknown() {
 #[test]
 fn a_cluster_client_binds_again_after_outcome_unknown() {
     let (_dirs, nodes, (leader_id, leader)) = start_cluster(600_000);
-    let followers: Vec<(SocketAddr, u32)> = nodes
-        .iter()
-        .filter(|(id, _)| **id != leader_id)
-        .map(|(_, node)| (node.tcp, node.pid()))
-        .collect();
-    for &(_, pid) in &followers {
-        signal(pid, "STOP");
-    }
-    let stopped_followers = Stopped(followers.iter().map(|&(_, pid)| pid).collect());
-    for &(_, pid) in &followers {
-        wait_stopped(pid);
-    }
+    let (followers, stopped_followers) = stop_followers(&nodes, leader_id);
     // The leader first, so the bind reaches it and waits in its log.
     let mut addresses = vec![leader.to_string()];
     addresses.extend(followers.iter().map(|(address, _)| address.to_string()));
@@ -375,21 +380,7 @@ fn a_cluster_client_binds_again_after_outcome_unknown() {
     });
     std::thread::sleep(Duration::from_secs(1));
 
-    let old_leader = nodes[&leader_id].pid();
-    signal(old_leader, "STOP");
-    let stopped_leader = Stopped(vec![old_leader]);
-    wait_stopped(old_leader);
-    drop(stopped_followers);
-    let deadline = Instant::now() + WAVE_WAIT;
-    while !followers.iter().any(|&(address, _)| {
-        leader_seen_by(address, Duration::from_millis(500)).is_some_and(|(id, _)| id != leader_id)
-    }) {
-        assert!(
-            Instant::now() < deadline,
-            "no new leader among the followers"
-        );
-    }
-    drop(stopped_leader);
+    depose(&nodes, leader_id, &followers, stopped_followers);
     let status = binding
         .join()
         .expect("the binding thread")

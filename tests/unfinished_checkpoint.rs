@@ -7,29 +7,12 @@
 
 mod common;
 
-use common::x;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
-use x700::binding::{BindRequest, Direction, OrderRef, Parties};
-use x700::number::parse_real;
 use x700::store::clock::FakeClock;
 use x700::store::Store;
-
-fn request(i: u64) -> BindRequest {
-    BindRequest {
-        x: x(i),
-        parties: Parties::Axb {
-            a: parse_real(&format!("138{i:08}")).expect("real number"),
-            b: parse_real(&format!("139{i:08}")).expect("real number"),
-        },
-        tenant: 3,
-        order: OrderRef::new(format!("order-{i}").as_bytes()).expect("order"),
-        ttl_s: 86_400,
-        direction: Direction::Both,
-        recording: false,
-    }
-}
+use x700::synth::Synthetic;
 
 /// Writes non-zero bytes over the last page of every table file of shard
 /// 0: past what the checkpoint refers to (the files are grown ahead of
@@ -57,8 +40,11 @@ fn fresh_pages_of_a_failed_checkpoint_are_cleared_at_the_next_open() {
     let dir = tempfile::tempdir().expect("dir");
     let clock = Arc::new(FakeClock::new(1_800_000_000));
     let mut store = Store::open_or_create(dir.path(), 1, clock.clone()).expect("store");
-    let ids: Vec<_> = (0..50)
-        .map(|i| store.bind(&request(i)).expect("bind").binding_id)
+    let synthetic = Synthetic { seed: 5 };
+    let requests: Vec<_> = (0..50).map(|i| synthetic.request(i, 86_400)).collect();
+    let ids: Vec<_> = requests
+        .iter()
+        .map(|request| store.bind(request).expect("bind").binding_id)
         .collect();
     store.close().expect("close");
     assert!(
@@ -71,9 +57,9 @@ fn fresh_pages_of_a_failed_checkpoint_are_cleared_at_the_next_open() {
         .verify_pages()
         .expect("the pages past the checkpoint do not count");
     store.verify().expect("the tables are whole");
-    for (i, id) in ids.iter().enumerate() {
+    for (request, id) in requests.iter().zip(&ids) {
         let binding = store.query(*id).expect("binding kept");
-        assert_eq!(binding.x, x(i as u64));
+        assert_eq!(binding.x, request.x);
     }
     store.close().expect("close");
 

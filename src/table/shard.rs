@@ -142,23 +142,6 @@ impl Shard {
         let counters = ShardCounters::default();
         let meta = make_meta(identity, counters, state);
         let meta_file = MetaFile::create(dir, &meta)?;
-        // Space past the checkpoint holds zeros, or the fresh pages of a
-        // checkpoint that failed before its journal (without their
-        // checksums): cleared, so the tables find zeros there and the pages
-        // check.
-        let [records_end, cold_end, primary_end, overflow_end] = referenced_ends(&counters, &state);
-        let (mut records, mut cold, mut primary, mut overflow) = (records, cold, primary, overflow);
-        let cleared = records.clear_unreferenced(records_end)
-            + cold.clear_unreferenced(cold_end)
-            + primary.clear_unreferenced(primary_end)
-            + overflow.clear_unreferenced(overflow_end);
-        if cleared > 0 {
-            eprintln!(
-                "x700: shard {}: cleared {cleared} page(s) past its checkpoint (left by a \
-                 checkpoint that did not complete)",
-                identity.shard_id
-            );
-        }
         Ok(Shard {
             identity,
             dir: dir.to_path_buf(),

@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod proxy;
+pub mod small_disk;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
