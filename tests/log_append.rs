@@ -5,7 +5,10 @@
 //! (a record is at most 16 MiB, a quarter of a segment). Guards step 6 item 9:
 //! "a follower's append batch can exceed a 64 MiB segment (fatal today)".
 
-use x700::log::{Log, LogRecord, RecordKind};
+mod common;
+
+use common::small_disk::SmallDisk;
+use x700::log::{Log, LogError, LogRecord, RecordKind};
 
 const NONCE: u64 = 0x7700_0000_0000_0001;
 
@@ -48,4 +51,45 @@ fn an_append_larger_than_a_segment_spans_segments() {
     drop(log);
     let (log, _) = Log::open(dir.path(), NONCE).expect("reopen");
     check(&log);
+}
+
+/// Guards the follower whose disk filled at a segment roll (fatal to its
+/// Raft core): the append fails with `DiskFull` after writing what fitted,
+/// and once space returns, appending the rest goes on from there; the
+/// segments the first records went to are among `files_from`, so the
+/// retry syncs them too (`replication::log_store` waits and retries so).
+#[test]
+fn an_append_stopped_by_a_full_disk_at_a_roll_resumes_once_space_returns() {
+    let disk = SmallDisk::mount("100m");
+    let dir = disk.path().join("log");
+    let (mut log, _) = Log::open(&dir, NONCE).expect("open");
+    let records: Vec<LogRecord> = (0..80).map(|i| record(i, 1 << 20)).collect();
+    let error = log
+        .append(&records)
+        .expect_err("80 MiB do not fit in 100 MiB beside a 64 MiB segment");
+    assert!(
+        matches!(error, LogError::DiskFull { .. }),
+        "a full disk at the roll: {error}"
+    );
+    let written = log.last().map_or(0, |l| l.index + 1);
+    assert!(
+        (1..80).contains(&written),
+        "the records before the roll are written: {written}"
+    );
+
+    disk.resize("400m");
+    let files = log
+        .append(&records[usize::try_from(written).expect("small")..])
+        .expect("the rest goes in once space is back");
+    let mut all = files;
+    all.extend(log.files_from(0));
+    assert!(all.len() >= 2, "two segments at least");
+    for file in &all {
+        file.sync_data().expect("sync");
+    }
+    drop(log);
+    let (log, _) = Log::open(&dir, NONCE).expect("reopen");
+    let read = log.read(0, 80).expect("read back");
+    assert_eq!(read.len(), 80, "every record, once");
+    assert!(read.iter().zip(&records).all(|(a, b)| a == b));
 }

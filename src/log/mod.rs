@@ -336,6 +336,17 @@ impl Log {
         Ok(())
     }
 
+    /// The files of the segments holding records from `index` on: what an
+    /// append retried after a failure part-way must sync besides what the
+    /// retry itself wrote.
+    pub fn files_from(&self, index: u64) -> Vec<Arc<File>> {
+        self.segments
+            .iter()
+            .filter(|segment| segment.last_index().is_some_and(|last| last >= index))
+            .map(|segment| Arc::clone(&segment.file))
+            .collect()
+    }
+
     /// Writes `records` (which must follow the last record without a hole)
     /// and returns the files to sync before they count as durable. The
     /// bytes are written, not yet synced: hand the files to the flusher.

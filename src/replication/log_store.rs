@@ -34,6 +34,11 @@ fn read_error(error: impl ToString) -> StorageError<u64> {
     StorageIOError::read_logs(AnyError::error(error.to_string())).into()
 }
 
+/// First wait of an append that found the disk full at a segment roll.
+const APPEND_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(10);
+/// Longest wait between two tries: space that returns is used within this.
+const APPEND_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl LogStore {
     /// Wraps an open log and its flusher.
     pub fn new(log: Arc<Mutex<Log>>, flusher: Arc<Flusher>) -> LogStore {
@@ -161,21 +166,71 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let records: Vec<_> = entries.into_iter().map(|e| record_of(&e)).collect();
-        let flusher = Arc::clone(&self.flusher);
+        let records: Arc<Vec<_>> = Arc::new(entries.into_iter().map(|e| record_of(&e)).collect());
+        let Some(first_index) = records.first().map(|r| r.index) else {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
         // Written (not yet synced) before this returns, so that openraft
         // may read the entries back at once; the flusher thread syncs them
         // and calls back. openraft awaits each append before the next, so
         // the order of writes and of sync jobs is the log's.
-        self.with_log(move |log| {
-            let files = log.append(&records).map_err(write_error)?;
-            flusher.submit(SyncJob {
-                files,
-                done: Box::new(move |result| callback.log_io_completed(result)),
-            });
-            Ok(())
-        })
-        .await
+        //
+        // A full disk at a segment roll (no spare segment could be made) is
+        // not an error to openraft, which would stop its core for good: the
+        // append waits, with back-off, for space, and then writes what is
+        // left (the records before the roll are written already) and syncs
+        // every segment the records went to. Meanwhile this node takes no
+        // entries (a follower falls behind; a leader's writes wait).
+        let mut wait = APPEND_RETRY_FIRST;
+        let mut retried = false;
+        loop {
+            let attempt = Arc::clone(&records);
+            let written = self
+                .with_log(move |log| {
+                    let next = log.last().map_or(0, |l| l.index + 1);
+                    let from = if retried {
+                        attempt.iter().take_while(|r| r.index < next).count()
+                    } else {
+                        0
+                    };
+                    match log.append(&attempt[from..]) {
+                        Ok(mut files) => {
+                            if retried {
+                                files.extend(log.files_from(first_index));
+                                files.sort_by_key(|f| Arc::as_ptr(f) as usize);
+                                files.dedup_by(|a, b| Arc::ptr_eq(a, b));
+                            }
+                            Ok(Ok(files))
+                        }
+                        Err(error @ crate::log::LogError::DiskFull { .. }) => Ok(Err(error)),
+                        Err(error) => Err(write_error(error)),
+                    }
+                })
+                .await?;
+            match written {
+                Ok(files) => {
+                    if retried {
+                        eprintln!("x700: log: space is back; appending again");
+                    }
+                    self.flusher.submit(SyncJob {
+                        files,
+                        done: Box::new(move |result| callback.log_io_completed(result)),
+                    });
+                    return Ok(());
+                }
+                Err(error) => {
+                    if !retried {
+                        eprintln!(
+                            "x700: log: {error}; waiting for space before taking more entries"
+                        );
+                    }
+                    retried = true;
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(APPEND_RETRY_MAX);
+                }
+            }
+        }
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
