@@ -23,6 +23,8 @@ if ! command -v promtool >/dev/null 2>&1; then
   quietly apt-get update
   DEBIAN_FRONTEND=noninteractive quietly apt-get install -y --no-install-recommends prometheus
 fi
+if ! command -v tshark >/dev/null 2>&1; then quietly apt-get update; DEBIAN_FRONTEND=noninteractive quietly apt-get install -y tshark; fi  # tests/dissector.rs
+if ! command -v tcpdump >/dev/null 2>&1; then quietly apt-get update; DEBIAN_FRONTEND=noninteractive quietly apt-get install -y tcpdump; fi  # tests/dissector.rs
 if ! python3 -c 'import prometheus_client.openmetrics.parser' >/dev/null 2>&1; then
   echo "tools/test.sh: installing the Python OpenMetrics parser (prometheus-client)"
   PIP_ROOT_USER_ACTION=ignore quietly python3 -m pip install --disable-pip-version-check prometheus-client
