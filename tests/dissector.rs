@@ -207,7 +207,6 @@ fn tshark_decodes_a_real_nodes_traffic_with_the_lua_dissector() {
     if !tools_ready() {
         return;
     }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/wireshark/x700.lua");
     let dir = tempfile::tempdir().expect("temporary directory");
     let capture_file = dir.path().join("x700.pcap");
     let node = Node::start(&CREDENTIALS);
@@ -411,45 +410,24 @@ fn tshark_decodes_a_real_nodes_traffic_with_the_lua_dissector() {
     capture.stop();
 
     // ---- what tshark shows ----
-    let output = Command::new("tshark")
-        .arg("-X")
-        .arg(format!("lua_script:{}", script.display()))
-        .arg("-r")
-        .arg(&capture_file)
-        .args(["-2", "-Y", "x700", "-n"])
-        .arg("-d")
-        .arg(format!("tcp.port=={},x700", node.tcp.port()))
-        .arg("-d")
-        .arg(format!("udp.port=={},x700", node.udp.port()))
-        .args(["-T", "fields", "-E", "separator=|", "-E", "occurrence=a"])
-        .args(["-E", "aggregator=;"])
-        .args(["-e", "frame.number", "-e", "tcp.len", "-e", "udp.srcport"])
-        .args([
-            "-e",
+    let stdout = tshark(
+        &capture_file,
+        &node,
+        &[
+            "frame.number",
+            "tcp.len",
+            "udp.srcport",
             "x700.answer",
-            "-e",
             "x700.opcode",
-            "-e",
             "x700.status",
-        ])
-        .args(["-e", "x700.request_id", "-e", "x700.x", "-e", "x700.caller"])
-        .args([
-            "-e",
+            "x700.request_id",
+            "x700.x",
+            "x700.caller",
             "x700.callee",
-            "-e",
             "x700.request_in",
-            "-e",
             "x700.response_in",
-        ])
-        .args(["-e", "_ws.expert"])
-        .output()
-        .expect("run tshark");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "tshark failed: {stderr}\n{stdout}");
-    assert!(
-        !stderr.contains("Lua") && !stdout.contains("Lua"),
-        "the dissector raised a Lua error: {stderr}\n{stdout}"
+            "_ws.expert",
+        ],
     );
 
     // Index what the client sent and received by (answer, request id).
@@ -599,10 +577,133 @@ fn tshark_decodes_a_real_nodes_traffic_with_the_lua_dissector() {
     node.stop();
 }
 
+/// Runs tshark with the dissector on `capture` (two passes, so requests
+/// link forward to their answers), showing only x700 packets with the
+/// node's ports bound to x700, and returns its `-T fields` output: one line
+/// a packet, columns separated by `|`, the values of a field in one packet
+/// (one per x700 frame) separated by `;`. Panics if tshark fails or the
+/// dissector raised a Lua error.
+fn tshark(capture: &Path, node: &Node, fields: &[&str]) -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/wireshark/x700.lua");
+    let mut command = Command::new("tshark");
+    command
+        .arg("-X")
+        .arg(format!("lua_script:{}", script.display()))
+        .arg("-r")
+        .arg(capture)
+        .args(["-2", "-Y", "x700", "-n"])
+        .arg("-d")
+        .arg(format!("tcp.port=={},x700", node.tcp.port()))
+        .arg("-d")
+        .arg(format!("udp.port=={},x700", node.udp.port()))
+        .args(["-T", "fields", "-E", "separator=|", "-E", "occurrence=a"])
+        .args(["-E", "aggregator=;"]);
+    for field in fields {
+        command.arg("-e").arg(field);
+    }
+    let output = command.output().expect("run tshark");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "tshark failed: {stderr}\n{stdout}");
+    assert!(
+        !stderr.contains("Lua") && !stdout.contains("Lua"),
+        "the dissector raised a Lua error: {stderr}\n{stdout}"
+    );
+    stdout
+}
+
 /// A number tshark prints in decimal or as `0x..` hex.
 fn parse_number(text: &str) -> u64 {
     text.strip_prefix("0x").map_or_else(
         || text.parse().expect("decimal"),
         |hex| u64::from_str_radix(hex, 16).expect("hex"),
     )
+}
+
+/// Malformed traffic is flagged with expert info, never a Lua error: a
+/// LOOKUP whose body is a byte short, an unknown opcode, a number that is no
+/// BCD, an impossible length that ends the stream's framing, and a UDP
+/// datagram that ends inside its second frame.
+#[test]
+fn malformed_frames_are_flagged_by_the_dissector() {
+    if !tools_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let capture_file = dir.path().join("malformed.pcap");
+    let node = Node::start(&CREDENTIALS);
+    let capture = Capture::start(&capture_file, &[node.tcp.port(), node.udp.port()]);
+
+    let mut switch = Client::connect(node.tcp, Role::Switch, SWITCH_TOKEN).expect("switch");
+    let mut good = Vec::new();
+    encode_lookup(&mut good, 401, &ask("13800138001", common::x(1)), true);
+    let mut out = common::frame(opcode::LOOKUP, 402, &good[HEADER_BYTES..good.len() - 1]);
+    out.extend(common::frame(0x7F, 403, &[]));
+    let mut garbage = good[HEADER_BYTES..].to_vec();
+    garbage[0..8].copy_from_slice(&common::GARBAGE_NUMBER.0);
+    out.extend(common::frame(opcode::LOOKUP, 404, &garbage));
+    switch.send_raw(&out).expect("send");
+    let statuses: HashMap<u32, u8> = read_answers(&mut switch, 3)
+        .into_iter()
+        .map(|(header, _)| (header.request_id, header.status))
+        .collect();
+    assert_eq!(statuses[&402], status::BAD_FRAME);
+    assert_eq!(statuses[&403], status::UNKNOWN_OPCODE);
+    assert_eq!(statuses[&404], status::BAD_NUMBER);
+    // Length 5: the node closes the connection without an answer.
+    let mut impossible = common::frame(opcode::PING, 405, &[]);
+    impossible[0..4].copy_from_slice(&5u32.to_le_bytes());
+    switch.send_raw(&impossible).expect("send");
+    assert!(
+        switch.read_frame().is_err(),
+        "the node closes the connection"
+    );
+
+    let udp = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
+    udp.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut datagram = good.clone();
+    datagram[8..12].copy_from_slice(&406u32.to_le_bytes());
+    datagram.extend_from_slice(&good[..20]);
+    udp.send_to(&datagram, node.udp).expect("send the datagram");
+    let mut answer = [0u8; 2048];
+    let (size, _) = udp.recv_from(&mut answer).expect("the answer datagram");
+    assert_eq!(size, HEADER_BYTES, "one answer, for the whole first frame");
+    drop(switch);
+    capture.stop();
+
+    let stdout = tshark(
+        &capture_file,
+        &node,
+        &["frame.number", "x700.request_id", "_ws.expert.message"],
+    );
+    let mut messages: HashMap<String, String> = HashMap::new();
+    for line in stdout.lines().filter(|line| !line.is_empty()) {
+        let columns: Vec<&str> = line.split('|').collect();
+        assert_eq!(columns.len(), 3, "tshark line {line:?}");
+        for request_id in columns[1].split(';') {
+            messages
+                .entry(request_id.to_owned())
+                .or_default()
+                .push_str(columns[2]);
+        }
+        if columns[1].is_empty() {
+            messages
+                .entry(String::new())
+                .or_default()
+                .push_str(columns[2]);
+        }
+    }
+    let flagged = |request_id: &str, text: &str| {
+        let said = messages.get(request_id).map_or("", String::as_str);
+        assert!(
+            said.contains(text),
+            "frame {request_id:?} is not flagged {text:?}: {said:?}\n{stdout}"
+        );
+    };
+    flagged("402", "Body of 19 bytes does not fit LOOKUP");
+    flagged("403", "Unknown opcode");
+    flagged("404", "Not a well-formed BCD number");
+    flagged("", "framing is lost");
+    flagged("406", "Datagram ends inside a frame");
+    node.stop();
 }

@@ -659,6 +659,9 @@ end
 -- impossible length takes the rest of the segment, which the frame
 -- dissector then flags (the node itself closes such a connection).
 local function tcp_frame_length(tvb, pinfo, offset)
+    if tvb:len() - offset < 4 then
+        return tvb:len() - offset
+    end
     local length = tvb:range(offset, 4):le_uint()
     if not length_fits(length, is_answer_of(pinfo, x700.prefs.tcp_port)) then
         return tvb:len() - offset
@@ -668,11 +671,22 @@ end
 
 local function tcp_frame(tvb, pinfo, root)
     local is_answer = is_answer_of(pinfo, x700.prefs.tcp_port)
+    if tvb:len() < 4 then
+        root:add(x700, tvb:range()):add_proto_expert_info(e_malformed, "Frame continues in a later segment (TCP reassembly off?)")
+        return tvb:len()
+    end
     local length = tvb:range(0, 4):le_uint()
-    if not length_fits(length, is_answer) or tvb:len() < HEADER_BYTES then
+    if not length_fits(length, is_answer) then
         local tree = root:add(x700, tvb:range())
         tree:add_le(f.length, tvb:range(0, 4)):add_proto_expert_info(e_framing)
         append_info(pinfo, "[framing lost]")
+        return tvb:len()
+    end
+    if tvb:len() < length then
+        -- Only when the TCP preference "Allow subdissector to reassemble
+        -- TCP streams" is off: dissect_tcp_pdus then hands over a part.
+        root:add(x700, tvb:range()):add_proto_expert_info(e_malformed, "Frame continues in a later segment (TCP reassembly off?)")
+        append_info(pinfo, "[part of a frame]")
         return tvb:len()
     end
     append_info(pinfo, dissect_frame(tvb, pinfo, root, is_answer, "tcp"))
