@@ -72,6 +72,7 @@ pub fn read_packets<R: Read + Send>(
     let mut legacy: Option<(u32, u64)> = None;
     let mut interfaces: Vec<Interface> = Vec::new();
     let mut buffer_bytes = BUFFER_BYTES;
+    let mut last_time_ns = 0u64;
     loop {
         let number = packets + 1;
         match source.next() {
@@ -141,13 +142,14 @@ pub fn read_packets<R: Read + Send>(
                     }
                     PcapBlockOwned::NG(Block::SimplePacket(block)) => {
                         // A simple packet belongs to the first interface and
-                        // has no timestamp.
+                        // has no timestamp: it takes the time of the packet
+                        // before it, so times never go backwards.
                         let Some(interface) = interfaces.first() else {
                             return Err(fail(number, "packet before any interface".into()));
                         };
                         Some(Packet {
                             number,
-                            time_ns: 0,
+                            time_ns: last_time_ns,
                             link_type: interface.link_type,
                             bytes: block.packet_data(),
                         })
@@ -156,6 +158,7 @@ pub fn read_packets<R: Read + Send>(
                     PcapBlockOwned::NG(_) => None,
                 };
                 if let Some(packet) = packet {
+                    last_time_ns = packet.time_ns;
                     visit(&packet);
                     packets += 1;
                 }

@@ -4,8 +4,14 @@
 //! and, once each connection's client and server are known, pairing each
 //! request with its answer by request id.
 
+use crate::protocol::codec::{
+    BINDING_BYTES, BIND_ANSWER_BYTES, BIND_BYTES, CONFLICT_BYTES, HELLO_ANSWER_BYTES,
+    HELLO_FIXED_BYTES, LOOKUP_BYTES, NOT_LEADER_ADDR_BYTES_MAX, NOT_LEADER_FIXED_BYTES,
+    QUERY_BYTES, ROUTE_BYTES, UNBIND_BYTES, UPDATE_BYTES, WAIT_INDEX_ANSWER_BYTES,
+    WAIT_INDEX_BYTES,
+};
 use crate::protocol::frame::{next_frame, Header, HEADER_BYTES};
-use crate::protocol::limits::ANSWER_FRAME_BYTES_MAX;
+use crate::protocol::limits::{ANSWER_FRAME_BYTES_MAX, CREDENTIAL_BYTES_MAX};
 use crate::protocol::opcode;
 use std::collections::{HashMap, VecDeque};
 
@@ -58,14 +64,45 @@ fn known_opcode(code: u8) -> bool {
     )
 }
 
+/// Whether a frame of `length` bytes (header included) can carry `code`,
+/// as a request or as any of its answers (PROTOCOL.md section 7): a PING
+/// is never longer than its header, a LOOKUP is 12, 32 or 44 bytes. Text
+/// and JSON bodies (STATS, the cluster opcodes) may have any length.
+fn plausible_length(code: u8, length: u32) -> bool {
+    let body = (length as usize).saturating_sub(HEADER_BYTES);
+    let not_leader = (NOT_LEADER_FIXED_BYTES..=NOT_LEADER_FIXED_BYTES + NOT_LEADER_ADDR_BYTES_MAX)
+        .contains(&body);
+    match code {
+        opcode::PING => body == 0,
+        opcode::HELLO => {
+            body == 0
+                || body == HELLO_ANSWER_BYTES
+                || (HELLO_FIXED_BYTES..=HELLO_FIXED_BYTES + CREDENTIAL_BYTES_MAX).contains(&body)
+        }
+        opcode::LOOKUP => matches!(body, 0 | LOOKUP_BYTES | ROUTE_BYTES),
+        opcode::WAIT_INDEX => matches!(body, 0 | WAIT_INDEX_BYTES | WAIT_INDEX_ANSWER_BYTES),
+        opcode::BIND_AXB | opcode::BIND_AXN | opcode::BIND_AXE => {
+            matches!(body, 0 | BIND_BYTES | BIND_ANSWER_BYTES | CONFLICT_BYTES) || not_leader
+        }
+        opcode::UPDATE | opcode::UNBIND | opcode::QUERY => {
+            matches!(
+                body,
+                0 | UPDATE_BYTES | UNBIND_BYTES | QUERY_BYTES | BINDING_BYTES | CONFLICT_BYTES
+            ) || not_leader
+        }
+        _ => true,
+    }
+}
+
 /// Whether the bytes at the front of `bytes` can be a frame header: a
-/// possible length, a known opcode, zero reserved bytes. `None` when fewer
+/// possible length for a known opcode, zero reserved bytes. `None` when fewer
 /// than 12 bytes are there.
 fn sane_header(bytes: &[u8]) -> Option<Option<u32>> {
     let head = bytes.first_chunk::<HEADER_BYTES>()?;
     let header = Header::read(head);
     let sane = (HEADER_BYTES as u32..=FRAME_BYTES_MAX).contains(&header.length)
         && known_opcode(header.opcode)
+        && plausible_length(header.opcode, header.length)
         && head[6] == 0
         && head[7] == 0;
     Some(sane.then_some(header.length))
@@ -157,28 +194,30 @@ impl Splitter {
     }
 
     /// Finds where frames start in the buffer; drops what comes before.
-    /// Returns whether it found it.
+    /// Returns whether it found it. A start that needs more bytes to be
+    /// judged does not stop the search (a false start inside a body can
+    /// claim a long frame): a verified start further on wins, and only if
+    /// there is none are the bytes from the first undecided start kept.
     fn sync(&mut self) -> bool {
-        let mut start = 0;
-        while start < self.buffer.len() {
+        let mut undecided = None;
+        for start in 0..self.buffer.len() {
             match chain_starts(&self.buffer[start..]) {
                 Some(true) => {
                     self.drop_front(start);
                     self.synced = true;
                     return true;
                 }
-                Some(false) => start += 1,
-                // Too few bytes to judge this start yet: wait for more,
-                // unless that would hold too much.
-                None if self.buffer.len() - start > SYNC_BYTES_MAX => start += 1,
+                Some(false) => {}
                 None => {
-                    self.drop_front(start);
-                    return false;
+                    undecided.get_or_insert(start);
                 }
             }
         }
-        let keep = self.buffer.len().min(HEADER_BYTES - 1);
-        self.drop_front(self.buffer.len() - keep);
+        let length = self.buffer.len();
+        let keep_from = undecided
+            .unwrap_or(length.saturating_sub(HEADER_BYTES - 1))
+            .max(length.saturating_sub(SYNC_BYTES_MAX));
+        self.drop_front(keep_from);
         false
     }
 
