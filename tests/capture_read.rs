@@ -532,6 +532,57 @@ fn unknown_link_types_and_other_protocols_are_skipped_and_counted() {
     assert!(capture.error.is_none() && capture.connections.is_empty());
 }
 
+include!("../fuzz/check_capture.rs");
+
+/// The fuzz target's check on crafted captures cut and corrupted at many
+/// places (a small deterministic stand-in for `cargo fuzz run capture`).
+#[test]
+fn cut_and_corrupted_captures_never_panic_and_keep_their_frames_whole() {
+    let packets = tcp_session(Ends { v6: true }, 5, 9);
+    let files = [
+        pcap(
+            LINK_SLL,
+            true,
+            true,
+            &packets
+                .iter()
+                .map(|ip| link(LINK_SLL, ip))
+                .collect::<Vec<_>>(),
+        ),
+        pcapng(
+            &[LINK_RAW],
+            &packets
+                .iter()
+                .map(|ip| (Some(0), 7, ip.clone()))
+                .collect::<Vec<_>>(),
+        ),
+    ];
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut random = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut frames = 0;
+    for file in &files {
+        frames += check_capture(file);
+        for _ in 0..300 {
+            let mut bytes = file.clone();
+            for _ in 0..1 + random() % 4 {
+                let at = (random() % bytes.len() as u64) as usize;
+                bytes[at] = random() as u8;
+            }
+            let cut = (random() % (bytes.len() as u64 + 1)) as usize;
+            check_capture(&bytes[..cut]);
+            check_capture(&bytes);
+        }
+    }
+    // The uncorrupted files did give their frames (the check ran on
+    // something).
+    assert!(frames >= 2 * 10, "{frames}");
+}
+
 // ---- the command and a real capture ----
 
 fn decode_json(file: &std::path::Path) -> (Vec<serde_json::Value>, bool) {
@@ -596,7 +647,16 @@ fn a_real_session_captured_by_tcpdump_decodes() {
     let mut capture = Command::new(&tcpdump)
         // Immediate mode: each packet reaches the file at once, not in
         // the kernel's one-second blocks (SIGINT would lose the last).
-        .args(["-i", "lo", "--immediate-mode", "-U", "-n", "-Z", "root", "-w"])
+        .args([
+            "-i",
+            "lo",
+            "--immediate-mode",
+            "-U",
+            "-n",
+            "-Z",
+            "root",
+            "-w",
+        ])
         .arg(&file)
         .args(["tcp", "port", &port.to_string()])
         .stdout(Stdio::null())
