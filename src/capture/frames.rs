@@ -84,10 +84,11 @@ fn plausible_length(code: u8, length: u32) -> bool {
         opcode::BIND_AXB | opcode::BIND_AXN | opcode::BIND_AXE => {
             matches!(body, 0 | BIND_BYTES | BIND_ANSWER_BYTES | CONFLICT_BYTES) || not_leader
         }
+        // A conflict answer's body is as long as a QUERY request's (8).
         opcode::UPDATE | opcode::UNBIND | opcode::QUERY => {
             matches!(
                 body,
-                0 | UPDATE_BYTES | UNBIND_BYTES | QUERY_BYTES | BINDING_BYTES | CONFLICT_BYTES
+                0 | UPDATE_BYTES | UNBIND_BYTES | QUERY_BYTES | BINDING_BYTES
             ) || not_leader
         }
         _ => true,
