@@ -10,6 +10,7 @@
 
 pub mod bench;
 pub mod binding;
+pub mod capture;
 pub mod cli;
 pub mod client;
 pub mod log;

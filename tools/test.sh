@@ -3,7 +3,8 @@
 # Installs whatever the tests need first: cargo-nextest (the machine image
 # has it), and the two reference parsers tests/admin.rs checks the /metrics
 # page with: promtool (Debian package `prometheus`) and the Python client's
-# OpenMetrics parser (PyPI `prometheus-client`). Each is installed only when
+# OpenMetrics parser (PyPI `prometheus-client`); and tcpdump, for the real
+# capture tests/capture_read.rs decodes. Each is installed only when
 # missing, quietly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +24,16 @@ if ! command -v promtool >/dev/null 2>&1; then
   quietly apt-get update
   DEBIAN_FRONTEND=noninteractive quietly apt-get install -y --no-install-recommends prometheus
 fi
-if ! command -v tshark >/dev/null 2>&1; then quietly apt-get update; DEBIAN_FRONTEND=noninteractive quietly apt-get install -y tshark; fi  # tests/dissector.rs
-if ! command -v tcpdump >/dev/null 2>&1; then quietly apt-get update; DEBIAN_FRONTEND=noninteractive quietly apt-get install -y tcpdump; fi  # tests/dissector.rs
+if ! command -v tshark >/dev/null 2>&1; then
+  echo "tools/test.sh: installing tshark (tests/dissector.rs decodes a real node's traffic)"
+  quietly apt-get update
+  DEBIAN_FRONTEND=noninteractive quietly apt-get install -y --no-install-recommends tshark
+fi
+if ! command -v tcpdump >/dev/null 2>&1; then
+  echo "tools/test.sh: installing tcpdump (tests/capture_read.rs and tests/dissector.rs capture on lo)"
+  quietly apt-get update
+  DEBIAN_FRONTEND=noninteractive quietly apt-get install -y --no-install-recommends tcpdump
+fi
 if ! python3 -c 'import prometheus_client.openmetrics.parser' >/dev/null 2>&1; then
   echo "tools/test.sh: installing the Python OpenMetrics parser (prometheus-client)"
   PIP_ROOT_USER_ACTION=ignore quietly python3 -m pip install --disable-pip-version-check prometheus-client

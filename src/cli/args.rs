@@ -44,6 +44,9 @@ pub enum Command {
     /// A cluster of several nodes: initialise it, see its members.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Print the x700 frames of a packet capture (pcap or pcapng), one
+    /// line each.
+    Decode(DecodeArgs),
 }
 
 /// `x700 cluster ...`: against a running member (`--server`), as admin.
@@ -135,6 +138,7 @@ impl Command {
             Command::Cluster(ClusterCommand::Status(a) | ClusterCommand::Verify(a)) => a.json,
             Command::Cluster(ClusterCommand::AddNode(a)) => a.cluster.json,
             Command::Cluster(ClusterCommand::RemoveNode(a)) => a.cluster.json,
+            Command::Decode(a) => a.json,
             Command::Serve(_) | Command::Bench(_) => false,
         }
     }
@@ -351,6 +355,21 @@ pub struct LoadArgs {
     /// (default 4).
     #[arg(long, value_name = "N", conflicts_with = "data")]
     pub connections: Option<usize>,
+}
+
+/// `x700 decode CAPTURE`.
+#[derive(Args, Debug)]
+pub struct DecodeArgs {
+    /// The capture file (pcap or pcapng, from tcpdump, tshark or a node).
+    #[arg(value_name = "CAPTURE")]
+    pub capture: PathBuf,
+    /// The server's port: the side of a connection that uses it is the
+    /// server.
+    #[arg(long, value_name = "P", default_value_t = crate::capture::SERVER_PORT_DEFAULT)]
+    pub port: u16,
+    /// One JSON object per frame, then a summary object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `x700 stats`.

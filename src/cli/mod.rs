@@ -6,6 +6,7 @@ mod args;
 mod bench;
 mod cluster;
 mod commands;
+mod decode;
 mod load;
 mod output;
 mod remote;
@@ -41,6 +42,7 @@ pub fn run() -> i32 {
         Command::Serve(serve) => return serve::serve(&serve),
         Command::Bench(bench) => return bench::bench(&bench),
         Command::Cluster(command) => cluster::run(&command),
+        Command::Decode(decode) => return decode::decode(&decode),
     };
     output::emit(&outcome, json)
 }
