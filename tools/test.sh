@@ -3,9 +3,9 @@
 # Installs whatever the tests need first: cargo-nextest (the machine image
 # has it), and the two reference parsers tests/admin.rs checks the /metrics
 # page with: promtool (Debian package `prometheus`) and the Python client's
-# OpenMetrics parser (PyPI `prometheus-client`); and tcpdump, for the real
-# capture tests/capture_read.rs decodes. Each is installed only when
-# missing, quietly.
+# OpenMetrics parser (PyPI `prometheus-client`); tcpdump and tshark, for the
+# real captures tests/capture_read.rs and tests/dissector.rs decode. Each is
+# installed only when missing, quietly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! cargo nextest --version >/dev/null 2>&1; then
@@ -27,7 +27,7 @@ fi
 if ! command -v tshark >/dev/null 2>&1; then
   echo "tools/test.sh: installing tshark (tests/dissector.rs decodes a real node's traffic)"
   quietly apt-get update
-  DEBIAN_FRONTEND=noninteractive quietly apt-get install -y --no-install-recommends tshark
+  DEBIAN_FRONTEND=noninteractive quietly apt-get install -y tshark
 fi
 if ! command -v tcpdump >/dev/null 2>&1; then
   echo "tools/test.sh: installing tcpdump (tests/capture_read.rs and tests/dissector.rs capture on lo)"
