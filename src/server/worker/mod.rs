@@ -137,6 +137,11 @@ pub struct Worker {
     policy: XPolicy,
     proposal: crate::replication::WriteBatch,
     pending_writes: Vec<PendingWrite>,
+    /// The TCP listener's address: a captured connection's node end when
+    /// its own could not be read.
+    tcp_local: std::net::SocketAddr,
+    /// The UDP socket's address, for captured datagrams.
+    udp_local: std::net::SocketAddr,
 }
 
 impl Worker {
@@ -159,6 +164,13 @@ impl Worker {
         if let Some(socket) = udp.as_mut() {
             poll.registry().register(socket, UDP, Interest::READABLE)?;
         }
+        let tcp_local = listener
+            .local_addr()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+        let udp_local = udp
+            .as_ref()
+            .and_then(|socket| socket.local_addr().ok())
+            .unwrap_or(tcp_local);
         let workers = shared.workers;
         let read_buffer_bytes = read::read_buffer_bytes(&shared.config.limits);
         let policy = XPolicy {
@@ -203,6 +215,8 @@ impl Worker {
             policy,
             proposal: crate::replication::WriteBatch::new(0),
             pending_writes: Vec::new(),
+            tcp_local,
+            udp_local,
         })
     }
 
@@ -344,6 +358,15 @@ impl Worker {
         let queue_depth = self.inbox.len() as u64;
         self.metrics
             .publish(&self.shared_metrics, queue_depth, self.set.bindings_live());
+    }
+}
+
+/// Names connection `token` of loop `worker` for the capture.
+fn capture_key(worker: usize, token: usize, generation: u32) -> crate::server::capture::ConnectionKey {
+    crate::server::capture::ConnectionKey {
+        worker: u32::try_from(worker).unwrap_or(u32::MAX),
+        token: u32::try_from(token).unwrap_or(u32::MAX),
+        generation,
     }
 }
 
