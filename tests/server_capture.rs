@@ -55,16 +55,30 @@ fn read_pcapng(path: &Path) -> Vec<Packet> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert!(bytes.len() >= 28, "{}: no section header", path.display());
     assert_eq!(le32(&bytes, 0), 0x0A0D_0D0A, "section header first");
-    assert_eq!(le32(&bytes, 8), 0x1A2B_3C4D, "little-endian byte-order magic");
+    assert_eq!(
+        le32(&bytes, 8),
+        0x1A2B_3C4D,
+        "little-endian byte-order magic"
+    );
     let mut packets = Vec::new();
     let mut at = 0;
     let mut interfaces = 0;
     while at < bytes.len() {
         let kind = le32(&bytes, at);
         let length = le32(&bytes, at + 4) as usize;
-        assert!(length >= 12 && length % 4 == 0, "block length {length} at {at}");
-        assert!(at + length <= bytes.len(), "block at {at} runs past the end");
-        assert_eq!(le32(&bytes, at + length - 4) as usize, length, "trailing length");
+        assert!(
+            length >= 12 && length.is_multiple_of(4),
+            "block length {length} at {at}"
+        );
+        assert!(
+            at + length <= bytes.len(),
+            "block at {at} runs past the end"
+        );
+        assert_eq!(
+            le32(&bytes, at + length - 4) as usize,
+            length,
+            "trailing length"
+        );
         let block = &bytes[at..at + length];
         match kind {
             1 => {
@@ -329,6 +343,14 @@ fn the_capture_holds_every_byte_of_every_connection_in_order() {
     let stopped = node.stop();
     assert!(stopped.success(), "the node stops cleanly");
 
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&path).expect("metadata").permissions(),
+    );
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the capture is private to the node's user"
+    );
     let packets = read_pcapng(&path);
     let flows = flows(&packets);
     let node_address = packets
@@ -367,7 +389,10 @@ fn the_capture_holds_every_byte_of_every_connection_in_order() {
         let requests = count(&flow.bytes, limits::ANSWER_FRAME_BYTES_MAX);
         let answered = count(&answers.bytes, limits::ANSWER_FRAME_BYTES_MAX);
         assert_eq!(requests.len(), answered.len(), "one answer per request");
-        assert!(answered.iter().all(|&(_, s)| s == status::OK), "{answered:?}");
+        assert!(
+            answered.iter().all(|&(_, s)| s == status::OK),
+            "{answered:?}"
+        );
         if requests.len() == 21 {
             library_flows += 1;
         }
@@ -428,7 +453,11 @@ fn rotation_keeps_at_most_the_files_at_most_the_size() {
     for file in &files {
         let size = std::fs::metadata(file).expect("metadata").len();
         assert!(size <= MAX_BYTES, "{} is {size} bytes", file.display());
-        assert!(!read_pcapng(file).is_empty(), "{} holds packets", file.display());
+        assert!(
+            !read_pcapng(file).is_empty(),
+            "{} holds packets",
+            file.display()
+        );
     }
     // The newest file continues the stream without a new handshake, its
     // sequence numbers still consistent.
@@ -442,7 +471,11 @@ fn rotation_keeps_at_most_the_files_at_most_the_size() {
 fn the_admin_port_switches_the_capture_on_and_off() {
     let dir = tempfile::tempdir().expect("temporary directory");
     let path = dir.path().join("switch.pcapng");
-    let node = Node::start(&["--capture", path.to_str().expect("utf-8 path"), "--capture-off"]);
+    let node = Node::start(&[
+        "--capture",
+        path.to_str().expect("utf-8 path"),
+        "--capture-off",
+    ]);
     let mut before = Recorded::open(&node);
     bind_and_look_up(&mut before, 1, 10);
     assert_eq!(http_get(node.admin, "/capture"), (200, "off\n".into()));
@@ -453,12 +486,18 @@ fn the_admin_port_switches_the_capture_on_and_off() {
         "a GET never switches the capture"
     );
 
-    assert_eq!(http(node.admin, "POST", "/capture/start"), (200, "on\n".into()));
+    assert_eq!(
+        http(node.admin, "POST", "/capture/start"),
+        (200, "on\n".into())
+    );
     let mut during = Recorded::open(&node);
     bind_and_look_up(&mut during, 100, 10);
     // The session opened before the start is captured from mid-stream.
     bind_and_look_up(&mut before, 200, 5);
-    assert_eq!(http(node.admin, "POST", "/capture/stop"), (200, "off\n".into()));
+    assert_eq!(
+        http(node.admin, "POST", "/capture/stop"),
+        (200, "off\n".into())
+    );
     let size = std::fs::metadata(&path).expect("the capture file").len();
     bind_and_look_up(&mut during, 300, 10);
     let (_, metrics) = http_get(node.admin, "/metrics");

@@ -301,9 +301,11 @@ fn respond(
                     let state = if shared.capture.on() { "on\n" } else { "off\n" };
                     answer(StatusCode::OK, TEXT_CONTENT_TYPE, state.into())
                 }
-                Err(error @ super::capture::SwitchError::NotConfigured) => {
-                    answer(StatusCode::CONFLICT, TEXT_CONTENT_TYPE, format!("{error}\n"))
-                }
+                Err(error @ super::capture::SwitchError::NotConfigured) => answer(
+                    StatusCode::CONFLICT,
+                    TEXT_CONTENT_TYPE,
+                    format!("{error}\n"),
+                ),
                 Err(error) => answer(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     TEXT_CONTENT_TYPE,
@@ -531,7 +533,10 @@ mod tests {
             }
         }
         assert_eq!(route(&Method::GET, "/capture"), Ok(Page::CaptureState));
-        assert_eq!(route(&Method::GET, "/capture/x"), Err(StatusCode::NOT_FOUND));
+        assert_eq!(
+            route(&Method::GET, "/capture/x"),
+            Err(StatusCode::NOT_FOUND)
+        );
     }
 
     #[test]

@@ -241,11 +241,7 @@ impl Capture {
         if let Some(sender) = self.sender.as_ref() {
             let _ = sender.send_timeout(Event::Shutdown, STOP_WAIT);
         }
-        let writer = self
-            .writer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(writer) = writer {
             let _ = writer.join();
         }

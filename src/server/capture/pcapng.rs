@@ -103,7 +103,7 @@ pub fn packet_block(
     out.extend_from_slice(&6u32.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes()); // length, set below
     out.extend_from_slice(&0u32.to_le_bytes()); // interface 0
-    // Timestamps split in two 32-bit halves (the casts keep each half).
+                                                // Timestamps split in two 32-bit halves (the casts keep each half).
     #[allow(clippy::cast_possible_truncation)]
     {
         out.extend_from_slice(&((at_ns >> 32) as u32).to_le_bytes());
@@ -179,10 +179,8 @@ pub fn packet_block(
     }
     out.extend_from_slice(payload);
     let checksum_at = segment_start + if protocol == 6 { 16 } else { 6 };
-    let total = pseudo_sum
-        + u64::from(protocol)
-        + u64::from(segment_len)
-        + sum(&out[segment_start..]);
+    let total =
+        pseudo_sum + u64::from(protocol) + u64::from(segment_len) + sum(&out[segment_start..]);
     let mut checksum = !fold(total);
     if checksum == 0 && protocol == 17 {
         // UDP sends a computed zero as all ones (zero means "none").

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -342,10 +343,13 @@ fn open(settings: &Settings, stats: &CaptureStats) -> Option<Output> {
             let _ = std::fs::rename(numbered(path, index), numbered(path, index + 1));
         }
     }
+    // The capture holds real numbers and HELLO tokens: private to the
+    // node's user, like the data directory's files.
     let file = match std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(0o600)
         .open(path)
     {
         Ok(file) => file,

@@ -362,7 +362,11 @@ impl Worker {
 }
 
 /// Names connection `token` of loop `worker` for the capture.
-fn capture_key(worker: usize, token: usize, generation: u32) -> crate::server::capture::ConnectionKey {
+fn capture_key(
+    worker: usize,
+    token: usize,
+    generation: u32,
+) -> crate::server::capture::ConnectionKey {
     crate::server::capture::ConnectionKey {
         worker: u32::try_from(worker).unwrap_or(u32::MAX),
         token: u32::try_from(token).unwrap_or(u32::MAX),
