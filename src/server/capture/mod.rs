@@ -90,13 +90,15 @@ enum Event {
         client: SocketAddr,
         node: SocketAddr,
     },
-    /// Bytes read or written on a connection.
+    /// Bytes read or written on a connection, `offset` bytes into their
+    /// direction's stream.
     Tcp {
         key: ConnectionKey,
         at_ns: u64,
         client: SocketAddr,
         node: SocketAddr,
         direction: Direction,
+        offset: u64,
         bytes: Vec<u8>,
     },
     /// A connection closed (FINs are written).
@@ -257,13 +259,15 @@ impl Capture {
         });
     }
 
-    /// A connection read or wrote `bytes`.
+    /// A connection between `(client, node)` read or wrote `bytes`, which
+    /// begin `offset` bytes into that direction's stream (counted by the
+    /// loop, so that a chunk dropped here leaves a visible hole).
     pub fn tcp(
         &self,
         key: ConnectionKey,
-        client: SocketAddr,
-        node: SocketAddr,
+        (client, node): (SocketAddr, SocketAddr),
         direction: Direction,
+        offset: u64,
         bytes: &[u8],
     ) {
         if bytes.is_empty() {
@@ -275,6 +279,7 @@ impl Capture {
             client,
             node,
             direction,
+            offset,
             bytes: bytes.to_vec(),
         });
     }

@@ -138,6 +138,7 @@ pub(super) fn run(settings: &Settings, events: &Receiver<Event>, stats: &Arc<Cap
                 client,
                 node,
                 direction,
+                offset,
                 bytes,
             } => {
                 let Some(out) = output.as_mut() else { continue };
@@ -151,6 +152,17 @@ pub(super) fn run(settings: &Settings, events: &Receiver<Event>, stats: &Arc<Cap
                     node_seq: NODE_ISN,
                 });
                 let from_client = direction == Direction::FromClient;
+                // The chunk's place in its stream, from the loop's count:
+                // after a dropped chunk the sequence numbers jump, and a
+                // reader sees the hole. Sequence numbers wrap at 2^32 as
+                // TCP's do (the cast keeps the low 32 bits).
+                #[allow(clippy::cast_possible_truncation)]
+                let position = offset as u32;
+                if from_client {
+                    stream.client_seq = CLIENT_ISN.wrapping_add(1).wrapping_add(position);
+                } else {
+                    stream.node_seq = NODE_ISN.wrapping_add(1).wrapping_add(position);
+                }
                 for piece in bytes.chunks(PAYLOAD_BYTES_MAX) {
                     let (seq, ack) = if from_client {
                         (stream.client_seq, stream.node_seq)
@@ -373,9 +385,88 @@ fn open(settings: &Settings, stats: &CaptureStats) -> Option<Output> {
 
 #[cfg(test)]
 mod tests {
-    //! Proves the rotated files' names.
-    use super::numbered;
+    //! Proves the rotated files' names, and that a chunk the loops dropped
+    //! leaves a hole in the sequence numbers instead of a stream that looks
+    //! whole.
+    use super::super::{CaptureStats, ConnectionKey, Direction, Event, Settings};
+    use super::{numbered, run, CLIENT_ISN};
     use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    /// The TCP sequence numbers and payload lengths of a file the writer
+    /// wrote (Ethernet + IPv4 + TCP only).
+    fn tcp_segments(path: &Path) -> Vec<(u32, usize)> {
+        let bytes = std::fs::read(path).unwrap();
+        let mut at = 0;
+        let mut segments = Vec::new();
+        while at < bytes.len() {
+            let kind = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+            let length = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+            if kind == 6 {
+                let captured =
+                    u32::from_le_bytes(bytes[at + 20..at + 24].try_into().unwrap()) as usize;
+                let packet = &bytes[at + 28..at + 28 + captured];
+                let tcp = &packet[34..];
+                let seq = u32::from_be_bytes(tcp[4..8].try_into().unwrap());
+                segments.push((seq, tcp.len() - 20));
+            }
+            at += length;
+        }
+        segments
+    }
+
+    /// Guards the capture that hid its losses: with sequence numbers kept
+    /// by the writer, a dropped chunk made the next one follow on as if
+    /// nothing were missing, and a reassembled stream was silently wrong.
+    #[test]
+    fn a_dropped_chunk_leaves_a_hole() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings {
+            path: dir.path().join("hole.pcapng"),
+            max_bytes: super::super::FILE_BYTES_MIN,
+            files: 2,
+        };
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        let key = ConnectionKey {
+            worker: 0,
+            token: 3,
+            generation: 1,
+        };
+        let client = "127.0.0.1:40000".parse().unwrap();
+        let node = "127.0.0.1:7700".parse().unwrap();
+        let chunk = |offset: u64, length: usize| Event::Tcp {
+            key,
+            at_ns: 0,
+            client,
+            node,
+            direction: Direction::FromClient,
+            offset,
+            bytes: vec![7; length],
+        };
+        sender.send(Event::Start).unwrap();
+        sender
+            .send(Event::Open {
+                key,
+                at_ns: 0,
+                client,
+                node,
+            })
+            .unwrap();
+        sender.send(chunk(0, 10)).unwrap();
+        // The chunk at 10..30 was dropped by the loop.
+        sender.send(chunk(30, 5)).unwrap();
+        sender.send(Event::Shutdown).unwrap();
+        run(&settings, &receiver, &Arc::new(CaptureStats::default()));
+        let data: Vec<(u32, usize)> = tcp_segments(&settings.path)
+            .into_iter()
+            .filter(|&(_, length)| length > 0)
+            .collect();
+        assert_eq!(
+            data,
+            [(CLIENT_ISN + 1, 10), (CLIENT_ISN + 1 + 30, 5)],
+            "the second chunk starts 20 bytes after the first one ends"
+        );
+    }
 
     #[test]
     fn numbered_names() {

@@ -108,6 +108,9 @@ impl Worker {
             let node = stream.local_addr().unwrap_or(self.tcp_local);
             let key = super::capture_key(self.index, token, generation);
             self.shared.capture.open(key, peer, node);
+            if let Some(offsets) = self.capture_offsets.get_mut(token) {
+                *offsets = [0, 0];
+            }
         }
         let mut conn = Connection::new(stream, peer, generation, self.now_ms);
         // A connection adopted while the node stops is told so at once.

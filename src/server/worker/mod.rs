@@ -142,6 +142,11 @@ pub struct Worker {
     tcp_local: std::net::SocketAddr,
     /// The UDP socket's address, for captured datagrams.
     udp_local: std::net::SocketAddr,
+    /// Per connection slot, bytes captured so far from the client and to
+    /// it: a chunk's place in its stream, so a chunk the capture drops
+    /// shows as a hole, not as a stream that looks whole. Grown to the
+    /// highest slot used while capturing (at most `connections_max`).
+    capture_offsets: Vec<[u64; 2]>,
 }
 
 impl Worker {
@@ -217,6 +222,7 @@ impl Worker {
             pending_writes: Vec::new(),
             tcp_local,
             udp_local,
+            capture_offsets: Vec::new(),
         })
     }
 
@@ -372,6 +378,24 @@ fn capture_key(
         token: u32::try_from(token).unwrap_or(u32::MAX),
         generation,
     }
+}
+
+/// Where a chunk of `n` bytes of connection `token` going `direction`
+/// begins in its stream, counted since the capture first saw the slot's
+/// connection; moves the count past it.
+fn capture_offset(
+    offsets: &mut Vec<[u64; 2]>,
+    token: usize,
+    direction: crate::server::capture::Direction,
+    n: usize,
+) -> u64 {
+    if offsets.len() <= token {
+        offsets.resize(token + 1, [0, 0]);
+    }
+    let side = usize::from(direction == crate::server::capture::Direction::ToClient);
+    let offset = offsets[token][side];
+    offsets[token][side] = offset + n as u64;
+    offset
 }
 
 fn offset(position: usize) -> u32 {

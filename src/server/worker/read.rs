@@ -72,11 +72,14 @@ impl Worker {
                 Ok(n) => {
                     conn.active_ms = self.now_ms;
                     if self.shared.capture.on() {
+                        let direction = Direction::FromClient;
+                        let at =
+                            super::capture_offset(&mut self.capture_offsets, token, direction, n);
                         self.shared.capture.tcp(
                             super::capture_key(self.index, token, conn.generation),
-                            conn.peer,
-                            self.tcp_local,
-                            Direction::FromClient,
+                            (conn.peer, self.tcp_local),
+                            direction,
+                            at,
                             &buffer[carried..carried + n],
                         );
                     }

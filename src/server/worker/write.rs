@@ -90,11 +90,18 @@ impl Worker {
                     }
                     Ok(n) => {
                         if self.shared.capture.on() {
+                            let direction = Direction::ToClient;
+                            let at = super::capture_offset(
+                                &mut self.capture_offsets,
+                                token,
+                                direction,
+                                n,
+                            );
                             self.shared.capture.tcp(
                                 super::capture_key(self.index, token, conn.generation),
-                                conn.peer,
-                                self.tcp_local,
-                                Direction::ToClient,
+                                (conn.peer, self.tcp_local),
+                                direction,
+                                at,
                                 &conn.output[conn.sent..conn.sent + n],
                             );
                         }
