@@ -498,6 +498,20 @@ pub struct ServeArgs {
     /// or more behind the leader (0: never for lag).
     #[arg(long, value_name = "N")]
     pub ready_lag_entries_max: Option<u64>,
+    /// Capture the client listeners' traffic (TCP and UDP, both ways) as
+    /// pcapng in FILE, rotated to FILE.1.pcapng, FILE.2.pcapng ...
+    #[arg(long, value_name = "FILE.pcapng")]
+    pub capture: Option<PathBuf>,
+    /// Rotate a capture file before it passes this size (default 256 MiB).
+    #[arg(long, value_name = "BYTES")]
+    pub capture_max_bytes: Option<u64>,
+    /// Capture files kept, the one in hand included (default 8).
+    #[arg(long, value_name = "N")]
+    pub capture_files: Option<usize>,
+    /// With --capture: start with the capture off, until
+    /// `POST /capture/start` on the admin port.
+    #[arg(long)]
+    pub capture_off: bool,
 }
 
 /// `x700 bench`: every flag is recorded in the JSON report's `parameters`

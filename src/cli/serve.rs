@@ -81,6 +81,18 @@ fn config_of(args: &ServeArgs) -> Result<Config, String> {
     if let Some(v) = args.ready_lag_entries_max {
         config.limits.ready_lag_entries_max = v;
     }
+    if args.capture.is_some() {
+        config.capture.file.clone_from(&args.capture);
+    }
+    if let Some(v) = args.capture_max_bytes {
+        config.capture.max_bytes = v;
+    }
+    if let Some(v) = args.capture_files {
+        config.capture.files = v;
+    }
+    if args.capture_off {
+        config.capture.on_at_start = false;
+    }
     for text in &args.credentials {
         config.credentials.push(parse_credential(text)?);
     }

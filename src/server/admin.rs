@@ -1,6 +1,8 @@
 //! The admin HTTP endpoint: `/metrics` (OpenMetrics text), `/healthz` (the
 //! process is up) and `/readyz` (every event loop runs, the node is not
-//! stopping, its apply has not stalled and it does not lag too far). It is scraped and probed every few seconds, never on the
+//! stopping, its apply has not stalled and it does not lag too far), and
+//! the capture switch: `POST /capture/start`, `POST /capture/stop`, and
+//! `GET /capture` (`on` or `off`). It is scraped and probed every few seconds, never on the
 //! request path.
 //!
 //! `/metrics` is OpenMetrics 1.0 text unless the scraper asks for the
@@ -116,6 +118,9 @@ pub fn start(
     registry.register_collector(Box::new(super::metrics::ApplyStallMetrics(Arc::clone(
         &shared.apply_stall,
     ))));
+    registry.register_collector(Box::new(super::capture::CaptureMetrics(Arc::clone(
+        &shared.capture,
+    ))));
     let registry = Arc::new(registry);
     let handle = std::thread::Builder::new()
         .name("x700-admin".into())
@@ -213,13 +218,34 @@ enum Page {
     Health,
     /// `/readyz`.
     Readiness,
+    /// `GET /capture`: whether the node captures.
+    CaptureState,
+    /// `POST /capture/start`.
+    CaptureStart,
+    /// `POST /capture/stop`.
+    CaptureStop,
 }
 
 /// Which page a request asks for, or the error status it gets: 404 for a
 /// path that is not a page (whatever the method), 405 for a page asked with
-/// a method other than GET or HEAD. The query string is ignored.
+/// a method other than GET or HEAD, or for a capture switch asked with
+/// another method than POST (a crawler's GET never switches it). The query
+/// string is ignored.
 fn route(method: &Method, path: &str) -> Result<Page, StatusCode> {
+    let switch = match path {
+        "/capture/start" => Some(Page::CaptureStart),
+        "/capture/stop" => Some(Page::CaptureStop),
+        _ => None,
+    };
+    if let Some(page) = switch {
+        return if method == Method::POST {
+            Ok(page)
+        } else {
+            Err(StatusCode::METHOD_NOT_ALLOWED)
+        };
+    }
     let page = match path {
+        "/capture" => Page::CaptureState,
         "/metrics" => Page::Metrics,
         "/healthz" => Page::Health,
         "/readyz" => Page::Readiness,
@@ -257,6 +283,36 @@ fn respond(
             }
         }
         Ok(Page::Health) => answer(StatusCode::OK, TEXT_CONTENT_TYPE, "ok\n".into()),
+        Ok(Page::CaptureState) => {
+            let state = if shared.capture.on() { "on\n" } else { "off\n" };
+            answer(StatusCode::OK, TEXT_CONTENT_TYPE, state.into())
+        }
+        Ok(page @ (Page::CaptureStart | Page::CaptureStop)) => {
+            // Stopping waits (milliseconds, at most a few seconds) for the
+            // writer to close its file, so the file is whole once the
+            // answer says so.
+            let switched = if page == Page::CaptureStart {
+                shared.capture.switch_on()
+            } else {
+                shared.capture.switch_off()
+            };
+            match switched {
+                Ok(()) => {
+                    let state = if shared.capture.on() { "on\n" } else { "off\n" };
+                    answer(StatusCode::OK, TEXT_CONTENT_TYPE, state.into())
+                }
+                Err(error @ super::capture::SwitchError::NotConfigured) => answer(
+                    StatusCode::CONFLICT,
+                    TEXT_CONTENT_TYPE,
+                    format!("{error}\n"),
+                ),
+                Err(error) => answer(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    TEXT_CONTENT_TYPE,
+                    format!("{error}\n"),
+                ),
+            }
+        }
         Ok(Page::Readiness) => {
             let running =
                 shared.ready.load(Ordering::SeqCst) && !shared.stopping.load(Ordering::SeqCst);
@@ -290,9 +346,14 @@ fn respond(
                 TEXT_CONTENT_TYPE,
                 "method not allowed\n".into(),
             );
+            let allowed = if request.uri().path().starts_with("/capture/") {
+                "POST"
+            } else {
+                "GET, HEAD"
+            };
             response
                 .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+                .insert(ALLOW, HeaderValue::from_static(allowed));
             response
         }
         Err(status) => answer(status, TEXT_CONTENT_TYPE, "not found\n".into()),
@@ -455,6 +516,27 @@ mod tests {
                 Err(StatusCode::METHOD_NOT_ALLOWED)
             );
         }
+    }
+
+    /// The capture switches answer POST only, so that a crawler or a
+    /// browser's prefetch never switches the capture; its state is a page.
+    #[test]
+    fn capture_switches_answer_post_only() {
+        assert_eq!(
+            route(&Method::POST, "/capture/start"),
+            Ok(Page::CaptureStart)
+        );
+        assert_eq!(route(&Method::POST, "/capture/stop"), Ok(Page::CaptureStop));
+        for method in [Method::GET, Method::HEAD, Method::PUT] {
+            for path in ["/capture/start", "/capture/stop"] {
+                assert_eq!(route(&method, path), Err(StatusCode::METHOD_NOT_ALLOWED));
+            }
+        }
+        assert_eq!(route(&Method::GET, "/capture"), Ok(Page::CaptureState));
+        assert_eq!(
+            route(&Method::GET, "/capture/x"),
+            Err(StatusCode::NOT_FOUND)
+        );
     }
 
     #[test]

@@ -29,6 +29,12 @@
 //! queue_batches_max = 256
 //! udp_lookups_per_source_per_s = 0   # 0: off
 //! ready_lag_entries_max = 100000     # 0: lag never takes a member out of /readyz
+//!
+//! [capture]                      # optional: client traffic as pcapng
+//! file = "/var/tmp/x700.pcapng"  # rotated to x700.1.pcapng, x700.2.pcapng ...
+//! max_bytes = 268435456          # a file is rotated before this size
+//! files = 8                      # files kept, the one in hand included
+//! on_at_start = true             # false: off until POST /capture/start
 //! ```
 
 use crate::protocol::Role;
@@ -151,6 +157,35 @@ pub struct Config {
     pub limits: Limits,
     /// The durable log.
     pub log: LogSettings,
+    /// Server-side capture of the client traffic.
+    pub capture: CaptureConfig,
+}
+
+/// `[capture]`: the client listeners' traffic written as pcapng
+/// (`server::capture`).
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// The capture file (none: the node cannot capture, not even at run
+    /// time through the admin port).
+    pub file: Option<PathBuf>,
+    /// A file is rotated before it passes this size, bytes.
+    pub max_bytes: u64,
+    /// Files kept, the one in hand included.
+    pub files: usize,
+    /// Capture from the start (else from `POST /capture/start`).
+    pub on_at_start: bool,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> CaptureConfig {
+        CaptureConfig {
+            file: None,
+            max_bytes: crate::server::capture::FILE_BYTES_DEFAULT,
+            files: crate::server::capture::FILES_DEFAULT,
+            on_at_start: true,
+        }
+    }
 }
 
 /// `[log]`: group commit and checkpoints.
@@ -237,6 +272,7 @@ impl Default for Config {
             allow_short_tokens: false,
             limits: Limits::default(),
             log: LogSettings::default(),
+            capture: CaptureConfig::default(),
         }
     }
 }
@@ -399,6 +435,17 @@ impl Config {
         {
             return Err(ConfigError::Invalid(format!(
                 "log.proposal_deadline_ms must be {PROPOSAL_DEADLINE_MS_MIN} to {PROPOSAL_DEADLINE_MS_MAX}"
+            )));
+        }
+        let capture = &self.capture;
+        if capture.max_bytes < crate::server::capture::FILE_BYTES_MIN
+            || !(1..=crate::server::capture::FILES_MAX).contains(&capture.files)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "capture.max_bytes (--capture-max-bytes) must be at least {} and \
+                 capture.files (--capture-files) 1 to {}",
+                crate::server::capture::FILE_BYTES_MIN,
+                crate::server::capture::FILES_MAX
             )));
         }
         if !(1..=crate::store::SHARDS_MAX).contains(&self.table_shards) {

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod apply;
 pub mod auth;
+pub mod capture;
 pub mod config;
 pub mod conn;
 pub mod cross;
@@ -72,6 +73,8 @@ pub struct Shared {
     pub replica_stopped: AtomicBool,
     /// Whether applying the log waits for room (`apply::ApplyStall`).
     pub apply_stall: Arc<apply::ApplyStall>,
+    /// Server-side capture of the client traffic (off unless configured).
+    pub capture: Arc<capture::Capture>,
 }
 
 impl Shared {
@@ -191,6 +194,15 @@ pub enum StartError {
         what: &'static str,
         /// Its address.
         address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The capture file's directory is missing or the writer could not
+    /// start.
+    #[error("capture {path}: {source}")]
+    Capture {
+        /// The capture file.
+        path: String,
         /// Why.
         source: std::io::Error,
     },
@@ -397,7 +409,27 @@ impl Server {
         let worker_metrics: Vec<Arc<WorkerMetrics>> = (0..workers)
             .map(|_| Arc::new(WorkerMetrics::default()))
             .collect();
+        let capture = match &config.capture.file {
+            Some(path) => {
+                let capture_error = |source| StartError::Capture {
+                    path: path.display().to_string(),
+                    source,
+                };
+                capture::check_directory(path).map_err(capture_error)?;
+                capture::Capture::start(
+                    capture::Settings {
+                        path: path.clone(),
+                        max_bytes: config.capture.max_bytes,
+                        files: config.capture.files,
+                    },
+                    config.capture.on_at_start,
+                )
+                .map_err(capture_error)?
+            }
+            None => capture::Capture::unconfigured(),
+        };
         let shared = Arc::new(Shared {
+            capture: Arc::new(capture),
             workers,
             table_shards,
             switch_networks: resolved.switch_networks.clone(),
@@ -578,6 +610,8 @@ impl Server {
         if let Some(admin) = self.admin {
             let _ = admin.join();
         }
+        // Everything the loops captured is written before the node exits.
+        self.shared.capture.finish();
         first_error.map_or(Ok(()), Err)
     }
 }

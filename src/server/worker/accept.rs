@@ -104,6 +104,14 @@ impl Worker {
         }
         let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
+        if self.shared.capture.on() {
+            let node = stream.local_addr().unwrap_or(self.tcp_local);
+            let key = super::capture_key(self.index, token, generation);
+            self.shared.capture.open(key, peer, node);
+            if let Some(offsets) = self.capture_offsets.get_mut(token) {
+                *offsets = [0, 0];
+            }
+        }
         let mut conn = Connection::new(stream, peer, generation, self.now_ms);
         // A connection adopted while the node stops is told so at once.
         conn.refusing = self.draining;
@@ -113,6 +121,10 @@ impl Worker {
 
     pub(super) fn close(&mut self, token: usize) {
         if let Some(mut conn) = self.conns.try_remove(token) {
+            if self.shared.capture.on() {
+                let key = super::capture_key(self.index, token, conn.generation);
+                self.shared.capture.close(key);
+            }
             let _ = self.poll.registry().deregister(&mut conn.stream);
             self.shared.connections.fetch_sub(1, Ordering::SeqCst);
             self.shared.sources.release(conn.peer.ip());

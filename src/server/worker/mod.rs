@@ -137,6 +137,16 @@ pub struct Worker {
     policy: XPolicy,
     proposal: crate::replication::WriteBatch,
     pending_writes: Vec<PendingWrite>,
+    /// The TCP listener's address: a captured connection's node end when
+    /// its own could not be read.
+    tcp_local: std::net::SocketAddr,
+    /// The UDP socket's address, for captured datagrams.
+    udp_local: std::net::SocketAddr,
+    /// Per connection slot, bytes captured so far from the client and to
+    /// it: a chunk's place in its stream, so a chunk the capture drops
+    /// shows as a hole, not as a stream that looks whole. Grown to the
+    /// highest slot used while capturing (at most `connections_max`).
+    capture_offsets: Vec<[u64; 2]>,
 }
 
 impl Worker {
@@ -159,6 +169,13 @@ impl Worker {
         if let Some(socket) = udp.as_mut() {
             poll.registry().register(socket, UDP, Interest::READABLE)?;
         }
+        let tcp_local = listener
+            .local_addr()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+        let udp_local = udp
+            .as_ref()
+            .and_then(|socket| socket.local_addr().ok())
+            .unwrap_or(tcp_local);
         let workers = shared.workers;
         let read_buffer_bytes = read::read_buffer_bytes(&shared.config.limits);
         let policy = XPolicy {
@@ -203,6 +220,9 @@ impl Worker {
             policy,
             proposal: crate::replication::WriteBatch::new(0),
             pending_writes: Vec::new(),
+            tcp_local,
+            udp_local,
+            capture_offsets: Vec::new(),
         })
     }
 
@@ -345,6 +365,37 @@ impl Worker {
         self.metrics
             .publish(&self.shared_metrics, queue_depth, self.set.bindings_live());
     }
+}
+
+/// Names connection `token` of loop `worker` for the capture.
+fn capture_key(
+    worker: usize,
+    token: usize,
+    generation: u32,
+) -> crate::server::capture::ConnectionKey {
+    crate::server::capture::ConnectionKey {
+        worker: u32::try_from(worker).unwrap_or(u32::MAX),
+        token: u32::try_from(token).unwrap_or(u32::MAX),
+        generation,
+    }
+}
+
+/// Where a chunk of `n` bytes of connection `token` going `direction`
+/// begins in its stream, counted since the capture first saw the slot's
+/// connection; moves the count past it.
+fn capture_offset(
+    offsets: &mut Vec<[u64; 2]>,
+    token: usize,
+    direction: crate::server::capture::Direction,
+    n: usize,
+) -> u64 {
+    if offsets.len() <= token {
+        offsets.resize(token + 1, [0, 0]);
+    }
+    let side = usize::from(direction == crate::server::capture::Direction::ToClient);
+    let offset = offsets[token][side];
+    offsets[token][side] = offset + n as u64;
+    offset
 }
 
 fn offset(position: usize) -> u32 {

@@ -25,6 +25,7 @@
 use super::{Framing, Worker};
 use crate::protocol::frame::{next_frame, push_frame, HEADER_BYTES};
 use crate::protocol::{opcode, status};
+use crate::server::capture::Direction;
 use crate::server::config::Limits;
 use crate::server::conn::{IndexWait, INPUT_BYTES};
 use crate::server::metrics::Guard;
@@ -70,6 +71,18 @@ impl Worker {
                 }
                 Ok(n) => {
                     conn.active_ms = self.now_ms;
+                    if self.shared.capture.on() {
+                        let direction = Direction::FromClient;
+                        let at =
+                            super::capture_offset(&mut self.capture_offsets, token, direction, n);
+                        self.shared.capture.tcp(
+                            super::capture_key(self.index, token, conn.generation),
+                            (conn.peer, self.tcp_local),
+                            direction,
+                            at,
+                            &buffer[carried..carried + n],
+                        );
+                    }
                     let framing = self.process_input(token, &buffer[..carried + n]);
                     Some((framing, n))
                 }

@@ -7,6 +7,7 @@ use crate::protocol::codec;
 use crate::protocol::frame::{next_frame, HEADER_BYTES};
 use crate::protocol::{opcode, status};
 use crate::server::auth::Access;
+use crate::server::capture::Direction;
 use crate::server::cross::Origin;
 use crate::server::dispatch::{self, Op};
 use crate::server::metrics::Guard;
@@ -42,6 +43,14 @@ impl Worker {
                 .any(|n| n.contains(peer.ip()))
             {
                 continue;
+            }
+            if self.shared.capture.on() {
+                self.shared.capture.udp(
+                    peer,
+                    self.udp_local,
+                    Direction::FromClient,
+                    &self.datagram_buffer[..length],
+                );
             }
             self.handle_datagram(length, peer);
         }
@@ -135,7 +144,15 @@ impl Worker {
         if let Some(socket) = self.udp.as_ref() {
             // UDP: an answer that cannot be sent now is lost, as the switch
             // expects; it retries on its own timer.
-            let _ = socket.send_to(&datagram, pending.peer);
+            let sent = socket.send_to(&datagram, pending.peer);
+            if sent.is_ok() && self.shared.capture.on() {
+                self.shared.capture.udp(
+                    pending.peer,
+                    self.udp_local,
+                    Direction::ToClient,
+                    &datagram,
+                );
+            }
         }
     }
 }

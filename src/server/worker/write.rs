@@ -3,6 +3,7 @@
 
 use super::Worker;
 use crate::protocol::frame::{push_frame, Header, HEADER_BYTES};
+use crate::server::capture::Direction;
 use crate::server::cross::Origin;
 use crate::server::metrics::Guard;
 use std::io::{ErrorKind, Write};
@@ -87,7 +88,25 @@ impl Worker {
                         broken = true;
                         break;
                     }
-                    Ok(n) => conn.sent += n,
+                    Ok(n) => {
+                        if self.shared.capture.on() {
+                            let direction = Direction::ToClient;
+                            let at = super::capture_offset(
+                                &mut self.capture_offsets,
+                                token,
+                                direction,
+                                n,
+                            );
+                            self.shared.capture.tcp(
+                                super::capture_key(self.index, token, conn.generation),
+                                (conn.peer, self.tcp_local),
+                                direction,
+                                at,
+                                &conn.output[conn.sent..conn.sent + n],
+                            );
+                        }
+                        conn.sent += n;
+                    }
                     Err(error) if error.kind() == ErrorKind::WouldBlock => break,
                     Err(error) if error.kind() == ErrorKind::Interrupted => {}
                     Err(_) => {
