@@ -1,0 +1,158 @@
+//! Which captured requests a replay sends, on which connection and at what
+//! offset from the start: pure functions over a read `Capture`.
+
+use crate::capture::{Capture, Protocol};
+use crate::protocol::codec::{decode_request, Request as DecodedRequest};
+use crate::protocol::{opcode, Role, HEADER_BYTES, VERSION};
+
+/// Which requests to replay; empty lists keep everything.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Opcodes to keep.
+    pub opcodes: Vec<u8>,
+    /// Captured connection numbers to keep (as `x700 decode` prints them).
+    pub connections: Vec<usize>,
+}
+
+impl Filter {
+    fn keeps_opcode(&self, code: u8) -> bool {
+        self.opcodes.is_empty() || self.opcodes.contains(&code)
+    }
+
+    fn keeps_connection(&self, connection: usize) -> bool {
+        self.connections.is_empty() || self.connections.contains(&connection)
+    }
+}
+
+/// The HELLO a replayed connection opens with (the credential is the
+/// replay's own).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Hello {
+    /// Request id of the captured HELLO (0 when there was none).
+    pub request_id: u32,
+    /// Protocol version asked for.
+    pub version: u16,
+    /// Role claimed.
+    pub role: Role,
+}
+
+/// One request to send again.
+#[derive(Clone, Debug)]
+pub struct PlannedRequest {
+    /// When it was sent, nanoseconds after the first replayed request.
+    pub offset_ns: u64,
+    /// Its header's request id.
+    pub request_id: u32,
+    /// Its opcode.
+    pub opcode: u8,
+    /// The whole frame, as captured.
+    pub bytes: Vec<u8>,
+    /// The captured answer's whole frame, if the capture holds it.
+    pub captured_answer: Option<Vec<u8>>,
+}
+
+/// One captured TCP connection to open again.
+#[derive(Clone, Debug)]
+pub struct ConnectionPlan {
+    /// Its captured connection number.
+    pub connection: usize,
+    /// The HELLO to open with.
+    pub hello: Hello,
+    /// Its requests, in captured order.
+    pub requests: Vec<PlannedRequest>,
+}
+
+/// Everything a replay sends.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// The TCP connections with at least one request to send.
+    pub connections: Vec<ConnectionPlan>,
+    /// UDP lookups the filter kept, not replayed (UDP replay is not built).
+    pub udp_skipped: u64,
+}
+
+impl Plan {
+    /// Requests to send, over all connections.
+    pub fn requests(&self) -> u64 {
+        self.connections
+            .iter()
+            .map(|connection| connection.requests.len() as u64)
+            .sum()
+    }
+}
+
+/// The HELLO a connection is replayed with: the captured one's version and
+/// role, else version 1 as admin.
+fn hello_of(requests: &[crate::capture::Frame]) -> Hello {
+    let captured = requests
+        .iter()
+        .filter(|frame| frame.header.opcode == opcode::HELLO)
+        .find_map(|frame| {
+            let body = frame.bytes.get(HEADER_BYTES..)?;
+            match decode_request(&frame.header, body) {
+                Ok(DecodedRequest::Hello { version, role, .. }) => Some(Hello {
+                    request_id: frame.header.request_id,
+                    version,
+                    role: Role::from_code(role).unwrap_or(Role::Admin),
+                }),
+                _ => None,
+            }
+        });
+    captured.unwrap_or(Hello {
+        request_id: 0,
+        version: VERSION,
+        role: Role::Admin,
+    })
+}
+
+/// The requests of `capture` the filter keeps, per TCP connection, timed
+/// from the first of them. HELLOs are not requests here: each connection
+/// sends its own first.
+pub fn plan(capture: &Capture, filter: &Filter) -> Plan {
+    let mut result = Plan::default();
+    let kept = |code: u8| code != opcode::HELLO && filter.keeps_opcode(code);
+    let start_ns = capture
+        .connections
+        .iter()
+        .enumerate()
+        .filter(|(index, c)| c.protocol == Protocol::Tcp && filter.keeps_connection(*index))
+        .flat_map(|(_, c)| c.requests.iter())
+        .filter(|frame| kept(frame.header.opcode))
+        .map(|frame| frame.time_ns)
+        .min()
+        .unwrap_or(0);
+    for (index, connection) in capture.connections.iter().enumerate() {
+        if !filter.keeps_connection(index) {
+            continue;
+        }
+        let requests = connection
+            .requests
+            .iter()
+            .filter(|frame| kept(frame.header.opcode));
+        if connection.protocol == Protocol::Udp {
+            result.udp_skipped += requests.count() as u64;
+            continue;
+        }
+        let requests: Vec<PlannedRequest> = requests
+            .map(|frame| PlannedRequest {
+                offset_ns: frame.time_ns.saturating_sub(start_ns),
+                request_id: frame.header.request_id,
+                opcode: frame.header.opcode,
+                bytes: frame.bytes.clone(),
+                captured_answer: frame
+                    .pair
+                    .and_then(|answer| connection.answers.get(answer))
+                    .map(|answer| answer.bytes.clone()),
+            })
+            .collect();
+        if requests.is_empty() {
+            continue;
+        }
+        result.connections.push(ConnectionPlan {
+            connection: index,
+            hello: hello_of(&connection.requests),
+            requests,
+        });
+    }
+    result
+}
