@@ -103,17 +103,20 @@ pub fn replay(args: &ReplayArgs) -> i32 {
     let progress = AtomicU64::new(0);
     let bar = progress_bar(plan.requests(), std::io::stderr().is_terminal());
     let cpu_before = crate::sys::process_cpu_us();
-    let started = Instant::now();
-    let outcomes = std::thread::scope(|scope| {
-        let running = scope.spawn(|| run::run(&plan, &options, &progress));
+    // The replay's own wall time, not rounded up to a progress tick.
+    let (outcomes, elapsed) = std::thread::scope(|scope| {
+        let running = scope.spawn(|| {
+            let started = Instant::now();
+            let outcomes = run::run(&plan, &options, &progress);
+            (outcomes, started.elapsed())
+        });
         while !running.is_finished() {
             bar.set_position(progress.load(Ordering::Relaxed));
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
         }
         running.join().unwrap_or_default()
     });
     bar.finish_and_clear();
-    let elapsed = started.elapsed();
     let cpu_after = crate::sys::process_cpu_us();
     let cpu_us = (cpu_after.0 + cpu_after.1).saturating_sub(cpu_before.0 + cpu_before.1);
     let mut report = report::report(&plan, &outcomes, args.exact, elapsed, cpu_us);
