@@ -134,3 +134,25 @@ pub fn replay(args: &ReplayArgs) -> i32 {
     }
     0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::opcode;
+
+    #[test]
+    fn speeds_and_filters_parse_and_bad_ones_are_refused() {
+        assert_eq!(parse_speed("max"), Ok(Speed::Max));
+        assert_eq!(parse_speed("5"), Ok(Speed::Times(5.0)));
+        assert!(parse_speed("0").is_err());
+        assert!(parse_speed("fast").is_err());
+        let filter = parse_filter(&["opcode=lookup,bind_axb".into(), "conn=3".into()])
+            .expect("a good filter");
+        assert_eq!(filter.opcodes, [opcode::LOOKUP, opcode::BIND_AXB]);
+        assert_eq!(filter.connections, [3]);
+        assert!(parse_filter(&["opcode=unknown_opcode".into()]).is_err());
+        assert!(parse_filter(&["opcode=nope".into()]).is_err());
+        assert!(parse_filter(&["conn=x".into()]).is_err());
+        assert!(parse_filter(&["port=1".into()]).is_err());
+    }
+}

@@ -156,3 +156,124 @@ pub fn plan(capture: &Capture, filter: &Filter) -> Plan {
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::{Connection, Frame, ServerChosenBy};
+    use crate::protocol::codec::encode_hello;
+    use crate::protocol::frame::Header;
+    use crate::protocol::push_frame;
+
+    fn frame(time_ns: u64, bytes: Vec<u8>, pair: Option<usize>) -> Frame {
+        let header = Header::read(bytes.first_chunk().expect("a whole header"));
+        Frame {
+            time_ns,
+            header,
+            bytes,
+            pair,
+        }
+    }
+
+    fn request(time_ns: u64, code: u8, request_id: u32, pair: Option<usize>) -> Frame {
+        let mut bytes = Vec::new();
+        push_frame(&mut bytes, code, 0, request_id, &[]);
+        frame(time_ns, bytes, pair)
+    }
+
+    fn connection(protocol: Protocol, requests: Vec<Frame>, answers: Vec<Frame>) -> Connection {
+        Connection {
+            protocol,
+            client: "127.0.0.1:40000".parse().expect("address"),
+            server: "127.0.0.1:7700".parse().expect("address"),
+            server_chosen_by: ServerChosenBy::Port,
+            first_packet: 1,
+            from_start: true,
+            gaps: 0,
+            requests,
+            answers,
+        }
+    }
+
+    fn capture() -> Capture {
+        let mut hello = Vec::new();
+        encode_hello(&mut hello, 1, 1, Role::Switch, b"old-secret");
+        let mut answer = Vec::new();
+        push_frame(&mut answer, opcode::LOOKUP, 1, 2, &[]);
+        Capture {
+            connections: vec![
+                connection(
+                    Protocol::Tcp,
+                    vec![
+                        frame(1_000, hello, None),
+                        request(2_000, opcode::LOOKUP, 2, Some(0)),
+                        request(5_000, opcode::PING, 3, None),
+                    ],
+                    vec![frame(2_500, answer, Some(1))],
+                ),
+                connection(
+                    Protocol::Tcp,
+                    vec![request(1_500, opcode::BIND_AXB, 7, None)],
+                    vec![],
+                ),
+                connection(
+                    Protocol::Udp,
+                    vec![request(3_000, opcode::LOOKUP, 9, None)],
+                    vec![],
+                ),
+            ],
+            ..Capture::default()
+        }
+    }
+
+    #[test]
+    fn every_request_but_hellos_is_planned_timed_from_the_first() {
+        let plan = plan(&capture(), &Filter::default());
+        assert_eq!(plan.connections.len(), 2);
+        assert_eq!(plan.udp_skipped, 1);
+        let first = &plan.connections[0];
+        assert_eq!(first.connection, 0);
+        assert_eq!(
+            first.hello,
+            Hello {
+                request_id: 1,
+                version: 1,
+                role: Role::Switch
+            }
+        );
+        let offsets: Vec<u64> = first.requests.iter().map(|r| r.offset_ns).collect();
+        assert_eq!(offsets, [500, 3_500]);
+        assert_eq!(
+            first.requests[0]
+                .captured_answer
+                .as_deref()
+                .map(<[u8]>::len),
+            Some(12)
+        );
+        assert_eq!(first.requests[1].captured_answer, None);
+        // No HELLO captured: admin, version 1.
+        assert_eq!(plan.connections[1].hello.role, Role::Admin);
+        assert_eq!(plan.connections[1].requests[0].offset_ns, 0);
+        assert_eq!(plan.requests(), 3);
+    }
+
+    #[test]
+    fn filters_keep_opcodes_and_connections() {
+        let lookups = Filter {
+            opcodes: vec![opcode::LOOKUP],
+            connections: vec![],
+        };
+        let plan_lookups = plan(&capture(), &lookups);
+        assert_eq!(plan_lookups.connections.len(), 1);
+        assert_eq!(plan_lookups.connections[0].requests[0].offset_ns, 0);
+        assert_eq!(plan_lookups.udp_skipped, 1);
+        let second = Filter {
+            opcodes: vec![],
+            connections: vec![1],
+        };
+        let plan_second = plan(&capture(), &second);
+        assert_eq!(plan_second.connections.len(), 1);
+        assert_eq!(plan_second.connections[0].connection, 1);
+        assert_eq!(plan_second.udp_skipped, 0);
+    }
+}
