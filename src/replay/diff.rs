@@ -18,9 +18,9 @@ enum Compared {
 }
 
 /// LOOKUP route: binding id (16..24) and seconds left (24..28).
-const ROUTE_VOLATILE: &[Range<usize>] = &[16..28];
+const ROUTE_VOLATILE: &[Range<usize>] = &[16..24, 24..28];
 /// Bind answer: binding id (0..8) and expiry (8..12).
-const BIND_ANSWER_VOLATILE: &[Range<usize>] = &[0..12];
+const BIND_ANSWER_VOLATILE: &[Range<usize>] = &[0..8, 8..12];
 /// Binding: id (0..8), expiry and creation times (44..52).
 const BINDING_VOLATILE: &[Range<usize>] = &[0..8, 44..52];
 
