@@ -1,5 +1,6 @@
 //! Proves that `x700 replay` sends a real capture's requests again and
-//! compares the answers: a node's session captured by tcpdump on `lo`,
+//! compares the answers: a node's session (TCP and a UDP datagram of
+//! lookups) captured by tcpdump on `lo`,
 //! replayed (binds first, then lookups at `--speed max`) to a fresh node
 //! holding the same bindings gives no changed answer and the contract JSON
 //! keys; replayed to a node missing one binding it reports exactly that
@@ -16,12 +17,16 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use x700::capture::{read_capture, Options};
 use x700::client::Client;
+use x700::protocol::codec::encode_lookup;
 use x700::protocol::Role;
 
 /// A pcap file's header: what tcpdump writes before any packet.
 const PCAP_HEADER_BYTES: u64 = 24;
 /// Bindings made in the captured session.
 const BINDINGS: u64 = 3;
+/// Lookups in it: one per binding and one of an unbound X over TCP, the
+/// first binding's and the unbound X's in one UDP datagram.
+const LOOKUPS: u64 = BINDINGS + 1 + 2;
 
 fn bindings() -> Vec<x700::protocol::BindBody> {
     (0..BINDINGS)
@@ -38,7 +43,8 @@ fn bindings() -> Vec<x700::protocol::BindBody> {
 
 /// Captures (tcpdump on `lo`, the recipe of tests/capture_read.rs) a
 /// session against `node`: one admin connection binding `bindings()`, then
-/// another looking each X up from A plus one unbound X. `None` when
+/// another looking each X up from A plus one unbound X, then a UDP
+/// datagram of two lookups. `None` when
 /// tcpdump is missing or may not capture here.
 fn capture_session(node: &common::Node, file: &Path) -> Option<()> {
     let found = Command::new("tcpdump").arg("--version").output().ok()?;
@@ -60,7 +66,13 @@ fn capture_session(node: &common::Node, file: &Path) -> Option<()> {
             "-w",
         ])
         .arg(file)
-        .args(["tcp", "port", &port.to_string()])
+        .args([
+            "port",
+            &port.to_string(),
+            "or",
+            "port",
+            &node.udp.port().to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -98,6 +110,28 @@ fn capture_session(node: &common::Node, file: &Path) -> Option<()> {
         .lookup(&common::ask("13800000100", common::x(5199)))
         .expect("lookup of an unbound X");
     drop(switch);
+    // Over UDP, one datagram of two lookups: the first binding's, and the
+    // unbound X's.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp socket");
+    udp.set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("udp timeout");
+    let mut datagram = Vec::new();
+    encode_lookup(
+        &mut datagram,
+        900,
+        &common::ask("13800000100", common::x(5100)),
+        true,
+    );
+    encode_lookup(
+        &mut datagram,
+        901,
+        &common::ask("13800000100", common::x(5199)),
+        true,
+    );
+    udp.send_to(&datagram, node.udp).expect("send datagram");
+    let mut answer = [0u8; 1024];
+    let (length, _) = udp.recv_from(&mut answer).expect("answer datagram");
+    assert_eq!(length, 44 + 12, "a route and a reject");
     // Let the last packets reach the file, then stop tcpdump (SIGINT, by
     // the child's own pid).
     std::thread::sleep(Duration::from_millis(1_000));
@@ -121,6 +155,8 @@ fn replay(capture: &Path, node: &common::Node, port: u16, args: &[&str]) -> (Out
             &node.tcp.to_string(),
             "--port",
             &port.to_string(),
+            "--udp",
+            &node.udp.to_string(),
         ])
         .args(["--speed", "max", "--json"])
         .arg(&json)
@@ -166,8 +202,9 @@ fn a_captured_session_replays_unchanged_and_a_missing_binding_shows() {
     assert_eq!(binds["answers_changed"], 0, "{binds}");
     let (output, lookups) = replay(&file, &fresh, port, &["--filter", "opcode=lookup"]);
     ok(&output);
-    assert_eq!(lookups["requests_sent"], BINDINGS + 1, "{lookups}");
-    assert_eq!(lookups["answers_compared"], BINDINGS + 1, "{lookups}");
+    assert_eq!(lookups["connections"], 2, "{lookups}");
+    assert_eq!(lookups["requests_sent"], LOOKUPS, "{lookups}");
+    assert_eq!(lookups["answers_compared"], LOOKUPS, "{lookups}");
     assert_eq!(lookups["answers_changed"], 0, "{lookups}");
     for key in ["p50", "p99", "max"] {
         assert!(lookups["latency_us"][key].is_u64(), "{lookups}");
@@ -179,7 +216,7 @@ fn a_captured_session_replays_unchanged_and_a_missing_binding_shows() {
     // matches.
     let (output, again) = replay(&file, &fresh, port, &[]);
     ok(&output);
-    assert_eq!(again["requests_sent"], 2 * BINDINGS + 1, "{again}");
+    assert_eq!(again["requests_sent"], BINDINGS + LOOKUPS, "{again}");
     assert_eq!(again["answers_changed"], BINDINGS, "{again}");
     assert_eq!(again["changes"][0]["old_status"], "ok", "{again}");
     assert_eq!(again["changes"][0]["new_status"], "ok", "{again}");
@@ -195,7 +232,7 @@ fn a_captured_session_replays_unchanged_and_a_missing_binding_shows() {
     drop(client);
     let (output, changed) = replay(&file, &missing, port, &["--filter", "opcode=lookup"]);
     ok(&output);
-    assert_eq!(changed["answers_compared"], BINDINGS + 1, "{changed}");
+    assert_eq!(changed["answers_compared"], LOOKUPS, "{changed}");
     assert_eq!(changed["answers_changed"], 1, "{changed}");
     let changes = changed["changes"].as_array().expect("changes");
     assert_eq!(changes.len(), 1, "{changed}");
@@ -230,6 +267,6 @@ fn a_captured_session_replays_unchanged_and_a_missing_binding_shows() {
         cut_report["capture_error"]["packet"], packets,
         "{cut_report}"
     );
-    assert_eq!(cut_report["requests_sent"], BINDINGS + 1, "{cut_report}");
+    assert_eq!(cut_report["requests_sent"], LOOKUPS, "{cut_report}");
     missing.stop();
 }

@@ -635,6 +635,9 @@ pub struct ReplayArgs {
     /// The server to replay to.
     #[arg(long, value_name = "ADDR")]
     pub server: std::net::SocketAddr,
+    /// Where captured UDP lookups go (default: the `--server` address).
+    #[arg(long, value_name = "ADDR")]
+    pub udp: Option<std::net::SocketAddr>,
     /// The captured server's port: the side of a connection that uses it
     /// is the server.
     #[arg(long, value_name = "P", default_value_t = crate::capture::SERVER_PORT_DEFAULT)]

@@ -96,6 +96,7 @@ pub fn replay(args: &ReplayArgs) -> i32 {
     let plan = plan::plan(&capture, &filter);
     let options = Options {
         server: args.server,
+        udp: args.udp.unwrap_or(args.server),
         speed,
         token: args.token.clone().unwrap_or_default().into_bytes(),
         window: WINDOW_DEFAULT,

@@ -51,11 +51,14 @@ pub struct PlannedRequest {
     pub captured_answer: Option<Vec<u8>>,
 }
 
-/// One captured TCP connection to open again.
+/// One captured connection to open again (a UDP one: the datagrams
+/// between one client address and the server).
 #[derive(Clone, Debug)]
 pub struct ConnectionPlan {
     /// Its captured connection number.
     pub connection: usize,
+    /// TCP or UDP.
+    pub protocol: Protocol,
     /// The HELLO to open with.
     pub hello: Hello,
     /// Its requests, in captured order.
@@ -65,10 +68,8 @@ pub struct ConnectionPlan {
 /// Everything a replay sends.
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
-    /// The TCP connections with at least one request to send.
+    /// The connections with at least one request to send.
     pub connections: Vec<ConnectionPlan>,
-    /// UDP lookups the filter kept, not replayed (UDP replay is not built).
-    pub udp_skipped: u64,
 }
 
 impl Plan {
@@ -105,8 +106,8 @@ fn hello_of(requests: &[crate::capture::Frame]) -> Hello {
     })
 }
 
-/// The requests of `capture` the filter keeps, per TCP connection, timed
-/// from the first of them. HELLOs are not requests here: each connection
+/// The requests of `capture` the filter keeps, per connection, timed from
+/// the first of them. HELLOs are not requests here: each TCP connection
 /// sends its own first.
 pub fn plan(capture: &Capture, filter: &Filter) -> Plan {
     let mut result = Plan::default();
@@ -115,7 +116,7 @@ pub fn plan(capture: &Capture, filter: &Filter) -> Plan {
         .connections
         .iter()
         .enumerate()
-        .filter(|(index, c)| c.protocol == Protocol::Tcp && filter.keeps_connection(*index))
+        .filter(|(index, _)| filter.keeps_connection(*index))
         .flat_map(|(_, c)| c.requests.iter())
         .filter(|frame| kept(frame.header.opcode))
         .map(|frame| frame.time_ns)
@@ -125,15 +126,10 @@ pub fn plan(capture: &Capture, filter: &Filter) -> Plan {
         if !filter.keeps_connection(index) {
             continue;
         }
-        let requests = connection
+        let requests: Vec<PlannedRequest> = connection
             .requests
             .iter()
-            .filter(|frame| kept(frame.header.opcode));
-        if connection.protocol == Protocol::Udp {
-            result.udp_skipped += requests.count() as u64;
-            continue;
-        }
-        let requests: Vec<PlannedRequest> = requests
+            .filter(|frame| kept(frame.header.opcode))
             .map(|frame| PlannedRequest {
                 offset_ns: frame.time_ns.saturating_sub(start_ns),
                 request_id: frame.header.request_id,
@@ -150,6 +146,7 @@ pub fn plan(capture: &Capture, filter: &Filter) -> Plan {
         }
         result.connections.push(ConnectionPlan {
             connection: index,
+            protocol: connection.protocol,
             hello: hello_of(&connection.requests),
             requests,
         });
@@ -229,8 +226,8 @@ mod tests {
     #[test]
     fn every_request_but_hellos_is_planned_timed_from_the_first() {
         let plan = plan(&capture(), &Filter::default());
-        assert_eq!(plan.connections.len(), 2);
-        assert_eq!(plan.udp_skipped, 1);
+        assert_eq!(plan.connections.len(), 3);
+        assert_eq!(plan.connections[2].protocol, Protocol::Udp);
         let first = &plan.connections[0];
         assert_eq!(first.connection, 0);
         assert_eq!(
@@ -254,7 +251,7 @@ mod tests {
         // No HELLO captured: admin, version 1.
         assert_eq!(plan.connections[1].hello.role, Role::Admin);
         assert_eq!(plan.connections[1].requests[0].offset_ns, 0);
-        assert_eq!(plan.requests(), 3);
+        assert_eq!(plan.requests(), 4);
     }
 
     #[test]
@@ -264,9 +261,9 @@ mod tests {
             connections: vec![],
         };
         let plan_lookups = plan(&capture(), &lookups);
-        assert_eq!(plan_lookups.connections.len(), 1);
+        assert_eq!(plan_lookups.connections.len(), 2);
         assert_eq!(plan_lookups.connections[0].requests[0].offset_ns, 0);
-        assert_eq!(plan_lookups.udp_skipped, 1);
+        assert_eq!(plan_lookups.connections[1].requests[0].offset_ns, 1_000);
         let second = Filter {
             opcodes: vec![],
             connections: vec![1],
@@ -274,6 +271,5 @@ mod tests {
         let plan_second = plan(&capture(), &second);
         assert_eq!(plan_second.connections.len(), 1);
         assert_eq!(plan_second.connections[0].connection, 1);
-        assert_eq!(plan_second.udp_skipped, 0);
     }
 }

@@ -59,8 +59,6 @@ pub struct Report {
     pub achieved_rate_per_s: f64,
     /// Client CPU time (user + system), microseconds.
     pub client_cpu_us: u64,
-    /// UDP lookups not replayed.
-    pub udp_skipped: u64,
     /// Connections that stopped early: (connection, why).
     pub connection_errors: Vec<(usize, String)>,
     /// Why reading the capture stopped early, if it did.
@@ -87,7 +85,6 @@ pub fn report(
     let mut report = Report {
         connections: outcomes.len() as u64,
         requests_planned: plan.requests(),
-        udp_skipped: plan.udp_skipped,
         elapsed,
         client_cpu_us,
         ..Report::default()
@@ -189,7 +186,6 @@ impl Report {
             "achieved_rate_per_s": self.achieved_rate_per_s,
             "elapsed_s": self.elapsed.as_secs_f64(),
             "client_cpu_s": self.client_cpu_us as f64 / 1e6,
-            "udp_skipped": self.udp_skipped,
             "changes": changes,
             "examples": examples,
             "connection_errors": errors,
@@ -237,9 +233,6 @@ impl Report {
                 hex(&example.old),
                 hex(&example.new)
             );
-        }
-        if self.udp_skipped > 0 {
-            text += &format!("udp lookups skipped (not replayed): {}\n", self.udp_skipped);
         }
         for (connection, error) in &self.connection_errors {
             text += &format!("connection {connection}: {error}\n");

@@ -1,17 +1,21 @@
 //! Sending a plan: one TCP connection per captured connection, all at
 //! once, each opening with its HELLO and then sending its requests at
 //! their captured offsets divided by the speed, or as fast as the server
-//! takes them with a bounded window. A reader thread per connection
-//! matches answers to requests by request id and times them.
+//! takes them with a bounded window. Captured UDP lookups go to the UDP
+//! address from one socket per captured client address, the frames a
+//! captured datagram held (same capture time) in one datagram again. A
+//! reader thread per connection matches answers to requests by request id
+//! and times them.
 
 use super::plan::{ConnectionPlan, Plan};
+use crate::capture::Protocol;
 use crate::protocol::codec::encode_hello;
 use crate::protocol::frame::{next_frame, Header};
 use crate::protocol::limits::ANSWER_FRAME_BYTES_MAX;
 use crate::protocol::{opcode, status};
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -23,6 +27,11 @@ pub const CONNECTIONS_MAX: usize = 256;
 pub const WINDOW_DEFAULT: usize = 256;
 /// How long a connection waits for an answer before giving up on the rest.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a UDP flow waits for an answer datagram: UDP may lose it, and
+/// a switch would have retried by then.
+pub const UDP_ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
+/// Lookups per replayed datagram (PROTOCOL.md: keep to 32).
+pub const DATAGRAM_LOOKUPS_MAX: usize = 32;
 /// How long connecting and the HELLO may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -40,6 +49,8 @@ pub enum Speed {
 pub struct Options {
     /// The server's TCP address.
     pub server: SocketAddr,
+    /// The server's UDP address (captured UDP lookups go there).
+    pub udp: SocketAddr,
     /// How fast.
     pub speed: Speed,
     /// The credential every HELLO carries.
@@ -90,7 +101,10 @@ pub fn run(plan: &Plan, options: &Options, progress: &AtomicU64) -> Vec<Connecti
             let handles: Vec<_> = batch
                 .iter()
                 .map(|connection| {
-                    scope.spawn(move || replay_connection(connection, options, start, progress))
+                    scope.spawn(move || match connection.protocol {
+                        Protocol::Tcp => replay_connection(connection, options, start, progress),
+                        Protocol::Udp => replay_datagrams(connection, options, start, progress),
+                    })
                 })
                 .collect();
             for (handle, connection) in handles.into_iter().zip(batch) {
@@ -164,6 +178,88 @@ fn hello(connection: &ConnectionPlan, options: &Options) -> Result<(TcpStream, V
     }
 }
 
+/// The requests of a connection, grouped into writes: one request per
+/// write on TCP; on UDP the requests of one captured datagram (the same
+/// capture time), at most `DATAGRAM_LOOKUPS_MAX`.
+fn writes(connection: &ConnectionPlan) -> Vec<std::ops::Range<usize>> {
+    let requests = &connection.requests;
+    let mut writes = Vec::new();
+    let mut first = 0;
+    while first < requests.len() {
+        let mut end = first + 1;
+        if connection.protocol == Protocol::Udp {
+            while end < requests.len()
+                && end - first < DATAGRAM_LOOKUPS_MAX
+                && requests[end].offset_ns == requests[first].offset_ns
+            {
+                end += 1;
+            }
+        }
+        writes.push(first..end);
+        first = end;
+    }
+    writes
+}
+
+/// Sends a connection's requests at their time (or within the window),
+/// noting each as pending before it is written; `write` sends the bytes of
+/// one write. Returns the requests written and why it stopped early.
+fn send_requests(
+    connection: &ConnectionPlan,
+    options: &Options,
+    start: Instant,
+    pending: &Mutex<Pending>,
+    changed: &Condvar,
+    mut write: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> (u64, Option<String>) {
+    let window = options.window.max(1);
+    let mut sent = 0u64;
+    let mut bytes = Vec::new();
+    for group in writes(connection) {
+        let requests = &connection.requests[group.clone()];
+        let offset_ns = requests.first().map_or(0, |request| request.offset_ns);
+        match options.speed {
+            Speed::Times(factor) => {
+                let due = start + Duration::from_secs_f64(offset_ns as f64 / 1e9 / factor);
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+            }
+            Speed::Max => {
+                let mut state = lock(pending);
+                while state.in_flight >= window && !state.reader_done {
+                    state = changed
+                        .wait_timeout(state, Duration::from_millis(100))
+                        .map_or_else(|poisoned| poisoned.into_inner().0, |(state, _)| state);
+                }
+            }
+        }
+        bytes.clear();
+        {
+            let mut state = lock(pending);
+            if state.reader_done {
+                break;
+            }
+            let now = Instant::now();
+            for (index, request) in group.clone().zip(requests) {
+                state
+                    .by_id
+                    .entry(request.request_id)
+                    .or_default()
+                    .push_back((index, now));
+                state.in_flight += 1;
+                bytes.extend_from_slice(&request.bytes);
+            }
+        }
+        if let Err(error) = write(&bytes) {
+            return (sent, Some(format!("send: {error}")));
+        }
+        sent += requests.len() as u64;
+    }
+    (sent, None)
+}
+
 fn replay_connection(
     connection: &ConnectionPlan,
     options: &Options,
@@ -174,76 +270,109 @@ fn replay_connection(
         connection: connection.connection,
         ..ConnectionOutcome::default()
     };
-    let (stream, buffer) = match hello(connection, options) {
+    let (mut stream, buffer) = match hello(connection, options) {
         Ok(opened) => opened,
         Err(error) => {
             outcome.error = Some(error);
             return outcome;
         }
     };
-    let reader_stream = match stream.try_clone() {
+    let mut reader_stream = match stream.try_clone() {
         Ok(clone) => clone,
         Err(error) => {
             outcome.error = Some(error.to_string());
             return outcome;
         }
     };
+    let _ = reader_stream.set_read_timeout(Some(Duration::from_millis(100)));
     let pending = Mutex::new(Pending::default());
     let changed = Condvar::new();
-    let window = options.window.max(1);
     std::thread::scope(|scope| {
-        let reader =
-            scope.spawn(|| read_answers(reader_stream, buffer, &pending, &changed, progress));
-        let mut stream = stream;
-        for (index, request) in connection.requests.iter().enumerate() {
-            match options.speed {
-                Speed::Times(factor) => {
-                    let due =
-                        start + Duration::from_secs_f64(request.offset_ns as f64 / 1e9 / factor);
-                    let now = Instant::now();
-                    if due > now {
-                        std::thread::sleep(due - now);
-                    }
-                }
-                Speed::Max => {
-                    let mut state = lock(&pending);
-                    while state.in_flight >= window && !state.reader_done {
-                        state = changed
-                            .wait_timeout(state, Duration::from_millis(100))
-                            .map_or_else(|poisoned| poisoned.into_inner().0, |(state, _)| state);
-                    }
-                }
-            }
-            {
-                let mut state = lock(&pending);
-                if state.reader_done {
-                    break;
-                }
-                state
-                    .by_id
-                    .entry(request.request_id)
-                    .or_default()
-                    .push_back((index, Instant::now()));
-                state.in_flight += 1;
-            }
-            if let Err(error) = stream.write_all(&request.bytes) {
-                outcome.error = Some(format!("send: {error}"));
-                break;
-            }
-            outcome.sent += 1;
+        let reader = scope.spawn(|| {
+            let mut buffer = buffer;
+            let next = || read_frame(&mut reader_stream, &mut buffer);
+            read_answers(next, ANSWER_TIMEOUT, &pending, &changed, progress)
+        });
+        let write = |bytes: &[u8]| stream.write_all(bytes);
+        let (sent, error) = send_requests(connection, options, start, &pending, &changed, write);
+        finish(&mut outcome, sent, error, reader, &pending, &changed);
+    });
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    outcome
+}
+
+/// Replays a captured UDP flow: its datagrams from one socket.
+fn replay_datagrams(
+    connection: &ConnectionPlan,
+    options: &Options,
+    start: Instant,
+    progress: &AtomicU64,
+) -> ConnectionOutcome {
+    let mut outcome = ConnectionOutcome {
+        connection: connection.connection,
+        ..ConnectionOutcome::default()
+    };
+    let local: SocketAddr = if options.udp.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = match UdpSocket::bind(local).and_then(|socket| {
+        socket.connect(options.udp)?;
+        socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+        Ok(socket)
+    }) {
+        Ok(socket) => socket,
+        Err(error) => {
+            outcome.error = Some(format!("udp socket to {}: {error}", options.udp));
+            return outcome;
         }
-        lock(&pending).sending_done = true;
-        changed.notify_all();
-        let (answers, error) = reader
-            .join()
-            .unwrap_or_else(|_| (Vec::new(), Some("reader panicked".into())));
-        outcome.answers = answers;
-        if outcome.error.is_none() {
-            outcome.error = error;
-        }
-        let _ = stream.shutdown(std::net::Shutdown::Both);
+    };
+    let pending = Mutex::new(Pending::default());
+    let changed = Condvar::new();
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut frames: VecDeque<(Header, Vec<u8>)> = VecDeque::new();
+            let mut datagram = vec![0u8; 64 * 1024];
+            let next = || loop {
+                if let Some(frame) = frames.pop_front() {
+                    return Ok(Some(frame));
+                }
+                let length = socket.recv(&mut datagram)?;
+                let mut rest = &datagram[..length];
+                while let Ok(Some((header, frame))) = next_frame(rest, ANSWER_FRAME_BYTES_MAX) {
+                    frames.push_back((header, frame.to_vec()));
+                    rest = &rest[frame.len()..];
+                }
+            };
+            read_answers(next, UDP_ANSWER_TIMEOUT, &pending, &changed, progress)
+        });
+        let write = |bytes: &[u8]| socket.send(bytes).map(drop);
+        let (sent, error) = send_requests(connection, options, start, &pending, &changed, write);
+        finish(&mut outcome, sent, error, reader, &pending, &changed);
     });
     outcome
+}
+
+type ReaderResult = (Vec<Answer>, Option<String>);
+
+/// Marks the sending done and collects what the reader read.
+fn finish(
+    outcome: &mut ConnectionOutcome,
+    sent: u64,
+    send_error: Option<String>,
+    reader: std::thread::ScopedJoinHandle<'_, ReaderResult>,
+    pending: &Mutex<Pending>,
+    changed: &Condvar,
+) {
+    lock(pending).sending_done = true;
+    changed.notify_all();
+    let (answers, read_error) = reader
+        .join()
+        .unwrap_or_else(|_| (Vec::new(), Some("reader panicked".into())));
+    outcome.sent = sent;
+    outcome.answers = answers;
+    outcome.error = send_error.or(read_error);
 }
 
 fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
@@ -254,17 +383,17 @@ fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Reads answers until every sent request has one, the server closes, or
-/// none comes for `ANSWER_TIMEOUT`.
+/// Reads answers from `next_frame` (which gives up after a short read
+/// timeout) until every sent request has one, the server closes, or none
+/// comes for `answer_timeout`.
 fn read_answers(
-    mut stream: TcpStream,
-    mut buffer: Vec<u8>,
+    mut next_frame: impl FnMut() -> std::io::Result<Option<(Header, Vec<u8>)>>,
+    answer_timeout: Duration,
     pending: &Mutex<Pending>,
     changed: &Condvar,
     progress: &AtomicU64,
-) -> (Vec<Answer>, Option<String>) {
+) -> ReaderResult {
     let mut answers = Vec::new();
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
     let mut last_answer = Instant::now();
     let error = loop {
         {
@@ -276,7 +405,7 @@ fn read_answers(
                 last_answer = Instant::now();
             }
         }
-        match read_frame(&mut stream, &mut buffer) {
+        match next_frame() {
             Ok(Some((header, bytes))) => {
                 last_answer = Instant::now();
                 let mut state = lock(pending);
@@ -304,8 +433,9 @@ fn read_answers(
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
-                if last_answer.elapsed() > ANSWER_TIMEOUT {
-                    break Some(format!("no answer for {}s", ANSWER_TIMEOUT.as_secs()));
+                if last_answer.elapsed() > answer_timeout {
+                    let seconds = answer_timeout.as_secs_f64();
+                    break Some(format!("no answer for {seconds:.1}s"));
                 }
             }
             Err(error) => break Some(format!("read: {error}")),
