@@ -6,7 +6,8 @@
 //! keys; replayed to a node missing one binding it reports exactly that
 //! lookup as changed (ok -> not_bound) with its example; a truncated
 //! capture gives an error naming the packet and the report of what was
-//! replayed before it.
+//! replayed before it; HELLOs carry the credential from `--tokens` or
+//! `--token`, and a refused one is reported.
 
 mod common;
 
@@ -22,6 +23,8 @@ use x700::protocol::Role;
 
 /// A pcap file's header: what tcpdump writes before any packet.
 const PCAP_HEADER_BYTES: u64 = 24;
+/// The admin credential of the node that wants one.
+const ADMIN_TOKEN: &str = "adm-0123456789abcdef";
 /// Bindings made in the captured session.
 const BINDINGS: u64 = 3;
 /// Lookups in it: one per binding and one of an unbound X over TCP, the
@@ -269,4 +272,25 @@ fn a_captured_session_replays_unchanged_and_a_missing_binding_shows() {
     );
     assert_eq!(cut_report["requests_sent"], LOOKUPS, "{cut_report}");
     missing.stop();
+
+    // Credentials: the captured HELLOs carried none; a node that wants one
+    // gets it from a tokens file, and refuses a wrong one.
+    let guarded = common::Node::start(&["--credential", &format!("admin:{ADMIN_TOKEN}")]);
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(&tokens, format!("admin = \"{ADMIN_TOKEN}\"\n")).expect("tokens file");
+    let tokens = tokens.to_string_lossy().into_owned();
+    let bind_filter = ["--filter", "opcode=bind_axb", "--tokens", &tokens];
+    let (output, admitted) = replay(&file, &guarded, port, &bind_filter);
+    ok(&output);
+    assert_eq!(admitted["answers_changed"], 0, "{admitted}");
+    let wrong = ["--filter", "opcode=bind_axb", "--token", "not-the-token"];
+    let (output, refused) = replay(&file, &guarded, port, &wrong);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(refused["requests_sent"], 0, "{refused}");
+    let error = refused["connection_errors"][0]["error"].as_str();
+    assert!(
+        error.is_some_and(|e| e.contains("unauthorised")),
+        "{refused}"
+    );
+    guarded.stop();
 }

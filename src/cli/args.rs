@@ -650,6 +650,10 @@ pub struct ReplayArgs {
     /// not reused).
     #[arg(long, value_name = "T")]
     pub token: Option<String>,
+    /// A TOML file of credentials by role (`switch = "..."`, `platform =
+    /// "..."`, `admin = "..."`); a role it lacks uses `--token`.
+    #[arg(long, value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
     /// Compare binding ids, seconds left and expiry times too.
     #[arg(long)]
     pub exact: bool,

@@ -5,9 +5,10 @@
 use super::args::ReplayArgs;
 use super::decode::opcode_name;
 use crate::capture::{self, Options as CaptureOptions};
+use crate::protocol::Role;
 use crate::replay::plan::{self, Filter};
 use crate::replay::report;
-use crate::replay::run::{self, Options, Speed, WINDOW_DEFAULT};
+use crate::replay::run::{self, Credentials, Options, Speed, WINDOW_DEFAULT};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fs::File;
 use std::io::{BufReader, IsTerminal};
@@ -65,6 +66,37 @@ pub fn parse_filter(specs: &[String]) -> Result<Filter, String> {
     Ok(filter)
 }
 
+/// The credentials from `--token` and `--tokens FILE`.
+fn credentials(args: &ReplayArgs) -> Result<Credentials, String> {
+    let mut credentials = Credentials {
+        default: args.token.clone().unwrap_or_default().into_bytes(),
+        ..Credentials::default()
+    };
+    let Some(path) = &args.tokens else {
+        return Ok(credentials);
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    credentials.by_role = parse_tokens(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(credentials)
+}
+
+/// A tokens file: a TOML table of `role = "credential"`.
+pub fn parse_tokens(text: &str) -> Result<[Option<Vec<u8>>; 3], String> {
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+    let mut by_role: [Option<Vec<u8>>; 3] = Default::default();
+    for (key, value) in table {
+        let role = [Role::Switch, Role::Platform, Role::Admin]
+            .into_iter()
+            .find(|role| role.as_str() == key)
+            .ok_or_else(|| format!("unknown role {key} (switch, platform, admin)"))?;
+        let token = value
+            .as_str()
+            .ok_or_else(|| format!("{key}: the credential must be a string"))?;
+        by_role[usize::from(role.code()) - 1] = Some(token.as_bytes().to_vec());
+    }
+    Ok(by_role)
+}
+
 /// Runs `x700 replay`; returns the exit code: 0 when the whole capture was
 /// read and every connection replayed to its end, 1 otherwise (the report
 /// is printed and written all the same), 2 for bad flags.
@@ -93,12 +125,19 @@ pub fn replay(args: &ReplayArgs) -> i32 {
             args.capture.display()
         );
     }
+    let credentials = match credentials(args) {
+        Ok(credentials) => credentials,
+        Err(error) => {
+            eprintln!("x700 replay: {error}");
+            return 2;
+        }
+    };
     let plan = plan::plan(&capture, &filter);
     let options = Options {
         server: args.server,
         udp: args.udp.unwrap_or(args.server),
         speed,
-        token: args.token.clone().unwrap_or_default().into_bytes(),
+        credentials,
         window: WINDOW_DEFAULT,
     };
     let progress = AtomicU64::new(0);
@@ -155,5 +194,20 @@ mod tests {
         assert!(parse_filter(&["opcode=nope".into()]).is_err());
         assert!(parse_filter(&["conn=x".into()]).is_err());
         assert!(parse_filter(&["port=1".into()]).is_err());
+    }
+
+    #[test]
+    fn tokens_files_give_credentials_by_role() {
+        let by_role = parse_tokens("switch = \"sw\"\nadmin = \"ad\"\n").expect("tokens");
+        let credentials = Credentials {
+            default: b"other".to_vec(),
+            by_role,
+        };
+        assert_eq!(credentials.of(Role::Switch), b"sw");
+        assert_eq!(credentials.of(Role::Platform), b"other");
+        assert_eq!(credentials.of(Role::Admin), b"ad");
+        assert!(parse_tokens("operator = \"x\"").is_err());
+        assert!(parse_tokens("switch = 3").is_err());
+        assert!(parse_tokens("switch = ").is_err());
     }
 }

@@ -12,7 +12,7 @@ use crate::capture::Protocol;
 use crate::protocol::codec::encode_hello;
 use crate::protocol::frame::{next_frame, Header};
 use crate::protocol::limits::ANSWER_FRAME_BYTES_MAX;
-use crate::protocol::{opcode, status};
+use crate::protocol::{opcode, status, Role};
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -53,10 +53,30 @@ pub struct Options {
     pub udp: SocketAddr,
     /// How fast.
     pub speed: Speed,
-    /// The credential every HELLO carries.
-    pub token: Vec<u8>,
+    /// The credential a HELLO carries, by role.
+    pub credentials: Credentials,
     /// Requests in flight per connection at `Speed::Max`.
     pub window: usize,
+}
+
+/// The credentials replayed HELLOs carry: one per role, else a default.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    /// For a role without its own.
+    pub default: Vec<u8>,
+    /// Switch, platform, admin.
+    pub by_role: [Option<Vec<u8>>; 3],
+}
+
+impl Credentials {
+    /// The credential a HELLO claiming `role` carries.
+    pub fn of(&self, role: Role) -> &[u8] {
+        let index = usize::from(role.code()).saturating_sub(1);
+        self.by_role
+            .get(index)
+            .and_then(Option::as_deref)
+            .unwrap_or(&self.default)
+    }
 }
 
 /// A replayed answer.
@@ -162,7 +182,7 @@ fn hello(connection: &ConnectionPlan, options: &Options) -> Result<(TcpStream, V
         hello.request_id,
         hello.version,
         hello.role,
-        &options.token,
+        options.credentials.of(hello.role),
     );
     stream
         .write_all(&frame)
