@@ -16,6 +16,7 @@ pub mod client;
 pub mod log;
 pub mod number;
 pub mod protocol;
+pub mod replay;
 pub mod replication;
 pub mod server;
 pub mod store;

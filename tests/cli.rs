@@ -346,6 +346,16 @@ fn every_command_that_offers_server_works_with_it() {
         .expect("bind answered");
     let removed = removed.binding_id.expect("bound").0.to_string();
 
+    // `replay` reads a capture: an empty pcap (its 24-byte header only).
+    let capture_dir = tempfile::tempdir().expect("temporary directory");
+    let empty_capture = capture_dir.path().join("empty.pcap");
+    let mut pcap_header = Vec::new();
+    for field in [0xA1B2_C3D4u32, 0x0004_0002, 0, 0, 65_535, 1] {
+        pcap_header.extend_from_slice(&field.to_le_bytes());
+    }
+    std::fs::write(&empty_capture, pcap_header).expect("write empty capture");
+    let empty_capture = empty_capture.to_string_lossy().into_owned();
+
     let arguments = |command: &str| -> Option<Vec<&str>> {
         let binding = ["--tenant", "1", "--ttl-s", "600", "--a", "13800000001"];
         let extra: Vec<&str> = match command {
@@ -379,6 +389,7 @@ fn every_command_that_offers_server_works_with_it() {
             "cluster remove-node" => return Some(vec!["--node-id", "2"]),
             // A one-member node is a cluster: verify agrees with itself.
             "cluster verify" => return Some(Vec::new()),
+            "replay" => return Some(vec![&empty_capture, "--speed", "max"]),
             "bench" => {
                 return Some(vec![
                     "--requests",

@@ -10,6 +10,7 @@ mod decode;
 mod load;
 mod output;
 mod remote;
+mod replay;
 mod serve;
 
 use args::{Cli, Command};
@@ -43,6 +44,7 @@ pub fn run() -> i32 {
         Command::Bench(bench) => return bench::bench(&bench),
         Command::Cluster(command) => cluster::run(&command),
         Command::Decode(decode) => return decode::decode(&decode),
+        Command::Replay(replay) => return replay::replay(&replay),
     };
     output::emit(&outcome, json)
 }
