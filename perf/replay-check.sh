@@ -12,7 +12,8 @@
 # Usage: perf/replay-check.sh [LOOKUPS]   (default 200000)
 # Env: RATE (open-loop rate of the recorded run, default 50000/s),
 #      CONNECTIONS (default 4), BINDINGS (default LOOKUPS/10).
-# Writes perf/results/<date>-replay-check.json and prints a summary.
+# Writes perf/results/<date>-replay-check.json (-LOOKUPS.json at another
+# size) and prints a summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lookups=${1:-200000}
@@ -130,6 +131,7 @@ for cap in tcpdump node; do
 done
 
 out="perf/results/$(date -u +%F)-replay-check.json"
+[ "$lookups" = 200000 ] || out="perf/results/$(date -u +%F)-replay-check-$lookups.json"
 machine=$(printf '{"cores":%s,"cpu":"%s","kernel":"%s","load_average":"%s"}' \
   "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" "$(uname -r)" "$(cut -d' ' -f1-3 /proc/loadavg)")
 jq -n --arg cmd "perf/replay-check.sh $lookups (RATE=$rate CONNECTIONS=$conns BINDINGS=$bindings)" \
