@@ -122,11 +122,14 @@ for cap in tcpdump node; do
         --duration-s 5 --quiet --json "$dir/bench-$cap.json" >/dev/null
       bench=$(cat "$dir/bench-$cap.json")
     fi
+    # The node's own view of busy answers (which limit tripped).
+    busy=$(curl -sf "http://127.0.0.1:$admin/metrics" |
+      grep -E '^x700_(requests_total\{[^}]*status="busy"|requests_refused|queue_depth)' | jq -R . | jq -s -c . || echo '[]')
     stop_node "$node_pid"
-    results=$(jq -n --argjson r "$results" --arg k "$cap" --arg s "speed_$speed" \
+    results=$(jq -n --argjson r "$results" --arg k "$cap" --arg s "speed_$speed" --argjson busy "$busy" \
       --slurpfile binds "$dir/$cap-$speed-binds.json" --slurpfile looks "$dir/$cap-$speed-lookups.json" \
       --argjson bench "$bench" \
-      '$r | .[$k][$s] = {binds: $binds[0], lookups: $looks[0], bench_closed_loop: $bench}')
+      '$r | .[$k][$s] = {binds: $binds[0], lookups: $looks[0], bench_closed_loop: $bench, node_busy_metrics: $busy}')
   done
 done
 
