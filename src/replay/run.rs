@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 /// Connections replayed at once; more wait for a free slot (their timing
 /// then slips).
 pub const CONNECTIONS_MAX: usize = 256;
-/// Requests in flight per connection at `--speed max`.
+/// Requests in flight per connection, at every speed.
 pub const WINDOW_DEFAULT: usize = 256;
 /// How long a connection waits for an answer before giving up on the rest.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -55,7 +55,7 @@ pub struct Options {
     pub speed: Speed,
     /// The credential a HELLO carries, by role.
     pub credentials: Credentials,
-    /// Requests in flight per connection at `Speed::Max`.
+    /// Requests in flight per connection, at every speed.
     pub window: usize,
 }
 
@@ -238,21 +238,22 @@ fn send_requests(
     for group in writes(connection) {
         let requests = &connection.requests[group.clone()];
         let offset_ns = requests.first().map_or(0, |request| request.offset_ns);
-        match options.speed {
-            Speed::Times(factor) => {
-                let due = start + Duration::from_secs_f64(offset_ns as f64 / 1e9 / factor);
-                let now = Instant::now();
-                if due > now {
-                    std::thread::sleep(due - now);
-                }
+        if let Speed::Times(factor) = options.speed {
+            let due = start + Duration::from_secs_f64(offset_ns as f64 / 1e9 / factor);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
             }
-            Speed::Max => {
-                let mut state = lock(pending);
-                while state.in_flight >= window && !state.reader_done {
-                    state = changed
-                        .wait_timeout(state, Duration::from_millis(100))
-                        .map_or_else(|poisoned| poisoned.into_inner().0, |(state, _)| state);
-                }
+        }
+        // The window holds at every speed: a timed replay N times faster
+        // than the capture must not pile more requests on a connection
+        // than a client would (the node answers `busy` past its own limit).
+        {
+            let mut state = lock(pending);
+            while state.in_flight >= window && !state.reader_done {
+                state = changed
+                    .wait_timeout(state, Duration::from_millis(100))
+                    .map_or_else(|poisoned| poisoned.into_inner().0, |(state, _)| state);
             }
         }
         bytes.clear();
