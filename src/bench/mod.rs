@@ -12,6 +12,7 @@
 //! rate of a sweep.
 
 pub mod chart;
+mod connection;
 pub mod driver;
 pub mod params;
 pub mod redis;
@@ -19,6 +20,7 @@ pub mod report;
 pub mod schedule;
 pub mod spawn;
 pub mod tally;
+pub mod wire;
 pub mod workload;
 
 use driver::{Phase, Wire};
