@@ -105,23 +105,18 @@ pub(super) fn run(settings: &Settings, events: &Receiver<Event>, stats: &Arc<Cap
                     (true, CLIENT_ISN + 1, NODE_ISN + 1, flags::ACK),
                 ];
                 for (from_client, seq, ack, bits) in handshake {
-                    let (source, destination) = ends(&stream, from_client);
-                    let transport = Transport::Tcp {
+                    let segment = Segment {
+                        from_client,
                         seq,
                         ack,
                         flags: bits,
                     };
-                    write_packet(out, settings, stats, |buffer| {
-                        pcapng::packet_block(
-                            buffer,
-                            at_ns,
-                            source,
-                            destination,
-                            from_client,
-                            transport,
-                            &[],
-                        );
-                    });
+                    write_packet(
+                        out,
+                        settings,
+                        stats,
+                        &Packet::tcp(&stream, at_ns, segment, &[]),
+                    );
                 }
                 streams.insert(
                     key,
@@ -169,23 +164,18 @@ pub(super) fn run(settings: &Settings, events: &Receiver<Event>, stats: &Arc<Cap
                     } else {
                         (stream.node_seq, stream.client_seq)
                     };
-                    let (source, destination) = ends(stream, from_client);
-                    let transport = Transport::Tcp {
+                    let segment = Segment {
+                        from_client,
                         seq,
                         ack,
                         flags: flags::ACK | flags::PSH,
                     };
-                    write_packet(out, settings, stats, |buffer| {
-                        pcapng::packet_block(
-                            buffer,
-                            at_ns,
-                            source,
-                            destination,
-                            from_client,
-                            transport,
-                            piece,
-                        );
-                    });
+                    write_packet(
+                        out,
+                        settings,
+                        stats,
+                        &Packet::tcp(stream, at_ns, segment, piece),
+                    );
                     // At most PAYLOAD_BYTES_MAX: fits 32 bits.
                     let advance = u32::try_from(piece.len()).unwrap_or(0);
                     if from_client {
@@ -207,23 +197,18 @@ pub(super) fn run(settings: &Settings, events: &Receiver<Event>, stats: &Arc<Cap
                     (true, stream.client_seq, stream.node_seq.wrapping_add(1)),
                 ];
                 for (from_client, seq, ack) in closing {
-                    let (source, destination) = ends(&stream, from_client);
-                    let transport = Transport::Tcp {
+                    let segment = Segment {
+                        from_client,
                         seq,
                         ack,
                         flags: flags::FIN | flags::ACK,
                     };
-                    write_packet(out, settings, stats, |buffer| {
-                        pcapng::packet_block(
-                            buffer,
-                            at_ns,
-                            source,
-                            destination,
-                            from_client,
-                            transport,
-                            &[],
-                        );
-                    });
+                    write_packet(
+                        out,
+                        settings,
+                        stats,
+                        &Packet::tcp(&stream, at_ns, segment, &[]),
+                    );
                 }
             }
             Event::Udp {
@@ -244,17 +229,15 @@ pub(super) fn run(settings: &Settings, events: &Receiver<Event>, stats: &Arc<Cap
                 // PAYLOAD_BYTES_MAX is cut (it never happens: answers are
                 // at most 1024 x 44 bytes).
                 let piece = &bytes[..bytes.len().min(PAYLOAD_BYTES_MAX)];
-                write_packet(out, settings, stats, |buffer| {
-                    pcapng::packet_block(
-                        buffer,
-                        at_ns,
-                        source,
-                        destination,
-                        from_client,
-                        Transport::Udp,
-                        piece,
-                    );
-                });
+                let packet = Packet {
+                    at_ns,
+                    source,
+                    destination,
+                    from_client,
+                    transport: Transport::Udp,
+                    payload: piece,
+                };
+                write_packet(out, settings, stats, &packet);
             }
         }
     }
@@ -273,16 +256,56 @@ fn ends(stream: &Stream, from_client: bool) -> (SocketAddr, SocketAddr) {
     }
 }
 
-/// Appends one packet block made by `make`, rotating first if the file
-/// would pass its size.
-fn write_packet(
-    out: &mut Output,
-    settings: &Settings,
-    stats: &CaptureStats,
-    make: impl FnOnce(&mut Vec<u8>),
-) {
+/// One synthetic packet: who sent what, when.
+struct Packet<'a> {
+    at_ns: u64,
+    source: SocketAddr,
+    destination: SocketAddr,
+    from_client: bool,
+    transport: Transport,
+    payload: &'a [u8],
+}
+
+/// The TCP header fields of one packet of a stream.
+struct Segment {
+    from_client: bool,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+}
+
+impl<'a> Packet<'a> {
+    /// A TCP packet of `stream`, its ends taken from the direction.
+    fn tcp(stream: &Stream, at_ns: u64, segment: Segment, payload: &'a [u8]) -> Packet<'a> {
+        let (source, destination) = ends(stream, segment.from_client);
+        Packet {
+            at_ns,
+            source,
+            destination,
+            from_client: segment.from_client,
+            transport: Transport::Tcp {
+                seq: segment.seq,
+                ack: segment.ack,
+                flags: segment.flags,
+            },
+            payload,
+        }
+    }
+}
+
+/// Appends one packet block, rotating first if the file would pass its
+/// size.
+fn write_packet(out: &mut Output, settings: &Settings, stats: &CaptureStats, packet: &Packet) {
     let before = out.buffer.len();
-    make(&mut out.buffer);
+    pcapng::packet_block(
+        &mut out.buffer,
+        packet.at_ns,
+        packet.source,
+        packet.destination,
+        packet.from_client,
+        packet.transport,
+        packet.payload,
+    );
     let block = (out.buffer.len() - before) as u64;
     if out.bytes + block > settings.max_bytes {
         // The block goes to the next file: take it out, rotate, put it back.
