@@ -130,6 +130,21 @@ fn check_round_trip(
             );
         }
         Request::ClusterVerify => push_frame(&mut out, opcode::CLUSTER_VERIFY, 0, id, &[]),
+        Request::Control(control) => {
+            let mut body = Vec::new();
+            x700::protocol::codec::control::encode(&control, &mut body);
+            push_frame(
+                &mut out,
+                x700::protocol::codec::control::opcode_of(&control),
+                0,
+                id,
+                &body,
+            );
+        }
+        Request::TenantShow(tenant) => {
+            let tenant = tenant.unwrap_or(x700::protocol::codec::control::ALL);
+            push_frame(&mut out, opcode::TENANT_SHOW, 0, id, &tenant.to_le_bytes());
+        }
         Request::WaitIndex { index, timeout_ms } => {
             encode_wait_index(&mut out, id, index, timeout_ms);
         }

@@ -23,3 +23,4 @@ pub mod store;
 pub mod synth;
 pub mod sys;
 pub mod table;
+pub mod tenant;

@@ -215,3 +215,19 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
     }
     Some(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
+
+/// Replaces `dir/name` with `bytes` so that a crash leaves the old or the
+/// new file whole: a private temporary file, synced, renamed over it, the
+/// directory synced.
+pub fn replace_file_durably(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let path = dir.join(name);
+    let temporary = dir.join(format!("{name}.new"));
+    {
+        let file =
+            open_or_create_private(OpenOptions::new().write(true).truncate(true), &temporary)?;
+        io::Write::write_all(&mut &file, bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&temporary, &path)?;
+    File::open(dir)?.sync_all()
+}

@@ -390,6 +390,14 @@ fn every_command_that_offers_server_works_with_it() {
             // A one-member node is a cluster: verify agrees with itself.
             "cluster verify" => return Some(Vec::new()),
             "replay" => return Some(vec![&empty_capture, "--speed", "max"]),
+            // Tenant 1 is the one the commands above bind for.
+            "tenant add" => return Some(vec!["--tenant", "1", "--token", "tenant-one-token-0123"]),
+            "tenant set" => return Some(vec!["--tenant", "1", "--max-live", "10"]),
+            "tenant suspend" | "tenant resume" | "tenant show" => {
+                return Some(vec!["--tenant", "1"])
+            }
+            "tenant list" => return Some(Vec::new()),
+            "block add" | "block remove" => return Some(vec!["--caller", "13800000009"]),
             "bench" => {
                 return Some(vec![
                     "--requests",

@@ -11,6 +11,7 @@ use x700::binding::{
     Route, Update,
 };
 use x700::number::{parse_extension, parse_real, parse_virtual, Number, XPolicy};
+use x700::protocol::codec::control::{self, ControlRequest, PutMode};
 use x700::protocol::codec::{
     bind_answer_body, binding_body, encode_bind, encode_hello, encode_lookup, encode_lookup_answer,
     encode_not_leader_body, encode_query, encode_unbind, encode_update, encode_wait_index,
@@ -57,6 +58,13 @@ fn frame(build: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     out
 }
 
+/// A control request's frame, as a client encodes it.
+fn control_frame(request_id: u32, request: &ControlRequest<'_>) -> Vec<u8> {
+    let mut body = Vec::new();
+    control::encode(request, &mut body);
+    frame(|out| push_frame(out, control::opcode_of(request), 0, request_id, &body))
+}
+
 /// Every example the document shows, by name, built with the codec.
 fn examples() -> Vec<(&'static str, Vec<u8>)> {
     let route = Route {
@@ -84,7 +92,7 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         (
             "hello",
-            frame(|out| encode_hello(out, 1, VERSION, Role::Admin, b"secret")),
+            frame(|out| encode_hello(out, 1, VERSION_MIN, Role::Admin, b"secret")),
         ),
         (
             "bind_not_leader",
@@ -102,7 +110,7 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
                     opcode::HELLO,
                     status::OK,
                     1,
-                    &hello_answer_body(2, 1, 0),
+                    &hello_answer_body(1, 2, 1, 0),
                 );
             }),
         ),
@@ -126,6 +134,41 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
         (
             "ping_ok",
             frame(|out| push_frame(out, opcode::PING, status::OK, 2, &[])),
+        ),
+        (
+            "tenant_put",
+            control_frame(
+                5,
+                &ControlRequest::TenantPut {
+                    tenant: 7,
+                    mode: PutMode::Add,
+                    max_live: 1000,
+                    binds_per_s: 100,
+                    token: b"token",
+                    hashed: false,
+                },
+            ),
+        ),
+        (
+            "tenant_status",
+            control_frame(
+                6,
+                &ControlRequest::TenantStatus {
+                    tenant: 7,
+                    suspended: true,
+                },
+            ),
+        ),
+        (
+            "block",
+            control_frame(
+                7,
+                &ControlRequest::Block {
+                    tenant: None,
+                    caller: real("13800138000"),
+                    add: true,
+                },
+            ),
         ),
         (
             "lookup",

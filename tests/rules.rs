@@ -702,3 +702,56 @@ fn reserved_numbers_still_name_legacy_xs_and_bindings_to_remove() {
     });
     assert!(matches!(check(&unbind), Ok(Op::Unbind(_))));
 }
+
+/// Every change a shard makes to a binding is reported, in order, with the
+/// binding as it stood: made, updated, unbound at the time of the unbind,
+/// and expired at its expiry (not at the later sweep that reclaims it).
+/// This is what the traceability history is built from.
+#[test]
+fn every_change_is_reported_in_order() {
+    use x700::binding::ChangeKind;
+    let (_dir, mut store, clock) = store(1);
+    store
+        .shard_set_mut()
+        .shard_mut(0)
+        .unwrap()
+        .record_changes(true);
+    let kept = store
+        .bind(&axb(x(1), "13800000001", "13900000001", "o1"))
+        .unwrap();
+    let update = Update {
+        ttl_s: Some(60),
+        ..Update::default()
+    };
+    store.update(kept.binding_id, &update).unwrap();
+    let gone = store
+        .bind(&axb(x(2), "13800000002", "13900000002", "o2"))
+        .unwrap();
+    clock.advance(5);
+    store.unbind(gone.binding_id).unwrap();
+    clock.advance(100);
+    assert_eq!(store.reclaim_expired(1000), 1);
+    let changes = store.shard_set_mut().shard_mut(0).unwrap().take_changes();
+    let seen: Vec<(ChangeKind, u32, u64)> = changes
+        .iter()
+        .map(|c| (c.kind, c.at_s, c.binding.id.0))
+        .collect();
+    let (k, g) = (kept.binding_id.0, gone.binding_id.0);
+    assert_eq!(
+        seen,
+        vec![
+            (ChangeKind::Created, T0, k),
+            (ChangeKind::Updated, T0, k),
+            (ChangeKind::Created, T0, g),
+            (ChangeKind::Unbound, T0 + 5, g),
+            (ChangeKind::Expired, T0 + 60, k),
+        ]
+    );
+    assert_eq!(changes[0].binding.order.as_bytes(), b"o1");
+    assert!(store
+        .shard_set_mut()
+        .shard_mut(0)
+        .unwrap()
+        .take_changes()
+        .is_empty());
+}

@@ -249,9 +249,9 @@ fn an_image_carries_a_checkpoint_whole_and_later_checkpoints_leave_it_alone() {
     let copies = tempfile::tempdir().expect("dir");
     let ids = store_with(source.path(), 0, 300);
     let (image_dir, stream) = image_of(source.path(), copies.path());
-    // STORAGE.md section 19's example: two shards (19 files), a 64-byte
-    // `store` first.
-    let example = "58 37 30 30 53 49 4d 47 01 00 00 00 13 00 00 00 05 00 73 74 6f 72 65 \
+    // STORAGE.md section 19's example: two shards and the registry (20
+    // files), a 64-byte `store` first.
+    let example = "58 37 30 30 53 49 4d 47 01 00 00 00 14 00 00 00 05 00 73 74 6f 72 65 \
                    40 00 00 00 00 00 00 00";
     let example: Vec<u8> = example
         .split_whitespace()

@@ -216,6 +216,34 @@ pub struct Binding {
     pub recording: bool,
 }
 
+/// What happened to a binding (`Change`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ChangeKind {
+    /// It was made.
+    Created,
+    /// An update changed it.
+    Updated,
+    /// It was removed by UNBIND.
+    Unbound,
+    /// Its expiry passed and the table removed it (by the sweep, or to
+    /// make room for a new binding on its numbers).
+    Expired,
+}
+
+/// A change to a binding, as the tables report it to the traceability
+/// history: the binding as it was after the change (for a removal: as it
+/// was when removed), and when (for `Expired`: the binding's expiry, not
+/// the time it was reclaimed).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Change {
+    /// What happened.
+    pub kind: ChangeKind,
+    /// When, Unix seconds (the applied clock).
+    pub at_s: u32,
+    /// The binding.
+    pub binding: Binding,
+}
+
 /// Changes an update may make; `None` leaves a field as it is.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct Update {
@@ -268,6 +296,11 @@ pub enum Reject {
     NotAParty,
     /// The caller, X or extension is malformed.
     BadNumber,
+    /// The binding's tenant is suspended.
+    TenantSuspended,
+    /// The caller is on a blocklist (the binding's tenant's or the global
+    /// one).
+    Blocked,
 }
 
 impl Reject {
@@ -279,6 +312,8 @@ impl Reject {
             Reject::DirectionDenied => "direction_denied",
             Reject::NotAParty => "not_a_party",
             Reject::BadNumber => "bad_number",
+            Reject::TenantSuspended => "tenant_suspended",
+            Reject::Blocked => "blocked",
         }
     }
 }

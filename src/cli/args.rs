@@ -50,6 +50,122 @@ pub enum Command {
     /// Send a capture's requests again to a server and compare its answers
     /// with the captured ones.
     Replay(ReplayArgs),
+    /// Tenants (business users): add, change, suspend, resume, show, list.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Caller blocklists: a tenant's (--tenant) or the global one.
+    #[command(subcommand)]
+    Block(BlockCommand),
+}
+
+/// `x700 tenant ...`.
+#[derive(Subcommand, Debug)]
+pub enum TenantCommand {
+    /// Register a tenant with its first platform credential and quotas.
+    Add(TenantAddArgs),
+    /// Change a tenant's quotas, or give it another credential.
+    Set(TenantAddArgs),
+    /// Suspend a tenant: lookups of its bindings answer tenant_suspended,
+    /// and its binds too, until it is resumed.
+    Suspend(TenantArgs),
+    /// Resume a suspended tenant.
+    Resume(TenantArgs),
+    /// One tenant: status, quotas, number of credentials.
+    Show(TenantArgs),
+    /// Every tenant.
+    List(TenantListArgs),
+}
+
+/// `x700 tenant add|set`. `--token` is the tenant's credential, so the
+/// session's own credential is `--admin-token`.
+#[derive(Args, Debug)]
+pub struct TenantAddArgs {
+    /// The tenant id.
+    #[arg(long, value_name = "T")]
+    pub tenant: u32,
+    /// A platform credential for this tenant (at least 16 bytes); the node
+    /// keeps only its SHA-256.
+    #[arg(long, value_name = "TOKEN", default_value = "")]
+    pub token: String,
+    /// Most live bindings (0: no quota).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_live: u32,
+    /// Most binds per second, counted at the leader (0: no quota).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub binds_per_s: u32,
+    /// Accept a credential shorter than 16 bytes (tests only).
+    #[arg(long)]
+    pub allow_short_tokens: bool,
+    /// The data directory (offline use, a stopped single node).
+    #[arg(long, value_name = "DIR", required_unless_present = "server")]
+    pub data: Option<PathBuf>,
+    /// A running node's TCP address (instead of --data).
+    #[arg(long, value_name = "ADDR", conflicts_with = "data")]
+    pub server: Option<String>,
+    /// The admin credential for --server (empty: protected mode, loopback
+    /// only).
+    #[arg(long, value_name = "T", default_value = "")]
+    pub admin_token: String,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl TenantAddArgs {
+    /// The store options these stand for.
+    pub fn store(&self) -> StoreArgs {
+        StoreArgs {
+            data: self.data.clone(),
+            server: self.server.clone(),
+            token: self.admin_token.clone(),
+            role: None,
+            shards: crate::store::SHARDS_DEFAULT,
+            allow_legacy_x: false,
+            json: self.json,
+        }
+    }
+}
+
+/// `x700 tenant suspend|resume|show`.
+#[derive(Args, Debug)]
+pub struct TenantArgs {
+    /// The tenant id.
+    #[arg(long, value_name = "T")]
+    pub tenant: u32,
+    /// Where, and how to print.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `x700 tenant list`.
+#[derive(Args, Debug)]
+pub struct TenantListArgs {
+    /// Where, and how to print.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `x700 block ...`.
+#[derive(Subcommand, Debug)]
+pub enum BlockCommand {
+    /// Refuse a caller: on one tenant's numbers (--tenant) or on every one.
+    Add(BlockArgs),
+    /// Take a caller off a blocklist.
+    Remove(BlockArgs),
+}
+
+/// `x700 block add|remove`.
+#[derive(Args, Debug)]
+pub struct BlockArgs {
+    /// The caller (a real number; +86 and such are normalised).
+    #[arg(long, value_name = "C")]
+    pub caller: String,
+    /// The tenant whose list (absent: the global list).
+    #[arg(long, value_name = "T")]
+    pub tenant: Option<u32>,
+    /// Where, and how to print.
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// `x700 cluster ...`: against a running member (`--server`), as admin.
@@ -142,6 +258,12 @@ impl Command {
             Command::Cluster(ClusterCommand::AddNode(a)) => a.cluster.json,
             Command::Cluster(ClusterCommand::RemoveNode(a)) => a.cluster.json,
             Command::Decode(a) => a.json,
+            Command::Tenant(TenantCommand::Add(a) | TenantCommand::Set(a)) => a.json,
+            Command::Tenant(
+                TenantCommand::Suspend(a) | TenantCommand::Resume(a) | TenantCommand::Show(a),
+            ) => a.store.json,
+            Command::Tenant(TenantCommand::List(a)) => a.store.json,
+            Command::Block(BlockCommand::Add(a) | BlockCommand::Remove(a)) => a.store.json,
             Command::Serve(_) | Command::Bench(_) | Command::Replay(_) => false,
         }
     }

@@ -12,6 +12,7 @@ mod output;
 mod remote;
 mod replay;
 mod serve;
+mod tenant;
 
 use args::{Cli, Command};
 use clap::Parser;
@@ -45,6 +46,8 @@ pub fn run() -> i32 {
         Command::Cluster(command) => cluster::run(&command),
         Command::Decode(decode) => return decode::decode(&decode),
         Command::Replay(replay) => return replay::replay(&replay),
+        Command::Tenant(command) => tenant::tenant(&command),
+        Command::Block(command) => tenant::block(&command),
     };
     output::emit(&outcome, json)
 }

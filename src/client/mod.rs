@@ -208,6 +208,29 @@ impl Client {
         Ok((header.status, answer))
     }
 
+    /// A control write (TENANT_PUT, TENANT_STATUS, BLOCK; version 2):
+    /// (status, JSON body of an `ok`).
+    pub fn control(
+        &mut self,
+        request: &codec::control::ControlRequest<'_>,
+    ) -> Result<(u8, String), ClientError> {
+        let mut body = Vec::new();
+        codec::control::encode(request, &mut body);
+        let op = codec::control::opcode_of(request);
+        let (header, answer) =
+            self.call(|out, id| crate::protocol::frame::push_frame(out, op, 0, id, &body))?;
+        self.note_leader(&header, &answer);
+        Ok((header.status, String::from_utf8_lossy(&answer).into_owned()))
+    }
+
+    /// TENANT_SHOW (version 2): one tenant, or every tenant (`None`), as
+    /// JSON.
+    pub fn tenant_show(&mut self, tenant: Option<u32>) -> Result<(u8, String), ClientError> {
+        let body = tenant.unwrap_or(codec::control::ALL).to_le_bytes();
+        let (status, answer) = self.request(opcode::TENANT_SHOW, &body)?;
+        Ok((status, String::from_utf8_lossy(&answer).into_owned()))
+    }
+
     /// PING.
     pub fn ping(&mut self) -> Result<u8, ClientError> {
         Ok(self

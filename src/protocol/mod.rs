@@ -9,8 +9,11 @@ pub use codec::{BindBody, QueryBody, Request, UnbindBody, UpdateBody};
 pub use frame::push_frame;
 pub use frame::{FrameError, Header, HEADER_BYTES};
 
-/// The protocol version this build speaks.
-pub const VERSION: u16 = 1;
+/// The protocol version this build speaks. Version 2 adds tenants, pools,
+/// automatic X selection, blocklists and traces (PROTOCOL.md part 3); a
+/// session that says version 1 in HELLO gets exactly version 1's
+/// behaviour and opcodes.
+pub const VERSION: u16 = 2;
 /// Oldest version this build speaks.
 pub const VERSION_MIN: u16 = 1;
 
@@ -74,6 +77,37 @@ pub mod opcode {
     pub const CLUSTER_REMOVE_NODE: u8 = 0x33;
     /// This node's table checksum at its applied index, as JSON (admin).
     pub const CLUSTER_VERIFY: u8 = 0x34;
+    /// Add a tenant or change its quotas and credentials (admin; v2).
+    pub const TENANT_PUT: u8 = 0x40;
+    /// Suspend or resume a tenant (admin; v2).
+    pub const TENANT_STATUS: u8 = 0x41;
+    /// One tenant or all of them, as JSON (admin; a platform for its
+    /// own; v2).
+    pub const TENANT_SHOW: u8 = 0x42;
+    /// Add or remove a caller on a blocklist, a tenant's or the global
+    /// one (admin; v2).
+    pub const BLOCK: u8 = 0x46;
+
+    /// First opcode of the range that changes the node's control state
+    /// (tenants, pools, blocklists): such a write travels alone in its
+    /// log entry and is applied once every earlier entry has been.
+    pub const CONTROL_FIRST: u8 = 0x40;
+    /// Last opcode of that range.
+    pub const CONTROL_LAST: u8 = 0x4F;
+
+    /// True for an opcode that changes control state through the log.
+    pub fn is_control_write(op: u8) -> bool {
+        matches!(op, TENANT_PUT | TENANT_STATUS | BLOCK)
+    }
+
+    /// The oldest protocol version that knows `op`.
+    pub fn version_of(op: u8) -> u16 {
+        if (CONTROL_FIRST..=CONTROL_LAST).contains(&op) {
+            2
+        } else {
+            1
+        }
+    }
 }
 
 /// Answer status codes. 0-15 are lookup outcomes, 16-31 operation
@@ -91,14 +125,24 @@ pub mod status {
     pub const NOT_A_PARTY: u8 = 4;
     /// A number is malformed.
     pub const BAD_NUMBER: u8 = 5;
-    /// The binding's tenant is suspended (reserved; later step).
+    /// The binding's tenant is suspended: lookups of its bindings and its
+    /// binds are refused until it is resumed (v2).
     pub const TENANT_SUSPENDED: u8 = 6;
+    /// The caller is on a blocklist (the tenant's or the global one; v2).
+    pub const BLOCKED: u8 = 7;
     /// A live binding already holds a number of this request.
     pub const CONFLICT: u8 = 16;
     /// No live binding has this id (or it belongs to another tenant).
     pub const NOT_FOUND: u8 = 17;
     /// A field is out of range (ttl, order length, direction, ...).
     pub const BAD_REQUEST: u8 = 18;
+    /// The tenant named is not one the node knows (v2: TENANT_STATUS,
+    /// BLOCK, and binds once tenants are registered).
+    pub const UNKNOWN_TENANT: u8 = 19;
+    /// TENANT_PUT asked to add a tenant that exists (v2).
+    pub const TENANT_EXISTS: u8 = 20;
+    /// The tenant is at its quota of live bindings (v2).
+    pub const QUOTA_EXCEEDED: u8 = 21;
     /// The frame's layout is wrong (length for its opcode, reserved bits).
     pub const BAD_FRAME: u8 = 32;
     /// The opcode is not one this server knows.
@@ -141,6 +185,10 @@ pub mod status {
             NOT_A_PARTY => "not_a_party",
             BAD_NUMBER => "bad_number",
             TENANT_SUSPENDED => "tenant_suspended",
+            BLOCKED => "blocked",
+            UNKNOWN_TENANT => "unknown_tenant",
+            TENANT_EXISTS => "tenant_exists",
+            QUOTA_EXCEEDED => "quota_exceeded",
             CONFLICT => "conflict",
             NOT_FOUND => "not_found",
             BAD_REQUEST => "bad_request",

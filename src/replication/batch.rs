@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 /// rule in `server::apply`, another reading of a request frame). Members
 /// must agree on it (`server::member_versions`, checked at CLUSTER_INIT and
 /// CLUSTER_ADD_NODE), since every member applies every entry itself.
-pub const APPLY_VERSION: u32 = 1;
+pub const APPLY_VERSION: u32 = 2;
 
 /// Largest batch payload: bounds a log record and a proposal.
 pub const BATCH_BYTES_MAX: usize = 1 << 20;

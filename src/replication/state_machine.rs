@@ -41,6 +41,9 @@ pub trait Applier: Send + Sync + 'static {
     /// the last applied entry) in each. Must follow every earlier `apply`.
     fn capture(&self, applied_next: u64) -> oneshot::Receiver<Result<Vec<ShardImage>, String>>;
 
+    /// The node's control state (tenants), kept with each checkpoint.
+    fn control(&self) -> Arc<crate::tenant::Control>;
+
     /// Replaces every shard by its copy staged in `staging` (a snapshot
     /// from the leader, verified, adopted, its swap journal written). Must
     /// follow every earlier `apply`. A node that fails halfway stops (see
@@ -67,19 +70,8 @@ pub fn read_manifest(data_dir: &Path) -> Result<Option<SnapshotMeta<u64, BasicNo
 
 /// Writes `meta` as the manifest of `data_dir` (or of a staging directory).
 pub fn write_manifest(data_dir: &Path, meta: &SnapshotMeta<u64, BasicNode>) -> std::io::Result<()> {
-    let path = data_dir.join(MANIFEST_NAME);
-    let temporary = data_dir.join(format!("{MANIFEST_NAME}.new"));
     let bytes = serde_json::to_vec_pretty(meta).map_err(std::io::Error::other)?;
-    {
-        let file = crate::sys::open_or_create_private(
-            std::fs::OpenOptions::new().write(true).truncate(true),
-            &temporary,
-        )?;
-        std::io::Write::write_all(&mut &file, &bytes)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&temporary, &path)?;
-    std::fs::File::open(data_dir)?.sync_all()
+    crate::sys::replace_file_durably(data_dir, MANIFEST_NAME, &bytes)
 }
 
 /// What the checkpoints have done, for metrics and the closing figures.
@@ -141,6 +133,8 @@ impl StateMachine {
 pub struct CheckpointBuilder {
     _lock: tokio::sync::OwnedMutexGuard<()>,
     captured: Result<Vec<ShardImage>, String>,
+    /// The registry as of the captured entries, and where it goes.
+    registry: (Arc<crate::tenant::Registry>, Arc<crate::tenant::Control>),
     meta: SnapshotMeta<u64, BasicNode>,
     data_dir: PathBuf,
     current: Arc<Mutex<Option<SnapshotMeta<u64, BasicNode>>>>,
@@ -171,6 +165,14 @@ impl CheckpointBuilder {
         })
         .await
         .map_err(|e| e.to_string())??;
+        // The registry goes with the tables it was captured with, before
+        // the manifest says the checkpoint is whole.
+        let (registry, control) = self.registry.clone();
+        let applied_next = self.meta.last_log_id.map_or(0, |l| l.index + 1);
+        tokio::task::spawn_blocking(move || control.persist(&registry, applied_next))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("{}: {e}", crate::tenant::REGISTRY_NAME))?;
         write_manifest(&self.data_dir, &self.meta)
             .map_err(|e| format!("{}: {e}", self.data_dir.join(MANIFEST_NAME).display()))?;
         Ok(page_bytes)
@@ -349,6 +351,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Ok(result) => result,
             Err(_) => Err("the shards' owners stopped".into()),
         };
+        // Every earlier apply has returned, control writes included.
+        let control = self.applier.control();
+        let registry = (control.registry(), control);
         let meta = SnapshotMeta {
             last_log_id: self.last_applied,
             last_membership: self.membership.clone(),
@@ -357,6 +362,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         CheckpointBuilder {
             _lock: lock,
             captured,
+            registry,
             meta,
             data_dir: self.data_dir.clone(),
             current: Arc::clone(&self.current),
@@ -406,6 +412,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(sm_error)?
             .map_err(sm_error)?;
+        // The image carried the leader's registry as of its checkpoint.
+        self.applier.control().reload().map_err(sm_error)?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         if let Ok(mut current) = self.current.lock() {

@@ -22,6 +22,7 @@ use crate::replication::{Answers, Applier, Recovered, WriteBatch};
 use crate::store::clock::applied_now_s;
 use crate::store::{ShardSet, Store};
 use crate::table::checkpoint::ShardImage;
+use crate::tenant::Control;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -85,6 +86,24 @@ pub fn apply_batch(set: &mut ShardSet, index: u64, batch: &WriteBatch, out: &mut
                 .find(|s| usize::from(s.id()) == shard)
                 .is_some_and(|s| s.applied_log_index() <= index)
     };
+    if Control::is_control_batch(batch) {
+        // A control write travels alone in its entry, and the loops apply
+        // it only once every earlier entry is applied everywhere
+        // (`LoopApplier`): the owner of shard 0 applies it, once. Whether
+        // the registry holds it already is the registry's to say (its
+        // checkpoint is its own, `tenant::Control`), not shard 0's.
+        if set.owns(0) {
+            let control = Arc::clone(set.control());
+            let spans = control.apply(index, batch, &mut out.frames);
+            out.spans.extend(
+                (0u32..)
+                    .zip(spans)
+                    .map(|(position, (start, end))| (position, start, end)),
+            );
+        }
+        mark_applied(set, index);
+        return;
+    }
     // Writes were checked against the node's policy before they were
     // proposed; here any well-formed number passes, so a policy change
     // between runs cannot change what a replay does.
@@ -161,7 +180,12 @@ pub fn apply_batch(set: &mut ShardSet, index: u64, batch: &WriteBatch, out: &mut
         let end = u32::try_from(out.frames.len()).unwrap_or(u32::MAX);
         out.spans.push((position, start, end));
     }
-    for shard in 0..usize::from(shard_count) {
+    mark_applied(set, index);
+}
+
+/// Notes in every owned shard that entry `index` is applied.
+fn mark_applied(set: &mut ShardSet, index: u64) {
+    for shard in 0..usize::from(set.shard_count()) {
         if let Some(s) = set.shard_mut(shard) {
             if s.applied_log_index() <= index {
                 s.set_applied_log_index(index + 1);
@@ -289,12 +313,14 @@ pub fn recover(store: &mut Store) -> Result<(Log, Recovered), String> {
 /// room for is an error to openraft, which stops applying.
 pub struct LocalApplier {
     set: Mutex<ShardSet>,
+    control: Arc<Control>,
 }
 
 impl LocalApplier {
     /// Owns `set`.
     pub fn new(set: ShardSet) -> LocalApplier {
         LocalApplier {
+            control: Arc::clone(set.control()),
             set: Mutex::new(set),
         }
     }
@@ -332,6 +358,10 @@ impl Applier for LocalApplier {
             });
         let _ = reply.send(result);
         receiver
+    }
+
+    fn control(&self) -> Arc<Control> {
+        Arc::clone(&self.control)
     }
 
     fn capture(&self, applied_next: u64) -> oneshot::Receiver<Result<Vec<ShardImage>, String>> {
@@ -536,11 +566,67 @@ async fn answers_of_loop(
     Some(answers)
 }
 
+/// Splits batches into runs that the loops may apply together: a control
+/// batch is a run of its own.
+fn segments(batches: Vec<(u64, WriteBatch)>) -> Vec<Vec<(u64, WriteBatch)>> {
+    let mut runs: Vec<Vec<(u64, WriteBatch)>> = Vec::new();
+    let mut open = false;
+    for (index, batch) in batches {
+        let control = Control::is_control_batch(&batch);
+        if control || !open {
+            runs.push(Vec::new());
+        }
+        open = !control;
+        if let Some(run) = runs.last_mut() {
+            run.push((index, batch));
+        }
+    }
+    runs
+}
+
+/// Hands `batches` to every loop in chunks of about `APPLY_CHUNK_BYTES` of
+/// writes and merges their answers (see `LoopApplier::apply`).
+async fn apply_in_loops(
+    inboxes: &[LoopInbox],
+    stall: &Arc<ApplyStall>,
+    batches: Vec<(u64, WriteBatch)>,
+) -> Result<Vec<Answers>, String> {
+    let stopped = || "an event loop stopped".to_string();
+    let count = batches.len();
+    let chunks = chunks_of(&batches);
+    let batches = Arc::new(batches);
+    // parts[loop]: each loop's answers, chunk by chunk.
+    let mut parts = Vec::with_capacity(inboxes.len());
+    for inbox in inboxes {
+        parts.push(inbox.send(&chunks).ok_or_else(stopped)?);
+    }
+    let mut collected: Vec<Vec<PartialAnswers>> = Vec::with_capacity(parts.len());
+    for (inbox, of_loop) in inboxes.iter().zip(parts) {
+        let answers = answers_of_loop(
+            inbox.clone(),
+            Arc::clone(&batches),
+            of_loop,
+            Arc::clone(stall),
+        )
+        .await
+        .ok_or_else(stopped)?;
+        collected.push(answers);
+    }
+    stall.end();
+    Ok((0..count)
+        .map(|b| {
+            let parts: Vec<&PartialAnswers> = collected.iter().map(|c| &c[b]).collect();
+            merge_answers(&parts)
+        })
+        .collect())
+}
+
 /// Hands batches to the event loops; each applies the writes of the shards
 /// it owns, in log order, and the parts are merged.
 pub struct LoopApplier {
     inboxes: Vec<LoopInbox>,
     stall: Arc<ApplyStall>,
+    control: Arc<Control>,
 }
 
 impl LoopApplier {
@@ -550,13 +636,18 @@ impl LoopApplier {
         senders: Vec<crossbeam_channel::Sender<Message>>,
         wakers: Vec<Arc<mio::Waker>>,
         stall: Arc<ApplyStall>,
+        control: Arc<Control>,
     ) -> LoopApplier {
         let inboxes = senders
             .into_iter()
             .zip(wakers)
             .map(|(sender, waker)| LoopInbox { sender, waker })
             .collect();
-        LoopApplier { inboxes, stall }
+        LoopApplier {
+            inboxes,
+            stall,
+            control,
+        }
     }
 
     fn send(&self, loop_index: usize, message: Message) -> bool {
@@ -569,6 +660,10 @@ impl LoopApplier {
 }
 
 impl Applier for LoopApplier {
+    fn control(&self) -> Arc<Control> {
+        Arc::clone(&self.control)
+    }
+
     /// Hands the batches to every loop in chunks of about
     /// `APPLY_CHUNK_BYTES` of writes; a loop applies at most one chunk per
     /// iteration (`worker::remote`), so a follower catching up on a long
@@ -577,44 +672,30 @@ impl Applier for LoopApplier {
     /// from it on go to that loop again after a wait that doubles up to
     /// `STALL_RETRY_MAX`, until they apply (`ApplyStall` says so
     /// meanwhile), so the answers are the ones every member gives.
+    ///
+    /// A control batch (tenants, blocklists) is a barrier: the batches
+    /// before it are applied by every loop first, then it, then the rest,
+    /// so every data write meets the registry its place in the log gives
+    /// it, whichever loop applies it.
     fn apply(
         &self,
         batches: Vec<(u64, WriteBatch)>,
     ) -> oneshot::Receiver<Result<Vec<Answers>, String>> {
         let (reply, receiver) = oneshot::channel();
-        let count = batches.len();
-        let chunks = chunks_of(&batches);
-        let batches = Arc::new(batches);
-        // parts[loop]: each loop's answers, chunk by chunk.
-        let mut parts = Vec::with_capacity(self.inboxes.len());
-        for inbox in &self.inboxes {
-            let Some(of_loop) = inbox.send(&chunks) else {
-                let _ = reply.send(Err("an event loop stopped".into()));
-                return receiver;
-            };
-            parts.push(of_loop);
-        }
         let inboxes = self.inboxes.clone();
         let stall = Arc::clone(&self.stall);
         tokio::spawn(async move {
-            let mut collected: Vec<Vec<PartialAnswers>> = Vec::with_capacity(parts.len());
-            for (inbox, of_loop) in inboxes.into_iter().zip(parts) {
-                let answers =
-                    answers_of_loop(inbox, Arc::clone(&batches), of_loop, Arc::clone(&stall)).await;
-                let Some(answers) = answers else {
-                    let _ = reply.send(Err("an event loop stopped".into()));
-                    return;
-                };
-                collected.push(answers);
+            let mut answers = Vec::with_capacity(batches.len());
+            for segment in segments(batches) {
+                match apply_in_loops(&inboxes, &stall, segment).await {
+                    Ok(mut more) => answers.append(&mut more),
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                        return;
+                    }
+                }
             }
-            stall.end();
-            let merged = (0..count)
-                .map(|b| {
-                    let parts: Vec<&PartialAnswers> = collected.iter().map(|c| &c[b]).collect();
-                    merge_answers(&parts)
-                })
-                .collect();
-            let _ = reply.send(Ok(merged));
+            let _ = reply.send(Ok(answers));
         });
         receiver
     }

@@ -3,6 +3,7 @@
 
 use super::config::{role_of, Credential};
 use crate::protocol::{opcode, Role, VERSION, VERSION_MIN};
+use crate::tenant::Registry;
 use std::sync::Arc;
 
 /// Which tenants a session may read and change.
@@ -31,6 +32,9 @@ pub struct Session {
     pub role: Role,
     /// Tenant scope.
     pub access: Access,
+    /// The protocol version agreed in HELLO: the lower of the client's
+    /// and this build's. Opcodes of later versions are unknown to it.
+    pub version: u16,
 }
 
 /// The answer to a HELLO.
@@ -44,10 +48,15 @@ pub enum HelloOutcome {
     UnsupportedVersion,
 }
 
-/// Decides a HELLO. With no credentials configured (protected mode), any
-/// role is granted without a token, but only to loopback clients.
+/// Decides a HELLO. A token is looked for among the configured
+/// credentials, then among the registered tenants' (a tenant's credential
+/// grants the platform role for that tenant alone, and only in version 2
+/// or later, which knows tenants). With no credentials configured
+/// (protected mode), a token that is not a tenant's grants any role, but
+/// only to loopback clients.
 pub fn hello(
     credentials: &[Credential],
+    registry: &Registry,
     version: u16,
     role: u8,
     token: &[u8],
@@ -59,29 +68,36 @@ pub fn hello(
     let Some(role) = Role::from_code(role) else {
         return HelloOutcome::Unauthorised;
     };
-    if credentials.is_empty() {
-        return if peer_is_loopback {
-            HelloOutcome::Accepted(Session {
-                role,
-                access: Access::AllTenants,
-            })
-        } else {
-            HelloOutcome::Unauthorised
-        };
-    }
-    let Some(credential) = credentials
+    let accepted = |access| {
+        HelloOutcome::Accepted(Session {
+            role,
+            access,
+            version,
+        })
+    };
+    if let Some(credential) = credentials
         .iter()
         .find(|c| constant_time_eq(c.token.as_bytes(), token))
-    else {
-        return HelloOutcome::Unauthorised;
-    };
-    let granted = role_of(&credential.role);
-    let access = match granted {
-        Some(Role::Admin) => Access::AllTenants,
-        Some(r) if r == role => Access::Tenants(credential.tenants.clone().into()),
-        _ => return HelloOutcome::Unauthorised,
-    };
-    HelloOutcome::Accepted(Session { role, access })
+    {
+        return match role_of(&credential.role) {
+            Some(Role::Admin) => accepted(Access::AllTenants),
+            Some(r) if r == role => accepted(Access::Tenants(credential.tenants.clone().into())),
+            _ => HelloOutcome::Unauthorised,
+        };
+    }
+    if !token.is_empty() && version >= 2 {
+        if let Some(tenant) = registry.tenant_of_token(token) {
+            return if role == Role::Platform {
+                accepted(Access::Tenants(Arc::from([tenant])))
+            } else {
+                HelloOutcome::Unauthorised
+            };
+        }
+    }
+    if credentials.is_empty() && peer_is_loopback {
+        return accepted(Access::AllTenants);
+    }
+    HelloOutcome::Unauthorised
 }
 
 /// True if `role` may send `op`.
@@ -97,7 +113,8 @@ pub fn permits(role: Role, op: u8) -> bool {
         | opcode::BIND_AXE
         | opcode::UPDATE
         | opcode::UNBIND
-        | opcode::QUERY => {
+        | opcode::QUERY
+        | opcode::TENANT_SHOW => {
             matches!(role, Role::Platform | Role::Admin)
         }
         _ => role == Role::Admin,
@@ -136,7 +153,14 @@ mod tests {
     #[test]
     fn roles_and_tenants() {
         let creds = credentials();
-        match hello(&creds, 1, Role::Platform.code(), b"p", false) {
+        match hello(
+            &creds,
+            &Registry::default(),
+            1,
+            Role::Platform.code(),
+            b"p",
+            false,
+        ) {
             HelloOutcome::Accepted(session) => {
                 assert!(session.access.allows(2));
                 assert!(!session.access.allows(3));
@@ -144,32 +168,63 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            hello(&creds, 1, Role::Admin.code(), b"p", false),
+            hello(
+                &creds,
+                &Registry::default(),
+                1,
+                Role::Admin.code(),
+                b"p",
+                false
+            ),
             HelloOutcome::Unauthorised
         );
         assert_eq!(
-            hello(&creds, 1, Role::Switch.code(), b"wrong", true),
+            hello(
+                &creds,
+                &Registry::default(),
+                1,
+                Role::Switch.code(),
+                b"wrong",
+                true
+            ),
             HelloOutcome::Unauthorised
         );
         assert!(matches!(
-            hello(&creds, 1, Role::Switch.code(), b"a", false),
+            hello(
+                &creds,
+                &Registry::default(),
+                1,
+                Role::Switch.code(),
+                b"a",
+                false
+            ),
             HelloOutcome::Accepted(_)
         ));
         assert_eq!(
-            hello(&creds, 9, Role::Switch.code(), b"s", false),
+            hello(
+                &creds,
+                &Registry::default(),
+                9,
+                Role::Switch.code(),
+                b"s",
+                false
+            ),
             HelloOutcome::UnsupportedVersion
         );
-        assert_eq!(hello(&creds, 1, 7, b"s", false), HelloOutcome::Unauthorised);
+        assert_eq!(
+            hello(&creds, &Registry::default(), 1, 7, b"s", false),
+            HelloOutcome::Unauthorised
+        );
     }
 
     #[test]
     fn protected_mode_is_loopback_only() {
         assert!(matches!(
-            hello(&[], 1, Role::Admin.code(), b"", true),
+            hello(&[], &Registry::default(), 1, Role::Admin.code(), b"", true),
             HelloOutcome::Accepted(_)
         ));
         assert_eq!(
-            hello(&[], 1, Role::Admin.code(), b"", false),
+            hello(&[], &Registry::default(), 1, Role::Admin.code(), b"", false),
             HelloOutcome::Unauthorised
         );
     }

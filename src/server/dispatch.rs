@@ -183,6 +183,10 @@ pub fn execute_write(
                 push_frame(out, op_code, status::UNAUTHORISED, request_id, &[]);
                 return;
             }
+            if let Some(refusal) = tenant_refusal(&set.control().registry(), request.tenant) {
+                push_frame(out, op_code, refusal, request_id, &[]);
+                return;
+            }
             match set.bind(request, now_s) {
                 Ok(bound) => push_frame(
                     out,
@@ -234,6 +238,22 @@ pub fn execute_write(
             let answer = set.lookup(query, now_s);
             codec::encode_lookup_answer(out, request_id, &answer);
         }
+    }
+}
+
+/// Why the registry refuses a bind for `tenant`, if it does: once any
+/// tenant is registered, binds are for registered tenants only, and a
+/// suspended tenant binds nothing. (With no tenant registered, binds
+/// follow version 1's rules.) Applied in log order, against the registry
+/// the entry meets, so every member answers alike.
+fn tenant_refusal(registry: &crate::tenant::Registry, tenant: u32) -> Option<u8> {
+    if registry.is_empty() {
+        return None;
+    }
+    match registry.tenant(tenant) {
+        None => Some(status::UNKNOWN_TENANT),
+        Some(_) if registry.is_suspended(tenant) => Some(status::TENANT_SUSPENDED),
+        Some(_) => None,
     }
 }
 

@@ -357,6 +357,7 @@ impl Server {
         }
         let table_shards = store.shard_count();
         let workers = resolved.workers;
+        let control = Arc::clone(store.control());
         let sets = store.split(workers);
         let mut polls = Vec::with_capacity(workers);
         let mut wakers = Vec::with_capacity(workers);
@@ -495,6 +496,7 @@ impl Server {
             shared.senders.clone(),
             shared.wakers.clone(),
             Arc::clone(&shared.apply_stall),
+            control,
         ));
         let options = crate::replication::ReplicaOptions {
             node_id: u64::from(shared.config.node_id),

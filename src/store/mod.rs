@@ -25,6 +25,7 @@ use crate::number::Number;
 use crate::table::file::ShardIdentity;
 use crate::table::layout::{checksum_of, StoreHeader, FORMAT_VERSION, STORE_MAGIC};
 use crate::table::{BindOutcome, Shard, ShardStats, TableError};
+use crate::tenant::Control;
 use clock::Clock;
 use lock::DirLock;
 pub use shard_set::ShardSet;
@@ -118,6 +119,7 @@ impl Store {
             };
             shards.push(Shard::create(&shard_dir(dir, shard_id), identity, now_s)?);
         }
+        let control = open_control(dir)?;
         // The store file is written last: a directory without it holds no
         // store, so a crash during creation leaves nothing half-made that
         // `open` would accept.
@@ -129,6 +131,7 @@ impl Store {
                 shard_count,
                 shards.into_iter().map(Some).collect(),
                 Arc::new(lock),
+                Arc::new(control),
             ),
             clock,
             nonce: header.store_nonce,
@@ -184,16 +187,23 @@ impl Store {
             };
             shards.push(Shard::open(&shard_dir(dir, shard_id), identity)?);
         }
+        let control = open_control(dir)?;
         Ok(Store {
             dir: dir.to_path_buf(),
             set: ShardSet::new(
                 shard_count,
                 shards.into_iter().map(Some).collect(),
                 Arc::new(lock),
+                Arc::new(control),
             ),
             clock,
             nonce: header.store_nonce,
         })
+    }
+
+    /// The directory's control state (tenants, blocklists).
+    pub fn control(&self) -> &Arc<Control> {
+        self.set.control()
     }
 
     /// The directory.
@@ -327,7 +337,17 @@ impl Store {
 
     /// Flushes and closes every shard, marking them clean.
     pub fn close(self) -> Result<(), TableError> {
-        self.set.close()
+        let control = Arc::clone(self.set.control());
+        let applied_next = self
+            .set
+            .owned()
+            .map(Shard::applied_log_index)
+            .min()
+            .unwrap_or(0);
+        self.set.close()?;
+        control
+            .persist(&control.registry(), applied_next)
+            .map_err(|e| TableError::io(&self.dir.join(crate::tenant::REGISTRY_NAME), e))
     }
 
     /// Closes every shard without saving what changed since its last
@@ -398,4 +418,12 @@ fn directory_bytes(dir: &Path) -> std::io::Result<u64> {
         };
     }
     Ok(total)
+}
+
+/// The directory's registry (`tenant::Control`), read from its checkpoint file.
+fn open_control(dir: &Path) -> Result<Control, TableError> {
+    Control::open(dir).map_err(|reason| TableError::BadHeader {
+        path: dir.join(crate::tenant::REGISTRY_NAME).display().to_string(),
+        reason,
+    })
 }

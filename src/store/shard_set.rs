@@ -11,6 +11,7 @@ use crate::number::Number;
 use crate::table::checkpoint::ShardImage;
 use crate::table::records::decompose_id;
 use crate::table::{BindOutcome, Shard, ShardStats, TableError};
+use crate::tenant::Control;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -20,6 +21,9 @@ pub struct ShardSet {
     shard_count: u16,
     shards: Vec<Option<Shard>>,
     _lock: Arc<DirLock>,
+    /// The directory's control state (tenants, blocklists), shared by
+    /// every part of a split set.
+    control: Arc<Control>,
 }
 
 impl ShardSet {
@@ -28,13 +32,20 @@ impl ShardSet {
         shard_count: u16,
         shards: Vec<Option<Shard>>,
         lock: Arc<DirLock>,
+        control: Arc<Control>,
     ) -> ShardSet {
         assert_eq!(shards.len(), usize::from(shard_count));
         ShardSet {
             shard_count,
             shards,
             _lock: lock,
+            control,
         }
+    }
+
+    /// The directory's control state.
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
     }
 
     /// Splits into `parts` sets; shard `s` goes to part `s % parts`.
@@ -45,6 +56,7 @@ impl ShardSet {
                 shard_count: self.shard_count,
                 shards: (0..self.shard_count).map(|_| None).collect(),
                 _lock: Arc::clone(&self._lock),
+                control: Arc::clone(&self.control),
             })
             .collect();
         for (id, shard) in self.shards.into_iter().enumerate() {
@@ -144,7 +156,11 @@ impl ShardSet {
         if !query_is_well_formed(query) {
             return LookupResult::Reject(Reject::BadNumber);
         }
-        self.shard(self.shard_index(query.x)).lookup(query, now_s)
+        let mut answer = [self.shard(self.shard_index(query.x)).lookup(query, now_s)];
+        if self.control().screens_lookups() {
+            self.screen(std::slice::from_ref(query), &mut answer);
+        }
+        answer[0]
     }
 
     /// Runs the expiry sweep on every owned shard.

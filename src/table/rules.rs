@@ -17,7 +17,8 @@ use super::layout::{meta, ColdRecord, HotRecord};
 use super::records::{compose_id, decompose_id};
 use super::shard::Shard;
 use crate::binding::{
-    BindRequest, Binding, BindingId, InvalidRequest, Mode, OrderRef, Parties, Update, WriteError,
+    BindRequest, Binding, BindingId, Change, ChangeKind, InvalidRequest, Mode, OrderRef, Parties,
+    Update, WriteError,
 };
 use crate::number::Number;
 
@@ -125,7 +126,7 @@ impl Shard {
                 if !record.is_expired(now_s) {
                     return Err(self.refusal(representative, request.tenant));
                 }
-                self.remove_binding(representative);
+                self.remove_expired(representative);
             }
         }
         let slot = self.allocate_slot();
@@ -164,6 +165,7 @@ impl Shard {
         }
         self.counters.live_bindings += 1;
         self.split_index();
+        self.note(ChangeKind::Created, now_s, slot);
         Ok(BindOutcome {
             binding_id: self.id_of(slot),
             created: true,
@@ -182,7 +184,7 @@ impl Shard {
     ) -> Result<Option<BindOutcome>, WriteError> {
         let Some(slot) = holder else { return Ok(None) };
         if self.record(slot).is_expired(now_s) {
-            self.remove_binding(slot);
+            self.remove_expired(slot);
             return Ok(None);
         }
         if self.same_binding(slot, request) {
@@ -246,9 +248,9 @@ impl Shard {
             }
         }
         while let Some(next) = self.cold_record(representative).x_next.checked_sub(1) {
-            self.remove_binding(next);
+            self.remove_expired(next);
         }
-        self.remove_binding(representative);
+        self.remove_expired(representative);
         None
     }
 
@@ -298,6 +300,28 @@ impl Shard {
             cold.item_mut(next as usize - 1).x_prev = previous;
         }
         next.checked_sub(1)
+    }
+
+    /// Notes a change to the binding in `slot`, if changes are recorded.
+    fn note(&mut self, kind: ChangeKind, at_s: u32, slot: u32) {
+        if self.changes.is_some() {
+            let binding = self.binding_at(slot);
+            if let Some(changes) = self.changes.as_mut() {
+                changes.push(Change {
+                    kind,
+                    at_s,
+                    binding,
+                });
+            }
+        }
+    }
+
+    /// Removes a binding whose expiry has passed, noting it as expired at
+    /// its expiry.
+    fn remove_expired(&mut self, slot: u32) {
+        let at_s = self.record(slot).expires_at_s;
+        self.note(ChangeKind::Expired, at_s, slot);
+        self.remove_binding(slot);
     }
 
     /// Removes a live binding (unbind or reclamation). If it represented
@@ -353,6 +377,7 @@ impl Shard {
         let slot = self.live_slot(id, now_s)?;
         self.prepare_write()?;
         let binding = self.binding_at(slot);
+        self.note(ChangeKind::Unbound, now_s, slot);
         self.remove_binding(slot);
         Ok(binding)
     }
@@ -420,7 +445,7 @@ impl Shard {
             if new_b != record.b() {
                 if let Some(holder) = self.find_axb_party(record.x(), new_b) {
                     if self.record(holder).is_expired(now_s) {
-                        self.remove_binding(holder);
+                        self.remove_expired(holder);
                     } else {
                         return Err(self.refusal(holder, tenant));
                     }
@@ -442,6 +467,7 @@ impl Shard {
             record.expires_at_s = now_s.saturating_add(ttl_s);
             self.cold.item_mut(slot as usize).ttl_s = ttl_s;
         }
+        self.note(ChangeKind::Updated, now_s, slot);
         Ok(self.binding_at(slot))
     }
 
@@ -456,6 +482,19 @@ impl Shard {
         };
         self.cold.item_mut(slot as usize).tenant = tenant;
         true
+    }
+
+    /// The tenant of the binding with this id, if its slot holds it (one
+    /// cold record read: lookups ask only while some tenant is suspended
+    /// or some caller blocked).
+    pub fn tenant_of(&self, id: BindingId) -> Option<u32> {
+        let (shard, generation, slot) = decompose_id(id)?;
+        if shard != self.identity.shard_id || slot >= self.counters.records_used {
+            return None;
+        }
+        let record = self.record(slot);
+        (record.is_live() && record.generation() == generation)
+            .then(|| self.cold_record(slot).tenant)
     }
 
     /// The live, unexpired binding with this id.
@@ -530,7 +569,7 @@ impl Shard {
                 if self.prepare_removal().is_err() {
                     break;
                 }
-                self.remove_binding(slot);
+                self.remove_expired(slot);
                 removed += 1;
             }
             self.counters.reclaim_cursor = if slot + 1 >= used { 0 } else { slot + 1 };

@@ -31,9 +31,9 @@ use std::path::{Path, PathBuf};
 pub const IMAGE_MAGIC: [u8; 8] = *b"X700SIMG";
 /// Version of the image stream layout.
 pub const IMAGE_VERSION: u32 = 1;
-/// Most files an image may name: `store`, then per shard (at most 256)
-/// `meta` and four table files with their `.sum` files.
-pub const IMAGE_FILES_MAX: u32 = 1 + 256 * 9;
+/// Most files an image may name: `store`, per shard (at most 256)
+/// `meta` and four table files with their `.sum` files, and the registry.
+pub const IMAGE_FILES_MAX: u32 = 2 + 256 * 9;
 /// Longest relative path an image may name, in bytes.
 pub const IMAGE_PATH_BYTES_MAX: usize = 64;
 /// The journal of a swap in progress, in the data directory: present only
@@ -45,6 +45,8 @@ const STORE_FILE_NAME: &str = "store";
 /// The checkpoint manifest (`replication::state_machine::MANIFEST_NAME`),
 /// which a staging directory may carry beside the image.
 const MANIFEST_NAME: &str = "checkpoint.json";
+/// The registry a checkpoint keeps (`tenant::REGISTRY_NAME`).
+const REGISTRY_NAME: &str = "registry.json";
 /// Where `read_image` stages an incoming image, in the data directory.
 pub const STAGING_NAME: &str = "snapshot-staging";
 
@@ -96,7 +98,8 @@ fn malformed(reason: impl Into<String>) -> ImageError {
 
 /// The files of one checkpoint, relative to the data directory, in image
 /// order: `store`, then each shard directory's `meta`, table files and
-/// their `.sum` files.
+/// their `.sum` files, then the registry (`registry.json`, tenants and
+/// blocklists, when the directory has one).
 pub fn checkpoint_files(data_dir: &Path) -> Result<Vec<PathBuf>, ImageError> {
     let mut shard_dirs = Vec::new();
     for entry in std::fs::read_dir(data_dir).map_err(io_error(data_dir))? {
@@ -116,6 +119,9 @@ pub fn checkpoint_files(data_dir: &Path) -> Result<Vec<PathBuf>, ImageError> {
             files.push(shard.join(format!("{}.sum", kind.file_name())));
         }
     }
+    if data_dir.join(REGISTRY_NAME).exists() {
+        files.push(PathBuf::from(REGISTRY_NAME));
+    }
     Ok(files)
 }
 
@@ -128,7 +134,7 @@ fn is_shard_dir_name(name: &str) -> bool {
 /// nothing else, so a stream can never write outside the staging
 /// directory.
 fn is_image_path(path: &str) -> bool {
-    if path == STORE_FILE_NAME {
+    if path == STORE_FILE_NAME || path == REGISTRY_NAME {
         return true;
     }
     let Some((shard, file)) = path.split_once('/') else {

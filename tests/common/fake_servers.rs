@@ -152,7 +152,7 @@ pub fn fake_node(timing: Timing) -> Fake {
                         opcode::HELLO,
                         status::OK,
                         header.request_id,
-                        &hello_answer_body(1, 1, 0),
+                        &hello_answer_body(x700::protocol::VERSION, 1, 1, 0),
                     ),
                     opcode::LOOKUP => {
                         counter.fetch_add(1, Ordering::Relaxed);

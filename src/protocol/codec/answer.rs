@@ -65,6 +65,8 @@ pub fn reject_status(reject: crate::binding::Reject) -> u8 {
         Reject::DirectionDenied => status::DIRECTION_DENIED,
         Reject::NotAParty => status::NOT_A_PARTY,
         Reject::BadNumber => status::BAD_NUMBER,
+        Reject::TenantSuspended => status::TENANT_SUSPENDED,
+        Reject::Blocked => status::BLOCKED,
     }
 }
 
@@ -85,6 +87,8 @@ pub fn decode_lookup_answer(header: &Header, body: &[u8]) -> Result<LookupResult
         status::DIRECTION_DENIED => Ok(LookupResult::Reject(Reject::DirectionDenied)),
         status::NOT_A_PARTY => Ok(LookupResult::Reject(Reject::NotAParty)),
         status::BAD_NUMBER => Ok(LookupResult::Reject(Reject::BadNumber)),
+        status::TENANT_SUSPENDED => Ok(LookupResult::Reject(Reject::TenantSuspended)),
+        status::BLOCKED => Ok(LookupResult::Reject(Reject::Blocked)),
         other => Err(if other == status::OK {
             status::BAD_FRAME
         } else {
@@ -177,12 +181,13 @@ pub fn decode_binding(body: &[u8]) -> Option<Binding> {
 
 /// Body of a HELLO answer.
 pub fn hello_answer_body(
+    version: u16,
     shard_count: u16,
     node_id: u32,
     leader_hint: u32,
 ) -> [u8; HELLO_ANSWER_BYTES] {
     let mut body = [0u8; HELLO_ANSWER_BYTES];
-    body[0..2].copy_from_slice(&crate::protocol::VERSION.to_le_bytes());
+    body[0..2].copy_from_slice(&version.to_le_bytes());
     body[2..4].copy_from_slice(&shard_count.to_le_bytes());
     body[4..8].copy_from_slice(&node_id.to_le_bytes());
     body[8..12].copy_from_slice(&leader_hint.to_le_bytes());

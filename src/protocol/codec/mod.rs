@@ -7,6 +7,8 @@ use super::{opcode, status, Role};
 use crate::binding::{BindingId, Direction, LookupQuery, Mode, OrderRef, Parties, Update};
 use crate::number::Number;
 
+pub mod control;
+
 /// HELLO request: version u16, role u8, credential length u8, credential.
 pub const HELLO_FIXED_BYTES: usize = 4;
 /// HELLO answer: version, shard count, node id, leader hint, version range.
@@ -46,14 +48,14 @@ pub struct DecodeError {
     pub reason: &'static str,
 }
 
-const fn bad_frame(reason: &'static str) -> DecodeError {
+pub(crate) const fn bad_frame(reason: &'static str) -> DecodeError {
     DecodeError {
         status: status::BAD_FRAME,
         reason,
     }
 }
 
-const fn bad_request(reason: &'static str) -> DecodeError {
+pub(crate) const fn bad_request(reason: &'static str) -> DecodeError {
     DecodeError {
         status: status::BAD_REQUEST,
         reason,
@@ -102,6 +104,10 @@ pub enum Request<'a> {
     ClusterRemoveNode(u64),
     /// CLUSTER_VERIFY.
     ClusterVerify,
+    /// A change of control state: tenants, blocklists (v2).
+    Control(control::ControlRequest<'a>),
+    /// TENANT_SHOW: one tenant, or every tenant (v2).
+    TenantShow(Option<u32>),
     /// WAIT_INDEX: answer once this node has applied `index`, or after
     /// `timeout_ms` (at most `limits::WAIT_INDEX_TIMEOUT_MS_MAX`).
     WaitIndex {
@@ -191,7 +197,7 @@ pub struct QueryBody {
 fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([b[at], b[at + 1]])
 }
-fn u32_at(b: &[u8], at: usize) -> u32 {
+pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 fn u64_at(b: &[u8], at: usize) -> u64 {
@@ -199,7 +205,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     bytes.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(bytes)
 }
-fn number_at(b: &[u8], at: usize) -> Number {
+pub(crate) fn number_at(b: &[u8], at: usize) -> Number {
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&b[at..at + 8]);
     Number(bytes)
@@ -266,7 +272,7 @@ fn mode_code(mode: Mode) -> u8 {
     }
 }
 
-fn expect_len(body: &[u8], bytes: usize) -> Result<(), DecodeError> {
+pub(crate) fn expect_len(body: &[u8], bytes: usize) -> Result<(), DecodeError> {
     if body.len() == bytes {
         Ok(())
     } else {
@@ -347,6 +353,10 @@ pub fn decode_request<'a>(header: &Header, body: &'a [u8]) -> Result<Request<'a>
             expect_len(body, UNBIND_BYTES)?;
             decode_unbind(body).map(Request::Unbind)
         }
+        opcode::TENANT_PUT | opcode::TENANT_STATUS | opcode::BLOCK => {
+            control::from_client(header.opcode, body).map(Request::Control)
+        }
+        opcode::TENANT_SHOW => control::decode_tenant_show(body).map(Request::TenantShow),
         opcode::QUERY => {
             expect_len(body, QUERY_BYTES)?;
             Ok(Request::Query(QueryBody {

@@ -4,6 +4,7 @@
 
 use super::Worker;
 use crate::client::{Client, ClientError};
+use crate::protocol::codec::control::{self, ControlRequest};
 use crate::protocol::codec::{self, Request};
 use crate::protocol::frame::{push_frame, Header};
 use crate::protocol::Role;
@@ -24,10 +25,22 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(token) else {
             return;
         };
-        let Some(role) = conn.session.as_ref().map(|s| s.role) else {
+        let Some((role, version)) = conn.session.as_ref().map(|s| (s.role, s.version)) else {
             self.handle_hello(token, header, body);
             return;
         };
+        // A session of an older version hears what a server of that version
+        // would say about a later opcode.
+        if opcode::version_of(header.opcode) > version {
+            self.answer(
+                token,
+                header.opcode,
+                status::UNKNOWN_OPCODE,
+                request_id,
+                &[],
+            );
+            return;
+        }
         let request = match codec::decode_request(header, body) {
             Ok(request) => request,
             Err(error) => {
@@ -98,6 +111,25 @@ impl Worker {
                     stats.as_bytes(),
                 );
             }
+            Request::Control(control) => self.propose_control(origin, header, &control),
+            Request::TenantShow(tenant) => {
+                let registry = self.set.control().registry();
+                let access = self
+                    .conns
+                    .get(token)
+                    .and_then(|c| c.session.as_ref())
+                    .map_or(Access::AllTenants, |s| s.access.clone());
+                let (code, json) = match tenant {
+                    Some(t) if !access.allows(t) => (status::UNAUTHORISED, String::new()),
+                    Some(t) if registry.tenant(t).is_none() => {
+                        (status::UNKNOWN_TENANT, String::new())
+                    }
+                    Some(t) => (status::OK, registry.tenant_json(t)),
+                    None if access != Access::AllTenants => (status::UNAUTHORISED, String::new()),
+                    None => (status::OK, registry.list_json()),
+                };
+                self.answer(token, header.opcode, code, request_id, json.as_bytes());
+            }
             Request::Lookup { query, .. } => match dispatch::check_lookup(&query, self.policy) {
                 Ok(query) => self.route(origin, request_id, Op::Lookup(query), Access::AllTenants),
                 Err(code) => self.answer(token, header.opcode, code, request_id, &[]),
@@ -121,6 +153,33 @@ impl Worker {
                 Err(code) => self.answer(token, header.opcode, code, request_id, &[]),
             },
         }
+    }
+
+    /// A control write (tenants, blocklists): proposed alone in its batch,
+    /// so the loops apply it between the entries before and after it. A
+    /// credential goes into the log as its SHA-256 only.
+    fn propose_control(&mut self, origin: Origin, header: &Header, request: &ControlRequest<'_>) {
+        let hash;
+        let mut logged = *request;
+        if let ControlRequest::TenantPut {
+            token,
+            hashed: false,
+            ..
+        } = request
+        {
+            if !token.is_empty() {
+                hash = crate::tenant::token_hash(token);
+                if let ControlRequest::TenantPut { token, hashed, .. } = &mut logged {
+                    *token = &hash;
+                    *hashed = true;
+                }
+            }
+        }
+        let mut body = Vec::new();
+        control::encode(&logged, &mut body);
+        self.flush_proposal();
+        self.propose(origin, header, &body, &Access::AllTenants);
+        self.flush_proposal();
     }
 
     /// CLUSTER_INIT: parses the members, checks that each answers with
@@ -374,6 +433,7 @@ impl Worker {
                 credential,
             }) => auth::hello(
                 &self.shared.config.credentials,
+                &self.set.control().registry(),
                 version,
                 role,
                 credential,
@@ -383,8 +443,10 @@ impl Worker {
         };
         match outcome {
             HelloOutcome::Accepted(session) => {
+                let version = session.version;
                 conn.session = Some(session);
                 let body = codec::hello_answer_body(
+                    version,
                     self.set.shard_count(),
                     self.shared.config.node_id,
                     self.leader_hint(),

@@ -20,7 +20,7 @@ use super::layout::{
 };
 use super::mapped::GrowError;
 use super::meta_file::MetaFile;
-use crate::binding::WriteError;
+use crate::binding::{Change, WriteError};
 use std::path::{Path, PathBuf};
 
 /// Counters of one shard (the in-memory copy of its meta).
@@ -129,6 +129,9 @@ pub struct Shard {
     clock_skew: ClockSkew,
     /// The log entry this shard could not apply for want of room.
     stalled_at: Option<u64>,
+    /// Changes made since they were last taken, while recorded
+    /// (`record_changes`): what the traceability history keeps.
+    pub(super) changes: Option<Vec<Change>>,
 }
 
 impl Shard {
@@ -159,6 +162,7 @@ impl Shard {
             remarks: Remarks::default(),
             clock_skew: ClockSkew::default(),
             stalled_at: None,
+            changes: None,
         })
     }
 
@@ -255,6 +259,7 @@ impl Shard {
             remarks: Remarks::default(),
             clock_skew: ClockSkew::default(),
             stalled_at: None,
+            changes: None,
         })
     }
 
@@ -391,6 +396,21 @@ impl Shard {
             slot = if slot + 1 >= used { 0 } else { slot + 1 };
         }
         expired
+    }
+
+    /// Starts (or stops) recording every change to a binding: made,
+    /// updated, unbound, expired (`take_changes`).
+    pub fn record_changes(&mut self, on: bool) {
+        self.changes = on.then(Vec::new);
+    }
+
+    /// The changes recorded since the last call, in the order they were
+    /// made.
+    pub fn take_changes(&mut self) -> Vec<Change> {
+        self.changes
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// The entry this shard could not apply for want of room, if any
