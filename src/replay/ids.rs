@@ -8,7 +8,8 @@
 //! request waits for it (at most `ID_WAIT`). Ids the map never learns are
 //! sent as captured and counted.
 
-use super::plan::{Plan, PlannedRequest};
+use super::plan::{ConnectionPlan, Plan, PlannedRequest};
+use super::run::Answer;
 use crate::binding::BindingId;
 use crate::protocol::codec::{
     decode_bind_answer, decode_request, encode_query, encode_unbind, encode_update, Request,
@@ -145,6 +146,22 @@ impl IdMap {
         self.changed.notify_all();
     }
 
+    /// Tells the map that the BINDs of `connection` without an answer in
+    /// `answers` (its HELLO refused, the server gone) will teach nothing:
+    /// requests of other connections waiting for their ids go on at once.
+    pub fn give_up(&self, connection: &ConnectionPlan, answers: &[Answer]) {
+        let mut answered = vec![false; connection.requests.len()];
+        for answer in answers {
+            if let Some(seen) = answered.get_mut(answer.request) {
+                *seen = true;
+            }
+        }
+        let unanswered = connection.requests.iter().zip(answered);
+        for (request, _) in unanswered.filter(|(_, seen)| !seen) {
+            self.learn(request, None);
+        }
+    }
+
     /// Appends the frame to send for `request` to `out`: as captured, or
     /// with the binding id it names rewritten to the replayed one, after
     /// waiting (at most `ID_WAIT`) for a BIND still to teach it.
@@ -231,18 +248,22 @@ mod tests {
         planned(offset_ns, request, None)
     }
 
-    fn plan_of(requests: Vec<PlannedRequest>) -> Plan {
+    /// One TCP connection per list of requests.
+    fn plan_of(connections: Vec<Vec<PlannedRequest>>) -> Plan {
+        let connections = connections.into_iter().enumerate();
         Plan {
-            connections: vec![ConnectionPlan {
-                connection: 0,
-                protocol: Protocol::Tcp,
-                hello: Hello {
-                    request_id: 0,
-                    version: 1,
-                    role: Role::Admin,
-                },
-                requests,
-            }],
+            connections: connections
+                .map(|(connection, requests)| ConnectionPlan {
+                    connection,
+                    protocol: Protocol::Tcp,
+                    hello: Hello {
+                        request_id: 0,
+                        version: 1,
+                        role: Role::Admin,
+                    },
+                    requests,
+                })
+                .collect(),
         }
     }
 
@@ -257,7 +278,7 @@ mod tests {
     #[test]
     fn a_learned_id_is_rewritten_and_an_unknown_one_goes_as_captured() {
         let binding = bind(0, 40);
-        let plan = plan_of(vec![binding.clone(), query(10, 40), query(20, 99)]);
+        let plan = plan_of(vec![vec![binding.clone(), query(10, 40), query(20, 99)]]);
         let ids = IdMap::new(&plan);
         let mut answer = Vec::new();
         let body = bind_answer_body(BindingId(7), 100, true);
@@ -277,7 +298,7 @@ mod tests {
     #[test]
     fn a_request_waits_for_the_bind_that_teaches_its_id_and_not_past_a_refusal() {
         let binding = bind(0, 40);
-        let plan = plan_of(vec![binding.clone(), query(10, 40)]);
+        let plan = plan_of(vec![vec![binding.clone(), query(10, 40)]]);
         let ids = IdMap::new(&plan);
         let started = Instant::now();
         std::thread::scope(|scope| {
@@ -295,6 +316,22 @@ mod tests {
         });
         assert!(started.elapsed() >= Duration::from_millis(50));
         assert!(started.elapsed() < ID_WAIT);
+        assert_eq!(ids.summary().unmapped, 1);
+    }
+
+    /// Guards a wait of `ID_WAIT` per request: a connection that never
+    /// started (HELLO refused) still owed the map its BINDs.
+    #[test]
+    fn a_connection_that_failed_releases_the_ids_its_binds_would_teach() {
+        let plan = plan_of(vec![vec![bind(0, 40)], vec![query(10, 40)]]);
+        let ids = IdMap::new(&plan);
+        ids.give_up(&plan.connections[0], &[]);
+        let started = Instant::now();
+        let mut out = Vec::new();
+        let waiting = &plan.connections[1].requests[0];
+        ids.push_request(waiting, &mut out);
+        assert!(started.elapsed() < ID_WAIT / 2);
+        assert_eq!(out, waiting.bytes);
         assert_eq!(ids.summary().unmapped, 1);
     }
 }

@@ -164,7 +164,7 @@ pub fn run(plan: &Plan, options: &Options, progress: &AtomicU64) -> Replayed {
                             Protocol::Tcp => replay_connection(connection, shared),
                             Protocol::Udp => replay_datagrams(connection, shared),
                         };
-                        give_up_unanswered(connection, &outcome, shared.ids);
+                        shared.ids.give_up(connection, &outcome.answers);
                         outcome
                     })
                 })
@@ -179,22 +179,6 @@ pub fn run(plan: &Plan, options: &Options, progress: &AtomicU64) -> Replayed {
     Replayed {
         outcomes,
         ids: ids.summary(),
-    }
-}
-
-/// Tells the id map that the connection's BINDs left unanswered (its
-/// HELLO refused, the server gone) will teach nothing: requests of other
-/// connections waiting for their ids go on at once.
-fn give_up_unanswered(connection: &ConnectionPlan, outcome: &ConnectionOutcome, ids: &IdMap) {
-    let mut answered = vec![false; connection.requests.len()];
-    for answer in &outcome.answers {
-        if let Some(seen) = answered.get_mut(answer.request) {
-            *seen = true;
-        }
-    }
-    let unanswered = connection.requests.iter().zip(answered);
-    for (request, _) in unanswered.filter(|(_, seen)| !seen) {
-        ids.learn(request, None);
     }
 }
 
@@ -514,61 +498,4 @@ fn read_answers(
     changed.notify_all();
     let error = error.filter(|_| cut_short);
     (answers, error)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::binding::BindingId;
-    use crate::protocol::codec::{bind_answer_body, encode_query};
-    use crate::protocol::push_frame;
-    use crate::replay::plan::{Hello, PlannedRequest};
-
-    fn connection(number: usize, request: Vec<u8>, answer: Option<Vec<u8>>) -> ConnectionPlan {
-        let header = Header::read(request.first_chunk().expect("a whole header"));
-        ConnectionPlan {
-            connection: number,
-            protocol: Protocol::Tcp,
-            hello: Hello {
-                request_id: 0,
-                version: 1,
-                role: Role::Admin,
-            },
-            requests: vec![PlannedRequest {
-                offset_ns: 10 * number as u64,
-                request_id: header.request_id,
-                opcode: header.opcode,
-                bytes: request,
-                captured_answer: answer,
-            }],
-        }
-    }
-
-    /// Guards a wait of `ids::ID_WAIT` per request: a connection that
-    /// never started (HELLO refused) still owed the id map its BINDs.
-    #[test]
-    fn a_connection_that_failed_releases_the_ids_its_binds_would_teach() {
-        let mut bind = Vec::new();
-        push_frame(&mut bind, opcode::BIND_AXB, 0, 1, &[0; 8]);
-        let mut answer = Vec::new();
-        let body = bind_answer_body(BindingId(40), 100, true);
-        push_frame(&mut answer, opcode::BIND_AXB, status::OK, 1, &body);
-        let mut query = Vec::new();
-        encode_query(&mut query, 2, BindingId(40));
-        let plan = Plan {
-            connections: vec![
-                connection(0, bind, Some(answer)),
-                connection(1, query.clone(), None),
-            ],
-        };
-        let ids = IdMap::new(&plan);
-        let failed = ConnectionOutcome::failed(&plan.connections[0], "refused".into());
-        give_up_unanswered(&plan.connections[0], &failed, &ids);
-        let started = Instant::now();
-        let mut out = Vec::new();
-        ids.push_request(&plan.connections[1].requests[0], &mut out);
-        assert!(started.elapsed() < crate::replay::ids::ID_WAIT / 2);
-        assert_eq!(out, query);
-        assert_eq!(ids.summary().unmapped, 1);
-    }
 }
