@@ -15,55 +15,12 @@
 # Writes perf/results/<date>-replay-check.json (-LOOKUPS.json at another
 # size) and prints a summary.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
+perf_setup replay-check
 lookups=${1:-200000}
 rate=${RATE:-50000}
 conns=${CONNECTIONS:-4}
 bindings=${BINDINGS:-$((lookups / 10))}
-cargo build --release --quiet
-bin="${CARGO_TARGET_DIR:-target}/release/x700"
-dir=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-
-# Two free ports on 127.0.0.1 (TCP and admin) per node.
-free_ports() {
-  python3 -c 'import socket
-s=[socket.socket() for _ in range(2)]
-[x.bind(("127.0.0.1",0)) for x in s]
-print(" ".join(str(x.getsockname()[1]) for x in s))'
-}
-
-# start_node NAME [serve args...]: sets $tcp, $admin, $node_pid; waits
-# (at most 20 s) for /readyz.
-start_node() {
-  local name=$1
-  shift
-  read -r tcp admin < <(free_ports)
-  "$bin" serve --data "$dir/$name" --listen "127.0.0.1:$tcp" --admin "127.0.0.1:$admin" \
-    "$@" >"$dir/$name.log" 2>&1 &
-  node_pid=$!
-  pids+=("$node_pid")
-  for _ in $(seq 200); do
-    curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "replay-check: node $name not ready in 20 s" >&2
-  cat "$dir/$name.log" >&2
-  exit 1
-}
-
-stop_node() {
-  kill "$1" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-  kill -9 "$1" 2>/dev/null || true
-  wait "$1" 2>/dev/null || true
-}
 
 # --- 1. Record: node A with --capture, tcpdump on lo, one bench run. ---
 start_node a --capture "$dir/node.pcapng" --capture-max-bytes 4294967296 --capture-files 2
@@ -91,7 +48,8 @@ wait "$tcpdump_pid" 2>/dev/null || true
 tcpdump_dropped=$(awk '/dropped by kernel/ {print $1}' "$dir/tcpdump.log" | tail -1)
 tcpdump_dropped=${tcpdump_dropped:-null}
 curl -sf -X POST "http://127.0.0.1:$a_admin/capture/stop" >/dev/null
-dropped=$(curl -sf "http://127.0.0.1:$a_admin/metrics" | awk '/^x700_capture_dropped_total/ {s += $2} END {print s + 0}')
+admin=$a_admin
+dropped=$(metric x700_capture_dropped_total)
 stop_node "$a_pid"
 
 # --- 2. Replay each capture to fresh nodes. ---

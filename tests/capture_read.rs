@@ -9,10 +9,10 @@
 
 mod common;
 
+use common::tcpdump::{tools_ready, Tcpdump};
 use etherparse::PacketBuilder;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 use x700::binding::{BindingId, LookupQuery, LookupResult, Route};
 use x700::capture::{read_capture, Capture, Options, Protocol, ServerChosenBy};
 use x700::number::Number;
@@ -625,62 +625,23 @@ fn decode_prints_one_json_object_per_frame_and_a_summary() {
         .is_some());
 }
 
-/// A pcap file's header: what tcpdump writes before any packet.
-const PCAP_HEADER_BYTES: u64 = 24;
-
-/// tcpdump, if this machine has it and may capture on `lo`.
-fn tcpdump() -> Option<std::path::PathBuf> {
-    let found = Command::new("tcpdump").arg("--version").output().ok()?;
-    found.status.success().then(|| "tcpdump".into())
-}
-
 #[test]
 fn a_real_session_captured_by_tcpdump_decodes() {
-    let Some(tcpdump) = tcpdump() else {
-        eprintln!("SKIPPED: tcpdump is not installed (tools/test.sh installs it)");
+    if !tools_ready(&["tcpdump"]) {
         return;
-    };
+    }
     let node = common::Node::start(&[]);
     let dir = tempfile::tempdir().expect("temporary directory");
     let file = dir.path().join("real.pcap");
     let port = node.tcp.port();
-    let mut capture = Command::new(&tcpdump)
-        // Immediate mode: each packet reaches the file at once, not in
-        // the kernel's one-second blocks (SIGINT would lose the last).
-        .args([
-            "-i",
-            "lo",
-            "--immediate-mode",
-            "-U",
-            "-n",
-            "-Z",
-            "root",
-            "-w",
-        ])
-        .arg(&file)
-        .args(["tcp", "port", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tcpdump");
-    // tcpdump may capture a little after it writes the file header: knock
-    // (connect, close) until a knock is in the file.
     // Knocks carry no frames, so decode lists nothing for them.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::fs::metadata(&file).map_or(true, |m| m.len() <= PCAP_HEADER_BYTES) {
-        if Instant::now() > deadline || capture.try_wait().ok().flatten().is_some() {
-            let _ = capture.kill();
-            let output = capture.wait_with_output().expect("tcpdump output");
-            eprintln!(
-                "SKIPPED: tcpdump cannot capture on lo here: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            let _ = node.stop();
+    let capture = match Tcpdump::start(&file, &[port], node.tcp) {
+        Ok(capture) => capture,
+        Err(error) => {
+            eprintln!("SKIPPED: {error}");
             return;
         }
-        drop(std::net::TcpStream::connect(node.tcp));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    };
     let address: SocketAddr = node.tcp;
     let mut client = x700::client::Client::connect(address, Role::Admin, "").expect("admin HELLO");
     let x = common::x(4242);
@@ -693,14 +654,7 @@ fn a_real_session_captured_by_tcpdump_decodes() {
         .lookup(&common::ask("13700000009", x))
         .expect("lookup");
     drop(client);
-    // Let the last packets reach the file, then stop tcpdump (SIGINT).
-    std::thread::sleep(Duration::from_millis(1_000));
-    // SIGINT makes tcpdump write what it holds and exit; kill(1) by the
-    // child's own pid.
-    let _ = Command::new("kill")
-        .args(["-INT", &capture.id().to_string()])
-        .status();
-    let _ = capture.wait();
+    capture.stop();
     let output = Command::new(common::binary())
         .args(["decode", "--json", "--port", &port.to_string()])
         .arg(&file)

@@ -12,152 +12,20 @@
 
 mod common;
 
+use common::tcpdump::{tools_ready, Tcpdump};
 use common::{ask, axb, axn, Node, CREDENTIALS, P1_TOKEN, SWITCH_TOKEN};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 use x700::client::Client;
 use x700::protocol::codec::{encode_bind, encode_lookup, encode_query};
 use x700::protocol::frame::{Header, HEADER_BYTES};
 use x700::protocol::{opcode, status, Role};
 
-/// Longest wait for tcpdump to start listening, and for a UDP answer.
+/// Longest wait for a UDP answer.
 const WAIT: Duration = Duration::from_secs(10);
-
-/// True when `program` runs.
-fn runs(program: &str, version_flag: &str) -> bool {
-    Command::new(program)
-        .arg(version_flag)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
-}
-
-/// Makes sure tshark and tcpdump are installed, installing them with
-/// apt-get when missing. False (with the reason printed) if they cannot be.
-fn tools_ready() -> bool {
-    if runs("tshark", "--version") && runs("tcpdump", "--version") {
-        return true;
-    }
-    eprintln!("dissector test: installing tshark and tcpdump with apt-get");
-    let installed = Command::new("apt-get")
-        .args(["install", "-y", "-q", "tshark", "tcpdump"])
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    if !installed {
-        // The package lists may be missing on a fresh image.
-        let _ = Command::new("apt-get")
-            .args(["update", "-q"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let _ = Command::new("apt-get")
-            .args(["install", "-y", "-q", "tshark", "tcpdump"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-    if runs("tshark", "--version") && runs("tcpdump", "--version") {
-        return true;
-    }
-    eprintln!(
-        "SKIPPED dissector test: tshark or tcpdump is not installed and apt-get could not \
-         install them (tools/test.sh installs them in CI)"
-    );
-    false
-}
-
-/// tcpdump writing loopback packets of the node's ports to a file.
-struct Capture {
-    child: Child,
-}
-
-impl Capture {
-    /// Starts tcpdump on `lo` and waits until it listens.
-    fn start(file: &Path, ports: &[u16]) -> Capture {
-        let filter = ports
-            .iter()
-            .map(|port| format!("port {port}"))
-            .collect::<Vec<_>>()
-            .join(" or ");
-        let mut child = Command::new("tcpdump")
-            // Immediate mode: without it tcpdump reads the kernel's ring a
-            // block at a time (up to a second late) and loses what is still
-            // in the ring when it is stopped.
-            .args(["-i", "lo", "--immediate-mode", "-U", "-s", "0", "-n", "-w"])
-            .arg(file)
-            .arg(filter)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tcpdump");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (ready_tx, ready_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stderr).lines();
-            let mut said = String::new();
-            for line in lines.by_ref().map_while(Result::ok) {
-                let listening = line.contains("listening on");
-                said.push_str(&line);
-                said.push('\n');
-                if listening {
-                    let _ = ready_tx.send(Ok(()));
-                    break;
-                }
-            }
-            let _ = ready_tx.send(Err(said));
-            // Keep draining so tcpdump never blocks on a full pipe.
-            for _ in lines {}
-        });
-        match ready_rx.recv_timeout(WAIT) {
-            Ok(Ok(())) => Capture { child },
-            other => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("tcpdump did not start listening on lo: {other:?}");
-            }
-        }
-    }
-
-    /// Stops tcpdump (SIGTERM: it flushes and closes the file) and waits.
-    fn stop(mut self) {
-        // Let the last answers reach the capture before it stops.
-        std::thread::sleep(Duration::from_millis(300));
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
-        // SAFETY: kill(2) on the tcpdump this test spawned and has not
-        // reaped yet, with a valid signal number.
-        let result = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(result, 0, "kill(SIGTERM) tcpdump");
-        for _ in 0..500 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        panic!("tcpdump did not exit within 5 s of SIGTERM");
-    }
-}
-
-impl Drop for Capture {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 /// What the test expects tshark to show of one frame.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -202,13 +70,14 @@ fn digits_at(body: &[u8], offset: usize) -> String {
 
 #[test]
 fn tshark_decodes_a_real_nodes_traffic_with_the_lua_dissector() {
-    if !tools_ready() {
+    if !tools_ready(&["tshark", "tcpdump"]) {
         return;
     }
     let dir = tempfile::tempdir().expect("temporary directory");
     let capture_file = dir.path().join("x700.pcap");
     let node = Node::start(&CREDENTIALS);
-    let capture = Capture::start(&capture_file, &[node.tcp.port(), node.udp.port()]);
+    let ports = [node.tcp.port(), node.udp.port()];
+    let capture = Tcpdump::start(&capture_file, &ports, node.tcp).expect("tcpdump on lo");
     let mut sent: Vec<Sent> = Vec::new();
 
     // A platform: three binds pipelined in one write (one segment), then a
@@ -622,13 +491,14 @@ fn parse_number(text: &str) -> u64 {
 /// datagram that ends inside its second frame.
 #[test]
 fn malformed_frames_are_flagged_by_the_dissector() {
-    if !tools_ready() {
+    if !tools_ready(&["tshark", "tcpdump"]) {
         return;
     }
     let dir = tempfile::tempdir().expect("temporary directory");
     let capture_file = dir.path().join("malformed.pcap");
     let node = Node::start(&CREDENTIALS);
-    let capture = Capture::start(&capture_file, &[node.tcp.port(), node.udp.port()]);
+    let ports = [node.tcp.port(), node.udp.port()];
+    let capture = Tcpdump::start(&capture_file, &ports, node.tcp).expect("tcpdump on lo");
 
     let mut switch = Client::connect(node.tcp, Role::Switch, SWITCH_TOKEN).expect("switch");
     let mut good = Vec::new();

@@ -7,22 +7,27 @@
 //! lookup as changed (ok -> not_bound) with its example; a truncated
 //! capture gives an error naming the packet and the report of what was
 //! replayed before it; HELLOs carry the credential from `--tokens` or
-//! `--token`, and a refused one is reported.
+//! `--token`, and a refused one is reported. Binds, updates, queries and
+//! unbinds by id replay to a fresh node, which gives other binding ids,
+//! with no answer changed (the ids are rewritten, across connections too).
+//! A timed replay (`--speed 1`, `--speed 4`) of a capture spanning over a
+//! second takes at least the captured span divided by the speed.
 
 mod common;
 
+use common::tcpdump::{tools_ready, Tcpdump};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
+use x700::binding::{BindingId, Update};
 use x700::capture::{read_capture, Options};
 use x700::client::Client;
 use x700::protocol::codec::encode_lookup;
-use x700::protocol::Role;
+use x700::protocol::{status, Role, UnbindBody};
+use x700::replay::plan::{plan, Filter};
 
-/// A pcap file's header: what tcpdump writes before any packet.
-const PCAP_HEADER_BYTES: u64 = 24;
 /// The admin credential of the node that wants one.
 const ADMIN_TOKEN: &str = "adm-0123456789abcdef";
 /// Bindings made in the captured session.
@@ -44,58 +49,34 @@ fn bindings() -> Vec<x700::protocol::BindBody> {
         .collect()
 }
 
-/// Captures (tcpdump on `lo`, the recipe of tests/capture_read.rs) a
-/// session against `node`: one admin connection binding `bindings()`, then
-/// another looking each X up from A plus one unbound X, then a UDP
-/// datagram of two lookups. `None` when
-/// tcpdump is missing or may not capture here.
-fn capture_session(node: &common::Node, file: &Path) -> Option<()> {
-    let found = Command::new("tcpdump").arg("--version").output().ok()?;
-    if !found.status.success() {
+/// Records with tcpdump on `lo` what `session` does against `node` (its
+/// TCP and UDP ports) into `file`. `None` when tcpdump is missing or may
+/// not capture here.
+fn record(node: &common::Node, file: &Path, session: impl FnOnce()) -> Option<()> {
+    if !tools_ready(&["tcpdump"]) {
         return None;
     }
-    let port = node.tcp.port();
-    let mut tcpdump = Command::new("tcpdump")
-        // Immediate mode: each packet reaches the file at once (SIGINT
-        // would lose the kernel's last block).
-        .args([
-            "-i",
-            "lo",
-            "--immediate-mode",
-            "-U",
-            "-n",
-            "-Z",
-            "root",
-            "-w",
-        ])
-        .arg(file)
-        .args([
-            "port",
-            &port.to_string(),
-            "or",
-            "port",
-            &node.udp.port().to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .ok()?;
-    // tcpdump may capture a little after it writes the file header: knock
-    // (connect, close) until a knock is in the file.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::fs::metadata(file).map_or(true, |m| m.len() <= PCAP_HEADER_BYTES) {
-        if Instant::now() > deadline || tcpdump.try_wait().ok().flatten().is_some() {
-            let _ = tcpdump.kill();
-            let output = tcpdump.wait_with_output().ok()?;
-            eprintln!(
-                "SKIPPED: tcpdump cannot capture on lo here: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+    let ports = [node.tcp.port(), node.udp.port()];
+    let tcpdump = match Tcpdump::start(file, &ports, node.tcp) {
+        Ok(tcpdump) => tcpdump,
+        Err(error) => {
+            eprintln!("SKIPPED: {error}");
             return None;
         }
-        drop(std::net::TcpStream::connect(node.tcp));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    };
+    session();
+    tcpdump.stop();
+    Some(())
+}
+
+/// Captures a session against `node`: one admin connection binding
+/// `bindings()`, then another looking each X up from A plus one unbound X,
+/// then a UDP datagram of two lookups.
+fn capture_session(node: &common::Node, file: &Path) -> Option<()> {
+    record(node, file, || session(node))
+}
+
+fn session(node: &common::Node) {
     let address: SocketAddr = node.tcp;
     let mut binder = Client::connect(address, Role::Admin, "").expect("admin HELLO");
     for bind in bindings() {
@@ -135,17 +116,10 @@ fn capture_session(node: &common::Node, file: &Path) -> Option<()> {
     let mut answer = [0u8; 1024];
     let (length, _) = udp.recv_from(&mut answer).expect("answer datagram");
     assert_eq!(length, 44 + 12, "a route and a reject");
-    // Let the last packets reach the file, then stop tcpdump (SIGINT, by
-    // the child's own pid).
-    std::thread::sleep(Duration::from_millis(1_000));
-    let _ = Command::new("kill")
-        .args(["-INT", &tcpdump.id().to_string()])
-        .status();
-    let _ = tcpdump.wait();
-    Some(())
 }
 
-/// Runs `x700 replay` with `args` on `capture`; its output and JSON report.
+/// Runs `x700 replay` with `args` (`--speed max` unless they say) on
+/// `capture`; its output and JSON report.
 fn replay(capture: &Path, node: &common::Node, port: u16, args: &[&str]) -> (Output, Value) {
     let dir = capture.parent().expect("capture directory");
     let json: PathBuf = dir.join(format!("report-{}.json", node.tcp.port()));
@@ -161,7 +135,12 @@ fn replay(capture: &Path, node: &common::Node, port: u16, args: &[&str]) -> (Out
             "--udp",
             &node.udp.to_string(),
         ])
-        .args(["--speed", "max", "--json"])
+        .args(if args.contains(&"--speed") {
+            &[][..]
+        } else {
+            &["--speed", "max"][..]
+        })
+        .arg("--json")
         .arg(&json)
         .args(args)
         .output()
@@ -293,4 +272,155 @@ fn a_captured_session_replays_unchanged_and_a_missing_binding_shows() {
         "{refused}"
     );
     guarded.stop();
+}
+
+/// Binds `bind` and returns its id.
+fn bound(client: &mut Client, bind: &x700::protocol::BindBody) -> BindingId {
+    let reply = client.bind(bind).expect("bind");
+    assert_eq!(reply.status, status::OK, "{reply:?}");
+    reply.binding_id.expect("a bound binding's id")
+}
+
+/// Guards the replay bug where UPDATE, UNBIND and QUERY went with the
+/// captured binding ids: a fresh node had given its binds other ids, so
+/// every one of them was answered `not_found` (or hit another binding).
+#[test]
+fn updates_queries_and_unbinds_by_id_follow_the_replayed_binds_ids() {
+    let original = common::Node::start(&[]);
+    let binds: Vec<_> = (0..3)
+        .map(|i| {
+            let x = common::x(6100 + i);
+            common::axb(
+                x,
+                &format!("1380000030{i}"),
+                &format!("1390000040{i}"),
+                "ids",
+            )
+        })
+        .collect();
+    // Ids are never reused: binding and unbinding these X's first makes
+    // the captured binds' ids other than a fresh node's first ids.
+    let mut client = Client::connect(original.tcp, Role::Admin, "").expect("admin HELLO");
+    for bind in &binds {
+        let id = bound(&mut client, bind);
+        client
+            .unbind(&UnbindBody::Id(id))
+            .expect("unbind")
+            .expect("unbound");
+    }
+    drop(client);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("ids.pcap");
+    let mut captured_ids = Vec::new();
+    let recorded = record(&original, &file, || {
+        let mut platform = Client::connect(original.tcp, Role::Admin, "").expect("admin HELLO");
+        let mut reader = Client::connect(original.tcp, Role::Admin, "").expect("admin HELLO");
+        captured_ids = binds
+            .iter()
+            .map(|bind| bound(&mut platform, bind))
+            .collect();
+        let [first, second, third] = captured_ids[..] else {
+            unreachable!("three binds")
+        };
+        let longer = Update {
+            ttl_s: Some(7_200),
+            recording: Some(true),
+            ..Update::default()
+        };
+        let updated = platform.update(first, &longer).expect("update");
+        assert!(updated.is_ok(), "{updated:?}");
+        assert!(platform.query(first).expect("query").is_ok());
+        // Another connection names a binding this one made: its QUERY must
+        // wait for that BIND's replayed answer.
+        assert!(reader.query(third).expect("query").is_ok());
+        let unbound = platform.unbind(&UnbindBody::Id(second)).expect("unbind");
+        assert!(unbound.is_ok(), "{unbound:?}");
+        let gone = platform.query(second).expect("query of an unbound id");
+        assert_eq!(
+            gone.map(drop).map_err(|refusal| refusal.status),
+            Err(status::NOT_FOUND)
+        );
+        assert!(platform
+            .unbind(&UnbindBody::Id(first))
+            .expect("unbind")
+            .is_ok());
+    });
+    let Some(()) = recorded else {
+        eprintln!("SKIPPED: no tcpdump capture on lo");
+        return;
+    };
+    let port = original.tcp.port();
+    original.stop();
+
+    let fresh = common::Node::start(&[]);
+    let (output, report) = replay(&file, &fresh, port, &[]);
+    ok(&output);
+    // Three binds, an update, two queries of the first and the third, an
+    // unbind, a query of the unbound, an unbind.
+    assert_eq!(report["requests_sent"], 9, "{report}");
+    assert_eq!(report["answers_compared"], 9, "{report}");
+    assert_eq!(report["answers_changed"], 0, "{report}");
+    assert_eq!(report["ids_remapped"], 6, "{report}");
+    assert_eq!(report["ids_unmapped"], 0, "{report}");
+    // The fresh node did give other ids: the third binding, still bound
+    // there, is not found under its captured id.
+    let mut client = Client::connect(fresh.tcp, Role::Admin, "").expect("admin HELLO");
+    let by_captured_id = client.query(captured_ids[2]).expect("query");
+    assert!(
+        by_captured_id.is_err() || by_captured_id.is_ok_and(|b| b.x != binds[2].x),
+        "the fresh node gave the captured ids: this test proves nothing"
+    );
+    fresh.stop();
+}
+
+/// A timed replay waits for each request's captured offset divided by the
+/// speed: it never runs faster than the capture allows (lower bounds only,
+/// the machine may always be slower).
+#[test]
+fn timed_replays_take_at_least_the_captured_span_over_the_speed() {
+    let node = common::Node::start(&[]);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let file = dir.path().join("paced.pcap");
+    let recorded = record(&node, &file, || {
+        let mut switch = Client::connect(node.tcp, Role::Admin, "").expect("admin HELLO");
+        for i in 0..3 {
+            if i > 0 {
+                std::thread::sleep(Duration::from_millis(600));
+            }
+            switch
+                .lookup(&common::ask("13800000100", common::x(7100 + i)))
+                .expect("lookup");
+        }
+    });
+    let Some(()) = recorded else {
+        eprintln!("SKIPPED: no tcpdump capture on lo");
+        return;
+    };
+    let port = node.tcp.port();
+    let bytes = std::fs::read(&file).expect("read capture");
+    let capture = read_capture(bytes.as_slice(), &Options { server_port: port });
+    let planned = plan(&capture, &Filter::default());
+    let span_s = planned
+        .connections
+        .iter()
+        .flat_map(|connection| &connection.requests)
+        .map(|request| request.offset_ns)
+        .max()
+        .expect("planned requests") as f64
+        / 1e9;
+    assert!(span_s >= 1.1, "the capture spans {span_s}s");
+    // Timers may fire a little early and the report rounds: 20 ms.
+    let tolerance_s = 0.02;
+    for speed in [1.0, 4.0] {
+        let (output, report) = replay(&file, &node, port, &["--speed", &speed.to_string()]);
+        ok(&output);
+        assert_eq!(report["requests_sent"], 3, "{report}");
+        assert_eq!(report["answers_changed"], 0, "{report}");
+        let elapsed_s = report["elapsed_s"].as_f64().expect("elapsed_s");
+        assert!(
+            elapsed_s >= span_s / speed - tolerance_s,
+            "--speed {speed}: {elapsed_s}s for a {span_s}s capture"
+        );
+    }
+    node.stop();
 }

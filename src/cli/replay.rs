@@ -144,11 +144,11 @@ pub fn replay(args: &ReplayArgs) -> i32 {
     let bar = progress_bar(plan.requests(), std::io::stderr().is_terminal());
     let cpu_before = crate::sys::process_cpu_us();
     // The replay's own wall time, not rounded up to a progress tick.
-    let (outcomes, elapsed) = std::thread::scope(|scope| {
+    let (replayed, elapsed) = std::thread::scope(|scope| {
         let running = scope.spawn(|| {
             let started = Instant::now();
-            let outcomes = run::run(&plan, &options, &progress);
-            (outcomes, started.elapsed())
+            let replayed = run::run(&plan, &options, &progress);
+            (replayed, started.elapsed())
         });
         while !running.is_finished() {
             bar.set_position(progress.load(Ordering::Relaxed));
@@ -159,7 +159,7 @@ pub fn replay(args: &ReplayArgs) -> i32 {
     bar.finish_and_clear();
     let cpu_after = crate::sys::process_cpu_us();
     let cpu_us = (cpu_after.0 + cpu_after.1).saturating_sub(cpu_before.0 + cpu_before.1);
-    let mut report = report::report(&plan, &outcomes, args.exact, elapsed, cpu_us);
+    let mut report = report::report(&plan, &replayed, args.exact, elapsed, cpu_us);
     report.capture_error = capture.error.clone();
     print!("{}", report.to_text(opcode_name));
     if let Some(path) = &args.json {

@@ -7,7 +7,7 @@
 
 use super::diff::{hex, same_answer, status_of};
 use super::plan::Plan;
-use super::run::ConnectionOutcome;
+use super::run::Replayed;
 use crate::capture::CaptureError;
 use crate::protocol::status;
 use serde_json::{json, Value};
@@ -51,6 +51,12 @@ pub struct Report {
     pub changes: BTreeMap<(u8, u8), u64>,
     /// The first changed answers.
     pub examples: Vec<Example>,
+    /// Requests (UPDATE, UNBIND by id, QUERY) sent with their binding id
+    /// rewritten to the one the replayed node gave.
+    pub ids_remapped: u64,
+    /// Such requests whose id no replayed BIND answer taught: sent as
+    /// captured.
+    pub ids_unmapped: u64,
     /// Latency percentiles, microseconds: p50, p99, max.
     pub latency_us: [u64; 3],
     /// Wall time of the replay.
@@ -74,23 +80,26 @@ fn percentile(sorted: &[u64], fraction: f64) -> u64 {
     sorted[rank - 1]
 }
 
-/// Builds the report of a replay from its plan and outcomes.
+/// Builds the report of a replay from its plan and what it did.
 pub fn report(
     plan: &Plan,
-    outcomes: &[ConnectionOutcome],
+    replayed: &Replayed,
     exact: bool,
     elapsed: Duration,
     client_cpu_us: u64,
 ) -> Report {
+    let outcomes = &replayed.outcomes;
     let mut report = Report {
         connections: outcomes.len() as u64,
         requests_planned: plan.requests(),
+        ids_remapped: replayed.ids.remapped,
+        ids_unmapped: replayed.ids.unmapped,
         elapsed,
         client_cpu_us,
         ..Report::default()
     };
     let mut latencies = Vec::new();
-    for (connection, outcome) in plan.connections.iter().zip(outcomes) {
+    for (connection, outcome) in plan.connections.iter().zip(outcomes.iter()) {
         report.requests_sent += outcome.sent;
         report.answers_received += outcome.answers.len() as u64;
         if let Some(error) = &outcome.error {
@@ -109,7 +118,7 @@ pub fn report(
                 continue;
             };
             report.answers_compared += 1;
-            if same_answer(old, &answer.bytes, exact) {
+            if same_answer(old, &answer.bytes, exact, &replayed.ids.learned) {
                 continue;
             }
             report.answers_changed += 1;
@@ -182,6 +191,8 @@ impl Report {
             "answers_received": self.answers_received,
             "answers_compared": self.answers_compared,
             "answers_changed": self.answers_changed,
+            "ids_remapped": self.ids_remapped,
+            "ids_unmapped": self.ids_unmapped,
             "latency_us": { "p50": p50, "p99": p99, "max": max },
             "achieved_rate_per_s": self.achieved_rate_per_s,
             "elapsed_s": self.elapsed.as_secs_f64(),
@@ -206,7 +217,8 @@ impl Report {
             "connections {}  requests sent {}/{}  answers {}\n\
              latency us p50 {p50}  p99 {p99}  max {max}\n\
              achieved {:.0}/s over {:.3}s  client cpu {:.3}s\n\
-             answers compared {}  changed {}\n",
+             answers compared {}  changed {}\n\
+             binding ids rewritten {}  sent as captured (not learned) {}\n",
             self.connections,
             self.requests_sent,
             self.requests_planned,
@@ -216,6 +228,8 @@ impl Report {
             self.client_cpu_us as f64 / 1e6,
             self.answers_compared,
             self.answers_changed,
+            self.ids_remapped,
+            self.ids_unmapped,
         );
         for (&(old, new), count) in &self.changes {
             text += &format!(

@@ -7,6 +7,7 @@
 //! reader thread per connection matches answers to requests by request id
 //! and times them.
 
+use super::ids::{IdMap, IdSummary};
 use super::plan::{ConnectionPlan, Plan};
 use crate::capture::Protocol;
 use crate::protocol::codec::encode_hello;
@@ -103,6 +104,17 @@ pub struct ConnectionOutcome {
     pub error: Option<String>,
 }
 
+impl ConnectionOutcome {
+    /// A connection that could not start.
+    fn failed(connection: &ConnectionPlan, error: String) -> ConnectionOutcome {
+        ConnectionOutcome {
+            connection: connection.connection,
+            error: Some(error),
+            ..ConnectionOutcome::default()
+        }
+    }
+}
+
 /// Requests waiting for their answer, by request id (ids may repeat).
 #[derive(Default)]
 struct Pending {
@@ -112,31 +124,62 @@ struct Pending {
     reader_done: bool,
 }
 
+/// What a replay did: each connection's outcome, and the binding ids.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    /// One per planned connection, in plan order.
+    pub outcomes: Vec<ConnectionOutcome>,
+    /// The captured-to-replayed binding ids and how many requests used them.
+    pub ids: IdSummary,
+}
+
+/// What every connection of a replay shares.
+struct Shared<'a> {
+    options: &'a Options,
+    /// When the replay began: timed requests are due from it.
+    start: Instant,
+    /// Answers read, over all connections.
+    progress: &'a AtomicU64,
+    ids: &'a IdMap,
+}
+
 /// Replays every connection of `plan`; `progress` counts answers read.
-pub fn run(plan: &Plan, options: &Options, progress: &AtomicU64) -> Vec<ConnectionOutcome> {
-    let start = Instant::now();
+pub fn run(plan: &Plan, options: &Options, progress: &AtomicU64) -> Replayed {
+    let ids = IdMap::new(plan);
+    let shared = Shared {
+        options,
+        start: Instant::now(),
+        progress,
+        ids: &ids,
+    };
+    let shared = &shared;
     let mut outcomes = Vec::with_capacity(plan.connections.len());
     for batch in plan.connections.chunks(CONNECTIONS_MAX) {
         std::thread::scope(|scope| {
             let handles: Vec<_> = batch
                 .iter()
                 .map(|connection| {
-                    scope.spawn(move || match connection.protocol {
-                        Protocol::Tcp => replay_connection(connection, options, start, progress),
-                        Protocol::Udp => replay_datagrams(connection, options, start, progress),
+                    scope.spawn(move || {
+                        let outcome = match connection.protocol {
+                            Protocol::Tcp => replay_connection(connection, shared),
+                            Protocol::Udp => replay_datagrams(connection, shared),
+                        };
+                        shared.ids.give_up(connection, &outcome.answers);
+                        outcome
                     })
                 })
                 .collect();
             for (handle, connection) in handles.into_iter().zip(batch) {
-                outcomes.push(handle.join().unwrap_or_else(|_| ConnectionOutcome {
-                    connection: connection.connection,
-                    error: Some("replay thread panicked".into()),
-                    ..ConnectionOutcome::default()
+                outcomes.push(handle.join().unwrap_or_else(|_| {
+                    ConnectionOutcome::failed(connection, "replay thread panicked".into())
                 }));
             }
         });
     }
-    outcomes
+    Replayed {
+        outcomes,
+        ids: ids.summary(),
+    }
 }
 
 /// Reads one whole frame into `buffer`'s front; `Ok(None)` at a clean end.
@@ -226,20 +269,19 @@ fn writes(connection: &ConnectionPlan) -> Vec<std::ops::Range<usize>> {
 /// one write. Returns the requests written and why it stopped early.
 fn send_requests(
     connection: &ConnectionPlan,
-    options: &Options,
-    start: Instant,
+    shared: &Shared<'_>,
     pending: &Mutex<Pending>,
     changed: &Condvar,
     mut write: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> (u64, Option<String>) {
-    let window = options.window.max(1);
+    let window = shared.options.window.max(1);
     let mut sent = 0u64;
     let mut bytes = Vec::new();
     for group in writes(connection) {
         let requests = &connection.requests[group.clone()];
         let offset_ns = requests.first().map_or(0, |request| request.offset_ns);
-        if let Speed::Times(factor) = options.speed {
-            let due = start + Duration::from_secs_f64(offset_ns as f64 / 1e9 / factor);
+        if let Speed::Times(factor) = shared.options.speed {
+            let due = shared.start + Duration::from_secs_f64(offset_ns as f64 / 1e9 / factor);
             let now = Instant::now();
             if due > now {
                 std::thread::sleep(due - now);
@@ -248,15 +290,20 @@ fn send_requests(
         // The window holds at every speed: a timed replay N times faster
         // than the capture must not pile more requests on a connection
         // than a client would (the node answers `busy` past its own limit).
-        {
-            let mut state = lock(pending);
-            while state.in_flight >= window && !state.reader_done {
-                state = changed
-                    .wait_timeout(state, Duration::from_millis(100))
-                    .map_or_else(|poisoned| poisoned.into_inner().0, |(state, _)| state);
-            }
-        }
+        // The reader always says when it stops, so this wait ends.
+        drop(
+            changed
+                .wait_while(lock(pending), |state| {
+                    state.in_flight >= window && !state.reader_done
+                })
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        // Ids are rewritten before the request is noted: a request may wait
+        // for another connection's BIND answer (or this one's reader).
         bytes.clear();
+        for request in requests {
+            shared.ids.push_request(request, &mut bytes);
+        }
         {
             let mut state = lock(pending);
             if state.reader_done {
@@ -270,7 +317,6 @@ fn send_requests(
                     .or_default()
                     .push_back((index, now));
                 state.in_flight += 1;
-                bytes.extend_from_slice(&request.bytes);
             }
         }
         if let Err(error) = write(&bytes) {
@@ -281,120 +327,99 @@ fn send_requests(
     (sent, None)
 }
 
-fn replay_connection(
+/// One connection's exchange over any transport: a reader thread takes
+/// answers from `next_frame` (which gives up after a short read timeout)
+/// while this thread sends with `write`.
+fn exchange(
     connection: &ConnectionPlan,
-    options: &Options,
-    start: Instant,
-    progress: &AtomicU64,
+    shared: &Shared<'_>,
+    answer_timeout: Duration,
+    next_frame: impl FnMut() -> std::io::Result<Option<(Header, Vec<u8>)>> + Send,
+    write: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> ConnectionOutcome {
-    let mut outcome = ConnectionOutcome {
-        connection: connection.connection,
-        ..ConnectionOutcome::default()
-    };
-    let (mut stream, buffer) = match hello(connection, options) {
-        Ok(opened) => opened,
-        Err(error) => {
-            outcome.error = Some(error);
-            return outcome;
-        }
-    };
-    let mut reader_stream = match stream.try_clone() {
-        Ok(clone) => clone,
-        Err(error) => {
-            outcome.error = Some(error.to_string());
-            return outcome;
-        }
-    };
-    let _ = reader_stream.set_read_timeout(Some(Duration::from_millis(100)));
     let pending = Mutex::new(Pending::default());
     let changed = Condvar::new();
-    std::thread::scope(|scope| {
+    let (sent, send_error, (answers, read_error)) = std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
-            let mut buffer = buffer;
-            let next = || read_frame(&mut reader_stream, &mut buffer);
-            read_answers(next, ANSWER_TIMEOUT, &pending, &changed, progress)
+            read_answers(
+                next_frame,
+                connection,
+                shared,
+                answer_timeout,
+                &pending,
+                &changed,
+            )
         });
-        let write = |bytes: &[u8]| stream.write_all(bytes);
-        let (sent, error) = send_requests(connection, options, start, &pending, &changed, write);
-        finish(&mut outcome, sent, error, reader, &pending, &changed);
+        let (sent, send_error) = send_requests(connection, shared, &pending, &changed, write);
+        lock(&pending).sending_done = true;
+        changed.notify_all();
+        let read = reader
+            .join()
+            .unwrap_or_else(|_| (Vec::new(), Some("reader panicked".into())));
+        (sent, send_error, read)
     });
+    ConnectionOutcome {
+        connection: connection.connection,
+        sent,
+        answers,
+        error: send_error.or(read_error),
+    }
+}
+
+fn replay_connection(connection: &ConnectionPlan, shared: &Shared<'_>) -> ConnectionOutcome {
+    let opened = hello(connection, shared.options).and_then(|(stream, buffer)| {
+        let reader = stream.try_clone().map_err(|error| error.to_string())?;
+        let _ = reader.set_read_timeout(Some(Duration::from_millis(100)));
+        Ok((stream, reader, buffer))
+    });
+    let (mut stream, mut reader, mut buffer) = match opened {
+        Ok(opened) => opened,
+        Err(error) => return ConnectionOutcome::failed(connection, error),
+    };
+    let next = || read_frame(&mut reader, &mut buffer);
+    let write = |bytes: &[u8]| stream.write_all(bytes);
+    let outcome = exchange(connection, shared, ANSWER_TIMEOUT, next, write);
     let _ = stream.shutdown(std::net::Shutdown::Both);
     outcome
 }
 
 /// Replays a captured UDP flow: its datagrams from one socket.
-fn replay_datagrams(
-    connection: &ConnectionPlan,
-    options: &Options,
-    start: Instant,
-    progress: &AtomicU64,
-) -> ConnectionOutcome {
-    let mut outcome = ConnectionOutcome {
-        connection: connection.connection,
-        ..ConnectionOutcome::default()
-    };
-    let local: SocketAddr = if options.udp.is_ipv4() {
+fn replay_datagrams(connection: &ConnectionPlan, shared: &Shared<'_>) -> ConnectionOutcome {
+    let udp = shared.options.udp;
+    let local: SocketAddr = if udp.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
     let socket = match UdpSocket::bind(local).and_then(|socket| {
-        socket.connect(options.udp)?;
+        socket.connect(udp)?;
         socket.set_read_timeout(Some(Duration::from_millis(100)))?;
         Ok(socket)
     }) {
         Ok(socket) => socket,
         Err(error) => {
-            outcome.error = Some(format!("udp socket to {}: {error}", options.udp));
-            return outcome;
+            let error = format!("udp socket to {udp}: {error}");
+            return ConnectionOutcome::failed(connection, error);
         }
     };
-    let pending = Mutex::new(Pending::default());
-    let changed = Condvar::new();
-    std::thread::scope(|scope| {
-        let reader = scope.spawn(|| {
-            let mut frames: VecDeque<(Header, Vec<u8>)> = VecDeque::new();
-            let mut datagram = vec![0u8; 64 * 1024];
-            let next = || loop {
-                if let Some(frame) = frames.pop_front() {
-                    return Ok(Some(frame));
-                }
-                let length = socket.recv(&mut datagram)?;
-                let mut rest = &datagram[..length];
-                while let Ok(Some((header, frame))) = next_frame(rest, ANSWER_FRAME_BYTES_MAX) {
-                    frames.push_back((header, frame.to_vec()));
-                    rest = &rest[frame.len()..];
-                }
-            };
-            read_answers(next, UDP_ANSWER_TIMEOUT, &pending, &changed, progress)
-        });
-        let write = |bytes: &[u8]| socket.send(bytes).map(drop);
-        let (sent, error) = send_requests(connection, options, start, &pending, &changed, write);
-        finish(&mut outcome, sent, error, reader, &pending, &changed);
-    });
-    outcome
+    let mut frames: VecDeque<(Header, Vec<u8>)> = VecDeque::new();
+    let mut datagram = vec![0u8; 64 * 1024];
+    let next = || loop {
+        if let Some(frame) = frames.pop_front() {
+            return Ok(Some(frame));
+        }
+        let length = socket.recv(&mut datagram)?;
+        let mut rest = &datagram[..length];
+        while let Ok(Some((header, frame))) = next_frame(rest, ANSWER_FRAME_BYTES_MAX) {
+            frames.push_back((header, frame.to_vec()));
+            rest = &rest[frame.len()..];
+        }
+    };
+    let write = |bytes: &[u8]| socket.send(bytes).map(drop);
+    exchange(connection, shared, UDP_ANSWER_TIMEOUT, next, write)
 }
 
 type ReaderResult = (Vec<Answer>, Option<String>);
-
-/// Marks the sending done and collects what the reader read.
-fn finish(
-    outcome: &mut ConnectionOutcome,
-    sent: u64,
-    send_error: Option<String>,
-    reader: std::thread::ScopedJoinHandle<'_, ReaderResult>,
-    pending: &Mutex<Pending>,
-    changed: &Condvar,
-) {
-    lock(pending).sending_done = true;
-    changed.notify_all();
-    let (answers, read_error) = reader
-        .join()
-        .unwrap_or_else(|_| (Vec::new(), Some("reader panicked".into())));
-    outcome.sent = sent;
-    outcome.answers = answers;
-    outcome.error = send_error.or(read_error);
-}
 
 fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
     // A poisoned lock only means the other thread panicked: its counts are
@@ -409,10 +434,11 @@ fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
 /// comes for `answer_timeout`.
 fn read_answers(
     mut next_frame: impl FnMut() -> std::io::Result<Option<(Header, Vec<u8>)>>,
+    connection: &ConnectionPlan,
+    shared: &Shared<'_>,
     answer_timeout: Duration,
     pending: &Mutex<Pending>,
     changed: &Condvar,
-    progress: &AtomicU64,
 ) -> ReaderResult {
     let mut answers = Vec::new();
     let mut last_answer = Instant::now();
@@ -440,7 +466,10 @@ fn read_answers(
                 state.in_flight -= 1;
                 drop(state);
                 changed.notify_all();
-                progress.fetch_add(1, Ordering::Relaxed);
+                if let Some(planned) = connection.requests.get(request) {
+                    shared.ids.learn(planned, Some(&bytes));
+                }
+                shared.progress.fetch_add(1, Ordering::Relaxed);
                 answers.push(Answer {
                     request,
                     latency_us: u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX),

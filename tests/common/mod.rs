@@ -10,6 +10,7 @@
 pub mod cluster;
 pub mod proxy;
 pub mod small_disk;
+pub mod tcpdump;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
