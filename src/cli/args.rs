@@ -790,7 +790,9 @@ pub struct ReplayArgs {
     /// "..."`, `admin = "..."`); a role it lacks uses `--token`.
     #[arg(long, value_name = "FILE")]
     pub tokens: Option<PathBuf>,
-    /// Compare binding ids, seconds left and expiry times too.
+    /// Compare binding ids, seconds left and expiry times too. Binding
+    /// ids are compared through the ids learned from the replayed BIND
+    /// answers (a fresh node gives other ids than the captured one).
     #[arg(long)]
     pub exact: bool,
     /// Replay only these: `opcode=lookup,bind_axb` or `conn=0,2`
