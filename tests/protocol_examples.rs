@@ -144,6 +144,8 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
                     mode: PutMode::Add,
                     max_live: 1000,
                     binds_per_s: 100,
+                    lookups_per_s: 5000,
+                    x_lookups_per_s: 20,
                     token: b"token",
                     hashed: false,
                 },

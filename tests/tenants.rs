@@ -28,6 +28,8 @@ fn add_tenant(admin: &mut Client, tenant: u32, token: &str) -> (u8, String) {
             mode: PutMode::Add,
             max_live: 0,
             binds_per_s: 0,
+            lookups_per_s: 0,
+            x_lookups_per_s: 0,
             token: token.as_bytes(),
             hashed: false,
         })
@@ -243,4 +245,47 @@ fn the_registry_is_replicated() {
             Client::connect(node.tcp, Role::Platform, TOKEN_5).expect("the credential works here");
         assert_eq!(platform.ping().expect("ping"), status::OK);
     }
+}
+
+/// A tenant's per-X lookup limit refuses lookups beyond it within a second
+/// (`rate_limited`), and every refusal of the registry is counted in
+/// `/metrics` by status and tenant.
+#[test]
+fn lookup_rate_limits_refuse_and_are_counted() {
+    let node = Node::start(&["--shards", "1"]);
+    let mut admin = Client::connect(node.tcp, Role::Admin, "").expect("admin");
+    let (code, body) = admin
+        .control(&ControlRequest::TenantPut {
+            tenant: 5,
+            mode: PutMode::Add,
+            max_live: 0,
+            binds_per_s: 0,
+            lookups_per_s: 0,
+            x_lookups_per_s: 5,
+            token: TOKEN_5.as_bytes(),
+            hashed: false,
+        })
+        .expect("TENANT_PUT answered");
+    assert_eq!(code, status::OK, "{body}");
+    let mut bind = axb(x(1), "13800000001", "13900000001", "order-1");
+    bind.tenant = 5;
+    assert_eq!(admin.bind(&bind).expect("bind").status, status::OK);
+    let mut switch = Client::connect(node.tcp, Role::Switch, "").expect("switch");
+    let answers: Vec<LookupResult> = (0..20)
+        .map(|_| lookup(&mut switch, "13800000001", 1))
+        .collect();
+    let routed_count = answers.iter().filter(|a| routed(a)).count();
+    let limited = answers
+        .iter()
+        .filter(|a| **a == LookupResult::Reject(Reject::RateLimited))
+        .count();
+    assert!(routed(&answers[0]), "the first lookup of a second passes");
+    // 20 lookups span at most a few seconds here; 5 pass in each.
+    assert!((5..=15).contains(&routed_count), "{answers:?}");
+    assert_eq!(routed_count + limited, 20, "{answers:?}");
+    let (code, metrics) = common::http_get(node.admin, "/metrics");
+    assert_eq!(code, 200);
+    let line =
+        format!("x700_lookups_screened_total{{status=\"rate_limited\",tenant=\"5\"}} {limited}");
+    assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
 }

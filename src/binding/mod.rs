@@ -301,6 +301,8 @@ pub enum Reject {
     /// The caller is on a blocklist (the binding's tenant's or the global
     /// one).
     Blocked,
+    /// The binding's tenant, or its X, is over its lookup rate limit.
+    RateLimited,
 }
 
 impl Reject {
@@ -314,6 +316,7 @@ impl Reject {
             Reject::BadNumber => "bad_number",
             Reject::TenantSuspended => "tenant_suspended",
             Reject::Blocked => "blocked",
+            Reject::RateLimited => "rate_limited",
         }
     }
 }

@@ -93,6 +93,14 @@ pub struct TenantAddArgs {
     /// Most binds per second, counted at the leader (0: no quota).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub binds_per_s: u32,
+    /// Most lookups per second the tenant's bindings answer on each node
+    /// (0: no limit); beyond it lookups answer rate_limited.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub lookups_per_s: u32,
+    /// Most lookups per second any one of the tenant's X answers on each
+    /// node (0: no limit).
+    #[arg(long = "x-lookups-per-s", value_name = "N", default_value_t = 0)]
+    pub x_lookups_per_s: u32,
     /// Accept a credential shorter than 16 bytes (tests only).
     #[arg(long)]
     pub allow_short_tokens: bool,

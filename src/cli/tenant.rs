@@ -52,6 +52,8 @@ fn put(args: &TenantAddArgs, mode: PutMode) -> Outcome {
         mode,
         max_live: args.max_live,
         binds_per_s: args.binds_per_s,
+        lookups_per_s: args.lookups_per_s,
+        x_lookups_per_s: args.x_lookups_per_s,
         token: args.token.as_bytes(),
         hashed: false,
     };

@@ -130,6 +130,9 @@ pub mod status {
     pub const TENANT_SUSPENDED: u8 = 6;
     /// The caller is on a blocklist (the tenant's or the global one; v2).
     pub const BLOCKED: u8 = 7;
+    /// The binding's tenant, or its X, is over its lookup rate limit this
+    /// second (v2).
+    pub const RATE_LIMITED: u8 = 8;
     /// A live binding already holds a number of this request.
     pub const CONFLICT: u8 = 16;
     /// No live binding has this id (or it belongs to another tenant).
@@ -186,6 +189,7 @@ pub mod status {
             BAD_NUMBER => "bad_number",
             TENANT_SUSPENDED => "tenant_suspended",
             BLOCKED => "blocked",
+            RATE_LIMITED => "rate_limited",
             UNKNOWN_TENANT => "unknown_tenant",
             TENANT_EXISTS => "tenant_exists",
             QUOTA_EXCEEDED => "quota_exceeded",

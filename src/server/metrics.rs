@@ -205,6 +205,8 @@ impl Default for WorkerMetrics {
 pub struct NodeMetrics {
     /// One per event loop.
     pub workers: Vec<Arc<WorkerMetrics>>,
+    /// The registry, whose screening counts lookups refused by tenant.
+    pub control: Option<Arc<crate::tenant::Control>>,
 }
 
 impl NodeMetrics {
@@ -222,6 +224,31 @@ impl NodeMetrics {
     /// Total count of one guard across loops.
     pub fn guard_total(&self, guard: Guard) -> u64 {
         self.sum(|w| w.guards[guard as usize].load(Ordering::Relaxed))
+    }
+
+    /// `x700_lookups_screened_total{status, tenant}`: lookups the registry
+    /// refused (suspended tenant, blocked caller, rate limit), by status
+    /// and the tenant of the binding that would have routed them.
+    fn encode_screened(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(control) = &self.control else {
+            return Ok(());
+        };
+        let mut family = encoder.encode_descriptor(
+            "x700_lookups_screened",
+            "Lookups refused by the tenant registry, by status and tenant.",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((status, tenant), count) in control.screened() {
+            let tenant = tenant.to_string();
+            family
+                .encode_family(&[
+                    ("status", crate::protocol::status::name(status)),
+                    ("tenant", tenant.as_str()),
+                ])?
+                .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+        }
+        Ok(())
     }
 
     fn encode_guards(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -314,6 +341,7 @@ impl Collector for NodeMetrics {
             )?
             .encode_histogram::<NoLabelSet>(sum_s, count, &buckets, None)?;
         self.encode_guards(&mut encoder)?;
+        self.encode_screened(&mut encoder)?;
         let gauges: [(&str, &str, u64); 3] = [
             (
                 "x700_connections",
@@ -474,6 +502,7 @@ mod tests {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(NodeMetrics {
             workers: vec![worker],
+            control: None,
         }));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");

@@ -448,6 +448,7 @@ impl Server {
             clock,
             metrics: NodeMetrics {
                 workers: worker_metrics.clone(),
+                control: Some(Arc::clone(&control)),
             },
             ready: AtomicBool::new(false),
             replica: std::sync::OnceLock::new(),

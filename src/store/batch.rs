@@ -72,27 +72,7 @@ impl ShardSet {
             }
         }
         if self.control().screens_lookups() {
-            self.screen(queries, answers);
-        }
-    }
-
-    /// Refuses routed answers whose binding's tenant is suspended, or
-    /// whose caller is blocked (on that tenant's numbers or everywhere).
-    /// Runs only while the registry has a suspension or a blocklist.
-    pub(crate) fn screen(&self, queries: &[LookupQuery], answers: &mut [LookupResult]) {
-        let registry = self.control().registry();
-        for (query, answer) in queries.iter().zip(answers.iter_mut()) {
-            let LookupResult::Route(route) = answer else {
-                continue;
-            };
-            let tenant = self
-                .shard(self.shard_index(query.x))
-                .tenant_of(route.binding_id);
-            if tenant.is_some_and(|t| registry.is_suspended(t)) {
-                *answer = LookupResult::Reject(Reject::TenantSuspended);
-            } else if registry.is_blocked(tenant, query.caller) {
-                *answer = LookupResult::Reject(Reject::Blocked);
-            }
+            self.screen(queries, answers, now_s);
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod checksum;
 pub mod clock;
 pub mod lock;
 pub mod member_file;
+pub mod screen;
 pub mod shard_set;
 
 use crate::binding::{

@@ -24,6 +24,11 @@ pub struct ShardSet {
     /// The directory's control state (tenants, blocklists), shared by
     /// every part of a split set.
     control: Arc<Control>,
+    /// Lookup screening's counts, this set's own (`screen`).
+    pub(super) screening: std::cell::RefCell<super::screen::Screening>,
+    /// Sets the shards were split into: a tenant's lookup rate limit is
+    /// shared out among them.
+    pub(super) parts: u32,
 }
 
 impl ShardSet {
@@ -40,6 +45,8 @@ impl ShardSet {
             shards,
             _lock: lock,
             control,
+            screening: std::cell::RefCell::default(),
+            parts: 1,
         }
     }
 
@@ -57,6 +64,8 @@ impl ShardSet {
                 shards: (0..self.shard_count).map(|_| None).collect(),
                 _lock: Arc::clone(&self._lock),
                 control: Arc::clone(&self.control),
+                screening: std::cell::RefCell::default(),
+                parts: u32::try_from(parts).unwrap_or(u32::MAX),
             })
             .collect();
         for (id, shard) in self.shards.into_iter().enumerate() {
@@ -158,7 +167,7 @@ impl ShardSet {
         }
         let mut answer = [self.shard(self.shard_index(query.x)).lookup(query, now_s)];
         if self.control().screens_lookups() {
-            self.screen(std::slice::from_ref(query), &mut answer);
+            self.screen(std::slice::from_ref(query), &mut answer, now_s);
         }
         answer[0]
     }

@@ -39,6 +39,14 @@ pub struct Tenant {
     pub max_live: u32,
     /// Most binds per second, at the leader (0: no quota).
     pub binds_per_s: u32,
+    /// Most lookups per second its bindings answer on a node, shared out
+    /// among the event loops (0: no limit).
+    #[serde(default)]
+    pub lookups_per_s: u32,
+    /// Most lookups per second one of its X answers on a node (0: no
+    /// limit).
+    #[serde(default)]
+    pub x_lookups_per_s: u32,
     /// SHA-256 of each platform credential, hex: the tokens themselves are
     /// kept nowhere.
     pub token_hashes: Vec<String>,
@@ -164,15 +172,15 @@ impl Registry {
             .is_some_and(|t| t.status == TenantStatus::Suspended)
     }
 
-    /// True if any tenant is suspended or any caller blocked: only then do
-    /// lookups need to know a binding's tenant.
+    /// True if any tenant is suspended or has a lookup rate limit, or any
+    /// caller is blocked: only then do lookups need to know a binding's
+    /// tenant.
     pub fn screens_lookups(&self) -> bool {
         !self.blocked_global.is_empty()
             || !self.blocked.is_empty()
-            || self
-                .tenants
-                .values()
-                .any(|t| t.status == TenantStatus::Suspended)
+            || self.tenants.values().any(|t| {
+                t.status == TenantStatus::Suspended || t.lookups_per_s > 0 || t.x_lookups_per_s > 0
+            })
     }
 
     /// True if `caller` is blocked on `tenant`'s numbers (or everywhere).
@@ -208,12 +216,14 @@ impl Registry {
                 mode,
                 max_live,
                 binds_per_s,
+                lookups_per_s,
+                x_lookups_per_s,
                 token,
                 hashed,
             } => self.put(
                 tenant,
                 mode,
-                (max_live, binds_per_s),
+                [max_live, binds_per_s, lookups_per_s, x_lookups_per_s],
                 (token, hashed),
                 now_s,
             ),
@@ -278,7 +288,7 @@ impl Registry {
         &mut self,
         tenant: u32,
         mode: PutMode,
-        (max_live, binds_per_s): (u32, u32),
+        [max_live, binds_per_s, lookups_per_s, x_lookups_per_s]: [u32; 4],
         (token, hashed): (&[u8], bool),
         now_s: u32,
     ) -> ControlOutcome {
@@ -315,12 +325,16 @@ impl Registry {
             status: TenantStatus::Active,
             max_live: 0,
             binds_per_s: 0,
+            lookups_per_s: 0,
+            x_lookups_per_s: 0,
             token_hashes: Vec::new(),
             added_s: now_s,
             changed_s: now_s,
         });
         entry.max_live = max_live;
         entry.binds_per_s = binds_per_s;
+        entry.lookups_per_s = lookups_per_s;
+        entry.x_lookups_per_s = x_lookups_per_s;
         entry.changed_s = now_s;
         if let Some(hash) = hash {
             let text = hex(&hash);
@@ -352,6 +366,8 @@ impl Registry {
             "state": t.status,
             "max_live": t.max_live,
             "binds_per_s": t.binds_per_s,
+            "lookups_per_s": t.lookups_per_s,
+            "x_lookups_per_s": t.x_lookups_per_s,
             "credentials": t.token_hashes.len(),
             "added_s": t.added_s,
             "changed_s": t.changed_s,
@@ -384,6 +400,8 @@ mod tests {
             mode,
             max_live: 5,
             binds_per_s: 0,
+            lookups_per_s: 0,
+            x_lookups_per_s: 0,
             token,
             hashed: false,
         }

@@ -14,9 +14,10 @@ use crate::protocol::frame::{push_frame, Header, HEADER_BYTES};
 use crate::protocol::status;
 use crate::replication::WriteBatch;
 use crate::store::clock::applied_now_s;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// The registry's file in a data directory.
 pub const REGISTRY_NAME: &str = "registry.json";
@@ -29,6 +30,8 @@ pub struct Control {
     /// `Registry::screens_lookups` of the current registry, read by every
     /// lookup batch without a lock.
     screening: AtomicBool,
+    /// Lookups refused by screening since the start, by (status, tenant).
+    screened: Mutex<BTreeMap<(u8, u32), u64>>,
 }
 
 impl Control {
@@ -39,7 +42,27 @@ impl Control {
             dir: dir.to_path_buf(),
             screening: AtomicBool::new(registry.screens_lookups()),
             current: RwLock::new(Arc::new(registry)),
+            screened: Mutex::default(),
         })
+    }
+
+    /// Adds a shard set's screening refusals to the node's counts (and
+    /// empties `counts`).
+    pub fn count_screened(&self, counts: &mut BTreeMap<(u8, u32), u64>) {
+        if let Ok(mut total) = self.screened.lock() {
+            for (key, count) in std::mem::take(counts) {
+                *total.entry(key).or_default() += count;
+            }
+        }
+    }
+
+    /// Lookups refused by screening since the start: ((status, tenant),
+    /// count).
+    pub fn screened(&self) -> Vec<((u8, u32), u64)> {
+        self.screened
+            .lock()
+            .map(|t| t.iter().map(|(&k, &v)| (k, v)).collect())
+            .unwrap_or_default()
     }
 
     /// True while lookups must check tenants and callers (a suspension or

@@ -67,6 +67,7 @@ pub fn reject_status(reject: crate::binding::Reject) -> u8 {
         Reject::BadNumber => status::BAD_NUMBER,
         Reject::TenantSuspended => status::TENANT_SUSPENDED,
         Reject::Blocked => status::BLOCKED,
+        Reject::RateLimited => status::RATE_LIMITED,
     }
 }
 
@@ -89,6 +90,7 @@ pub fn decode_lookup_answer(header: &Header, body: &[u8]) -> Result<LookupResult
         status::BAD_NUMBER => Ok(LookupResult::Reject(Reject::BadNumber)),
         status::TENANT_SUSPENDED => Ok(LookupResult::Reject(Reject::TenantSuspended)),
         status::BLOCKED => Ok(LookupResult::Reject(Reject::Blocked)),
+        status::RATE_LIMITED => Ok(LookupResult::Reject(Reject::RateLimited)),
         other => Err(if other == status::OK {
             status::BAD_FRAME
         } else {

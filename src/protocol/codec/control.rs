@@ -8,7 +8,7 @@ use crate::number::Number;
 use crate::protocol::{limits, opcode};
 
 /// TENANT_PUT body before the credential.
-pub const TENANT_PUT_FIXED_BYTES: usize = 16;
+pub const TENANT_PUT_FIXED_BYTES: usize = 24;
 /// TENANT_STATUS body.
 pub const TENANT_STATUS_BYTES: usize = 8;
 /// TENANT_SHOW body.
@@ -53,6 +53,10 @@ pub enum ControlRequest<'a> {
         max_live: u32,
         /// Most binds per second (0: no quota).
         binds_per_s: u32,
+        /// Most lookups per second its bindings answer (0: no limit).
+        lookups_per_s: u32,
+        /// Most lookups per second one of its X answers (0: no limit).
+        x_lookups_per_s: u32,
         /// A credential to add: the token, or its SHA-256 once hashed.
         token: &'a [u8],
         /// `token` is the SHA-256 of the token.
@@ -90,11 +94,11 @@ fn decode(op: u8, body: &[u8], logged: bool) -> Result<ControlRequest<'_>, Decod
     match op {
         opcode::TENANT_PUT => {
             if body.len() < TENANT_PUT_FIXED_BYTES {
-                return Err(bad_frame("TENANT_PUT shorter than 16 bytes"));
+                return Err(bad_frame("TENANT_PUT shorter than 24 bytes"));
             }
-            let flags = body[12];
-            let token_len = usize::from(body[13]);
-            if body[14] != 0 || body[15] != 0 || flags & !(PUT_ADD | PUT_SET | PUT_HASHED) != 0 {
+            let flags = body[20];
+            let token_len = usize::from(body[21]);
+            if body[22] != 0 || body[23] != 0 || flags & !(PUT_ADD | PUT_SET | PUT_HASHED) != 0 {
                 return Err(bad_frame("reserved bits are not zero"));
             }
             if body.len() != TENANT_PUT_FIXED_BYTES + token_len {
@@ -124,6 +128,8 @@ fn decode(op: u8, body: &[u8], logged: bool) -> Result<ControlRequest<'_>, Decod
                 mode,
                 max_live: u32_at(body, 4),
                 binds_per_s: u32_at(body, 8),
+                lookups_per_s: u32_at(body, 12),
+                x_lookups_per_s: u32_at(body, 16),
                 token: &body[TENANT_PUT_FIXED_BYTES..],
                 hashed,
             })
@@ -195,12 +201,16 @@ pub fn encode(request: &ControlRequest<'_>, out: &mut Vec<u8>) {
             mode,
             max_live,
             binds_per_s,
+            lookups_per_s,
+            x_lookups_per_s,
             token,
             hashed,
         } => {
             out.extend_from_slice(&tenant.to_le_bytes());
             out.extend_from_slice(&max_live.to_le_bytes());
             out.extend_from_slice(&binds_per_s.to_le_bytes());
+            out.extend_from_slice(&lookups_per_s.to_le_bytes());
+            out.extend_from_slice(&x_lookups_per_s.to_le_bytes());
             let mut flags = match mode {
                 PutMode::Add => PUT_ADD,
                 PutMode::Set => PUT_SET,
@@ -251,6 +261,8 @@ mod tests {
                 mode: PutMode::Add,
                 max_live: 10,
                 binds_per_s: 5,
+                lookups_per_s: 1000,
+                x_lookups_per_s: 10,
                 token: b"a-token-of-16-bytes",
                 hashed: false,
             },
@@ -280,6 +292,8 @@ mod tests {
             mode: PutMode::Upsert,
             max_live: 0,
             binds_per_s: 0,
+            lookups_per_s: 0,
+            x_lookups_per_s: 0,
             token: &[0; 32],
             hashed: true,
         };
