@@ -245,7 +245,7 @@ impl Pools {
     /// Appends the checkpoint encoding, all fields little-endian:
     /// `"X7PL"`, version u16 (1), range count u32, then per range in
     /// ascending `first`: tenant u32, first u64, last u64, area length u8,
-    /// area digits 4 bytes (ASCII, zero padded), province u8 (30 bytes);
+    /// area digits 4 bytes (ASCII, zero padded), province u8 (26 bytes);
     /// then the CRC32C of everything before it, u32.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let start = write_header(out, MAGIC, VERSION);
