@@ -7,13 +7,13 @@
 //! 1. sticky: the X the pair last held, if it lies in the asked area;
 //! 2. then for each step the request allows (the area; the other areas of
 //!    its province; any other area of the tenant), in that order:
-//!    a. first-fit over the X already in use there, ascending: the lowest X
-//!       with room (fewer than `max_pairs_per_x` pairs) where neither a nor b
-//!       is live and neither is cooling off;
-//!    b. the lowest free X there (no live pair) that neither party is
-//!       cooling off on;
-//!    c. only when stale edges exist (expired but not yet released): an X
-//!       that is full or in use only because of them.
+//!    - a: first-fit over the X already in use there, ascending: the lowest
+//!      X with room (fewer than `max_pairs_per_x` pairs) where neither a nor
+//!      b is live and neither is cooling off;
+//!    - b: the lowest free X there (no live pair) that neither party is
+//!      cooling off on;
+//!    - c: only when stale edges exist (expired but not yet released): an
+//!      X that is full or in use only because of them.
 //!
 //! "Fits" means: a and b not live on X (edges with `expires_at_s <= now_s`
 //! count as gone), X below `max_pairs_per_x` live pairs, X not cooling for
@@ -354,9 +354,8 @@ impl Allocator {
     ) -> Option<u64> {
         let now_s = probe.now_s;
         let stale = self.expiry.range(..=(now_s, u64::MAX));
-        if stale.clone().next().is_none() {
-            return None;
-        }
+        // Nothing stale: nothing to reclaim.
+        stale.clone().next()?;
         let ranges: Vec<&PoolRange> = ranges.collect();
         let mut stale_on: BTreeMap<u64, u32> = BTreeMap::new();
         for &(_, binding_id) in stale {
