@@ -282,29 +282,30 @@ impl Allocator {
             Fallback::Any => &[0, 1, 2],
         };
         for &step in steps {
-            let in_step = |range: &&PoolRange| match step {
-                0 => true,
-                1 => range.area != area && range.province == province,
-                _ => range.area != area && range.province != province,
+            let found = if step == 0 {
+                self.in_step(pools.area_ranges(tenant, area), &probe)
+            } else {
+                let in_step = move |range: &&PoolRange| {
+                    range.area != area && (range.province == province) == (step == 1)
+                };
+                self.in_step(pools.ranges(tenant).filter(in_step), &probe)
             };
-            let ranges = || -> Box<dyn Iterator<Item = &PoolRange> + '_> {
-                if step == 0 {
-                    Box::new(pools.area_ranges(tenant, area))
-                } else {
-                    Box::new(pools.ranges(tenant).filter(in_step))
-                }
-            };
-            if let Some(x) = self.first_fit(ranges(), &probe) {
-                return Ok(x_number(x));
-            }
-            if let Some(x) = self.lowest_free(ranges(), &probe) {
-                return Ok(x_number(x));
-            }
-            if let Some(x) = self.reclaim_stale(ranges(), &probe) {
+            if let Some(x) = found {
                 return Ok(x_number(x));
             }
         }
         Err(Exhausted { area, fallback })
+    }
+
+    /// Steps a, b and c over one step's ranges.
+    fn in_step<'p>(
+        &self,
+        ranges: impl Iterator<Item = &'p PoolRange> + Clone,
+        probe: &Probe<'_>,
+    ) -> Option<u64> {
+        self.first_fit(ranges.clone(), probe)
+            .or_else(|| self.lowest_free(ranges.clone(), probe))
+            .or_else(|| self.reclaim_stale(ranges, probe))
     }
 
     /// Step a: the lowest X in use with room that the pair may go on.
@@ -395,7 +396,12 @@ impl Allocator {
             expires_at_s,
         };
         for number in [a, b] {
-            let list = self.adjacent.entry(number).or_default();
+            // Most real numbers (customers, passengers) hold one binding:
+            // room for one, not the four a first push would reserve.
+            let list = self
+                .adjacent
+                .entry(number)
+                .or_insert_with(|| Vec::with_capacity(1));
             let at = list.partition_point(|e| (e.x, e.binding_id) < (x, binding_id));
             list.insert(at, entry);
             let degree = list.len();

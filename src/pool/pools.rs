@@ -206,7 +206,7 @@ impl Pools {
     }
 
     /// `tenant`'s ranges, by area then ascending X.
-    pub fn ranges(&self, tenant: u32) -> impl Iterator<Item = &PoolRange> + '_ {
+    pub fn ranges(&self, tenant: u32) -> impl Iterator<Item = &PoolRange> + Clone + '_ {
         self.by_tenant
             .get(&tenant)
             .into_iter()
@@ -219,7 +219,7 @@ impl Pools {
         &self,
         tenant: u32,
         area: AreaCode,
-    ) -> impl Iterator<Item = &PoolRange> + '_ {
+    ) -> impl Iterator<Item = &PoolRange> + Clone + '_ {
         self.by_tenant
             .get(&tenant)
             .into_iter()
