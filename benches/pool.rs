@@ -138,7 +138,11 @@ fn sizes() -> Vec<usize> {
     });
     sizes
         .split(',')
-        .map(|s| s.trim().parse().expect("X700_POOL_SIZES: comma-separated counts"))
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("X700_POOL_SIZES: comma-separated counts")
+        })
         .collect()
 }
 
