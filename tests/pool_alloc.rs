@@ -7,6 +7,7 @@
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use x700::number::Number;
+use x700::pool::allocator::HEAVY_RESERVE_PERCENT;
 use x700::pool::{
     x_number, x_value, AllocConfig, Allocator, AreaCode, Exhausted, Fallback, PoolError, PoolRange,
     Pools, Province,
@@ -289,6 +290,51 @@ fn at_most_max_pairs_per_x() {
             real(101),
             10
         ),
+        Ok(x(0))
+    );
+}
+
+/// Guards the reserve for busy parties: a pair of two unbound parties
+/// leaves the last `HEAVY_RESERVE_PERCENT` of an X to pairs with a party
+/// already bound (who cannot use just any X), and takes it only when no
+/// free X is left.
+#[test]
+fn light_pairs_leave_a_reserve_that_busy_parties_may_use() {
+    let pools = sample_pools();
+    let mut allocator = Allocator::new(config(20, 0));
+    let shenzhen = area("0755");
+    let light_cap = 20 - 20 * HEAVY_RESERVE_PERCENT / 100;
+    assert_eq!(light_cap, 19);
+    for i in 0..u64::from(light_cap) {
+        let chosen = allocator.choose(
+            &pools,
+            1,
+            &shenzhen,
+            Fallback::None,
+            real(2 * i),
+            real(2 * i + 1),
+            0,
+        );
+        assert_eq!(chosen, Ok(x(0)));
+        allocator.bound(x(0), real(2 * i), real(2 * i + 1), i, 1000);
+    }
+    // X 0 is at the light cap: a light pair opens X 1.
+    let (p, q) = (real(100), real(101));
+    assert_eq!(
+        allocator.choose(&pools, 1, &shenzhen, Fallback::None, p, q, 0),
+        Ok(x(1))
+    );
+    allocator.bound(x(1), p, q, 100, 1000);
+    // p is bound (on X 1): its pair may take X 0's reserve.
+    assert_eq!(
+        allocator.choose(&pools, 1, &shenzhen, Fallback::None, p, real(102), 0),
+        Ok(x(0))
+    );
+    // With no free X left, a light pair takes the reserve too.
+    let mut one = Pools::new();
+    one.add(1, range(BASE, BASE, "0755")).unwrap();
+    assert_eq!(
+        allocator.choose(&one, 1, &shenzhen, Fallback::None, real(200), real(201), 0),
         Ok(x(0))
     );
 }
@@ -693,6 +739,26 @@ impl Model {
             in_step.sort_by_key(|r| (r.area, r.first));
             let xs: Vec<u64> = in_step.iter().flat_map(|r| r.first..=r.last).collect();
             let fits = |x: &&u64| self.allowed(**x, a, b, now_s);
+            // A light pair (neither party bound) first leaves a reserve on
+            // each X, then tries a free X, and only then takes the reserve.
+            let light = !self
+                .edges
+                .iter()
+                .any(|e| [e.a, e.b].iter().any(|n| *n == a || *n == b));
+            let light_cap =
+                self.max_pairs_per_x - self.max_pairs_per_x * HEAVY_RESERVE_PERCENT / 100;
+            if light {
+                if let Some(&x) = xs
+                    .iter()
+                    .filter(|&&x| (1..light_cap).contains(&self.pairs(x)))
+                    .find(fits)
+                {
+                    return Some(x);
+                }
+                if let Some(&x) = xs.iter().filter(|&&x| self.pairs(x) == 0).find(fits) {
+                    return Some(x);
+                }
+            }
             if let Some(&x) = xs
                 .iter()
                 .filter(|&&x| (1..self.max_pairs_per_x).contains(&self.pairs(x)))
@@ -768,7 +834,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (1..=2u32, 0..3u8, 0..3u8, 0..8u8, 0..8u8, 1..40u32).prop_map(|(tenant, area, fallback, a, b, ttl_s)| Op::Choose { tenant, area, fallback, a, b, ttl_s }),
+        6 => (1..=2u32, 0..3u8, 0..3u8, 0..40u8, 0..40u8, 1..40u32).prop_map(|(tenant, area, fallback, a, b, ttl_s)| Op::Choose { tenant, area, fallback, a, b, ttl_s }),
         1 => (0..32u8, 0..8u8, 0..8u8, 1..40u32).prop_map(|(offset, a, b, ttl_s)| Op::Named { offset, a, b, ttl_s }),
         3 => (any::<u8>(), any::<bool>()).prop_map(|(k, cool_off)| Op::Release { k, cool_off }),
         1 => (0..4u8).prop_map(|limit| Op::Expire { limit }),
@@ -783,7 +849,7 @@ proptest! {
     /// agree after every step; a chosen X is always valid.
     #[test]
     fn choices_match_the_reference_model(
-        max_pairs_per_x in 1..4u32,
+        max_pairs_per_x in prop_oneof![1..4u32, 20..22u32],
         cool_off_s in prop_oneof![Just(0u32), 1..30u32],
         ops in proptest::collection::vec(op(), 1..120),
     ) {
@@ -797,7 +863,7 @@ proptest! {
         for op in ops {
             match op {
                 Op::Choose { tenant, area, fallback, a, b, ttl_s } => {
-                    let (a, b) = (real(u64::from(a)), real(u64::from(b) + 8));
+                    let (a, b) = (real(u64::from(a)), real(u64::from(b) + 40));
                     let (asked, fallback) = (areas[usize::from(area)], fallbacks[usize::from(fallback)]);
                     let got = allocator.choose(&pools, tenant, &asked, fallback, a, b, now_s);
                     let expected = model.choose(&pools, tenant, asked, fallback, a, b, now_s);
