@@ -199,22 +199,40 @@ pub struct Allocator {
 }
 
 /// The checks for one pair at one moment.
+/// Each party's edges and cooling entries are looked up once per `choose`,
+/// not once per candidate X.
 struct Probe<'a> {
-    allocator: &'a Allocator,
-    a: Number,
-    b: Number,
+    /// a's and b's edge lists (sorted by X; empty if unbound).
+    edges: [&'a [Adjacent]; 2],
+    /// a's and b's cooling entries.
+    cooling: [&'a [(u64, u32)]; 2],
     now_s: u32,
 }
 
 impl Probe<'_> {
     /// True if the pair may go on `x`, given room on it.
     fn allowed(&self, x: u64) -> bool {
-        let allocator = self.allocator;
-        [self.a, self.b].iter().all(|&number| {
-            !allocator.live_on(number, x, self.now_s)
-                && !allocator.recent.cooling(number, x, self.now_s)
-        })
+        let now_s = self.now_s;
+        self.edges.iter().all(|list| !live_on(list, x, now_s))
+            && self
+                .cooling
+                .iter()
+                .all(|list| !list.iter().any(|&(cx, until_s)| cx == x && until_s > now_s))
     }
+
+    /// True if neither party holds a binding (stale ones included).
+    fn light(&self) -> bool {
+        self.edges.iter().all(|list| list.is_empty())
+    }
+}
+
+/// True if a sorted edge list holds a binding on `x` that has not expired.
+fn live_on(list: &[Adjacent], x: u64, now_s: u32) -> bool {
+    let start = list.partition_point(|entry| entry.x < x);
+    list[start..]
+        .iter()
+        .take_while(|entry| entry.x == x)
+        .any(|entry| entry.expires_at_s > now_s)
 }
 
 impl Allocator {
@@ -241,18 +259,6 @@ impl Allocator {
         self.config
     }
 
-    /// True if `number` holds a binding on `x` that has not expired.
-    fn live_on(&self, number: Number, x: u64, now_s: u32) -> bool {
-        let Some(list) = self.adjacent.get(&number) else {
-            return false;
-        };
-        let start = list.partition_point(|entry| entry.x < x);
-        list[start..]
-            .iter()
-            .take_while(|entry| entry.x == x)
-            .any(|entry| entry.expires_at_s > now_s)
-    }
-
     /// Chooses X for the pair (a, b) of `tenant` in `area`, then as
     /// `fallback` allows in the same province, then in any of the tenant's
     /// areas (see the module docs for the order). Never outside the
@@ -268,10 +274,10 @@ impl Allocator {
         b: Number,
         now_s: u32,
     ) -> Result<Number, Exhausted> {
+        let edges = |number| self.adjacent.get(&number).map_or(&[][..], Vec::as_slice);
         let probe = Probe {
-            allocator: self,
-            a,
-            b,
+            edges: [edges(a), edges(b)],
+            cooling: [self.recent.cooling_list(a), self.recent.cooling_list(b)],
             now_s,
         };
         let area = *area;
@@ -287,11 +293,16 @@ impl Allocator {
             }
         }
         // The province fallback compares: the asked area's ranges carry it
-        // (an operator may have overridden the default table).
-        let province = pools
-            .area_ranges(tenant, area)
-            .next()
-            .map_or_else(|| area.province(), |range| range.province);
+        // (an operator may have overridden the default table). Only the
+        // fallback steps read it.
+        let province = if fallback == Fallback::None {
+            area.province()
+        } else {
+            pools
+                .area_ranges(tenant, area)
+                .next()
+                .map_or_else(|| area.province(), |range| range.province)
+        };
         let steps: &[u8] = match fallback {
             Fallback::None => &[0],
             Fallback::Province => &[0, 1],
@@ -322,8 +333,7 @@ impl Allocator {
     ) -> Option<u64> {
         // A light pair (neither party bound) fits anywhere, so it leaves
         // the reserve to pairs that need X without their parties.
-        let light = !self.adjacent.contains_key(&probe.a) && !self.adjacent.contains_key(&probe.b);
-        if light {
+        if probe.light() {
             return self
                 .first_fit(&self.roomy, ranges.clone(), probe)
                 .or_else(|| self.lowest_free(ranges.clone(), probe))

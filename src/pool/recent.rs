@@ -103,11 +103,10 @@ impl Recent {
         }
     }
 
-    /// True if `number` may not use `x` at `now_s`.
-    pub(crate) fn cooling(&self, number: Number, x: u64, now_s: u32) -> bool {
-        self.cooling
-            .get(&number)
-            .is_some_and(|list| list.iter().any(|&(cx, until_s)| cx == x && until_s > now_s))
+    /// `number`'s cooling entries: (X, the second it may use X again);
+    /// entries whose second has passed may linger until trimmed.
+    pub(crate) fn cooling_list(&self, number: Number) -> &[(u64, u32)] {
+        self.cooling.get(&number).map_or(&[], Vec::as_slice)
     }
 
     /// The X the pair held when it last released one, if remembered.
