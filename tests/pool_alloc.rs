@@ -419,6 +419,27 @@ fn a_rollback_leaves_no_cool_off_and_no_sticky_memory() {
     assert_eq!(allocator.releases_remembered(), 0);
 }
 
+/// Guards updates: the same binding id bound again replaces its edge, also
+/// when it moves to a legacy X the allocator does not track (the old 700 X
+/// must not stay counted).
+#[test]
+fn binding_the_same_id_again_replaces_its_edge() {
+    let mut allocator = Allocator::new(AllocConfig::default());
+    allocator.bound(x(1), real(1), real(2), 7, 1000);
+    allocator.bound(x(2), real(1), real(2), 7, 2000);
+    assert_eq!((allocator.pairs_on(x(1)), allocator.pairs_on(x(2))), (0, 1));
+    assert_eq!((allocator.live_pairs(), allocator.delta()), (1, 1));
+    allocator.bound(
+        Number::from_digits(b"13900139000"),
+        real(1),
+        real(2),
+        7,
+        2000,
+    );
+    assert_eq!((allocator.live_pairs(), allocator.x_in_use()), (0, 0));
+    assert_eq!(allocator.releases_remembered(), 0);
+}
+
 #[test]
 fn a_pair_that_binds_again_gets_its_previous_x_within_bounded_memory() {
     let pools = sample_pools();

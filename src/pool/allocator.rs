@@ -422,10 +422,12 @@ impl Allocator {
     /// update): its old edge goes without cool-off. An X outside the 700
     /// range (a legacy X) is not tracked: pools hold only 700 numbers.
     pub fn bound(&mut self, x: Number, a: Number, b: Number, binding_id: u64, expires_at_s: u32) {
+        // The old edge goes first, whatever the new X: an update onto a
+        // legacy X must not leave the binding's old 700 X counted.
+        self.forget(binding_id);
         let Some(x) = x_value(x) else {
             return;
         };
-        self.forget(binding_id);
         self.edges.insert(
             binding_id,
             Edge {
