@@ -15,6 +15,7 @@ pub mod cli;
 pub mod client;
 pub mod log;
 pub mod number;
+pub mod pool;
 pub mod protocol;
 pub mod replay;
 pub mod replication;
