@@ -141,6 +141,10 @@ fn check_round_trip(
                 &body,
             );
         }
+        Request::PoolShow(tenant) => {
+            push_frame(&mut out, opcode::POOL_SHOW, 0, id, &tenant.to_le_bytes());
+        }
+        Request::BindAuto(auto) => x700::protocol::codec::auto::encode_auto_bind(&mut out, id, &auto),
         Request::TenantShow(tenant) => {
             let tenant = tenant.unwrap_or(x700::protocol::codec::control::ALL);
             push_frame(&mut out, opcode::TENANT_SHOW, 0, id, &tenant.to_le_bytes());

@@ -398,6 +398,25 @@ fn every_command_that_offers_server_works_with_it() {
             }
             "tenant list" => return Some(Vec::new()),
             "block add" | "block remove" => return Some(vec!["--caller", "13800000009"]),
+            "pool add" => {
+                return Some(vec![
+                    "--tenant",
+                    "1",
+                    "--range",
+                    "700000000000900-700000000000999",
+                    "--area",
+                    "010",
+                ])
+            }
+            "pool show" => return Some(vec!["--tenant", "1"]),
+            "pool remove" => {
+                return Some(vec![
+                    "--tenant",
+                    "1",
+                    "--range",
+                    "700000000000900-700000000000999",
+                ])
+            }
             "bench" => {
                 return Some(vec![
                     "--requests",

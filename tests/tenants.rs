@@ -21,8 +21,9 @@ use x700::protocol::{opcode, status, Role};
 
 const TOKEN_5: &str = "tenant-five-token-0123";
 
+/// Adds a tenant, and a pool for it holding X 1 to 99 (`common::x`).
 fn add_tenant(admin: &mut Client, tenant: u32, token: &str) -> (u8, String) {
-    admin
+    let added = admin
         .control(&ControlRequest::TenantPut {
             tenant,
             mode: PutMode::Add,
@@ -33,7 +34,25 @@ fn add_tenant(admin: &mut Client, tenant: u32, token: &str) -> (u8, String) {
             token: token.as_bytes(),
             hashed: false,
         })
-        .expect("TENANT_PUT answered")
+        .expect("TENANT_PUT answered");
+    if added.0 == status::OK {
+        add_pool(admin, tenant);
+    }
+    added
+}
+
+/// Gives `tenant` the range of X 1 to 99 (`common::x`), area 010.
+fn add_pool(admin: &mut Client, tenant: u32) {
+    let (code, body) = admin
+        .control(&ControlRequest::PoolAdd {
+            tenant,
+            first: 700_000_000_000_001,
+            last: 700_000_000_000_099,
+            area: *b"010\0",
+            province: 0,
+        })
+        .expect("POOL_ADD answered");
+    assert_eq!(code, status::OK, "{body}");
 }
 
 fn set_suspended(admin: &mut Client, tenant: u32, suspended: bool) -> u8 {
@@ -267,6 +286,7 @@ fn lookup_rate_limits_refuse_and_are_counted() {
         })
         .expect("TENANT_PUT answered");
     assert_eq!(code, status::OK, "{body}");
+    add_pool(&mut admin, 5);
     let mut bind = axb(x(1), "13800000001", "13900000001", "order-1");
     bind.tenant = 5;
     assert_eq!(admin.bind(&bind).expect("bind").status, status::OK);

@@ -56,6 +56,72 @@ pub enum Command {
     /// Caller blocklists: a tenant's (--tenant) or the global one.
     #[command(subcommand)]
     Block(BlockCommand),
+    /// Number pools: the ranges of 700 numbers a tenant binds on.
+    #[command(subcommand)]
+    Pool(PoolCommand),
+}
+
+/// `x700 pool ...`.
+#[derive(Subcommand, Debug)]
+pub enum PoolCommand {
+    /// Add a range of 700 numbers to a tenant's pool, tagged with its area.
+    Add(PoolAddArgs),
+    /// Remove a range (refused while numbers of it are in live bindings,
+    /// unless --force).
+    Remove(PoolRemoveArgs),
+    /// A tenant's ranges, numbers in use and free, by area.
+    Show(PoolShowArgs),
+}
+
+/// `x700 pool add`.
+#[derive(Args, Debug)]
+pub struct PoolAddArgs {
+    /// The tenant.
+    #[arg(long, value_name = "T")]
+    pub tenant: u32,
+    /// The range, FIRST-LAST (15-digit 700 numbers, both included).
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub range: String,
+    /// The area code of the city the range serves (3 or 4 digits: 010,
+    /// 0755).
+    #[arg(long, value_name = "CODE")]
+    pub area: String,
+    /// The province, for the province fallback (default: the area's, from
+    /// the built-in table), e.g. guangdong.
+    #[arg(long, value_name = "P")]
+    pub province: Option<String>,
+    /// Where, and how to print.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `x700 pool remove`.
+#[derive(Args, Debug)]
+pub struct PoolRemoveArgs {
+    /// The tenant.
+    #[arg(long, value_name = "T")]
+    pub tenant: u32,
+    /// The range, exactly as added: FIRST-LAST.
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub range: String,
+    /// Remove it even while numbers of it are in live bindings (they live
+    /// on until they end; no new binding is made on the range).
+    #[arg(long)]
+    pub force: bool,
+    /// Where, and how to print.
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// `x700 pool show`.
+#[derive(Args, Debug)]
+pub struct PoolShowArgs {
+    /// The tenant.
+    #[arg(long, value_name = "T")]
+    pub tenant: u32,
+    /// Where, and how to print.
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// `x700 tenant ...`.
@@ -272,6 +338,9 @@ impl Command {
             ) => a.store.json,
             Command::Tenant(TenantCommand::List(a)) => a.store.json,
             Command::Block(BlockCommand::Add(a) | BlockCommand::Remove(a)) => a.store.json,
+            Command::Pool(PoolCommand::Add(a)) => a.store.json,
+            Command::Pool(PoolCommand::Remove(a)) => a.store.json,
+            Command::Pool(PoolCommand::Show(a)) => a.store.json,
             Command::Serve(_) | Command::Bench(_) | Command::Replay(_) => false,
         }
     }
@@ -339,9 +408,10 @@ pub struct BindCommon {
     /// Store options.
     #[command(flatten)]
     pub store: StoreArgs,
-    /// The virtual number (700 + 12 digits).
+    /// The virtual number (700 + 12 digits). For AXB it may be left out
+    /// with --area: the node chooses X in the tenant's pool.
     #[arg(long, value_name = "X")]
-    pub x: String,
+    pub x: Option<String>,
     /// Party A (the owner for AXN and AXE).
     #[arg(long, value_name = "A")]
     pub a: String,
@@ -371,6 +441,14 @@ pub struct BindAxbArgs {
     /// Party B.
     #[arg(long, value_name = "B")]
     pub b: String,
+    /// Instead of --x: the node chooses X in this area (code) of the
+    /// tenant's pool; the answer carries it.
+    #[arg(long, value_name = "CODE", conflicts_with = "x")]
+    pub area: Option<String>,
+    /// With --area: where X may come from when the area has none free:
+    /// province (same province), then any (any area of the pool).
+    #[arg(long, value_name = "province|any", requires = "area")]
+    pub fallback: Option<String>,
 }
 
 /// `x700 bind axn`.

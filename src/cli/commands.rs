@@ -119,7 +119,13 @@ fn bind_request(
     common: &BindCommon,
     parties: impl FnOnce(Number) -> Result<Parties, Outcome>,
 ) -> Result<BindRequest, Outcome> {
-    let x = parse_virtual(&common.x, policy(&common.store)).map_err(invalid)?;
+    let Some(x) = common.x.as_deref() else {
+        return Err(Outcome::failure(
+            "bad_request",
+            "give --x X (for AXB, or --area CODE for the node to choose X)",
+        ));
+    };
+    let x = parse_virtual(x, policy(&common.store)).map_err(invalid)?;
     let a = parse_real(&common.a).map_err(invalid)?;
     Ok(BindRequest {
         x,
@@ -134,8 +140,13 @@ fn bind_request(
 
 /// `x700 bind axb|axn|axe`.
 pub fn bind(command: &BindCommand) -> Outcome {
+    if let BindCommand::Axb(args) = command {
+        if let Some(area) = &args.area {
+            return super::pool::bind_auto(args, area);
+        }
+    }
     let (common, request) = match command {
-        BindCommand::Axb(BindAxbArgs { common, b }) => (
+        BindCommand::Axb(BindAxbArgs { common, b, .. }) => (
             common,
             bind_request(common, |a| {
                 Ok(Parties::Axb {
@@ -180,6 +191,15 @@ pub fn bind(command: &BindCommand) -> Outcome {
         Err(outcome) => return outcome,
     };
     store.reclaim_expired(RECLAIM_BUDGET_PER_COMMAND);
+    if let Some(code) =
+        crate::server::dispatch::tenant_refusal(&store.control().registry(), &request)
+    {
+        store.discard();
+        return Outcome::failure(
+            crate::protocol::status::name(code),
+            crate::protocol::status::name(code),
+        );
+    }
     let outcome = match store.bind(&request) {
         Ok(bound) => Outcome::ok(json!({
             "binding_id": bound.binding_id.0,

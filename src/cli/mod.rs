@@ -9,6 +9,7 @@ mod commands;
 mod decode;
 mod load;
 mod output;
+mod pool;
 mod remote;
 mod replay;
 mod serve;
@@ -48,6 +49,7 @@ pub fn run() -> i32 {
         Command::Replay(replay) => return replay::replay(&replay),
         Command::Tenant(command) => tenant::tenant(&command),
         Command::Block(command) => tenant::block(&command),
+        Command::Pool(command) => pool::pool(&command),
     };
     output::emit(&outcome, json)
 }

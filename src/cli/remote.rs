@@ -103,6 +103,35 @@ pub fn bind(server: &str, args: &StoreArgs, request: &BindRequest) -> Outcome {
     }
 }
 
+/// `bind axb --area` over the wire: the node chooses X.
+pub fn bind_auto(
+    server: &str,
+    args: &StoreArgs,
+    auto: &crate::protocol::codec::auto::AutoBindBody,
+) -> Outcome {
+    let mut client = match connect_cluster(server, args, Role::Platform) {
+        Ok(client) => client,
+        Err(outcome) => return outcome,
+    };
+    let area = crate::protocol::codec::auto::area_text(&auto.area);
+    match client.bind_auto(auto) {
+        Ok((reply, Some(x))) if reply.status == status::OK => Outcome::ok(json!({
+            "binding_id": reply.binding_id.map_or(0, |id| id.0),
+            "created": reply.created.unwrap_or(true),
+            "mode": "axb",
+            "x": x.digits(),
+            "expires_at_s": reply.expires_at_s.unwrap_or(0),
+            "area": area,
+        })),
+        Ok((reply, _)) if reply.status == status::POOL_EXHAUSTED => Outcome::failure(
+            "pool_exhausted",
+            &format!("no X of the tenant's pool is free for this pair in area {area} (or the fallback asked)"),
+        ),
+        Ok((reply, _)) => refused(&reply),
+        Err(error) => client_failure(&error),
+    }
+}
+
 /// `lookup` over the wire.
 pub fn lookup(server: &str, args: &StoreArgs, query: &LookupQuery) -> Outcome {
     let mut client = match connect_cluster(server, args, Role::Switch) {

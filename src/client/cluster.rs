@@ -302,6 +302,19 @@ impl ClusterClient {
         self.write(true, |client| client.bind(bind), |reply| reply.status)
     }
 
+    /// BIND_AXB_AUTO at the leader (sent again after `outcome_unknown`: a
+    /// retried automatic bind gets the X and binding the first one made).
+    pub fn bind_auto(
+        &mut self,
+        auto: &crate::protocol::codec::auto::AutoBindBody,
+    ) -> Result<(WriteReply, Option<crate::number::Number>), ClientError> {
+        self.write(
+            true,
+            |client| client.bind_auto(auto),
+            |(reply, _)| reply.status,
+        )
+    }
+
     /// UPDATE at the leader.
     pub fn update(
         &mut self,

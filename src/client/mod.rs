@@ -9,6 +9,7 @@ mod cluster;
 pub use cluster::ClusterClient;
 
 use crate::binding::{Binding, BindingId, LookupQuery, LookupResult, Update};
+use crate::number::Number;
 use crate::protocol::codec::{self, BindBody, LeaderHint, UnbindBody};
 use crate::protocol::frame::{next_frame, Header, HEADER_BYTES};
 use crate::protocol::{limits, opcode, status, Role, VERSION};
@@ -403,6 +404,35 @@ impl Client {
             status: header.status,
             applied_index: codec::decode_wait_index_answer(body).unwrap_or(0),
         }
+    }
+
+    /// BIND_AXB_AUTO (version 2): the answer, and the X the node chose.
+    /// A `POOL_EXHAUSTED` answer's body names the area
+    /// (`WriteReply::status`; the area is the one asked for).
+    pub fn bind_auto(
+        &mut self,
+        auto: &codec::auto::AutoBindBody,
+    ) -> Result<(WriteReply, Option<Number>), ClientError> {
+        let (header, body) = self.call(|out, id| codec::auto::encode_auto_bind(out, id, auto))?;
+        self.note_leader(&header, &body);
+        let x = (header.status == status::OK && body.len() == codec::auto::BIND_AUTO_ANSWER_BYTES)
+            .then(|| {
+                let mut bytes = [0u8; 8];
+                bytes.copy_from_slice(&body[codec::BIND_ANSWER_BYTES..]);
+                Number(bytes)
+            });
+        let bind_part = if x.is_some() {
+            &body[..codec::BIND_ANSWER_BYTES]
+        } else {
+            &body[..]
+        };
+        Ok((Client::write_reply(&header, bind_part), x))
+    }
+
+    /// POOL_SHOW (version 2): a tenant's pool as JSON.
+    pub fn pool_show(&mut self, tenant: u32) -> Result<(u8, String), ClientError> {
+        let (status, answer) = self.request(opcode::POOL_SHOW, &tenant.to_le_bytes())?;
+        Ok((status, String::from_utf8_lossy(&answer).into_owned()))
     }
 
     /// BIND_AXB / BIND_AXN / BIND_AXE.

@@ -611,6 +611,25 @@ impl Allocator {
         self.recent.len()
     }
 
+    /// The X on which `a` and `b` are already a live pair, if any: a
+    /// retried automatic bind gets the binding it made (the tables answer
+    /// it as a retry) instead of a second X.
+    pub fn x_of_pair(&self, a: Number, b: Number, now_s: u32) -> Option<Number> {
+        let of = |n: Number| self.adjacent.get(&n).map_or(&[][..], Vec::as_slice);
+        let b_list = of(b);
+        // One binding: a and b on one X may also be two pairs (a, c) and
+        // (b, d); then they share no binding id.
+        of(a)
+            .iter()
+            .filter(|entry| entry.expires_at_s > now_s)
+            .find(|entry| {
+                b_list
+                    .iter()
+                    .any(|other| other.binding_id == entry.binding_id)
+            })
+            .map(|entry| x_number(entry.x))
+    }
+
     /// Live pairs on `x`.
     pub fn pairs_on(&self, x: Number) -> u32 {
         x_value(x)

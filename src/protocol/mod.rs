@@ -65,6 +65,9 @@ pub mod opcode {
     pub const UNBIND: u8 = 0x24;
     /// Read a binding.
     pub const QUERY: u8 = 0x25;
+    /// Create an AXB binding on an X the node chooses in an area of the
+    /// tenant's pool (v2).
+    pub const BIND_AXB_AUTO: u8 = 0x26;
     /// The cluster as this node sees it, as JSON (admin).
     pub const CLUSTER_STATUS: u8 = 0x30;
     /// Initialise a new cluster with its first members (admin).
@@ -84,6 +87,13 @@ pub mod opcode {
     /// One tenant or all of them, as JSON (admin; a platform for its
     /// own; v2).
     pub const TENANT_SHOW: u8 = 0x42;
+    /// Add a range of 700 numbers to a tenant's pool (admin; v2).
+    pub const POOL_ADD: u8 = 0x43;
+    /// Remove a range from a tenant's pool (admin; v2).
+    pub const POOL_REMOVE: u8 = 0x44;
+    /// A tenant's pool: ranges, numbers in use and free, as JSON (admin;
+    /// a platform for its own; v2).
+    pub const POOL_SHOW: u8 = 0x45;
     /// Add or remove a caller on a blocklist, a tenant's or the global
     /// one (admin; v2).
     pub const BLOCK: u8 = 0x46;
@@ -97,12 +107,15 @@ pub mod opcode {
 
     /// True for an opcode that changes control state through the log.
     pub fn is_control_write(op: u8) -> bool {
-        matches!(op, TENANT_PUT | TENANT_STATUS | BLOCK)
+        matches!(
+            op,
+            TENANT_PUT | TENANT_STATUS | BLOCK | POOL_ADD | POOL_REMOVE
+        )
     }
 
     /// The oldest protocol version that knows `op`.
     pub fn version_of(op: u8) -> u16 {
-        if (CONTROL_FIRST..=CONTROL_LAST).contains(&op) {
+        if (CONTROL_FIRST..=CONTROL_LAST).contains(&op) || op == BIND_AXB_AUTO {
             2
         } else {
             1
@@ -144,8 +157,17 @@ pub mod status {
     pub const UNKNOWN_TENANT: u8 = 19;
     /// TENANT_PUT asked to add a tenant that exists (v2).
     pub const TENANT_EXISTS: u8 = 20;
-    /// The tenant is at its quota of live bindings (v2).
+    /// The tenant is at its quota of live bindings, or of binds this
+    /// second (v2).
     pub const QUOTA_EXCEEDED: u8 = 21;
+    /// BIND_AXB_AUTO: no X of the tenant's pool is free for the pair in the
+    /// area (and the fallback the request allowed); body: the area (v2).
+    pub const POOL_EXHAUSTED: u8 = 22;
+    /// A bind names an X outside its tenant's pool (v2).
+    pub const NOT_IN_POOL: u8 = 23;
+    /// POOL_REMOVE: numbers of the range are in live bindings; force it to
+    /// remove it anyway (v2).
+    pub const IN_USE: u8 = 24;
     /// The frame's layout is wrong (length for its opcode, reserved bits).
     pub const BAD_FRAME: u8 = 32;
     /// The opcode is not one this server knows.
@@ -193,6 +215,9 @@ pub mod status {
             UNKNOWN_TENANT => "unknown_tenant",
             TENANT_EXISTS => "tenant_exists",
             QUOTA_EXCEEDED => "quota_exceeded",
+            POOL_EXHAUSTED => "pool_exhausted",
+            NOT_IN_POOL => "not_in_pool",
+            IN_USE => "in_use",
             CONFLICT => "conflict",
             NOT_FOUND => "not_found",
             BAD_REQUEST => "bad_request",

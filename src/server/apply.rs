@@ -116,8 +116,18 @@ pub fn apply_batch(set: &mut ShardSet, index: u64, batch: &WriteBatch, out: &mut
                 .first_chunk::<HEADER_BYTES>()
                 .ok_or_else(Header::default)?;
             let header = Header::read(head);
-            let request =
-                codec::decode_request(&header, &frame[HEADER_BYTES..]).map_err(|_| header)?;
+            let body = &frame[HEADER_BYTES..];
+            if header.opcode == crate::protocol::opcode::BIND_AXB_AUTO {
+                // Logged with the X the leader chose, in BIND_AXB's place.
+                let bind = codec::auto::decode_logged_auto_bind(body).map_err(|_| header)?;
+                let op = dispatch::check_write(&codec::Request::Bind(bind), policy)
+                    .map_err(|_| header)?;
+                let dispatch::Op::Bind(request) = op else {
+                    return Err(header);
+                };
+                return Ok((scope, header, dispatch::Op::BindAuto(request)));
+            }
+            let request = codec::decode_request(&header, body).map_err(|_| header)?;
             let op = dispatch::check_write(&request, policy).map_err(|_| header)?;
             Ok((scope, header, op))
         })
@@ -180,7 +190,20 @@ pub fn apply_batch(set: &mut ShardSet, index: u64, batch: &WriteBatch, out: &mut
         let end = u32::try_from(out.frames.len()).unwrap_or(u32::MAX);
         out.spans.push((position, start, end));
     }
+    absorb_changes(set);
     mark_applied(set, index);
+}
+
+/// Hands the changes the owned shards made to the registry's allocator and
+/// counts (`tenant::Control::absorb`).
+fn absorb_changes(set: &mut ShardSet) {
+    let control = Arc::clone(set.control());
+    for shard in 0..usize::from(set.shard_count()) {
+        if let Some(s) = set.shard_mut(shard) {
+            let changes = s.take_changes();
+            control.absorb(&changes);
+        }
+    }
 }
 
 /// Notes in every owned shard that entry `index` is applied.
@@ -377,6 +400,7 @@ impl Applier for LocalApplier {
 
     fn swap_in(&self, staging: PathBuf) -> oneshot::Receiver<Result<(), String>> {
         let (reply, receiver) = oneshot::channel();
+        self.control.clear_derived(None);
         let result = self
             .set
             .lock()
@@ -410,6 +434,8 @@ pub const SWAP_FAILED_EXIT_STATUS: i32 = 70;
 /// process (see `SWAP_FAILED_EXIT_STATUS`).
 pub fn swap_in(set: &mut ShardSet, staging: &Path) -> Result<(), String> {
     let data_dir = staging.parent().unwrap_or(Path::new("."));
+    let control = Arc::clone(set.control());
+    let registry = control.staged_registry(staging)?;
     if let Err(error) = set.swap_in(data_dir, staging) {
         eprintln!(
             "x700: swapping in the leader's snapshot from {} failed: {error}; stopping (the \
@@ -418,6 +444,13 @@ pub fn swap_in(set: &mut ShardSet, staging: &Path) -> Result<(), String> {
         );
         std::process::exit(SWAP_FAILED_EXIT_STATUS);
     }
+    // The applier emptied the allocator and the counts before the swap
+    // (`Control::clear_derived`): each set adds its new shards' bindings.
+    control.add_bindings(&registry, |take| {
+        for shard in set.owned() {
+            shard.for_each_binding(|binding| take(&binding));
+        }
+    });
     Ok(())
 }
 
@@ -741,6 +774,7 @@ impl Applier for LoopApplier {
     /// lookup ever meets a shard half swapped.
     fn swap_in(&self, staging: PathBuf) -> oneshot::Receiver<Result<(), String>> {
         let (reply, receiver) = oneshot::channel();
+        self.control.clear_derived(None);
         let staging = Arc::new(staging);
         let mut parts = Vec::with_capacity(self.inboxes.len());
         for index in 0..self.inboxes.len() {

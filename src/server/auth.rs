@@ -114,7 +114,9 @@ pub fn permits(role: Role, op: u8) -> bool {
         | opcode::UPDATE
         | opcode::UNBIND
         | opcode::QUERY
-        | opcode::TENANT_SHOW => {
+        | opcode::BIND_AXB_AUTO
+        | opcode::TENANT_SHOW
+        | opcode::POOL_SHOW => {
             matches!(role, Role::Platform | Role::Admin)
         }
         _ => role == Role::Admin,

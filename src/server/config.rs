@@ -30,6 +30,11 @@
 //! udp_lookups_per_source_per_s = 0   # 0: off
 //! ready_lag_entries_max = 100000     # 0: lag never takes a member out of /readyz
 //!
+//! [pools]                        # automatic X selection (BIND_AXB_AUTO)
+//! max_pairs_per_x = 200          # live AXB pairs one X carries
+//! cool_off_s = 0                 # an X a pair released waits this long for its numbers
+//! sticky_pairs_max = 65536       # released pairs remembered (cool-off, same X again)
+//!
 //! [capture]                      # optional: client traffic as pcapng
 //! file = "/var/tmp/x700.pcapng"  # rotated to x700.1.pcapng, x700.2.pcapng ...
 //! max_bytes = 268435456          # a file is rotated before this size
@@ -159,6 +164,44 @@ pub struct Config {
     pub log: LogSettings,
     /// Server-side capture of the client traffic.
     pub capture: CaptureConfig,
+    /// How BIND_AXB_AUTO chooses X.
+    pub pools: PoolSettings,
+}
+
+/// `[pools]`: automatic X selection (`pool::Allocator`).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolSettings {
+    /// Most live AXB pairs one X carries (default 200).
+    pub max_pairs_per_x: u32,
+    /// Seconds an X released by a pair waits before that pair's numbers
+    /// use it again (default 0, at most 3600).
+    pub cool_off_s: u32,
+    /// Released pairs remembered, for cool-off and for giving a pair that
+    /// binds again its previous X (default 65,536).
+    pub sticky_pairs_max: u32,
+}
+
+impl Default for PoolSettings {
+    fn default() -> PoolSettings {
+        let defaults = crate::pool::AllocConfig::default();
+        PoolSettings {
+            max_pairs_per_x: defaults.max_pairs_per_x,
+            cool_off_s: defaults.cool_off_s,
+            sticky_pairs_max: defaults.sticky_pairs_max,
+        }
+    }
+}
+
+impl PoolSettings {
+    /// The allocator's configuration.
+    pub fn alloc_config(self) -> crate::pool::AllocConfig {
+        crate::pool::AllocConfig {
+            max_pairs_per_x: self.max_pairs_per_x,
+            cool_off_s: self.cool_off_s,
+            sticky_pairs_max: self.sticky_pairs_max,
+        }
+    }
 }
 
 /// `[capture]`: the client listeners' traffic written as pcapng
@@ -273,6 +316,7 @@ impl Default for Config {
             limits: Limits::default(),
             log: LogSettings::default(),
             capture: CaptureConfig::default(),
+            pools: PoolSettings::default(),
         }
     }
 }
@@ -436,6 +480,9 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "log.proposal_deadline_ms must be {PROPOSAL_DEADLINE_MS_MIN} to {PROPOSAL_DEADLINE_MS_MAX}"
             )));
+        }
+        if let Err(reason) = self.pools.alloc_config().check() {
+            return Err(ConfigError::Invalid(format!("pools: {reason}")));
         }
         let capture = &self.capture;
         if capture.max_bytes < crate::server::capture::FILE_BYTES_MIN

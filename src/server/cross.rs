@@ -6,7 +6,7 @@ use super::auth::Access;
 use super::dispatch::Op;
 
 /// Where an answer must go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Origin {
     /// A TCP connection: slab token and generation.
     Tcp {

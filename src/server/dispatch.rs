@@ -18,6 +18,9 @@ pub enum Op {
     Lookup(LookupQuery),
     /// Bind (mode in the request).
     Bind(BindRequest),
+    /// An AXB bind whose X the leader chose (BIND_AXB_AUTO, as logged): its
+    /// answer carries X.
+    BindAuto(BindRequest),
     /// Update by id.
     Update(BindingId, Update),
     /// Unbind by id or by X and party.
@@ -34,7 +37,7 @@ impl Op {
             |id: BindingId| decompose_id(id).map_or(0, |(shard, _, _)| shard.min(shard_count - 1));
         match self {
             Op::Lookup(query) => by_x(query.x),
-            Op::Bind(request) => by_x(request.x),
+            Op::Bind(request) | Op::BindAuto(request) => by_x(request.x),
             Op::Unbind(UnbindBody::Party { x, .. }) => by_x(*x),
             Op::Update(id, _) | Op::Unbind(UnbindBody::Id(id)) | Op::Query(id) => by_id(*id),
         }
@@ -178,23 +181,28 @@ pub fn execute_write(
     let visible =
         |set: &ShardSet, id: BindingId| set.query(id, now_s).filter(|b| access.allows(b.tenant));
     match op {
-        Op::Bind(request) => {
+        Op::Bind(request) | Op::BindAuto(request) => {
             if !access.allows(request.tenant) {
                 push_frame(out, op_code, status::UNAUTHORISED, request_id, &[]);
                 return;
             }
-            if let Some(refusal) = tenant_refusal(&set.control().registry(), request.tenant) {
+            if let Some(refusal) = tenant_refusal(&set.control().registry(), request) {
                 push_frame(out, op_code, refusal, request_id, &[]);
                 return;
             }
             match set.bind(request, now_s) {
-                Ok(bound) => push_frame(
-                    out,
-                    op_code,
-                    status::OK,
-                    request_id,
-                    &codec::bind_answer_body(bound.binding_id, bound.expires_at_s, bound.created),
-                ),
+                Ok(bound) => {
+                    let mut body = codec::bind_answer_body(
+                        bound.binding_id,
+                        bound.expires_at_s,
+                        bound.created,
+                    )
+                    .to_vec();
+                    if matches!(op, Op::BindAuto(_)) {
+                        body.extend_from_slice(&request.x.0);
+                    }
+                    push_frame(out, op_code, status::OK, request_id, &body);
+                }
                 Err(error) => push_error(
                     out,
                     op_code,
@@ -241,19 +249,28 @@ pub fn execute_write(
     }
 }
 
-/// Why the registry refuses a bind for `tenant`, if it does: once any
-/// tenant is registered, binds are for registered tenants only, and a
-/// suspended tenant binds nothing. (With no tenant registered, binds
-/// follow version 1's rules.) Applied in log order, against the registry
-/// the entry meets, so every member answers alike.
-fn tenant_refusal(registry: &crate::tenant::Registry, tenant: u32) -> Option<u8> {
+/// Why the registry refuses a bind, if it does: once any tenant is
+/// registered, binds are for registered tenants only, a suspended tenant
+/// binds nothing, and a 700 X must lie in the tenant's own pool (a legacy
+/// X, where the node allows one, has no pool). With no tenant registered,
+/// binds follow version 1's rules. Applied in log order, against the
+/// registry the entry meets, so every member answers alike.
+pub fn tenant_refusal(registry: &crate::tenant::Registry, request: &BindRequest) -> Option<u8> {
     if registry.is_empty() {
         return None;
     }
+    let tenant = request.tenant;
     match registry.tenant(tenant) {
         None => Some(status::UNKNOWN_TENANT),
         Some(_) if registry.is_suspended(tenant) => Some(status::TENANT_SUSPENDED),
-        Some(_) => None,
+        Some(_) => {
+            let in_pool = crate::pool::x_value(request.x).is_none()
+                || registry
+                    .pools()
+                    .owner(request.x)
+                    .is_some_and(|(owner, _)| owner == tenant);
+            (!in_pool).then_some(status::NOT_IN_POOL)
+        }
     }
 }
 
@@ -261,6 +278,7 @@ fn tenant_refusal(registry: &crate::tenant::Registry, tenant: u32) -> Option<u8>
 pub fn op_opcode(op: &Op) -> u8 {
     match op {
         Op::Lookup(_) => opcode::LOOKUP,
+        Op::BindAuto(_) => opcode::BIND_AXB_AUTO,
         Op::Bind(request) => match request.parties.mode() {
             crate::binding::Mode::Axb => opcode::BIND_AXB,
             crate::binding::Mode::Axn => opcode::BIND_AXN,

@@ -358,6 +358,18 @@ impl Server {
         let table_shards = store.shard_count();
         let workers = resolved.workers;
         let control = Arc::clone(store.control());
+        // The allocator and the tenants' counts start from the tables;
+        // from here on every change the shards apply keeps them current.
+        control.rebuild(config.pools.alloc_config(), |take| {
+            for shard in store.shard_set().owned() {
+                shard.for_each_binding(|binding| take(&binding));
+            }
+        });
+        for shard in 0..usize::from(table_shards) {
+            if let Some(s) = store.shard_set_mut().shard_mut(shard) {
+                s.record_changes(true);
+            }
+        }
         let sets = store.split(workers);
         let mut polls = Vec::with_capacity(workers);
         let mut wakers = Vec::with_capacity(workers);

@@ -247,6 +247,7 @@ impl ShardSet {
                 continue;
             };
             let identity = shard.identity();
+            let recording = shard.records_changes();
             shard.discard();
             let dir = super::shard_dir(data_dir, identity.shard_id);
             let name = dir
@@ -256,7 +257,9 @@ impl ShardSet {
             crate::table::snapshot::move_staged_shard(staging, data_dir, &name)
                 .map_err(|e| TableError::io(&dir, std::io::Error::other(e)))?;
             debug_assert_eq!(usize::from(identity.shard_id), index);
-            *slot = Some(Shard::open(&dir, identity)?);
+            let mut fresh = Shard::open(&dir, identity)?;
+            fresh.record_changes(recording);
+            *slot = Some(fresh);
         }
         Ok(())
     }

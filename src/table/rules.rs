@@ -484,6 +484,17 @@ impl Shard {
         true
     }
 
+    /// Calls `f` with every binding the shard holds (expired ones not yet
+    /// reclaimed included), in slot order. Reads every record: for start-up
+    /// (the allocator and the tenants' counts are rebuilt from it).
+    pub fn for_each_binding(&self, mut f: impl FnMut(Binding)) {
+        for slot in 0..self.counters.records_used {
+            if self.record(slot).is_live() {
+                f(self.binding_at(slot));
+            }
+        }
+    }
+
     /// The tenant of the binding with this id, if its slot holds it (one
     /// cold record read: lookups ask only while some tenant is suspended
     /// or some caller blocked).

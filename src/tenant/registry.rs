@@ -4,6 +4,7 @@
 //! registry from the same log.
 
 use crate::number::Number;
+use crate::pool::{AreaCode, PoolError, PoolRange, Pools, Province};
 use crate::protocol::codec::control::{ControlRequest, PutMode, TOKEN_HASH_BYTES};
 use crate::protocol::status;
 use serde::{Deserialize, Serialize};
@@ -95,9 +96,65 @@ pub struct Registry {
     blocked_global: BTreeSet<u64>,
     /// Callers refused on one tenant's numbers.
     blocked: BTreeMap<u32, BTreeSet<u64>>,
+    /// Every tenant's ranges of 700 numbers.
+    #[serde(with = "pools_json", default)]
+    pools: Pools,
     /// Credential hash to tenant (rebuilt from `tenants`).
     #[serde(skip)]
     by_token: HashMap<[u8; TOKEN_HASH_BYTES], u32>,
+}
+
+/// The pools in the registry's JSON: a list of ranges (`tenant`, `first`,
+/// `last`, `area`, `province`), rebuilt through `Pools::add`, so a file
+/// with overlapping or malformed ranges is refused.
+mod pools_json {
+    use crate::pool::{AreaCode, PoolRange, Pools, Province};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    struct Range {
+        tenant: u32,
+        first: u64,
+        last: u64,
+        area: String,
+        province: String,
+    }
+
+    pub fn serialize<S: Serializer>(pools: &Pools, serializer: S) -> Result<S::Ok, S::Error> {
+        let ranges: Vec<Range> = pools
+            .tenants()
+            .flat_map(|tenant| {
+                pools.ranges(tenant).map(move |r| Range {
+                    tenant,
+                    first: r.first,
+                    last: r.last,
+                    area: r.area.as_str().to_string(),
+                    province: r.province.name().to_string(),
+                })
+            })
+            .collect();
+        ranges.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Pools, D::Error> {
+        use serde::de::Error;
+        let ranges = Vec::<Range>::deserialize(deserializer)?;
+        let mut pools = Pools::new();
+        for r in ranges {
+            let area = AreaCode::parse(&r.area)
+                .ok_or_else(|| D::Error::custom(format!("bad area {:?}", r.area)))?;
+            let province = Province::parse(&r.province)
+                .ok_or_else(|| D::Error::custom(format!("bad province {:?}", r.province)))?;
+            let range = PoolRange {
+                first: r.first,
+                last: r.last,
+                area,
+                province,
+            };
+            pools.add(r.tenant, range).map_err(D::Error::custom)?;
+        }
+        Ok(pools)
+    }
 }
 
 /// The SHA-256 of a token, as the registry keeps credentials.
@@ -163,6 +220,11 @@ impl Registry {
     /// Every tenant, by id.
     pub fn tenants(&self) -> impl Iterator<Item = &Tenant> {
         self.tenants.values()
+    }
+
+    /// Every tenant's pool.
+    pub fn pools(&self) -> &Pools {
+        &self.pools
     }
 
     /// True if `id` is registered and suspended.
@@ -239,6 +301,35 @@ impl Registry {
                 entry.changed_s = now_s;
                 ControlOutcome::ok(self.tenant_json(tenant))
             }
+            ControlRequest::PoolAdd {
+                tenant,
+                first,
+                last,
+                area,
+                province,
+            } => self.pool_add(tenant, (first, last), &area, province),
+            ControlRequest::PoolRemove {
+                tenant,
+                first,
+                last,
+                force: _,
+            } => {
+                // Whether numbers are in use was asked at the leader before
+                // the write was logged (the allocator's count is not
+                // replicated state): here the removal always goes through.
+                match self.pools.remove(tenant, first, last, true, |_, _| 0) {
+                    Ok(outcome) => ControlOutcome::ok(
+                        serde_json::json!({
+                            "tenant": tenant,
+                            "range": format!("{}-{}", outcome.range.first, outcome.range.last),
+                            "area": outcome.range.area.as_str(),
+                            "removed": true,
+                        })
+                        .to_string(),
+                    ),
+                    Err(_) => ControlOutcome::refused(status::NOT_FOUND),
+                }
+            }
             ControlRequest::Block {
                 tenant,
                 caller,
@@ -281,6 +372,44 @@ impl Registry {
                     .to_string(),
                 )
             }
+        }
+    }
+
+    fn pool_add(
+        &mut self,
+        tenant: u32,
+        (first, last): (u64, u64),
+        area: &[u8; crate::protocol::codec::auto::AREA_BYTES],
+        province: u8,
+    ) -> ControlOutcome {
+        if !self.tenants.contains_key(&tenant) {
+            return ControlOutcome::refused(status::UNKNOWN_TENANT);
+        }
+        let text = crate::protocol::codec::auto::area_text(area);
+        let Some(area) = AreaCode::parse(&text) else {
+            return ControlOutcome::refused(status::BAD_REQUEST);
+        };
+        let mut range = PoolRange::new(first, last, area);
+        if province != 0 {
+            match Province::from_code(province) {
+                Some(p) => range.province = p,
+                None => return ControlOutcome::refused(status::BAD_REQUEST),
+            }
+        }
+        match self.pools.add(tenant, range) {
+            Ok(()) => ControlOutcome::ok(
+                serde_json::json!({
+                    "tenant": tenant,
+                    "range": format!("{first}-{last}"),
+                    "area": area.as_str(),
+                    "province": range.province.name(),
+                    "numbers": last - first + 1,
+                })
+                .to_string(),
+            ),
+            Err(PoolError::Overlap { .. }) => ControlOutcome::refused(status::CONFLICT),
+            Err(PoolError::TooManyRanges) => ControlOutcome::refused(status::CAPACITY),
+            Err(_) => ControlOutcome::refused(status::BAD_REQUEST),
         }
     }
 

@@ -9,12 +9,16 @@
 //! applied against the registry it met the first time.
 
 use super::registry::Registry;
+use crate::binding::{Binding, Change, ChangeKind, Parties};
+use crate::number::Number;
+use crate::pool::{AllocConfig, Allocator};
 use crate::protocol::codec::control;
 use crate::protocol::frame::{push_frame, Header, HEADER_BYTES};
 use crate::protocol::status;
 use crate::replication::WriteBatch;
 use crate::store::clock::applied_now_s;
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -32,6 +36,14 @@ pub struct Control {
     screening: AtomicBool,
     /// Lookups refused by screening since the start, by (status, tenant).
     screened: Mutex<BTreeMap<(u8, u32), u64>>,
+    /// The X allocator: every live AXB binding on a pool's X, as this
+    /// member has applied them. Advisory: the leader chooses X with it
+    /// before a bind is logged, and the tables refuse a conflicting
+    /// choice, so members need not agree on it.
+    allocator: Mutex<Allocator>,
+    /// Live bindings by tenant, as this member has applied them (the
+    /// leader checks quotas with it before logging a bind).
+    live: Mutex<HashMap<u32, u64>>,
 }
 
 impl Control {
@@ -43,7 +55,152 @@ impl Control {
             screening: AtomicBool::new(registry.screens_lookups()),
             current: RwLock::new(Arc::new(registry)),
             screened: Mutex::default(),
+            allocator: Mutex::new(Allocator::new(AllocConfig::default())),
+            live: Mutex::default(),
         })
+    }
+
+    /// Runs `f` on the allocator.
+    pub fn with_allocator<R>(&self, f: impl FnOnce(&mut Allocator) -> R) -> Option<R> {
+        self.allocator.lock().ok().map(|mut a| f(&mut a))
+    }
+
+    /// Live bindings of `tenant` on this member.
+    pub fn live_of(&self, tenant: u32) -> u64 {
+        self.live
+            .lock()
+            .map(|l| l.get(&tenant).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Starts the allocator and the tenants' counts over from the bindings
+    /// `each` yields (start-up: every shard's bindings), with `config`.
+    pub fn rebuild(&self, config: AllocConfig, each: impl FnOnce(&mut dyn FnMut(&Binding))) {
+        self.clear_derived(Some(config));
+        self.add_bindings(&self.registry(), each);
+    }
+
+    /// Empties the allocator (keeping its configuration, or taking
+    /// `config`) and the tenants' counts: a snapshot from the leader is
+    /// about to replace the tables, and each set adds its new shards'
+    /// bindings (`add_bindings`).
+    pub fn clear_derived(&self, config: Option<AllocConfig>) {
+        if let Ok(mut held) = self.allocator.lock() {
+            let config = config.unwrap_or_else(|| held.config());
+            *held = Allocator::new(config);
+        }
+        if let Ok(mut held) = self.live.lock() {
+            held.clear();
+        }
+    }
+
+    /// Adds the bindings `each` yields to the allocator (those on an X of
+    /// `registry`'s pools) and to the tenants' counts.
+    pub fn add_bindings(&self, registry: &Registry, each: impl FnOnce(&mut dyn FnMut(&Binding))) {
+        let (Ok(mut allocator), Ok(mut live)) = (self.allocator.lock(), self.live.lock()) else {
+            return;
+        };
+        each(&mut |binding: &Binding| {
+            *live.entry(binding.tenant).or_default() += 1;
+            if let Some((x, a, b)) = pool_edge(registry, binding) {
+                allocator.bound(x, a, b, binding.id.0, binding.expires_at_s);
+            }
+        });
+    }
+
+    /// The registry a staging directory carries (a snapshot from the
+    /// leader), or the current one if it carries none.
+    pub fn staged_registry(&self, staging: &Path) -> Result<Arc<Registry>, String> {
+        if staging.join(REGISTRY_NAME).exists() {
+            read(staging).map(Arc::new)
+        } else {
+            Ok(self.registry())
+        }
+    }
+
+    /// POOL_SHOW: the tenant's ranges with their numbers in use and free,
+    /// by area, as JSON.
+    pub fn pool_json(&self, tenant: u32) -> String {
+        let control = self;
+        let registry = control.registry();
+        let ranges: Vec<serde_json::Value> = registry
+            .pools()
+            .ranges(tenant)
+            .map(|r| {
+                let in_use = control
+                    .with_allocator(|allocator| allocator.in_use(r.first, r.last))
+                    .unwrap_or(0);
+                let numbers = r.last - r.first + 1;
+                serde_json::json!({
+                    "range": format!("{}-{}", crate::pool::x_number(r.first).digits(), crate::pool::x_number(r.last).digits()),
+                    "area": r.area.as_str(),
+                    "province": r.province.name(),
+                    "numbers": numbers,
+                    "numbers_in_use": in_use,
+                    "numbers_free": numbers - in_use.min(numbers),
+                })
+            })
+            .collect();
+        let areas: Vec<serde_json::Value> = control
+            .with_allocator(|allocator| allocator.stats(registry.pools(), tenant))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|stats| {
+                serde_json::json!({
+                    "area": stats.area.as_str(),
+                    "province": stats.province.name(),
+                    "numbers": stats.numbers,
+                    "numbers_in_use": stats.numbers_in_use,
+                    "numbers_free": stats.numbers_free,
+                    "live_pairs": stats.live_pairs,
+                    "delta": stats.delta,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "tenant": tenant,
+            "ranges": ranges,
+            "areas": areas,
+        })
+        .to_string()
+    }
+
+    /// Takes in the changes a shard made (`table::Shard::take_changes`):
+    /// the allocator learns every AXB binding on a pool's X made, changed
+    /// or ended, and the tenants' counts follow.
+    pub fn absorb(&self, changes: &[Change]) {
+        if changes.is_empty() {
+            return;
+        }
+        let registry = self.registry();
+        if let Ok(mut live) = self.live.lock() {
+            for change in changes {
+                let count = live.entry(change.binding.tenant).or_default();
+                match change.kind {
+                    ChangeKind::Created => *count += 1,
+                    ChangeKind::Updated => {}
+                    ChangeKind::Unbound | ChangeKind::Expired => *count = count.saturating_sub(1),
+                }
+            }
+        }
+        if registry.pools().is_empty() {
+            return;
+        }
+        if let Ok(mut allocator) = self.allocator.lock() {
+            for change in changes {
+                let id = change.binding.id.0;
+                match change.kind {
+                    ChangeKind::Created | ChangeKind::Updated => {
+                        if let Some((x, a, b)) = pool_edge(&registry, &change.binding) {
+                            allocator.bound(x, a, b, id, change.binding.expires_at_s);
+                        }
+                    }
+                    ChangeKind::Unbound | ChangeKind::Expired => {
+                        allocator.released(id, change.at_s, true);
+                    }
+                }
+            }
+        }
     }
 
     /// Adds a shard set's screening refusals to the node's counts (and
@@ -186,6 +343,16 @@ impl Control {
         copy.applied_next = copy.applied_next.max(applied_next);
         crate::sys::replace_file_durably(&self.dir, REGISTRY_NAME, &copy.to_json())
     }
+}
+
+/// The allocator's edge for a binding: an AXB binding whose X lies in a
+/// pool.
+fn pool_edge(registry: &Registry, binding: &Binding) -> Option<(Number, Number, Number)> {
+    let Parties::Axb { a, b } = binding.parties else {
+        return None;
+    };
+    registry.pools().owner(binding.x)?;
+    Some((binding.x, a, b))
 }
 
 fn read(dir: &Path) -> Result<Registry, String> {

@@ -3,7 +3,7 @@
 //! client's body with `from_client` (a hashed credential may not come
 //! from a client) and a logged one with `from_log`.
 
-use super::{bad_frame, bad_request, expect_len, number_at, u32_at, DecodeError};
+use super::{bad_frame, bad_request, expect_len, number_at, u32_at, u64_at, DecodeError};
 use crate::number::Number;
 use crate::protocol::{limits, opcode};
 
@@ -15,6 +15,12 @@ pub const TENANT_STATUS_BYTES: usize = 8;
 pub const TENANT_SHOW_BYTES: usize = 4;
 /// BLOCK body.
 pub const BLOCK_BYTES: usize = 16;
+/// POOL_ADD and POOL_REMOVE body.
+pub const POOL_RANGE_BYTES: usize = 28;
+/// POOL_SHOW body.
+pub const POOL_SHOW_BYTES: usize = 4;
+/// POOL_REMOVE flag: remove even if numbers are in use.
+pub const POOL_FORCE: u8 = 1;
 /// The tenant field value meaning "every tenant" (TENANT_SHOW) or "the
 /// global list" (BLOCK).
 pub const ALL: u32 = u32::MAX;
@@ -68,6 +74,30 @@ pub enum ControlRequest<'a> {
         tenant: u32,
         /// Suspended (true) or active.
         suspended: bool,
+    },
+    /// POOL_ADD.
+    PoolAdd {
+        /// The tenant.
+        tenant: u32,
+        /// First X of the range (its 15 digits as an integer).
+        first: u64,
+        /// Last X of the range.
+        last: u64,
+        /// Area code: ASCII digits, zero-padded.
+        area: [u8; super::auto::AREA_BYTES],
+        /// Province code (`pool::Province`), 0 for the area's default.
+        province: u8,
+    },
+    /// POOL_REMOVE.
+    PoolRemove {
+        /// The tenant.
+        tenant: u32,
+        /// First X of the range.
+        first: u64,
+        /// Last X of the range.
+        last: u64,
+        /// Remove even if numbers of it are in live bindings.
+        force: bool,
     },
     /// BLOCK.
     Block {
@@ -169,11 +199,48 @@ fn decode(op: u8, body: &[u8], logged: bool) -> Result<ControlRequest<'_>, Decod
                 add,
             })
         }
+        opcode::POOL_ADD | opcode::POOL_REMOVE => {
+            expect_len(body, POOL_RANGE_BYTES)?;
+            if body[26..28].iter().any(|&b| b != 0) || body[25] & !POOL_FORCE != 0 {
+                return Err(bad_frame("reserved bits are not zero"));
+            }
+            let tenant = tenant_at(body)?;
+            let first = u64_at(body, 4);
+            let last = u64_at(body, 12);
+            if op == opcode::POOL_ADD {
+                if body[25] != 0 {
+                    return Err(bad_frame("POOL_ADD has no flags"));
+                }
+                Ok(ControlRequest::PoolAdd {
+                    tenant,
+                    first,
+                    last,
+                    area: super::auto::decode_area(&body[20..24])?,
+                    province: body[24],
+                })
+            } else {
+                if body[20..25].iter().any(|&b| b != 0) {
+                    return Err(bad_frame("POOL_REMOVE: area and province are zero"));
+                }
+                Ok(ControlRequest::PoolRemove {
+                    tenant,
+                    first,
+                    last,
+                    force: body[25] & POOL_FORCE != 0,
+                })
+            }
+        }
         _ => Err(DecodeError {
             status: crate::protocol::status::UNKNOWN_OPCODE,
             reason: "not a control opcode",
         }),
     }
+}
+
+/// Decodes a POOL_SHOW body: the tenant.
+pub fn decode_pool_show(body: &[u8]) -> Result<u32, DecodeError> {
+    expect_len(body, POOL_SHOW_BYTES)?;
+    tenant_at(body)
 }
 
 fn tenant_at(body: &[u8]) -> Result<u32, DecodeError> {
@@ -228,6 +295,31 @@ pub fn encode(request: &ControlRequest<'_>, out: &mut Vec<u8>) {
             out.extend_from_slice(&tenant.to_le_bytes());
             out.extend_from_slice(&[u8::from(*suspended), 0, 0, 0]);
         }
+        ControlRequest::PoolAdd {
+            tenant,
+            first,
+            last,
+            area,
+            province,
+        } => {
+            out.extend_from_slice(&tenant.to_le_bytes());
+            out.extend_from_slice(&first.to_le_bytes());
+            out.extend_from_slice(&last.to_le_bytes());
+            out.extend_from_slice(area);
+            out.extend_from_slice(&[*province, 0, 0, 0]);
+        }
+        ControlRequest::PoolRemove {
+            tenant,
+            first,
+            last,
+            force,
+        } => {
+            out.extend_from_slice(&tenant.to_le_bytes());
+            out.extend_from_slice(&first.to_le_bytes());
+            out.extend_from_slice(&last.to_le_bytes());
+            out.extend_from_slice(&[0, 0, 0, 0, 0]);
+            out.extend_from_slice(&[if *force { POOL_FORCE } else { 0 }, 0, 0]);
+        }
         ControlRequest::Block {
             tenant,
             caller,
@@ -246,6 +338,8 @@ pub fn opcode_of(request: &ControlRequest<'_>) -> u8 {
         ControlRequest::TenantPut { .. } => opcode::TENANT_PUT,
         ControlRequest::TenantStatus { .. } => opcode::TENANT_STATUS,
         ControlRequest::Block { .. } => opcode::BLOCK,
+        ControlRequest::PoolAdd { .. } => opcode::POOL_ADD,
+        ControlRequest::PoolRemove { .. } => opcode::POOL_REMOVE,
     }
 }
 
@@ -274,6 +368,19 @@ mod tests {
                 tenant: None,
                 caller: Number::from_digits(b"13800138000"),
                 add: true,
+            },
+            ControlRequest::PoolAdd {
+                tenant: 7,
+                first: 700_123_400_000_000,
+                last: 700_123_400_099_999,
+                area: *b"0755",
+                province: 0,
+            },
+            ControlRequest::PoolRemove {
+                tenant: 7,
+                first: 700_123_400_000_000,
+                last: 700_123_400_099_999,
+                force: true,
             },
         ];
         for request in requests {
@@ -305,7 +412,13 @@ mod tests {
 
     #[test]
     fn short_and_odd_bodies_are_refused() {
-        for op in [opcode::TENANT_PUT, opcode::TENANT_STATUS, opcode::BLOCK] {
+        for op in [
+            opcode::TENANT_PUT,
+            opcode::TENANT_STATUS,
+            opcode::BLOCK,
+            opcode::POOL_ADD,
+            opcode::POOL_REMOVE,
+        ] {
             for len in 0..20 {
                 let _ = from_client(op, &vec![0xFF; len]);
             }

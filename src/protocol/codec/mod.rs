@@ -7,6 +7,7 @@ use super::{opcode, status, Role};
 use crate::binding::{BindingId, Direction, LookupQuery, Mode, OrderRef, Parties, Update};
 use crate::number::Number;
 
+pub mod auto;
 pub mod control;
 
 /// HELLO request: version u16, role u8, credential length u8, credential.
@@ -108,6 +109,10 @@ pub enum Request<'a> {
     Control(control::ControlRequest<'a>),
     /// TENANT_SHOW: one tenant, or every tenant (v2).
     TenantShow(Option<u32>),
+    /// POOL_SHOW: a tenant's pool (v2).
+    PoolShow(u32),
+    /// BIND_AXB_AUTO: an AXB bind with X chosen by the node (v2).
+    BindAuto(auto::AutoBindBody),
     /// WAIT_INDEX: answer once this node has applied `index`, or after
     /// `timeout_ms` (at most `limits::WAIT_INDEX_TIMEOUT_MS_MAX`).
     WaitIndex {
@@ -200,7 +205,7 @@ fn u16_at(b: &[u8], at: usize) -> u16 {
 pub(crate) fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
-fn u64_at(b: &[u8], at: usize) -> u64 {
+pub(crate) fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(bytes)
@@ -353,10 +358,14 @@ pub fn decode_request<'a>(header: &Header, body: &'a [u8]) -> Result<Request<'a>
             expect_len(body, UNBIND_BYTES)?;
             decode_unbind(body).map(Request::Unbind)
         }
-        opcode::TENANT_PUT | opcode::TENANT_STATUS | opcode::BLOCK => {
-            control::from_client(header.opcode, body).map(Request::Control)
-        }
+        opcode::TENANT_PUT
+        | opcode::TENANT_STATUS
+        | opcode::BLOCK
+        | opcode::POOL_ADD
+        | opcode::POOL_REMOVE => control::from_client(header.opcode, body).map(Request::Control),
         opcode::TENANT_SHOW => control::decode_tenant_show(body).map(Request::TenantShow),
+        opcode::POOL_SHOW => control::decode_pool_show(body).map(Request::PoolShow),
+        opcode::BIND_AXB_AUTO => auto::decode_auto_bind(body).map(Request::BindAuto),
         opcode::QUERY => {
             expect_len(body, QUERY_BYTES)?;
             Ok(Request::Query(QueryBody {
@@ -392,7 +401,7 @@ pub fn decode_lookup(body: &[u8]) -> Result<(LookupQuery, bool), DecodeError> {
     ))
 }
 
-fn decode_bind(op: u8, body: &[u8]) -> Result<BindBody, DecodeError> {
+pub(crate) fn decode_bind(op: u8, body: &[u8]) -> Result<BindBody, DecodeError> {
     let mode = match op {
         opcode::BIND_AXB => Mode::Axb,
         opcode::BIND_AXN => Mode::Axn,
@@ -539,6 +548,18 @@ pub fn encode_lookup(out: &mut Vec<u8>, request_id: u32, query: &LookupQuery, vo
 
 /// Appends a BIND_* frame.
 pub fn encode_bind(out: &mut Vec<u8>, request_id: u32, bind: &BindBody) {
+    let mut body = Vec::with_capacity(BIND_BYTES);
+    encode_bind_body(&mut body, bind);
+    let op = match bind.mode {
+        Mode::Axb => opcode::BIND_AXB,
+        Mode::Axn => opcode::BIND_AXN,
+        Mode::Axe => opcode::BIND_AXE,
+    };
+    push_frame(out, op, 0, request_id, &body);
+}
+
+/// Appends a BIND body (68 bytes).
+pub fn encode_bind_body(out: &mut Vec<u8>, bind: &BindBody) {
     let mut body = [0u8; BIND_BYTES];
     body[0..8].copy_from_slice(&bind.x.0);
     body[8..16].copy_from_slice(&bind.a.0);
@@ -555,12 +576,7 @@ pub fn encode_bind(out: &mut Vec<u8>, request_id: u32, bind: &BindBody) {
     // At most 32: fits u8.
     body[34] = u8::try_from(order.len()).unwrap_or(u8::MAX);
     body[36..36 + order.len()].copy_from_slice(order);
-    let op = match bind.mode {
-        Mode::Axb => opcode::BIND_AXB,
-        Mode::Axn => opcode::BIND_AXN,
-        Mode::Axe => opcode::BIND_AXE,
-    };
-    push_frame(out, op, 0, request_id, &body);
+    out.extend_from_slice(&body);
 }
 
 /// Appends an UPDATE frame.

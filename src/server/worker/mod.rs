@@ -70,6 +70,7 @@ mod read;
 mod remote;
 mod route;
 mod session;
+mod tenancy;
 mod udp;
 mod write;
 
@@ -147,6 +148,13 @@ pub struct Worker {
     /// shows as a hole, not as a stream that looks whole. Grown to the
     /// highest slot used while capturing (at most `connections_max`).
     capture_offsets: Vec<[u64; 2]>,
+    /// BIND_AXB_AUTO writes proposed and not yet answered: the
+    /// allocator's provisional binding for each, by (origin, request id).
+    auto_pending: std::collections::HashMap<(Origin, u32), u64>,
+    /// The next provisional binding id (`tenancy`).
+    provisional_next: u64,
+    /// Binds proposed this second, by tenant (the `binds_per_s` quota).
+    binds_this_second: (u32, std::collections::HashMap<u32, u32>),
 }
 
 impl Worker {
@@ -223,6 +231,9 @@ impl Worker {
             tcp_local,
             udp_local,
             capture_offsets: Vec::new(),
+            auto_pending: std::collections::HashMap::new(),
+            provisional_next: 0,
+            binds_this_second: (0, std::collections::HashMap::new()),
         })
     }
 

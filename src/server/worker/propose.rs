@@ -88,16 +88,17 @@ fn offset(position: usize) -> u32 {
 }
 
 impl Worker {
-    /// Adds a checked write to this iteration's batch.
+    /// Adds a checked write to this iteration's batch; false if it was
+    /// answered at once instead (`busy`, or too large for a batch).
     pub(super) fn propose(
         &mut self,
         origin: Origin,
         header: &Header,
         body: &[u8],
         access: &Access,
-    ) {
+    ) -> bool {
         if !self.admit(origin, header.opcode, header.request_id) {
-            return;
+            return false;
         }
         let mut frame = std::mem::take(&mut self.scratch);
         frame.clear();
@@ -117,7 +118,7 @@ impl Worker {
                     status::BAD_REQUEST,
                     header.request_id,
                 );
-                return;
+                return false;
             }
         }
         self.scratch = frame;
@@ -131,6 +132,7 @@ impl Worker {
                 conn.writes_pending += 1;
             }
         }
+        true
     }
 
     /// Proposes the batch gathered this iteration.
@@ -180,6 +182,7 @@ impl Worker {
                 self.write_answered(token as usize, generation);
             }
             let frame = &frames[start as usize..end as usize];
+            self.auto_answered(origin, frame);
             if self.complete_not_leader(frame, &mut addresses, &mut completed) {
                 self.deliver(origin, &completed);
             } else {

@@ -111,7 +111,33 @@ impl Worker {
                     stats.as_bytes(),
                 );
             }
-            Request::Control(control) => self.propose_control(origin, header, &control),
+            Request::Control(control) => match self.pool_remove_refusal(&control) {
+                Some(code) => self.answer(token, header.opcode, code, request_id, &[]),
+                None => self.propose_control(origin, header, &control),
+            },
+            Request::BindAuto(auto) => {
+                let access = self
+                    .conns
+                    .get(token)
+                    .and_then(|c| c.session.as_ref())
+                    .map_or(Access::AllTenants, |s| s.access.clone());
+                self.propose_auto(origin, header, body, &auto, &access);
+            }
+            Request::PoolShow(tenant) => {
+                let allowed = self
+                    .conns
+                    .get(token)
+                    .and_then(|c| c.session.as_ref())
+                    .is_some_and(|s| s.access.allows(tenant));
+                let (code, json) = if !allowed {
+                    (status::UNAUTHORISED, String::new())
+                } else if self.set.control().registry().tenant(tenant).is_none() {
+                    (status::UNKNOWN_TENANT, String::new())
+                } else {
+                    (status::OK, self.set.control().pool_json(tenant))
+                };
+                self.answer(token, header.opcode, code, request_id, json.as_bytes());
+            }
             Request::TenantShow(tenant) => {
                 let registry = self.set.control().registry();
                 let access = self
@@ -142,7 +168,13 @@ impl Worker {
                         .get(token)
                         .and_then(|c| c.session.as_ref())
                         .map_or(Access::AllTenants, |s| s.access.clone());
-                    if matches!(op, Op::Query(_)) {
+                    let quota = match op {
+                        Op::Bind(request) => self.quota_refusal(request.tenant),
+                        _ => None,
+                    };
+                    if let Some(code) = quota {
+                        self.answer(token, header.opcode, code, request_id, &[]);
+                    } else if matches!(op, Op::Query(_)) {
                         self.route(origin, request_id, op, access);
                     } else {
                         // Changes go through the log, whichever shard

@@ -404,6 +404,11 @@ impl Shard {
         self.changes = on.then(Vec::new);
     }
 
+    /// True while changes are recorded.
+    pub fn records_changes(&self) -> bool {
+        self.changes.is_some()
+    }
+
     /// The changes recorded since the last call, in the order they were
     /// made.
     pub fn take_changes(&mut self) -> Vec<Change> {
