@@ -128,7 +128,10 @@ impl MemIndex {
     pub fn add(&mut self, offset: u32, event: &Event) {
         self.x.entry(event.x.word()).or_default().push(offset);
         if event.kind.carries_fields() && !event.order.is_empty() {
-            self.order.entry(order_key(event.tenant, &event.order)).or_default().push(offset);
+            self.order
+                .entry(order_key(event.tenant, &event.order))
+                .or_default()
+                .push(offset);
         }
         if event.kind == EventKind::Created {
             self.created.insert(event.binding_id, (event.x, event.at_s));
@@ -156,8 +159,10 @@ pub enum Section {
 }
 
 fn sorted(map: &HashMap<u64, Vec<u32>>) -> Vec<(u64, u32)> {
-    let mut entries: Vec<(u64, u32)> =
-        map.iter().flat_map(|(&k, offs)| offs.iter().map(move |&o| (k, o))).collect();
+    let mut entries: Vec<(u64, u32)> = map
+        .iter()
+        .flat_map(|(&k, offs)| offs.iter().map(move |&o| (k, o)))
+        .collect();
     entries.sort_unstable();
     entries
 }
@@ -245,7 +250,8 @@ pub fn open(path: &Path) -> Result<(FileIndex, Meta), String> {
     let bytes_len = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
     let file = File::open(path).map_err(|e| e.to_string())?;
     let mut head = [0u8; HEADER_BYTES];
-    file.read_exact_at(&mut head, 0).map_err(|e| format!("header: {e}"))?;
+    file.read_exact_at(&mut head, 0)
+        .map_err(|e| format!("header: {e}"))?;
     if head[0..8] != MAGIC {
         return Err("bad magic: not an x700 history index".into());
     }
@@ -265,8 +271,11 @@ pub fn open(path: &Path) -> Result<(FileIndex, Meta), String> {
         span_max_s: le32(&head, 56),
     };
     let mut tail = [0u8; 20];
-    let tail_at = bytes_len.checked_sub(20).ok_or("index shorter than its trailer")?;
-    file.read_exact_at(&mut tail, tail_at).map_err(|e| format!("trailer: {e}"))?;
+    let tail_at = bytes_len
+        .checked_sub(20)
+        .ok_or("index shorter than its trailer")?;
+    file.read_exact_at(&mut tail, tail_at)
+        .map_err(|e| format!("trailer: {e}"))?;
     if crc32c::crc32c(&tail[..16]) != le32(&tail, 16) {
         return Err("index trailer CRC mismatch".into());
     }
@@ -284,7 +293,8 @@ pub fn open(path: &Path) -> Result<(FileIndex, Meta), String> {
         return Err("index length disagrees with its counts".into());
     }
     let mut fence_bytes = vec![0u8; groups * FENCE_BYTES];
-    file.read_exact_at(&mut fence_bytes, fence_at as u64).map_err(|e| format!("fences: {e}"))?;
+    file.read_exact_at(&mut fence_bytes, fence_at as u64)
+        .map_err(|e| format!("fences: {e}"))?;
     if crc32c::crc32c(&fence_bytes) != le32(&head, 12) {
         return Err("index fences CRC mismatch".into());
     }
@@ -293,7 +303,16 @@ pub fn open(path: &Path) -> Result<(FileIndex, Meta), String> {
         .map(|f| (le64(f, 0), le32(f, 8)))
         .collect();
     let order_fences = all.split_off(x_count.div_ceil(GROUP_ENTRIES));
-    Ok((FileIndex { file, x_count, order_count, x_fences: all, order_fences }, meta))
+    Ok((
+        FileIndex {
+            file,
+            x_count,
+            order_count,
+            x_fences: all,
+            order_fences,
+        },
+        meta,
+    ))
 }
 
 impl FileIndex {
@@ -301,21 +320,25 @@ impl FileIndex {
     pub fn lookup(&self, section: Section, key: u64, out: &mut Vec<u32>) -> Result<(), String> {
         let (start, count, fences) = match section {
             Section::X => (HEADER_BYTES, self.x_count, &self.x_fences),
-            Section::Order => {
-                (HEADER_BYTES + self.x_count * ENTRY_BYTES, self.order_count, &self.order_fences)
-            }
+            Section::Order => (
+                HEADER_BYTES + self.x_count * ENTRY_BYTES,
+                self.order_count,
+                &self.order_fences,
+            ),
         };
         // The key can start in the last group whose first key is below it
         // and run on through every group whose first key equals it.
         let lo = fences.partition_point(|f| f.0 < key).saturating_sub(1);
         let hi = fences.partition_point(|f| f.0 <= key);
         let mut group = vec![0u8; GROUP_ENTRIES * ENTRY_BYTES];
-        for g in lo..hi {
+        for (g, fence) in fences.iter().enumerate().take(hi).skip(lo) {
             let n = (count - g * GROUP_ENTRIES).min(GROUP_ENTRIES) * ENTRY_BYTES;
             let bytes = &mut group[..n];
             let at = start + g * GROUP_ENTRIES * ENTRY_BYTES;
-            self.file.read_exact_at(bytes, at as u64).map_err(|e| format!("index group: {e}"))?;
-            if crc32c::crc32c(bytes) != fences[g].1 {
+            self.file
+                .read_exact_at(bytes, at as u64)
+                .map_err(|e| format!("index group: {e}"))?;
+            if crc32c::crc32c(bytes) != fence.1 {
                 return Err(format!("index group {g} CRC mismatch"));
             }
             for entry in bytes.chunks_exact(ENTRY_BYTES) {

@@ -46,7 +46,9 @@ impl History {
         // of its bindings' windows.
         let mut bindings: BTreeMap<u64, (Number, u32)> = BTreeMap::new();
         for event in &found {
-            bindings.entry(event.binding_id).or_insert((event.x, event.created_s));
+            bindings
+                .entry(event.binding_id)
+                .or_insert((event.x, event.created_s));
         }
         let mut windows: BTreeMap<Number, (u32, u32)> = BTreeMap::new();
         for &(x, created_s) in bindings.values() {
@@ -61,8 +63,10 @@ impl History {
             on_x.retain(|e| bindings.contains_key(&e.binding_id));
             events.append(&mut on_x);
         }
-        let mut lives: Vec<Life> =
-            query::by_binding(events).values().filter_map(|g| query::fold(g)).collect();
+        let mut lives: Vec<Life> = query::by_binding(events)
+            .values()
+            .filter_map(|g| query::fold(g))
+            .collect();
         query::sort(&mut lives);
         Ok(lives)
     }
@@ -78,7 +82,11 @@ impl History {
         if let Some(open) = &self.open {
             stats.index_memory_bytes += open.index.memory_bytes() as u64;
         }
-        let metas = self.sealed.iter().map(|s| (&s.meta, Some(s))).chain(self.open.iter().map(|o| (&o.meta, None)));
+        let metas = self
+            .sealed
+            .iter()
+            .map(|s| (&s.meta, Some(s)))
+            .chain(self.open.iter().map(|o| (&o.meta, None)));
         for (meta, sealed) in metas {
             stats.records += meta.records;
             stats.lives += meta.lives;
@@ -92,7 +100,11 @@ impl History {
                 } as u64;
             }
             if meta.records > 0 {
-                stats.oldest_s = Some(stats.oldest_s.map_or(meta.min_at_s, |o| o.min(meta.min_at_s)));
+                stats.oldest_s = Some(
+                    stats
+                        .oldest_s
+                        .map_or(meta.min_at_s, |o| o.min(meta.min_at_s)),
+                );
             }
         }
         stats
@@ -102,17 +114,24 @@ impl History {
     /// record proves.
     fn span_max_s(&self) -> u32 {
         let sealed = self.sealed.iter().map(|s| s.meta.span_max_s);
-        sealed.chain(self.open.iter().map(|o| o.meta.span_max_s)).max().unwrap_or(0)
+        sealed
+            .chain(self.open.iter().map(|o| o.meta.span_max_s))
+            .max()
+            .unwrap_or(0)
     }
 
-    /// Every event on `x` in the segments whose time range meets [lo, hi].
+    /// Every event on `x` in the segments whose time range meets [lo, hi],
+    /// and every event stored without X there (see `append`): grouped by
+    /// binding, those join the lives they end.
     fn events_on_x(&self, x: Number, lo: u32, hi: u32) -> Result<Vec<Event>, HistoryError> {
         let mut events = Vec::new();
-        self.each_segment(lo, hi, Section::X, x.word(), |event| {
-            if event.x == x {
-                events.push(event);
-            }
-        })?;
+        for key in [x, Number::NONE] {
+            self.each_segment(lo, hi, Section::X, key.word(), |event| {
+                if event.x == key {
+                    events.push(event);
+                }
+            })?;
+        }
         Ok(events)
     }
 
@@ -133,7 +152,9 @@ impl History {
                 continue;
             }
             offsets.clear();
-            segment.lookup(section, key, &mut offsets).map_err(|r| corrupt(&segment.index_path, r))?;
+            segment
+                .lookup(section, key, &mut offsets)
+                .map_err(|r| corrupt(&segment.index_path, r))?;
             for &offset in &offsets {
                 each(read_sealed(segment, offset)?);
             }
@@ -154,4 +175,3 @@ impl History {
 fn read_sealed(segment: &Sealed, offset: u32) -> Result<Event, HistoryError> {
     read_record(&segment.data, segment.base, offset).map_err(|r| corrupt(&segment.data_path, r))
 }
-

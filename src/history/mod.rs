@@ -247,11 +247,17 @@ pub enum HistoryError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HistoryError + '_ {
-    move |source| HistoryError::Io { path: path.to_path_buf(), source }
+    move |source| HistoryError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn corrupt(path: &Path, reason: impl Into<String>) -> HistoryError {
-    HistoryError::Corrupt { path: path.to_path_buf(), reason: reason.into() }
+    HistoryError::Corrupt {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
 }
 
 /// A seal in progress: the segment (by first index) and the thread.

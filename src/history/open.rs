@@ -32,14 +32,22 @@ fn rebuild(path: &Path, durable_index: u64) -> Result<Rebuilt, HistoryError> {
         mem.add(*offset, event);
     }
     meta.data_bytes = scan.end as u64;
-    Ok(Rebuilt { base, meta, index: mem, end: scan.end, torn_bytes: scan.torn_bytes })
+    Ok(Rebuilt {
+        base,
+        meta,
+        index: mem,
+        end: scan.end,
+        torn_bytes: scan.torn_bytes,
+    })
 }
 
 impl History {
     /// Opens (or creates) the history in `dir`. Drops every event at or past
     /// `durable_index` found on disk: the log replays those and `append`
-    /// writes them again (it skips events below `durable_index`). Pass
-    /// `u64::MAX` to keep everything.
+    /// writes them again. `append` skips events at or below the last log
+    /// index kept, so a replay from any earlier index is idempotent. The
+    /// caller's contract: `sync` covered every index below `durable_index`
+    /// (then what is kept is whole). `u64::MAX` keeps everything on disk.
     pub fn open(
         dir: &Path,
         config: HistoryConfig,
@@ -116,7 +124,10 @@ impl History {
                     if rebuilt.torn_bytes > 0 || rebuilt.end as u64 != data_len {
                         return Err(corrupt(
                             &data_path,
-                            format!("a record at byte {} does not decode in a sealed segment", rebuilt.end),
+                            format!(
+                                "a record at byte {} does not decode in a sealed segment",
+                                rebuilt.end
+                            ),
                         ));
                     }
                     let file_index = index::write(&index_path, &rebuilt.index, &rebuilt.meta)
@@ -160,6 +171,9 @@ impl History {
                 }
             }
         }
+        // What is on disk below the durable index is complete (the caller
+        // synced through it before saying so): replay starts after it.
+        history.floor = history.last_index.map_or(0, |l| l + 1);
         Ok(history)
     }
 }

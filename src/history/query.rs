@@ -114,23 +114,35 @@ mod tests {
 
     #[test]
     fn a_life_is_the_half_open_interval_from_creation_to_its_end() {
-        let events = [ev(EventKind::Created, 100, 1, 500), ev(EventKind::Unbound, 200, 2, 0)];
+        let events = [
+            ev(EventKind::Created, 100, 1, 500),
+            ev(EventKind::Unbound, 200, 2, 0),
+        ];
         assert!(!live_at(&events, 99));
         assert!(live_at(&events, 100));
         assert!(live_at(&events, 199));
         assert!(!live_at(&events, 200));
         let life = fold(&events).unwrap();
-        assert_eq!((life.ended_s, life.end), (Some(200), Some(EventKind::Unbound)));
+        assert_eq!(
+            (life.ended_s, life.end),
+            (Some(200), Some(EventKind::Unbound))
+        );
     }
 
     #[test]
     fn the_expiry_in_force_at_the_second_decides_not_the_last_one() {
         // Created to expire at 300; at 250 extended to 900.
-        let events = [ev(EventKind::Created, 100, 1, 300), ev(EventKind::Updated, 250, 2, 900)];
+        let events = [
+            ev(EventKind::Created, 100, 1, 300),
+            ev(EventKind::Updated, 250, 2, 900),
+        ];
         assert!(live_at(&events, 299));
         assert!(live_at(&events, 800));
         // Shortened at 250 to 260: at 200 the old expiry 300 still held.
-        let events = [ev(EventKind::Created, 100, 1, 300), ev(EventKind::Updated, 250, 2, 260)];
+        let events = [
+            ev(EventKind::Created, 100, 1, 300),
+            ev(EventKind::Updated, 250, 2, 260),
+        ];
         assert!(live_at(&events, 200));
         assert!(!live_at(&events, 270));
         assert_eq!(fold(&events).unwrap().expires_at_s, 260);

@@ -75,13 +75,19 @@ pub fn encode(event: &Event, base: Base, out: &mut Vec<u8>) -> usize {
     out.extend_from_slice(&event.binding_id.to_le_bytes());
     out.extend_from_slice(&event.x.0);
     if event.kind != EventKind::Created {
-        put_varint(out, zigzag(i64::from(event.at_s) - i64::from(event.created_s)));
+        put_varint(
+            out,
+            zigzag(i64::from(event.at_s) - i64::from(event.created_s)),
+        );
     }
     if event.kind.carries_fields() {
         put_varint(out, u64::from(event.tenant));
         out.extend_from_slice(&event.a.0);
         out.extend_from_slice(&event.b.0);
-        put_varint(out, zigzag(i64::from(event.expires_at_s) - i64::from(event.at_s)));
+        put_varint(
+            out,
+            zigzag(i64::from(event.expires_at_s) - i64::from(event.at_s)),
+        );
         put_varint(out, u64::from(event.credential));
         // Cannot truncate: asserted <= 32 above.
         out.push(event.order.len() as u8);
@@ -103,7 +109,10 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn byte(&mut self) -> Result<u8, DecodeError> {
-        let b = *self.bytes.get(self.at).ok_or(DecodeError::Field("payload ends early"))?;
+        let b = *self
+            .bytes
+            .get(self.at)
+            .ok_or(DecodeError::Field("payload ends early"))?;
         self.at += 1;
         Ok(b)
     }
@@ -164,7 +173,10 @@ pub fn decode(bytes: &[u8], base: Base) -> Result<(Event, usize), DecodeError> {
     if crc32c::crc32c(body) != u32::from_le_bytes(crc) {
         return Err(DecodeError::Crc);
     }
-    let mut r = Reader { bytes: &body[LEN_BYTES..], at: 0 };
+    let mut r = Reader {
+        bytes: &body[LEN_BYTES..],
+        at: 0,
+    };
     let head = r.byte()?;
     if head >> 4 != 0 {
         return Err(DecodeError::Field("reserved bits set"));
@@ -183,7 +195,8 @@ pub fn decode(bytes: &[u8], base: Base) -> Result<(Event, usize), DecodeError> {
         at_s
     } else {
         let back = unzigzag(r.varint()?);
-        u32::try_from(i64::from(at_s) - back).map_err(|_| DecodeError::Field("created out of range"))?
+        u32::try_from(i64::from(at_s) - back)
+            .map_err(|_| DecodeError::Field("created out of range"))?
     };
     if kind.carries_fields() {
         event.tenant =
@@ -191,8 +204,8 @@ pub fn decode(bytes: &[u8], base: Base) -> Result<(Event, usize), DecodeError> {
         event.a = r.number()?;
         event.b = r.number()?;
         event.expires_at_s = r.time(at_s)?;
-        event.credential =
-            u32::try_from(r.varint()?).map_err(|_| DecodeError::Field("credential out of range"))?;
+        event.credential = u32::try_from(r.varint()?)
+            .map_err(|_| DecodeError::Field("credential out of range"))?;
         let order_len = usize::from(r.byte()?);
         if order_len > ORDER_BYTES_MAX {
             return Err(DecodeError::Field("order longer than 32 bytes"));
@@ -228,7 +241,10 @@ mod tests {
         e
     }
 
-    const BASE: Base = Base { first_index: 1_000_000, at_s: 1_800_000_000 };
+    const BASE: Base = Base {
+        first_index: 1_000_000,
+        at_s: 1_800_000_000,
+    };
 
     #[test]
     fn every_kind_round_trips_and_sizes_are_as_documented() {
@@ -239,7 +255,10 @@ mod tests {
         assert_eq!(n, 67);
         // The example in the module docs of `history`.
         let hex: String = out[..22].iter().map(|b| format!("{b:02x} ")).collect();
-        assert_eq!(hex.trim_end(), "3e 00 07 c8 01 ef cd ab 00 00 00 00 00 70 01 23 45 67 89 01 2f 07");
+        assert_eq!(
+            hex.trim_end(),
+            "3e 00 07 c8 01 ef cd ab 00 00 00 00 00 70 01 23 45 67 89 01 2f 07"
+        );
         assert_eq!(decode(&out, BASE).unwrap(), (created(), n));
         let mut end = Event::new(EventKind::Unbound, 1_800_000_900, 1_000_099, 0xAB_CDEF);
         end.x = created().x;

@@ -57,11 +57,17 @@ pub fn check_header(bytes: &[u8]) -> Result<Base, String> {
         return Err("header CRC mismatch".into());
     }
     if word(8) != FORMAT_VERSION {
-        return Err(format!("format version {} (this build reads {FORMAT_VERSION})", word(8)));
+        return Err(format!(
+            "format version {} (this build reads {FORMAT_VERSION})",
+            word(8)
+        ));
     }
     let mut first = [0u8; 8];
     first.copy_from_slice(&head[16..24]);
-    Ok(Base { first_index: u64::from_le_bytes(first), at_s: word(24) })
+    Ok(Base {
+        first_index: u64::from_le_bytes(first),
+        at_s: word(24),
+    })
 }
 
 /// What `scan` found.
@@ -99,7 +105,11 @@ pub fn scan(bytes: &[u8], base: Base, durable_index: u64) -> Scan {
             }
         }
     }
-    Scan { events, end: at, torn_bytes }
+    Scan {
+        events,
+        end: at,
+        torn_bytes,
+    }
 }
 
 #[cfg(test)]
@@ -109,14 +119,20 @@ mod tests {
     #[test]
     fn names_round_trip_and_strangers_are_ignored() {
         assert_eq!(file_name(42, DATA_SUFFIX), "00000000000000000042.hlog");
-        assert_eq!(parse_name("00000000000000000042.hlog", DATA_SUFFIX), Some(42));
+        assert_eq!(
+            parse_name("00000000000000000042.hlog", DATA_SUFFIX),
+            Some(42)
+        );
         assert_eq!(parse_name("00000000000000000042.hidx", DATA_SUFFIX), None);
         assert_eq!(parse_name("42.hlog", DATA_SUFFIX), None);
     }
 
     #[test]
     fn header_round_trips_and_a_flip_is_refused() {
-        let base = Base { first_index: 9, at_s: 1_800_000_000 };
+        let base = Base {
+            first_index: 9,
+            at_s: 1_800_000_000,
+        };
         let h = header(base);
         assert_eq!(check_header(&h), Ok(base));
         let mut bad = h;

@@ -18,16 +18,19 @@ use crate::number::Number;
 
 impl History {
     /// Appends `events` (in log order; several events may share a log
-    /// index, the indexes never go down). Events below the `durable_index`
-    /// given to `open` are already here and are skipped, so replaying the
-    /// log from there is idempotent. Writes whole blocks, never fsyncs.
+    /// index, the indexes never go down). Events at or below the last log
+    /// index `open` found are already here and are skipped, so replaying
+    /// the log is idempotent. Writes whole blocks, never fsyncs.
     ///
-    /// An end or update event without X (or without `created_s`) takes them
-    /// from a binding created in a segment still in memory (the open one, or
-    /// the one being sealed, or earlier in `events`); an X found nowhere is
-    /// `Invalid`, and a creation time found nowhere widens every query
-    /// window to everything (see `span_max_s`). The batch is checked whole
-    /// before anything is written: an `Invalid` batch appends nothing.
+    /// An update or end event should carry X and `created_s` (the table
+    /// record the apply path changes holds both). One that does not takes
+    /// them from a binding created earlier in `events` or in the open
+    /// segment (both a function of the log alone, so every member fills the
+    /// same). Found nowhere, it is stored without X (queries then also read
+    /// every X-less record in their window) or without a creation time
+    /// (every query window then spans the whole history): correct, slower.
+    /// A batch with an order over 32 bytes, a mode above 2 or a log index
+    /// going down is `Invalid` and nothing of it is appended.
     pub fn append(&mut self, events: &[Event]) -> Result<(), HistoryError> {
         self.poll_pending(false)?;
         let fills = self.check(events)?;
@@ -103,24 +106,18 @@ impl History {
                     x: if event.x.is_none() { x } else { event.x },
                     created_s: (event.created_s == 0).then_some(created_s),
                 })),
-                None if event.x.is_none() => {
-                    return Err(invalid("no X, and the binding was not created in memory"));
-                }
                 None => fills.push(None),
             }
         }
         Ok(fills)
     }
 
-    /// X and creation time of a binding created in a segment still in memory.
+    /// X and creation time of a binding created in the open segment.
     fn created_in_memory(&self, binding_id: u64) -> Option<(Number, u32)> {
-        if let Some(found) = self.open.as_ref().and_then(|o| o.index.created.get(&binding_id)) {
-            return Some(*found);
-        }
-        self.sealed.iter().rev().find_map(|s| match &s.index {
-            Index::Memory(mem) => mem.created.get(&binding_id).copied(),
-            Index::File(_) => None,
-        })
+        self.open
+            .as_ref()
+            .and_then(|o| o.index.created.get(&binding_id))
+            .copied()
     }
 
     fn append_one(&mut self, event: &Event) -> Result<(), HistoryError> {
@@ -136,7 +133,9 @@ impl History {
             self.open = Some(self.create_segment(event)?);
         }
         // Cannot fail: created just above when absent.
-        let Some(open) = self.open.as_mut() else { unreachable!() };
+        let Some(open) = self.open.as_mut() else {
+            unreachable!()
+        };
         let offset = open.meta.data_bytes;
         let start = open.buffer.len();
         let len = record::encode(event, open.base, &mut open.buffer);
@@ -148,15 +147,21 @@ impl History {
         // Cannot truncate: `data_bytes` stays below SEGMENT_BYTES_MAX plus
         // one log entry's records, far below 4 GiB.
         open.index.add(offset as u32, event);
-        open.meta.add(event, index::span_s(event).unwrap_or(u32::MAX));
+        open.meta
+            .add(event, index::span_s(event).unwrap_or(u32::MAX));
         open.meta.data_bytes += len as u64;
         self.last_index = Some(event.log_index);
         Ok(())
     }
 
     fn create_segment(&self, first: &Event) -> Result<Open, HistoryError> {
-        let base = Base { first_index: first.log_index, at_s: first.at_s };
-        let data_path = self.dir.join(segment::file_name(base.first_index, DATA_SUFFIX));
+        let base = Base {
+            first_index: first.log_index,
+            at_s: first.at_s,
+        };
+        let data_path = self
+            .dir
+            .join(segment::file_name(base.first_index, DATA_SUFFIX));
         let data = OpenOptions::new()
             .read(true)
             .write(true)
@@ -166,8 +171,10 @@ impl History {
             .map_err(io(&data_path))?;
         let header = segment::header(base);
         data.write_all_at(&header, 0).map_err(io(&data_path))?;
-        let mut meta = Meta::default();
-        meta.data_bytes = header.len() as u64;
+        let meta = Meta {
+            data_bytes: header.len() as u64,
+            ..Meta::default()
+        };
         Ok(Open {
             base,
             meta,
@@ -184,9 +191,13 @@ impl History {
     /// segment indexes are ever in memory).
     fn seal(&mut self) -> Result<(), HistoryError> {
         self.poll_pending(true)?;
-        let Some(mut open) = self.open.take() else { return Ok(()) };
+        let Some(mut open) = self.open.take() else {
+            return Ok(());
+        };
         flush(&mut open)?;
-        let index_path = self.dir.join(segment::file_name(open.base.first_index, INDEX_SUFFIX));
+        let index_path = self
+            .dir
+            .join(segment::file_name(open.base.first_index, INDEX_SUFFIX));
         let mem = Arc::new(std::mem::take(&mut open.index));
         let data = open.data.try_clone().map_err(io(&open.data_path))?;
         let thread = {
@@ -199,7 +210,10 @@ impl History {
                 })
                 .map_err(io(&index_path))?
         };
-        self.pending = Some(Pending { first_index: open.base.first_index, thread });
+        self.pending = Some(Pending {
+            first_index: open.base.first_index,
+            thread,
+        });
         self.sealed.push(Sealed {
             base: open.base,
             meta: open.meta,
@@ -213,14 +227,21 @@ impl History {
 
     /// Takes a finished seal's index file (or waits for it with `wait`).
     pub(super) fn poll_pending(&mut self, wait: bool) -> Result<(), HistoryError> {
-        let Some(pending) = self.pending.take() else { return Ok(()) };
+        let Some(pending) = self.pending.take() else {
+            return Ok(());
+        };
         if !wait && !pending.thread.is_finished() {
             self.pending = Some(pending);
             return Ok(());
         }
-        let segment = self.sealed.iter_mut().find(|s| s.base.first_index == pending.first_index);
+        let segment = self
+            .sealed
+            .iter_mut()
+            .find(|s| s.base.first_index == pending.first_index);
         let result = pending.thread.join();
-        let Some(segment) = segment else { return Ok(()) };
+        let Some(segment) = segment else {
+            return Ok(());
+        };
         match result {
             Ok(Ok(file_index)) => {
                 segment.index = Index::File(file_index);
@@ -228,7 +249,10 @@ impl History {
             }
             // The memory index stays: queries still work, and `open` will
             // rebuild the index file from the data.
-            Ok(Err(source)) => Err(HistoryError::Io { path: segment.index_path.clone(), source }),
+            Ok(Err(source)) => Err(HistoryError::Io {
+                path: segment.index_path.clone(),
+                source,
+            }),
             Err(_) => panic!("the history seal thread panicked"),
         }
     }
@@ -252,7 +276,11 @@ impl History {
         self.poll_pending(true)?;
         let cutoff = now_s.saturating_sub(self.config.retention_s);
         let mut report = PurgeReport::default();
-        while self.sealed.first().is_some_and(|s| s.meta.max_at_s < cutoff) {
+        while self
+            .sealed
+            .first()
+            .is_some_and(|s| s.meta.max_at_s < cutoff)
+        {
             let segment = self.sealed.remove(0);
             let index_bytes = std::fs::metadata(&segment.index_path).map_or(0, |m| m.len());
             std::fs::remove_file(&segment.index_path).map_err(io(&segment.index_path))?;
@@ -262,9 +290,23 @@ impl History {
             report.bytes += segment.meta.data_bytes + index_bytes;
         }
         if report.segments > 0 {
-            File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(&self.dir))?;
         }
         Ok(report)
+    }
+}
+
+impl Drop for History {
+    /// A clean close: writes the buffer (no fsync: `sync` is the durability
+    /// point) and waits for a seal in progress, so the directory can be
+    /// opened again at once.
+    fn drop(&mut self) {
+        if let Some(open) = &mut self.open {
+            let _ = flush(open);
+        }
+        let _ = self.poll_pending(true);
     }
 }
 
@@ -273,7 +315,9 @@ fn flush(open: &mut Open) -> Result<(), HistoryError> {
     if open.buffer.is_empty() {
         return Ok(());
     }
-    open.data.write_all_at(&open.buffer, open.written).map_err(io(&open.data_path))?;
+    open.data
+        .write_all_at(&open.buffer, open.written)
+        .map_err(io(&open.data_path))?;
     open.written += open.buffer.len() as u64;
     open.buffer.clear();
     Ok(())
