@@ -115,6 +115,17 @@ pub struct MemIndex {
 }
 
 impl MemIndex {
+    /// An index sized for `records` records up front: growing a hash map
+    /// of half a million keys rehashes it all at once, a pause of tens of
+    /// milliseconds the append path must not take.
+    pub fn with_capacity(records: usize) -> MemIndex {
+        MemIndex {
+            x: HashMap::with_capacity(records),
+            order: HashMap::with_capacity(records),
+            created: HashMap::with_capacity(records),
+        }
+    }
+
     /// Bytes of memory it holds, approximately (hash map slots at 1.15x
     /// load plus the offset vectors' heap blocks).
     pub fn memory_bytes(&self) -> usize {

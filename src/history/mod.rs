@@ -170,6 +170,14 @@ pub struct HistoryConfig {
     pub segment_records_max: u64,
 }
 
+impl HistoryConfig {
+    /// Records the open segment's memory index is sized for up front.
+    pub(crate) fn memory_index_records(&self) -> usize {
+        // Cannot truncate: capped at 2^22 first.
+        self.segment_records_max.min(1 << 22) as usize
+    }
+}
+
 impl Default for HistoryConfig {
     fn default() -> Self {
         HistoryConfig {

@@ -21,12 +21,12 @@ struct Rebuilt {
 }
 
 /// Reads and scans a whole data file.
-fn rebuild(path: &Path, durable_index: u64) -> Result<Rebuilt, HistoryError> {
+fn rebuild(path: &Path, durable_index: u64, capacity: usize) -> Result<Rebuilt, HistoryError> {
     let bytes = std::fs::read(path).map_err(io(path))?;
     let base = segment::check_header(&bytes).map_err(|r| corrupt(path, r))?;
     let scan = segment::scan(&bytes, base, durable_index);
     let mut meta = Meta::default();
-    let mut mem = MemIndex::default();
+    let mut mem = MemIndex::with_capacity(capacity);
     for (offset, event) in &scan.events {
         meta.add(event, index::span_s(event).unwrap_or(u32::MAX));
         mem.add(*offset, event);
@@ -120,7 +120,7 @@ impl History {
                     });
                 }
                 None if !last => {
-                    let rebuilt = rebuild(&data_path, durable_index)?;
+                    let rebuilt = rebuild(&data_path, durable_index, 0)?;
                     if rebuilt.torn_bytes > 0 || rebuilt.end as u64 != data_len {
                         return Err(corrupt(
                             &data_path,
@@ -145,7 +145,7 @@ impl History {
                 }
                 None => {
                     let _ = std::fs::remove_file(&index_path);
-                    let rebuilt = rebuild(&data_path, durable_index)?;
+                    let rebuilt = rebuild(&data_path, durable_index, config.memory_index_records())?;
                     history.torn_bytes += rebuilt.torn_bytes as u64;
                     if rebuilt.meta.records == 0 {
                         std::fs::remove_file(&data_path).map_err(io(&data_path))?;

@@ -182,7 +182,7 @@ impl History {
             data_path,
             written: header.len() as u64,
             buffer: Vec::with_capacity(WRITE_BLOCK_BYTES * 2),
-            index: MemIndex::default(),
+            index: MemIndex::with_capacity(self.config.memory_index_records()),
         })
     }
 
@@ -244,7 +244,13 @@ impl History {
         };
         match result {
             Ok(Ok(file_index)) => {
-                segment.index = Index::File(file_index);
+                let memory = std::mem::replace(&mut segment.index, Index::File(file_index));
+                // Freeing a memory index is a million small frees: off the
+                // append path too. If no thread can be had, spawn drops the
+                // closure and it is freed here.
+                let _free = std::thread::Builder::new()
+                    .name("history-free".into())
+                    .spawn(move || drop(memory));
                 Ok(())
             }
             // The memory index stays: queries still work, and `open` will
