@@ -46,6 +46,17 @@ fn number(prefix: u64, digits: u32, value: u64) -> Number {
     Number::from_digits(text.as_bytes())
 }
 
+/// CPU time of this thread, microseconds: a query's own work, apart from
+/// the time other jobs on the machine held the core.
+fn cpu_us() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec through a valid pointer.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
+    assert_eq!(rc, 0);
+    ts.tv_sec as f64 * 1e6 + ts.tv_nsec as f64 / 1e3
+}
+
 fn percentiles(mut us: Vec<f64>) -> serde_json::Value {
     us.sort_by(f64::total_cmp);
     let at = |q: f64| us[((us.len() - 1) as f64 * q) as usize];
@@ -70,6 +81,7 @@ fn main() {
     let (mut written, mut log_index, mut next_id, mut seq) = (0u64, 1u64, 1u64, 0u64);
     let mut batch: Vec<Event> = Vec::with_capacity(BATCH * 2);
     let mut append_us: Vec<f64> = Vec::new();
+    let mut append_cpu_us: Vec<f64> = Vec::new();
     let mut append_total_s = 0.0;
     // Samples for the queries: (x, a second inside the life), (tenant, order).
     let mut at_samples: Vec<(Number, u32)> = Vec::new();
@@ -146,9 +158,14 @@ fn main() {
         batch.push(e);
         if batch.len() >= BATCH {
             log_index += 1;
-            let start = Instant::now();
+            let (start, cpu) = (Instant::now(), cpu_us());
             history.append(&batch).expect("append");
             let took = start.elapsed().as_secs_f64();
+            append_cpu_us.push(cpu_us() - cpu);
+            if std::env::var_os("HISTORY_BENCH_TRACE").is_some() && cpu_us() - cpu > 2000.0 {
+                eprintln!("slow append: {:.0} us cpu, {:.0} us wall, at record {written}, segments {}",
+                    cpu_us() - cpu, took * 1e6, history.stats().segments);
+            }
             append_total_s += took;
             append_us.push(took * 1e6);
             written += batch.len() as u64;
@@ -171,6 +188,7 @@ fn main() {
     // Half the at queries at a sampled life (answers not empty), half at a
     // random X and second (mostly empty answers).
     let mut at_us = Vec::with_capacity(QUERIES);
+    let mut at_cpu_us = Vec::with_capacity(QUERIES);
     let mut at_found = 0usize;
     for i in 0..QUERIES {
         let (x, t) = if i % 2 == 0 && !at_samples.is_empty() {
@@ -178,12 +196,14 @@ fn main() {
         } else {
             (number(700, 12, rand() % x_pool), T0 + (rand() % u64::from(end_s - T0)) as u32)
         };
-        let start = Instant::now();
+        let (start, cpu) = (Instant::now(), cpu_us());
         let lives = history.at(x, t, None).expect("at");
         at_us.push(start.elapsed().as_secs_f64() * 1e6);
+        at_cpu_us.push(cpu_us() - cpu);
         at_found += lives.len();
     }
     let mut order_us = Vec::with_capacity(QUERIES);
+    let mut order_cpu_us = Vec::with_capacity(QUERIES);
     let mut order_found = 0usize;
     for i in 0..QUERIES {
         let (tenant, order) = if i % 2 == 0 && !order_samples.is_empty() {
@@ -191,9 +211,10 @@ fn main() {
         } else {
             (1 + (rand() % 50) as u32, format!("ORD-none-{:016}", rand()).into_bytes())
         };
-        let start = Instant::now();
+        let (start, cpu) = (Instant::now(), cpu_us());
         let lives = history.order(tenant, &order).expect("order");
         order_us.push(start.elapsed().as_secs_f64() * 1e6);
+        order_cpu_us.push(cpu_us() - cpu);
         order_found += lives.len();
     }
     let report = serde_json::json!({
@@ -210,14 +231,18 @@ fn main() {
         "fill_s": fill_s,
         "append_records_per_s": records as f64 / append_total_s,
         "append_call_us": percentiles(append_us),
+        "append_call_cpu_us": percentiles(append_cpu_us),
         "append_batch_events": BATCH,
         "sync_and_close_s": close_s,
         "open_s": open_s,
         "at_query": percentiles(at_us),
+        "at_query_cpu": percentiles(at_cpu_us),
         "at_lives_found": at_found,
         "order_query": percentiles(order_us),
+        "order_query_cpu": percentiles(order_cpu_us),
         "order_lives_found": order_found,
         "queries_each": QUERIES,
+        "cpu_note": "*_cpu: this thread's CPU time for the same calls; wall minus CPU is time other jobs held the core",
         "page_cache": "not dropped: the store was just written and reopened",
     });
     println!("{}", serde_json::to_string_pretty(&report).expect("json"));

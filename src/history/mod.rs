@@ -62,12 +62,13 @@
 //! rebuilt from its data on open. Index groups are checked against their
 //! fence CRC when a lookup reads them; records against their own CRC.
 //!
-//! **Memory.** The open segment's index: ~60 bytes per distinct key plus 4
-//! per record and 24 per binding created, about 60 MB for a full segment of
-//! 2^19 records; twice that while the previous one is being sealed. Sealed
-//! segments: 16 bytes of fences per 256 index entries (~9 MB at 100M
-//! records), ~300 bytes and two file descriptors per segment (~190 segments
-//! at 100M records). Nothing in memory grows with the number of lives.
+//! **Memory.** The open segment's index is sized up front for a full
+//! segment (no rehash pause): ~15 bytes per distinct key, 8 per entry and
+//! 26 per binding created, ~22 MB for 2^19 records; twice that while the
+//! previous segment is being sealed. Sealed segments:
+//! 16 bytes of fences per 256 index entries (~9 MB at 100M records), a few
+//! hundred bytes and two file descriptors per segment (~190 segments at
+//! 100M records). Nothing in memory grows with the number of lives kept.
 //!
 //! # On-disk format (all integers little-endian)
 //!
@@ -287,6 +288,8 @@ pub struct History {
     floor: u64,
     last_index: Option<u64>,
     torn_bytes: u64,
+    /// A sealed segment's memory index, emptied, for the next segment.
+    spare: Option<index::MemIndex>,
 }
 
 /// What one event needs filled in before it is written.

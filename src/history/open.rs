@@ -75,6 +75,7 @@ impl History {
             floor: durable_index,
             last_index: None,
             torn_bytes: 0,
+            spare: None,
         };
         // Segments that begin at or past the durable index hold only events
         // the log replays.

@@ -100,12 +100,9 @@ impl Open {
 
 /// The offsets under `key` in a memory index.
 pub fn lookup_memory(index: &MemIndex, section: Section, key: u64, out: &mut Vec<u32>) {
-    let map = match section {
-        Section::X => &index.x,
-        Section::Order => &index.order,
-    };
-    if let Some(offsets) = map.get(&key) {
-        out.extend_from_slice(offsets);
+    match section {
+        Section::X => index.x.lookup(key, out),
+        Section::Order => index.order.lookup(key, out),
     }
 }
 

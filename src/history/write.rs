@@ -130,7 +130,8 @@ impl History {
             self.seal()?;
         }
         if self.open.is_none() {
-            self.open = Some(self.create_segment(event)?);
+            let open = self.create_segment(event)?;
+            self.open = Some(open);
         }
         // Cannot fail: created just above when absent.
         let Some(open) = self.open.as_mut() else {
@@ -154,7 +155,7 @@ impl History {
         Ok(())
     }
 
-    fn create_segment(&self, first: &Event) -> Result<Open, HistoryError> {
+    fn create_segment(&mut self, first: &Event) -> Result<Open, HistoryError> {
         let base = Base {
             first_index: first.log_index,
             at_s: first.at_s,
@@ -182,7 +183,10 @@ impl History {
             data_path,
             written: header.len() as u64,
             buffer: Vec::with_capacity(WRITE_BLOCK_BYTES * 2),
-            index: MemIndex::with_capacity(self.config.memory_index_records()),
+            index: self
+                .spare
+                .take()
+                .unwrap_or_else(|| MemIndex::with_capacity(self.config.memory_index_records())),
         })
     }
 
@@ -245,12 +249,14 @@ impl History {
         match result {
             Ok(Ok(file_index)) => {
                 let memory = std::mem::replace(&mut segment.index, Index::File(file_index));
-                // Freeing a memory index is a million small frees: off the
-                // append path too. If no thread can be had, spawn drops the
-                // closure and it is freed here.
-                let _free = std::thread::Builder::new()
-                    .name("history-free".into())
-                    .spawn(move || drop(memory));
+                // The seal thread let go of its reference before it ended:
+                // the memory index is ours to reuse for the next segment.
+                if let Index::Memory(arc) = memory {
+                    if let Ok(mut mem) = Arc::try_unwrap(arc) {
+                        mem.clear();
+                        self.spare = Some(mem);
+                    }
+                }
                 Ok(())
             }
             // The memory index stays: queries still work, and `open` will
