@@ -12,8 +12,8 @@
 //! **Segments.** Events go into segment files of up to
 //! `HistoryConfig::segment_records_max` records (default 2^19), named by the
 //! log index of their first record. A segment is *open* while it takes
-//! records: its data file grows by appends, its index lives in memory (hash
-//! maps from key to record offsets). When it is full (and only at a log
+//! records: its data file grows by appends, its index lives in memory (a
+//! hash map from key to the newest of a chain of record offsets). When it is full (and only at a log
 //! entry boundary, so a log entry's events never straddle two segments) it
 //! is *sealed*: a background thread fsyncs its data file, sorts its index
 //! and writes it once to `<first index>.hidx`; until that is done queries
@@ -24,12 +24,18 @@
 //! **Records** are variable-length and self-contained given their segment's
 //! header (times and log indexes are varint differences from the header's
 //! base), each with its own CRC32C. Bytes per life: a `Created` record is
-//! 67 bytes with a 21-byte order, an end 27; the index adds 12 bytes per
-//! record (X) and 12 per `Created` (order): ~130 bytes per life on disk.
+//! 67 bytes with a 21-byte order, an end 27, an update ~60; the index adds
+//! 12 bytes per record (X) and 12 per `Created` (order): ~130-145 bytes per
+//! life on disk (142 measured by perf/history-bench.sh, one life in five
+//! updated once).
 //!
 //! **`at(x, T)`: lives that began long before T.** Every record's index
-//! entry is keyed by X, ends included (the apply path passes X and the
-//! creation time on end events: the table record it removes holds both).
+//! entry is keyed by X, ends included (the apply path should pass X and the
+//! creation time on update and end events: the table record it changes
+//! holds both; `append` fills them from the batch or the open segment when
+//! it can, and otherwise stores the record under "no X": every query also
+//! reads the X-less records of its window and joins them to their lives by
+//! binding id, and a record without creation time sets D to "everything").
 //! Every segment keeps `span_max_s`, the longest life span its records prove
 //! (expiry or end minus creation). A life live at T was created at or after
 //! T - D and its last event is at or before T + D, where D is the largest
@@ -55,12 +61,15 @@
 //! go to it only): on `open` its records are scanned, the first record that
 //! is not whole with a matching CRC ends it and the file is cut there, and
 //! so is every record with a log index at or past `durable_index` (the log
-//! replays those; `append` skips events below `durable_index`, so replay is
-//! idempotent). Segments wholly at or past `durable_index` are deleted; a
+//! replays those; `append` skips events at or below the last log index
+//! kept, so replay is idempotent; the caller must have synced every index
+//! below `durable_index`). Segments wholly at or past `durable_index` are deleted; a
 //! sealed segment that then ends the directory is reopened for appends. A
 //! sealed segment whose index is missing or bad (a crash mid-seal) gets it
 //! rebuilt from its data on open. Index groups are checked against their
-//! fence CRC when a lookup reads them; records against their own CRC.
+//! fence CRC when a lookup reads them; records against their own CRC. A
+//! segment that is not the last and does not decode to its end is
+//! corruption: `open` refuses it rather than cut history silently.
 //!
 //! **Memory.** The open segment's index is sized up front for a full
 //! segment (no rehash pause): ~15 bytes per distinct key, 8 per entry and

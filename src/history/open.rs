@@ -146,7 +146,8 @@ impl History {
                 }
                 None => {
                     let _ = std::fs::remove_file(&index_path);
-                    let rebuilt = rebuild(&data_path, durable_index, config.memory_index_records())?;
+                    let rebuilt =
+                        rebuild(&data_path, durable_index, config.memory_index_records())?;
                     history.torn_bytes += rebuilt.torn_bytes as u64;
                     if rebuilt.meta.records == 0 {
                         std::fs::remove_file(&data_path).map_err(io(&data_path))?;
