@@ -49,7 +49,10 @@ fn number(prefix: u64, digits: u32, value: u64) -> Number {
 /// CPU time of this thread, microseconds: a query's own work, apart from
 /// the time other jobs on the machine held the core.
 fn cpu_us() -> f64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes one timespec through a valid pointer.
     #[allow(unsafe_code)]
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
@@ -67,7 +70,10 @@ fn percentiles(mut us: Vec<f64>) -> serde_json::Value {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let records: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let records: u64 = args
+        .first()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let dir = Path::new(args.get(1).map_or("/var/tmp/history-bench", String::as_str)).to_path_buf();
     let seed: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1);
     let _ = std::fs::remove_dir_all(&dir);
@@ -163,8 +169,12 @@ fn main() {
             let took = start.elapsed().as_secs_f64();
             append_cpu_us.push(cpu_us() - cpu);
             if std::env::var_os("HISTORY_BENCH_TRACE").is_some() && cpu_us() - cpu > 2000.0 {
-                eprintln!("slow append: {:.0} us cpu, {:.0} us wall, at record {written}, segments {}",
-                    cpu_us() - cpu, took * 1e6, history.stats().segments);
+                eprintln!(
+                    "slow append: {:.0} us cpu, {:.0} us wall, at record {written}, segments {}",
+                    cpu_us() - cpu,
+                    took * 1e6,
+                    history.stats().segments
+                );
             }
             append_total_s += took;
             append_us.push(took * 1e6);
@@ -194,7 +204,10 @@ fn main() {
         let (x, t) = if i % 2 == 0 && !at_samples.is_empty() {
             at_samples[(rand() as usize) % at_samples.len()]
         } else {
-            (number(700, 12, rand() % x_pool), T0 + (rand() % u64::from(end_s - T0)) as u32)
+            (
+                number(700, 12, rand() % x_pool),
+                T0 + (rand() % u64::from(end_s - T0)) as u32,
+            )
         };
         let (start, cpu) = (Instant::now(), cpu_us());
         let lives = history.at(x, t, None).expect("at");
@@ -209,7 +222,10 @@ fn main() {
         let (tenant, order) = if i % 2 == 0 && !order_samples.is_empty() {
             order_samples[(rand() as usize) % order_samples.len()].clone()
         } else {
-            (1 + (rand() % 50) as u32, format!("ORD-none-{:016}", rand()).into_bytes())
+            (
+                1 + (rand() % 50) as u32,
+                format!("ORD-none-{:016}", rand()).into_bytes(),
+            )
         };
         let (start, cpu) = (Instant::now(), cpu_us());
         let lives = history.order(tenant, &order).expect("order");
