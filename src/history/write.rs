@@ -270,11 +270,18 @@ impl History {
     }
 
     /// Makes every event appended so far durable (fsync): the data of the
-    /// open segment and of a segment being sealed. `through_index` is the
-    /// log index the caller needs durable; everything appended is synced.
+    /// open segment and of a segment being sealed (its data only: its index
+    /// file can be rebuilt from the data, so `sync` does not wait for the
+    /// seal). `through_index` is the log index the caller needs durable;
+    /// everything appended is synced.
     pub fn sync(&mut self, through_index: u64) -> Result<(), HistoryError> {
         let _ = through_index;
-        self.poll_pending(true)?;
+        self.poll_pending(false)?;
+        for segment in &self.sealed {
+            if matches!(segment.index, Index::Memory(_)) {
+                segment.data.sync_data().map_err(io(&segment.data_path))?;
+            }
+        }
         if let Some(open) = &mut self.open {
             flush(open)?;
             open.data.sync_data().map_err(io(&open.data_path))?;
@@ -283,15 +290,17 @@ impl History {
     }
 
     /// Drops whole sealed segments whose newest record is older than
-    /// `now_s - retention_s`: two unlinks each, nothing rewritten.
+    /// `now_s - retention_s`: two unlinks each, nothing rewritten. A
+    /// segment still being sealed (the newest, in practice) waits for the
+    /// next purge: purging never waits for the seal thread.
     pub fn purge(&mut self, now_s: u32) -> Result<PurgeReport, HistoryError> {
-        self.poll_pending(true)?;
+        self.poll_pending(false)?;
         let cutoff = now_s.saturating_sub(self.config.retention_s);
         let mut report = PurgeReport::default();
         while self
             .sealed
             .first()
-            .is_some_and(|s| s.meta.max_at_s < cutoff)
+            .is_some_and(|s| s.meta.max_at_s < cutoff && matches!(s.index, Index::File(_)))
         {
             let segment = self.sealed.remove(0);
             let index_bytes = std::fs::metadata(&segment.index_path).map_or(0, |m| m.len());
