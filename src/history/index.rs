@@ -357,8 +357,12 @@ pub fn open(path: &Path) -> Result<(FileIndex, Meta), String> {
     if x_count != meta.records || order_count > meta.records {
         return Err("index counts disagree with the header".into());
     }
-    // Cannot truncate on 64-bit targets; `records` is bounded by the
-    // segment's size cap, far below 2^32.
+    // A segment's data file is below 4 GiB and a record at least 25 bytes:
+    // more entries than that is a damaged file (and would overflow below).
+    if x_count > u64::from(u32::MAX) / 25 {
+        return Err("index counts beyond any segment".into());
+    }
+    // Cannot truncate: checked just above.
     let (x_count, order_count) = (x_count as usize, order_count as usize);
     let groups = x_count.div_ceil(GROUP_ENTRIES) + order_count.div_ceil(GROUP_ENTRIES);
     let fence_at = HEADER_BYTES + (x_count + order_count) * ENTRY_BYTES;

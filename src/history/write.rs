@@ -129,14 +129,17 @@ impl History {
         if full {
             self.seal()?;
         }
-        if self.open.is_none() {
-            let open = self.create_segment(event)?;
-            self.open = Some(open);
-        }
-        // Cannot fail: created just above when absent.
-        let Some(open) = self.open.as_mut() else {
-            unreachable!()
+        let mut open = match self.open.take() {
+            Some(open) => open,
+            None => self.create_segment(event)?,
         };
+        self.add_record(&mut open, event);
+        self.open = Some(open);
+        Ok(())
+    }
+
+    /// Encodes one event into the open segment's buffer and indexes it.
+    fn add_record(&mut self, open: &mut Open, event: &Event) {
         let offset = open.meta.data_bytes;
         let start = open.buffer.len();
         let len = record::encode(event, open.base, &mut open.buffer);
@@ -152,7 +155,6 @@ impl History {
             .add(event, index::span_s(event).unwrap_or(u32::MAX));
         open.meta.data_bytes += len as u64;
         self.last_index = Some(event.log_index);
-        Ok(())
     }
 
     fn create_segment(&mut self, first: &Event) -> Result<Open, HistoryError> {
