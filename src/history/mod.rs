@@ -301,6 +301,13 @@ pub struct History {
     spare: Option<index::MemIndex>,
 }
 
+// The node may share a history between its apply path (append) and its
+// query path (at, order) behind a lock: it must be Send and Sync.
+const _: fn() = || {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<History>();
+};
+
 /// What one event needs filled in before it is written.
 struct Fill {
     x: Number,

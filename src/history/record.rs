@@ -270,6 +270,31 @@ mod tests {
         assert_eq!(decode(&out, BASE).unwrap(), (end, n));
     }
 
+    /// Random bytes (and random bytes behind a valid length and CRC, so the
+    /// field checks run) never panic the decoder.
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..20_000 {
+            let mut bytes = vec![0u8; 1 + (state % 140) as usize];
+            for b in &mut bytes {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *b = state as u8;
+            }
+            let _ = decode(&bytes, BASE);
+            // Make it pass the length and CRC checks.
+            let payload = bytes.len() - 1;
+            if payload <= PAYLOAD_BYTES_MAX && payload > 0 {
+                bytes[0] = payload as u8;
+                let crc = crc32c::crc32c(&bytes);
+                bytes.extend_from_slice(&crc.to_le_bytes());
+                let _ = decode(&bytes, BASE);
+            }
+        }
+    }
+
     #[test]
     fn a_flipped_bit_or_a_cut_is_refused_never_a_panic() {
         let mut out = Vec::new();
