@@ -141,6 +141,11 @@ fn check_round_trip(
                 &body,
             );
         }
+        Request::Trace(trace) => {
+            let mut body = Vec::new();
+            let op = x700::protocol::codec::control::encode_trace(&trace, &mut body);
+            push_frame(&mut out, op, 0, id, &body);
+        }
         Request::PoolShow(tenant) => {
             push_frame(&mut out, opcode::POOL_SHOW, 0, id, &tenant.to_le_bytes());
         }

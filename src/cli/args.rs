@@ -59,6 +59,32 @@ pub enum Command {
     /// Number pools: the ranges of 700 numbers a tenant binds on.
     #[command(subcommand)]
     Pool(PoolCommand),
+    /// Ask the traceability history: which binding routed X at a time
+    /// (--x, --at), or an order's bindings (--tenant, --order).
+    Trace(TraceArgs),
+}
+
+/// `x700 trace`.
+#[derive(Args, Debug)]
+pub struct TraceArgs {
+    /// The virtual number routed.
+    #[arg(long, value_name = "X", requires = "at", conflicts_with = "order")]
+    pub x: Option<String>,
+    /// When: RFC 3339 (2026-05-03T14:03:00+08:00) or Unix seconds.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Only the binding that routed this caller.
+    #[arg(long, value_name = "C", requires = "x")]
+    pub caller: Option<String>,
+    /// The tenant of the order.
+    #[arg(long, value_name = "T", requires = "order")]
+    pub tenant: Option<u32>,
+    /// The order reference.
+    #[arg(long, value_name = "O", requires = "tenant")]
+    pub order: Option<String>,
+    /// Where, and how to print.
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// `x700 pool ...`.
@@ -341,6 +367,7 @@ impl Command {
             Command::Pool(PoolCommand::Add(a)) => a.store.json,
             Command::Pool(PoolCommand::Remove(a)) => a.store.json,
             Command::Pool(PoolCommand::Show(a)) => a.store.json,
+            Command::Trace(a) => a.store.json,
             Command::Serve(_) | Command::Bench(_) | Command::Replay(_) => false,
         }
     }

@@ -14,6 +14,7 @@ mod remote;
 mod replay;
 mod serve;
 mod tenant;
+mod trace;
 
 use args::{Cli, Command};
 use clap::Parser;
@@ -50,6 +51,7 @@ pub fn run() -> i32 {
         Command::Tenant(command) => tenant::tenant(&command),
         Command::Block(command) => tenant::block(&command),
         Command::Pool(command) => pool::pool(&command),
+        Command::Trace(args) => trace::trace(&args),
     };
     output::emit(&outcome, json)
 }

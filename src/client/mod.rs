@@ -429,6 +429,17 @@ impl Client {
         Ok((Client::write_reply(&header, bind_part), x))
     }
 
+    /// TRACE_X / TRACE_ORDER (version 2): the bindings found, as JSON.
+    pub fn trace(
+        &mut self,
+        request: &codec::control::TraceRequest<'_>,
+    ) -> Result<(u8, String), ClientError> {
+        let mut body = Vec::new();
+        let op = codec::control::encode_trace(request, &mut body);
+        let (status, answer) = self.request(op, &body)?;
+        Ok((status, String::from_utf8_lossy(&answer).into_owned()))
+    }
+
     /// POOL_SHOW (version 2): a tenant's pool as JSON.
     pub fn pool_show(&mut self, tenant: u32) -> Result<(u8, String), ClientError> {
         let (status, answer) = self.request(opcode::POOL_SHOW, &tenant.to_le_bytes())?;

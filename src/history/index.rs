@@ -300,7 +300,10 @@ pub fn write(path: &Path, mem: &MemIndex, meta: &Meta) -> std::io::Result<FileIn
     bytes.extend_from_slice(&counts_crc.to_le_bytes());
     let tmp = path.with_extension("hidx.tmp");
     {
-        let mut file = File::create(&tmp)?;
+        let mut file = crate::sys::open_or_create_private(
+            std::fs::OpenOptions::new().write(true).truncate(true),
+            &tmp,
+        )?;
         file.write_all(&bytes)?;
         file.sync_all()?;
     }

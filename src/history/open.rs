@@ -54,7 +54,7 @@ impl History {
         durable_index: u64,
     ) -> Result<History, HistoryError> {
         assert!(config.segment_records_max >= 1);
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        crate::sys::create_private_dir_all(dir).map_err(io(dir))?;
         let mut data_files = BTreeMap::new();
         for entry in std::fs::read_dir(dir).map_err(io(dir))? {
             let entry = entry.map_err(io(dir))?;

@@ -165,13 +165,13 @@ impl History {
         let data_path = self
             .dir
             .join(segment::file_name(base.first_index, DATA_SUFFIX));
-        let data = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&data_path)
-            .map_err(io(&data_path))?;
+        // Real phone numbers: private to the node's user, like every file
+        // of the data directory.
+        let data = crate::sys::open_or_create_private(
+            OpenOptions::new().read(true).write(true).truncate(true),
+            &data_path,
+        )
+        .map_err(io(&data_path))?;
         let header = segment::header(base);
         data.write_all_at(&header, 0).map_err(io(&data_path))?;
         let meta = Meta {

@@ -97,6 +97,12 @@ pub mod opcode {
     /// Add or remove a caller on a blocklist, a tenant's or the global
     /// one (admin; v2).
     pub const BLOCK: u8 = 0x46;
+    /// Which bindings routed X at a second, from the traceability history,
+    /// as JSON (admin; a platform sees its own tenants' only; v2).
+    pub const TRACE_X: u8 = 0x48;
+    /// An order's bindings, from the traceability history, as JSON (admin;
+    /// a platform for its own tenants; v2).
+    pub const TRACE_ORDER: u8 = 0x49;
 
     /// First opcode of the range that changes the node's control state
     /// (tenants, pools, blocklists): such a write travels alone in its

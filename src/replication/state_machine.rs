@@ -169,10 +169,19 @@ impl CheckpointBuilder {
         // the manifest says the checkpoint is whole.
         let (registry, control) = self.registry.clone();
         let applied_next = self.meta.last_log_id.map_or(0, |l| l.index + 1);
-        tokio::task::spawn_blocking(move || control.persist(&registry, applied_next))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("{}: {e}", crate::tenant::REGISTRY_NAME))?;
+        tokio::task::spawn_blocking(move || {
+            // The history too holds everything up to here before the
+            // manifest says the log may be purged.
+            let now_s = crate::store::clock::Clock::now_s(&crate::store::clock::SystemClock);
+            control
+                .sync_history(now_s)
+                .map_err(|e| format!("{}: {e}", crate::tenant::HISTORY_DIR))?;
+            control
+                .persist(&registry, applied_next)
+                .map_err(|e| format!("{}: {e}", crate::tenant::REGISTRY_NAME))
+        })
+        .await
+        .map_err(|e| e.to_string())??;
         write_manifest(&self.data_dir, &self.meta)
             .map_err(|e| format!("{}: {e}", self.data_dir.join(MANIFEST_NAME).display()))?;
         Ok(page_bytes)

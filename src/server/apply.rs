@@ -46,6 +46,9 @@ pub struct PartialAnswers {
     pub frames: Vec<u8>,
     /// Where each write's frame is.
     pub spans: Vec<(u32, u32, u32)>,
+    /// The changes the batch made to bindings in these shards, for the
+    /// traceability history (appended in log order by the applier).
+    pub changes: Vec<crate::binding::Change>,
     /// Set when the shard set applied nothing of the batch because a shard
     /// could not make room for it (or waits behind an entry that could
     /// not): why. The batch must be handed over again later; `frames` and
@@ -190,18 +193,20 @@ pub fn apply_batch(set: &mut ShardSet, index: u64, batch: &WriteBatch, out: &mut
         let end = u32::try_from(out.frames.len()).unwrap_or(u32::MAX);
         out.spans.push((position, start, end));
     }
-    absorb_changes(set);
+    absorb_changes(set, &mut out.changes);
     mark_applied(set, index);
 }
 
 /// Hands the changes the owned shards made to the registry's allocator and
-/// counts (`tenant::Control::absorb`).
-fn absorb_changes(set: &mut ShardSet) {
+/// counts (`tenant::Control::absorb`), and keeps them in `changes` for the
+/// history.
+fn absorb_changes(set: &mut ShardSet, changes: &mut Vec<crate::binding::Change>) {
     let control = Arc::clone(set.control());
     for shard in 0..usize::from(set.shard_count()) {
         if let Some(s) = set.shard_mut(shard) {
-            let changes = s.take_changes();
-            control.absorb(&changes);
+            let made = s.take_changes();
+            control.absorb(&made);
+            changes.extend(made);
         }
     }
 }
@@ -307,7 +312,9 @@ pub fn recover(store: &mut Store) -> Result<(Log, Recovered), String> {
     let recovered = crate::replication::replay(&dir, &log, applied_next, &mut |index, batch| {
         scratch.frames.clear();
         scratch.spans.clear();
+        scratch.changes.clear();
         apply_batch(set, index, batch, &mut scratch);
+        set.control().record_history(index, &scratch.changes);
         // Later entries stall behind the first that did (the shard's stall
         // mark), so nothing applies past it.
         if let (None, Some(reason)) = (&stalled, scratch.stalled.take()) {
@@ -374,7 +381,10 @@ impl Applier for LocalApplier {
                         // state machine rather than answer differently.
                         match part.stalled.take() {
                             Some(reason) => Err(reason),
-                            None => Ok(merge_answers(&[&part])),
+                            None => {
+                                self.control.record_history(*index, &part.changes);
+                                Ok(merge_answers(&[&part]))
+                            }
                         }
                     })
                     .collect()
@@ -622,6 +632,7 @@ fn segments(batches: Vec<(u64, WriteBatch)>) -> Vec<Vec<(u64, WriteBatch)>> {
 async fn apply_in_loops(
     inboxes: &[LoopInbox],
     stall: &Arc<ApplyStall>,
+    control: &Arc<Control>,
     batches: Vec<(u64, WriteBatch)>,
 ) -> Result<Vec<Answers>, String> {
     let stopped = || "an event loop stopped".to_string();
@@ -649,6 +660,7 @@ async fn apply_in_loops(
     Ok((0..count)
         .map(|b| {
             let parts: Vec<&PartialAnswers> = collected.iter().map(|c| &c[b]).collect();
+            control.record_history(batches[b].0, parts.iter().flat_map(|p| &p.changes));
             merge_answers(&parts)
         })
         .collect())
@@ -717,10 +729,11 @@ impl Applier for LoopApplier {
         let (reply, receiver) = oneshot::channel();
         let inboxes = self.inboxes.clone();
         let stall = Arc::clone(&self.stall);
+        let control = Arc::clone(&self.control);
         tokio::spawn(async move {
             let mut answers = Vec::with_capacity(batches.len());
             for segment in segments(batches) {
-                match apply_in_loops(&inboxes, &stall, segment).await {
+                match apply_in_loops(&inboxes, &stall, &control, segment).await {
                     Ok(mut more) => answers.append(&mut more),
                     Err(error) => {
                         let _ = reply.send(Err(error));

@@ -116,7 +116,9 @@ pub fn permits(role: Role, op: u8) -> bool {
         | opcode::QUERY
         | opcode::BIND_AXB_AUTO
         | opcode::TENANT_SHOW
-        | opcode::POOL_SHOW => {
+        | opcode::POOL_SHOW
+        | opcode::TRACE_X
+        | opcode::TRACE_ORDER => {
             matches!(role, Role::Platform | Role::Admin)
         }
         _ => role == Role::Admin,

@@ -348,6 +348,23 @@ impl Server {
         let mut store =
             Store::open_or_create(&config.data, config.table_shards, Arc::clone(&clock))?;
         claim_member_ids(&config, peers.is_some())?;
+        // The history holds every change up to the tables' checkpoint; the
+        // log replay appends the rest, so changes are recorded from here.
+        let replay_from = store
+            .shard_set()
+            .owned()
+            .map(crate::table::Shard::applied_log_index)
+            .min()
+            .unwrap_or(0);
+        store
+            .control()
+            .open_history(crate::history::HistoryConfig::default(), replay_from)
+            .map_err(StartError::Recovery)?;
+        for shard in 0..usize::from(store.shard_count()) {
+            if let Some(s) = store.shard_set_mut().shard_mut(shard) {
+                s.record_changes(true);
+            }
+        }
         let (log, recovered) = apply::recover(&mut store).map_err(StartError::Recovery)?;
         if recovered.batches_replayed > 0 {
             eprintln!(
@@ -365,11 +382,6 @@ impl Server {
                 shard.for_each_binding(|binding| take(&binding));
             }
         });
-        for shard in 0..usize::from(table_shards) {
-            if let Some(s) = store.shard_set_mut().shard_mut(shard) {
-                s.record_changes(true);
-            }
-        }
         let sets = store.split(workers);
         let mut polls = Vec::with_capacity(workers);
         let mut wakers = Vec::with_capacity(workers);

@@ -12,4 +12,4 @@ mod registry;
 mod state;
 
 pub use registry::{token_hash, ControlOutcome, Registry, Tenant, TenantStatus};
-pub use state::{Control, REGISTRY_NAME};
+pub use state::{Control, HISTORY_DIR, REGISTRY_NAME};

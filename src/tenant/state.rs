@@ -10,6 +10,7 @@
 
 use super::registry::Registry;
 use crate::binding::{Binding, Change, ChangeKind, Parties};
+use crate::history::{Event, EventKind, History, HistoryConfig};
 use crate::number::Number;
 use crate::pool::{AllocConfig, Allocator};
 use crate::protocol::codec::control;
@@ -44,6 +45,9 @@ pub struct Control {
     /// Live bindings by tenant, as this member has applied them (the
     /// leader checks quotas with it before logging a bind).
     live: Mutex<HashMap<u32, u64>>,
+    /// The traceability history (`history::History`), once opened: every
+    /// change the shards apply, appended in log order.
+    history: Mutex<Option<History>>,
 }
 
 impl Control {
@@ -57,7 +61,110 @@ impl Control {
             screened: Mutex::default(),
             allocator: Mutex::new(Allocator::new(AllocConfig::default())),
             live: Mutex::default(),
+            history: Mutex::new(None),
         })
+    }
+
+    /// Opens the history in `DIR/history`, dropping what it holds from
+    /// log index `durable_index` on (recovery appends those again).
+    pub fn open_history(&self, config: HistoryConfig, durable_index: u64) -> Result<(), String> {
+        let dir = self.dir.join(HISTORY_DIR);
+        crate::sys::create_private_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let history = History::open(&dir, config, durable_index).map_err(|e| e.to_string())?;
+        if let Ok(mut held) = self.history.lock() {
+            *held = Some(history);
+        }
+        Ok(())
+    }
+
+    /// Appends the changes log entry `index` made to the history (if it is
+    /// open). A history that cannot be written is logged and closed: the
+    /// tables go on, and the node says so (`history_failed`).
+    pub fn record_history<'a>(&self, index: u64, changes: impl IntoIterator<Item = &'a Change>) {
+        let Ok(mut held) = self.history.lock() else {
+            return;
+        };
+        let Some(history) = held.as_mut() else {
+            return;
+        };
+        let mut events: Vec<Event> = changes.into_iter().map(|c| event_of(index, c)).collect();
+        if events.is_empty() {
+            return;
+        }
+        // Loops report an entry's changes in their own order: a fixed
+        // order makes every member's history the same bytes.
+        events.sort_by_key(|e| (e.binding_id, e.kind as u8));
+        if let Err(error) = history.append(&events) {
+            eprintln!("x700: traceability history: {error}; it is closed until the next start");
+            *held = None;
+        }
+    }
+
+    /// Makes the history durable through what it holds (checkpoints, before
+    /// the manifest) and drops segments past the retention.
+    pub fn sync_history(&self, now_s: u32) -> Result<(), String> {
+        let Ok(mut held) = self.history.lock() else {
+            return Ok(());
+        };
+        let Some(history) = held.as_mut() else {
+            return Ok(());
+        };
+        history.sync(u64::MAX).map_err(|e| e.to_string())?;
+        history.purge(now_s).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Answers a trace question from the history as JSON, showing only
+    /// lives of tenants `visible` allows; `Err` if the history is not open
+    /// or cannot be read.
+    pub fn trace_json(
+        &self,
+        request: &control::TraceRequest<'_>,
+        visible: impl Fn(u32) -> bool,
+    ) -> Result<String, String> {
+        let lives = self
+            .with_history(|history| match *request {
+                control::TraceRequest::AtX { x, at_s, caller } => {
+                    history.at(x, at_s, (!caller.is_none()).then_some(caller))
+                }
+                control::TraceRequest::Order { tenant, order } => history.order(tenant, order),
+            })
+            .ok_or("the traceability history is not open on this node")?
+            .map_err(|e| e.to_string())?;
+        let lives: Vec<serde_json::Value> = lives
+            .iter()
+            .filter(|life| visible(life.tenant))
+            .map(|life| {
+                let mode = ["axb", "axn", "axe"]
+                    .get(usize::from(life.mode))
+                    .copied()
+                    .unwrap_or("axb");
+                serde_json::json!({
+                    "binding_id": life.binding_id,
+                    "tenant": life.tenant,
+                    "mode": mode,
+                    "x": life.x.digits(),
+                    "a": life.a.digits(),
+                    "b": life.b.digits(),
+                    "order": String::from_utf8_lossy(&life.order),
+                    "created_s": life.created_s,
+                    "expires_at_s": life.expires_at_s,
+                    "ended_s": life.ended_s,
+                    "end": life.end.map(|kind| match kind {
+                        EventKind::Unbound => "unbound",
+                        EventKind::Expired => "expired",
+                        _ => "live",
+                    }),
+                    "credential": life.credential,
+                })
+            })
+            .collect();
+        Ok(serde_json::json!({ "bindings": lives }).to_string())
+    }
+
+    /// Runs `f` on the history, if it is open.
+    pub fn with_history<R>(&self, f: impl FnOnce(&History) -> R) -> Option<R> {
+        self.history.lock().ok()?.as_ref().map(f)
     }
 
     /// Runs `f` on the allocator.
@@ -342,6 +449,43 @@ impl Control {
         let mut copy = registry.clone();
         copy.applied_next = copy.applied_next.max(applied_next);
         crate::sys::replace_file_durably(&self.dir, REGISTRY_NAME, &copy.to_json())
+    }
+}
+
+/// The history's directory inside the data directory.
+pub const HISTORY_DIR: &str = "history";
+
+/// A change as the history keeps it.
+fn event_of(index: u64, change: &Change) -> Event {
+    let binding = &change.binding;
+    let (a, b) = match binding.parties {
+        Parties::Axb { a, b } => (a, b),
+        Parties::Axn { a, default_callee } => (a, default_callee.unwrap_or(Number::NONE)),
+        Parties::Axe { a, extension } => (a, extension),
+    };
+    Event {
+        kind: match change.kind {
+            ChangeKind::Created => EventKind::Created,
+            ChangeKind::Updated => EventKind::Updated,
+            ChangeKind::Unbound => EventKind::Unbound,
+            ChangeKind::Expired => EventKind::Expired,
+        },
+        at_s: change.at_s,
+        log_index: index,
+        binding_id: binding.id.0,
+        tenant: binding.tenant,
+        mode: match binding.parties.mode() {
+            crate::binding::Mode::Axb => 0,
+            crate::binding::Mode::Axn => 1,
+            crate::binding::Mode::Axe => 2,
+        },
+        x: binding.x,
+        a,
+        b,
+        order: binding.order.as_bytes().to_vec(),
+        expires_at_s: binding.expires_at_s,
+        credential: 0,
+        created_s: binding.created_at_s,
     }
 }
 

@@ -426,3 +426,75 @@ mod tests {
         assert!(from_client(opcode::TENANT_STATUS, &[1, 0, 0, 0, 2, 0, 0, 0]).is_err());
     }
 }
+
+/// TRACE_X body: X, the second, the caller (8 zero bytes: any).
+pub const TRACE_X_BYTES: usize = 20;
+/// TRACE_ORDER body: tenant, order length, 3 reserved, the order (32).
+pub const TRACE_ORDER_BYTES: usize = 40;
+
+/// A question to the traceability history.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum TraceRequest<'a> {
+    /// Which bindings routed `x` at `at_s` (only those of `caller`, if given).
+    AtX {
+        /// The virtual number.
+        x: Number,
+        /// The second, Unix time.
+        at_s: u32,
+        /// The caller, or `Number::NONE`.
+        caller: Number,
+    },
+    /// Every binding of an order.
+    Order {
+        /// The tenant.
+        tenant: u32,
+        /// The order reference.
+        order: &'a [u8],
+    },
+}
+
+/// Decodes a TRACE_X or TRACE_ORDER body.
+pub fn decode_trace(op: u8, body: &[u8]) -> Result<TraceRequest<'_>, DecodeError> {
+    if op == opcode::TRACE_X {
+        expect_len(body, TRACE_X_BYTES)?;
+        return Ok(TraceRequest::AtX {
+            x: number_at(body, 0),
+            at_s: u32_at(body, 8),
+            caller: number_at(body, 12),
+        });
+    }
+    expect_len(body, TRACE_ORDER_BYTES)?;
+    let len = usize::from(body[4]);
+    if body[5..8].iter().any(|&b| b != 0) {
+        return Err(bad_frame("reserved bytes are not zero"));
+    }
+    if len == 0 || len > 32 || body[8 + len..].iter().any(|&b| b != 0) {
+        return Err(bad_request("order length must be 1-32 with zero padding"));
+    }
+    Ok(TraceRequest::Order {
+        tenant: tenant_at(body)?,
+        order: &body[8..8 + len],
+    })
+}
+
+/// Encodes a trace request; returns its opcode.
+pub fn encode_trace(request: &TraceRequest<'_>, out: &mut Vec<u8>) -> u8 {
+    match *request {
+        TraceRequest::AtX { x, at_s, caller } => {
+            out.extend_from_slice(&x.0);
+            out.extend_from_slice(&at_s.to_le_bytes());
+            out.extend_from_slice(&caller.0);
+            opcode::TRACE_X
+        }
+        TraceRequest::Order { tenant, order } => {
+            out.extend_from_slice(&tenant.to_le_bytes());
+            out.push(u8::try_from(order.len()).unwrap_or(u8::MAX));
+            out.extend_from_slice(&[0, 0, 0]);
+            let mut padded = [0u8; 32];
+            let n = order.len().min(32);
+            padded[..n].copy_from_slice(&order[..n]);
+            out.extend_from_slice(&padded);
+            opcode::TRACE_ORDER
+        }
+    }
+}

@@ -113,6 +113,8 @@ pub enum Request<'a> {
     PoolShow(u32),
     /// BIND_AXB_AUTO: an AXB bind with X chosen by the node (v2).
     BindAuto(auto::AutoBindBody),
+    /// TRACE_X or TRACE_ORDER (v2).
+    Trace(control::TraceRequest<'a>),
     /// WAIT_INDEX: answer once this node has applied `index`, or after
     /// `timeout_ms` (at most `limits::WAIT_INDEX_TIMEOUT_MS_MAX`).
     WaitIndex {
@@ -365,6 +367,9 @@ pub fn decode_request<'a>(header: &Header, body: &'a [u8]) -> Result<Request<'a>
         | opcode::POOL_REMOVE => control::from_client(header.opcode, body).map(Request::Control),
         opcode::TENANT_SHOW => control::decode_tenant_show(body).map(Request::TenantShow),
         opcode::POOL_SHOW => control::decode_pool_show(body).map(Request::PoolShow),
+        opcode::TRACE_X | opcode::TRACE_ORDER => {
+            control::decode_trace(header.opcode, body).map(Request::Trace)
+        }
         opcode::BIND_AXB_AUTO => auto::decode_auto_bind(body).map(Request::BindAuto),
         opcode::QUERY => {
             expect_len(body, QUERY_BYTES)?;

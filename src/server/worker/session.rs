@@ -123,6 +123,22 @@ impl Worker {
                     .map_or(Access::AllTenants, |s| s.access.clone());
                 self.propose_auto(origin, header, body, &auto, &access);
             }
+            Request::Trace(trace) => {
+                let access = self
+                    .conns
+                    .get(token)
+                    .and_then(|c| c.session.as_ref())
+                    .map_or(Access::AllTenants, |s| s.access.clone());
+                let (code, json) = match self.set.control().trace_json(&trace, |t| access.allows(t))
+                {
+                    Ok(json) => (status::OK, json),
+                    Err(reason) => {
+                        eprintln!("x700: trace: {reason}");
+                        (status::INTERNAL, String::new())
+                    }
+                };
+                self.answer(token, header.opcode, code, request_id, json.as_bytes());
+            }
             Request::PoolShow(tenant) => {
                 let allowed = self
                     .conns
