@@ -409,6 +409,7 @@ fn every_command_that_offers_server_works_with_it() {
                 ])
             }
             "pool show" => return Some(vec!["--tenant", "1"]),
+            "trace" => return Some(vec!["--tenant", "1", "--order", "b1"]),
             "pool remove" => {
                 return Some(vec![
                     "--tenant",

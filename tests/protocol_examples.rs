@@ -173,6 +173,40 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
             ),
         ),
         (
+            "pool_add",
+            control_frame(
+                8,
+                &ControlRequest::PoolAdd {
+                    tenant: 7,
+                    first: 700_123_400_000_000,
+                    last: 700_123_400_099_999,
+                    area: *b"0755",
+                    province: 0,
+                },
+            ),
+        ),
+        (
+            "bind_axb_auto",
+            frame(|out| {
+                let auto = x700::protocol::codec::auto::AutoBindBody {
+                    bind: BindBody {
+                        mode: x700::binding::Mode::Axb,
+                        x: Number::NONE,
+                        a: real("13800138000"),
+                        b: real("13900139000"),
+                        tenant: 7,
+                        ttl_s: 3600,
+                        direction: x700::binding::Direction::Both,
+                        recording: false,
+                        order: x700::binding::OrderRef::new(b"order").expect("order"),
+                    },
+                    area: *b"0755",
+                    reach: x700::protocol::codec::auto::Reach::Province,
+                };
+                x700::protocol::codec::auto::encode_auto_bind(out, 9, &auto);
+            }),
+        ),
+        (
             "lookup",
             frame(|out| {
                 let query = LookupQuery {

@@ -349,23 +349,25 @@ impl Server {
             Store::open_or_create(&config.data, config.table_shards, Arc::clone(&clock))?;
         claim_member_ids(&config, peers.is_some())?;
         // The history holds every change up to the tables' checkpoint; the
-        // log replay appends the rest, so changes are recorded from here.
+        // log replay makes the rest again, held in memory until the replay
+        // succeeded (a start that refuses writes nothing).
         let replay_from = store
             .shard_set()
             .owned()
             .map(crate::table::Shard::applied_log_index)
             .min()
             .unwrap_or(0);
-        store
-            .control()
-            .open_history(crate::history::HistoryConfig::default(), replay_from)
-            .map_err(StartError::Recovery)?;
+        store.control().hold_history();
         for shard in 0..usize::from(store.shard_count()) {
             if let Some(s) = store.shard_set_mut().shard_mut(shard) {
                 s.record_changes(true);
             }
         }
         let (log, recovered) = apply::recover(&mut store).map_err(StartError::Recovery)?;
+        store
+            .control()
+            .open_history(crate::history::HistoryConfig::default(), replay_from)
+            .map_err(StartError::Recovery)?;
         if recovered.batches_replayed > 0 {
             eprintln!(
                 "x700: recovery: replayed {} log entries ({} write batches)",

@@ -48,6 +48,10 @@ pub struct Control {
     /// The traceability history (`history::History`), once opened: every
     /// change the shards apply, appended in log order.
     history: Mutex<Option<History>>,
+    /// Events held while the start replays the log (`hold_history`): they
+    /// are appended once the replay succeeded, so a start that refuses
+    /// writes nothing.
+    held: Mutex<Option<Vec<Event>>>,
 }
 
 impl Control {
@@ -62,7 +66,16 @@ impl Control {
             allocator: Mutex::new(Allocator::new(AllocConfig::default())),
             live: Mutex::default(),
             history: Mutex::new(None),
+            held: Mutex::new(None),
         })
+    }
+
+    /// Holds the history's events in memory from here until
+    /// `open_history` (the start's log replay).
+    pub fn hold_history(&self) {
+        if let Ok(mut held) = self.held.lock() {
+            *held = Some(Vec::new());
+        }
     }
 
     /// Opens the history in `DIR/history`, dropping what it holds from
@@ -70,9 +83,13 @@ impl Control {
     pub fn open_history(&self, config: HistoryConfig, durable_index: u64) -> Result<(), String> {
         let dir = self.dir.join(HISTORY_DIR);
         crate::sys::create_private_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let history = History::open(&dir, config, durable_index).map_err(|e| e.to_string())?;
-        if let Ok(mut held) = self.history.lock() {
-            *held = Some(history);
+        let mut history = History::open(&dir, config, durable_index).map_err(|e| e.to_string())?;
+        let waiting = self.held.lock().ok().and_then(|mut held| held.take());
+        if let Some(events) = waiting.filter(|events| !events.is_empty()) {
+            history.append(&events).map_err(|e| e.to_string())?;
+        }
+        if let Ok(mut open) = self.history.lock() {
+            *open = Some(history);
         }
         Ok(())
     }
@@ -81,12 +98,6 @@ impl Control {
     /// open). A history that cannot be written is logged and closed: the
     /// tables go on, and the node says so (`history_failed`).
     pub fn record_history<'a>(&self, index: u64, changes: impl IntoIterator<Item = &'a Change>) {
-        let Ok(mut held) = self.history.lock() else {
-            return;
-        };
-        let Some(history) = held.as_mut() else {
-            return;
-        };
         let mut events: Vec<Event> = changes.into_iter().map(|c| event_of(index, c)).collect();
         if events.is_empty() {
             return;
@@ -94,6 +105,18 @@ impl Control {
         // Loops report an entry's changes in their own order: a fixed
         // order makes every member's history the same bytes.
         events.sort_by_key(|e| (e.binding_id, e.kind as u8));
+        if let Ok(mut waiting) = self.held.lock() {
+            if let Some(waiting) = waiting.as_mut() {
+                waiting.append(&mut events);
+                return;
+            }
+        }
+        let Ok(mut held) = self.history.lock() else {
+            return;
+        };
+        let Some(history) = held.as_mut() else {
+            return;
+        };
         if let Err(error) = history.append(&events) {
             eprintln!("x700: traceability history: {error}; it is closed until the next start");
             *held = None;
