@@ -7,6 +7,7 @@ mod bench;
 mod cluster;
 mod commands;
 mod decode;
+mod import;
 mod load;
 mod output;
 mod remote;
@@ -45,6 +46,7 @@ pub fn run() -> i32 {
         Command::Cluster(command) => cluster::run(&command),
         Command::Decode(decode) => return decode::decode(&decode),
         Command::Replay(replay) => return replay::replay(&replay),
+        Command::Import(import) => import::import(&import),
     };
     output::emit(&outcome, json)
 }
