@@ -195,7 +195,11 @@ fn read_file(path: &Path) -> Result<String, Outcome> {
     String::from_utf8(bytes).map_err(|e| {
         Outcome::failure(
             "bad_request",
-            &format!("{} is not UTF-8 (byte {})", path.display(), e.utf8_error().valid_up_to()),
+            &format!(
+                "{} is not UTF-8 (byte {})",
+                path.display(),
+                e.utf8_error().valid_up_to()
+            ),
         )
     })
 }
@@ -314,7 +318,11 @@ fn invalid(args: &ImportArgs, errors: &[RowError]) -> Outcome {
         "resume_from_line": Value::Null,
         "report": args.report.as_ref().map(|p| p.display().to_string()),
     });
-    with_rejected(Outcome::with_status("invalid", fields, false), &rejected, args)
+    with_rejected(
+        Outcome::with_status("invalid", fields, false),
+        &rejected,
+        args,
+    )
 }
 
 /// The closing summary: counts over the whole file so far (earlier runs
@@ -375,8 +383,7 @@ fn with_rejected(mut outcome: Outcome, rejected: &[Rejected], args: &ImportArgs)
                 .as_deref()
                 .map(|c| format!(" column {c}"))
                 .unwrap_or_default();
-            let message =
-                Outcome::with_status(&row.status, json!({ "reason": row.reason }), false);
+            let message = Outcome::with_status(&row.status, json!({ "reason": row.reason }), false);
             eprintln!(
                 "line {}{column}: {}",
                 row.line,

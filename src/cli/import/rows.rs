@@ -109,7 +109,10 @@ pub fn check_file(
         }]
     })?;
     let Some((header, data)) = records.split_first() else {
-        return Err(vec![file_error(1, "the file is empty: it needs a header row")]);
+        return Err(vec![file_error(
+            1,
+            "the file is empty: it needs a header row",
+        )]);
     };
     let columns = check_header(header)?;
     if data.is_empty() {
@@ -373,8 +376,7 @@ impl RowChecker<'_> {
                 match u32::try_from(ttl_s) {
                     Ok(ttl_s) if ttl_s <= TTL_S_MAX => Some(ttl_s),
                     _ => {
-                        let reason =
-                            format!("{expires:?} is more than {TTL_S_MAX} s from now");
+                        let reason = format!("{expires:?} is more than {TTL_S_MAX} s from now");
                         self.fail(Column::ExpiresAt, "bad_request", reason);
                         None
                     }
@@ -562,8 +564,14 @@ mod tests {
         assert_eq!(parse_time_s("0"), Some(0));
         assert_eq!(parse_time_s("1800000000"), Some(1_800_000_000));
         assert_eq!(parse_time_s("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_time_s("2027-01-15T16:00:00+08:00"), Some(1_800_000_000));
-        assert_eq!(parse_time_s("2027-01-15T03:00:00-05:00"), Some(1_800_000_000));
+        assert_eq!(
+            parse_time_s("2027-01-15T16:00:00+08:00"),
+            Some(1_800_000_000)
+        );
+        assert_eq!(
+            parse_time_s("2027-01-15T03:00:00-05:00"),
+            Some(1_800_000_000)
+        );
         assert_eq!(parse_time_s("2000-02-29 12:00:00.5z"), Some(951_825_600));
         assert_eq!(parse_time_s("2001-02-29T00:00:00Z"), None);
         assert_eq!(parse_time_s("2001-01-01T00:00:00"), None);
@@ -655,6 +663,9 @@ mod tests {
         let errors = check("x,a,order\n7,1,o\n").expect_err("no lifetime column");
         assert_eq!(errors[0].line, 1);
         assert_eq!(check("").expect_err("empty")[0].line, 1);
-        assert_eq!(check("x,a,order,ttl_s\r\n").expect_err("no rows")[0].line, 1);
+        assert_eq!(
+            check("x,a,order,ttl_s\r\n").expect_err("no rows")[0].line,
+            1
+        );
     }
 }

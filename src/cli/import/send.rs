@@ -168,10 +168,7 @@ impl Remote {
             .collect())
     }
 
-    fn unbind_all(
-        &mut self,
-        ids: &[BindingId],
-    ) -> Result<Vec<(BindingId, String)>, ClientError> {
+    fn unbind_all(&mut self, ids: &[BindingId]) -> Result<Vec<(BindingId, String)>, ClientError> {
         let answers = self.pipeline(ids.len(), |out, request_id, i| {
             codec::encode_unbind(out, request_id, &UnbindBody::Id(ids[i]));
         })?;
