@@ -336,3 +336,25 @@ fn offline_import_binds_into_a_data_directory() {
     let mut switch = switch(&node);
     assert!(pairs.iter().all(|p| routes(&mut switch, p)));
 }
+
+#[test]
+fn rows_for_a_tenant_the_credential_may_not_bind_for_are_refused_and_nothing_stays() {
+    let node = Node::start(&CREDENTIALS);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let pairs: Vec<Pair> = (51..=53).map(pair).collect();
+    let file = axb_file(dir.path(), "other-tenant.csv", &pairs);
+    let server = node.tcp.to_string();
+    let file_arg = file.to_str().expect("UTF-8 path");
+    // Platform 1's credential may bind for tenant 1 only.
+    let (code, json) = x700(&[
+        "import", "--tenant", "2", file_arg, "--server", &server, "--token", P1_TOKEN, "--json",
+    ]);
+    assert_eq!(code, 1, "{json}");
+    assert_eq!(json["status"], "refused", "{json}");
+    assert_eq!(json["batches_done"], 0);
+    assert_eq!(json["resume_from_line"], 2);
+    assert_eq!(lines(&json), vec![2, 3, 4]);
+    assert_eq!(json["rejected"][0]["status"], "unauthorised", "{json}");
+    let mut switch = switch(&node);
+    assert!(pairs.iter().all(|p| !routes(&mut switch, p)));
+}
