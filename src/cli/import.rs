@@ -172,7 +172,7 @@ pub fn import(args: &ImportArgs) -> Outcome {
             ending = Ending::Interrupted(error);
         }
     }
-    let sent_rows = report.rows_done - report.rows.min(start as u64);
+    let sent_rows = report.rows_done.saturating_sub(start as u64);
     summary(args, &report, &ending, batches_before, sent_rows, started)
 }
 
