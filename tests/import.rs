@@ -4,7 +4,11 @@
 //! imports nothing and names each bad line; a row refused in batch 2 of 3
 //! leaves batch 1 in, undoes batch 2 (its other rows stop routing) and
 //! never sends batch 3, and `--resume` finishes once the blocker is gone;
-//! quoted fields and CRLF line ends are read as written. Every command runs
+//! the undoing removes only what the batch created (a row already present,
+//! as a crashed import leaves it, stays) and a resume completes such a
+//! partial batch; rows for a tenant the credential may not bind for are
+//! refused; quoted fields and CRLF line ends are read as written; offline
+//! `--data` binds into a directory a node then serves. Every command runs
 //! with a deadline; nodes listen on loopback only.
 
 mod common;
@@ -357,4 +361,52 @@ fn rows_for_a_tenant_the_credential_may_not_bind_for_are_refused_and_nothing_sta
     assert_eq!(json["rejected"][0]["status"], "unauthorised", "{json}");
     let mut switch = switch(&node);
     assert!(pairs.iter().all(|p| !routes(&mut switch, p)));
+}
+
+#[test]
+fn rows_already_present_stay_when_their_batch_is_undone_and_resume_completes_a_partial_batch() {
+    let node = Node::start(&CREDENTIALS);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let pairs: Vec<Pair> = (61..=64).map(pair).collect();
+    let file = axb_file(dir.path(), "partial.csv", &pairs);
+    let report = dir.path().join("partial.report.json");
+    let report_arg = report.to_str().expect("UTF-8 path");
+    // As a crashed import would have left it: row 3 (batch 2) bound
+    // identically already. And a blocker on row 4's X.
+    let mut platform = Client::connect(node.tcp, Role::Platform, P1_TOKEN).expect("platform");
+    let earlier = platform
+        .bind(&axb(pairs[2].x, &pairs[2].a, &pairs[2].b, "order-2"))
+        .expect("bind row 3");
+    assert_eq!(earlier.status, status::OK);
+    let blocker = platform
+        .bind(&axb(pairs[3].x, &pairs[3].a, "13700000002", "blocker"))
+        .expect("bind the blocker");
+    assert_eq!(blocker.status, status::OK);
+
+    let (code, json) = import(&node, &file, &["--batch", "2", "--report", report_arg]);
+    assert_eq!(
+        (code, json["status"].as_str()),
+        (1, Some("refused")),
+        "{json}"
+    );
+    assert_eq!(lines(&json), vec![5]);
+    // The compensation unbinds only what the batch created: row 3 was
+    // there before it and stays.
+    let mut switch = switch(&node);
+    assert!(routes(&mut switch, &pairs[2]), "row 3 was unbound");
+
+    let id = blocker.binding_id.expect("blocker id");
+    assert!(platform
+        .unbind(&UnbindBody::Id(id))
+        .expect("unbind")
+        .is_ok());
+    let (code, json) = import(
+        &node,
+        &file,
+        &["--batch", "2", "--report", report_arg, "--resume"],
+    );
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["created"], 3, "{json}");
+    assert_eq!(json["present"], 1, "{json}");
+    assert!(pairs.iter().all(|p| routes(&mut switch, p)));
 }
