@@ -179,6 +179,7 @@ fn a_file_with_bad_rows_imports_nothing_and_lists_each_bad_line() {
     let (code, json) = import(&node, &file, &[]);
     assert_eq!(code, 1, "{json}");
     assert_eq!(json["status"], "invalid", "{json}");
+    assert_eq!(json["rows"], 5);
     assert_eq!(json["created"], 0);
     // Line 3: B is no number; line 5: expired long ago; line 6: A on X
     // again (line 2 holds it). Line 4 is good: nothing claimed its place.

@@ -102,7 +102,7 @@ pub fn import(args: &ImportArgs) -> Outcome {
     let rows = match rows::check_file(&text, args.tenant, policy(&args.store), SystemClock.now_s())
     {
         Ok(rows) => rows,
-        Err(errors) => return invalid(args, &errors),
+        Err(errors) => return invalid(args, &text, &errors),
     };
     let mut report = earlier.unwrap_or_else(|| Report {
         format: report::FORMAT.to_string(),
@@ -298,8 +298,12 @@ fn send_batch(sink: &mut Sink, batch: &[Row], report: &mut Report) -> Result<boo
     Ok(false)
 }
 
-/// Phase 1 failed: nothing was sent.
-fn invalid(args: &ImportArgs, errors: &[RowError]) -> Outcome {
+/// Phase 1 failed: nothing was sent. `rows` counts the data rows when the
+/// file is CSV at all (`null` if it is not).
+fn invalid(args: &ImportArgs, text: &str, errors: &[RowError]) -> Outcome {
+    let rows = csv::records(text, rows::FIELD_BYTES_MAX)
+        .ok()
+        .map(|records| records.len().saturating_sub(1));
     let rejected: Vec<Rejected> = errors
         .iter()
         .map(|error| Rejected {
@@ -311,7 +315,7 @@ fn invalid(args: &ImportArgs, errors: &[RowError]) -> Outcome {
         .collect();
     let fields = json!({
         "error": format!("{} bad row(s): nothing was imported", rejected.len()),
-        "rows": Value::Null,
+        "rows": rows,
         "batches_done": 0,
         "created": 0,
         "present": 0,
