@@ -22,7 +22,10 @@ const NUMBERS: u64 = 10_000_000;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let address = args.get(1).map_or("127.0.0.1:7700", String::as_str).to_string();
+    let address = args
+        .get(1)
+        .map_or("127.0.0.1:7700", String::as_str)
+        .to_string();
     let binds: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(200_000);
     let conns: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(4);
     let depth: u64 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(64);
@@ -143,7 +146,7 @@ fn heavy_tailed(i: u64, n: u64) -> u64 {
     let mut h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     h ^= h >> 29;
     let busy = (n / 10).max(1);
-    if h % 2 == 0 {
+    if h.is_multiple_of(2) {
         (h >> 8) % n
     } else {
         (h >> 8) % busy

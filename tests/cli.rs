@@ -355,6 +355,11 @@ fn every_command_that_offers_server_works_with_it() {
     }
     std::fs::write(&empty_capture, pcap_header).expect("write empty capture");
     let empty_capture = empty_capture.to_string_lossy().into_owned();
+    // `import` reads a CSV file: one binding.
+    let import_file = capture_dir.path().join("import.csv");
+    let import_rows = "x,a,b,order,ttl_s\n700000000000200,13800000200,13900000200,i1,600\n";
+    std::fs::write(&import_file, import_rows).expect("write import file");
+    let import_file = import_file.to_string_lossy().into_owned();
 
     let arguments = |command: &str| -> Option<Vec<&str>> {
         let binding = ["--tenant", "1", "--ttl-s", "600", "--a", "13800000001"];
@@ -390,6 +395,7 @@ fn every_command_that_offers_server_works_with_it() {
             // A one-member node is a cluster: verify agrees with itself.
             "cluster verify" => return Some(Vec::new()),
             "replay" => return Some(vec![&empty_capture, "--speed", "max"]),
+            "import" => return Some(vec![&import_file, "--tenant", "1"]),
             // Tenant 1 is the one the commands above bind for.
             "tenant add" => return Some(vec!["--tenant", "1", "--token", "tenant-one-token-0123"]),
             "tenant set" => return Some(vec!["--tenant", "1", "--max-live", "10"]),

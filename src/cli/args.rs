@@ -50,6 +50,10 @@ pub enum Command {
     /// Send a capture's requests again to a server and compare its answers
     /// with the captured ones.
     Replay(ReplayArgs),
+    /// Bind the rows of a CSV file (a migration from another platform):
+    /// the whole file checked first, then sent in batches, each undone if
+    /// any of its rows is refused.
+    Import(super::import::ImportArgs),
     /// Tenants (business users): add, change, suspend, resume, show, list.
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -358,6 +362,7 @@ impl Command {
             Command::Cluster(ClusterCommand::AddNode(a)) => a.cluster.json,
             Command::Cluster(ClusterCommand::RemoveNode(a)) => a.cluster.json,
             Command::Decode(a) => a.json,
+            Command::Import(a) => a.store.json,
             Command::Tenant(TenantCommand::Add(a) | TenantCommand::Set(a)) => a.json,
             Command::Tenant(
                 TenantCommand::Suspend(a) | TenantCommand::Resume(a) | TenantCommand::Show(a),

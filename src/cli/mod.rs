@@ -7,6 +7,7 @@ mod bench;
 mod cluster;
 mod commands;
 mod decode;
+mod import;
 mod load;
 mod output;
 mod pool;
@@ -48,6 +49,7 @@ pub fn run() -> i32 {
         Command::Cluster(command) => cluster::run(&command),
         Command::Decode(decode) => return decode::decode(&decode),
         Command::Replay(replay) => return replay::replay(&replay),
+        Command::Import(import) => import::import(&import),
         Command::Tenant(command) => tenant::tenant(&command),
         Command::Block(command) => tenant::block(&command),
         Command::Pool(command) => pool::pool(&command),
