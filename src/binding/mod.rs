@@ -242,6 +242,9 @@ pub struct Change {
     pub at_s: u32,
     /// The binding.
     pub binding: Binding,
+    /// The credential of the session whose write made the change (0 for
+    /// an expiry, or unknown): `server::auth::Session::credential`.
+    pub credential: u32,
 }
 
 /// Changes an update may make; `None` leaves a field as it is.

@@ -9,9 +9,13 @@
 //! | 0 | 4 | `now_s`: the proposer's clock when it proposed the batch |
 //! | 4 | .. | writes, back to back |
 //!
-//! Each write: tenant scope count `u16` (`0xFFFF`: every tenant), then that
-//! many tenant ids `u32`, then the request frame exactly as the client sent
-//! it (12-byte header with its length, then the body; docs/PROTOCOL.md).
+//! Each write: tenant scope count `u16` (`0xFFFF`: every tenant; `0xFFFE`:
+//! every tenant and a credential id follows; bit 15 set on a count: that
+//! many tenant ids and a credential id follows), then that many tenant ids
+//! `u32`, then the credential id `u32` if one follows (the session that made
+//! the write, for the traceability history), then the request frame exactly
+//! as the client sent it (12-byte header with its length, then the body;
+//! docs/PROTOCOL.md).
 //!
 //! Applying a batch is a pure function of the tables and the batch: the
 //! time is never a clock read at apply time but the *applied clock*,
@@ -34,6 +38,12 @@ pub const APPLY_VERSION: u32 = 2;
 pub const BATCH_BYTES_MAX: usize = 1 << 20;
 /// Tenant-scope count meaning "every tenant".
 const ALL_TENANTS: u16 = u16::MAX;
+/// Tenant-scope count meaning "every tenant", then a `u32` credential id.
+const ALL_TENANTS_CREDENTIAL: u16 = u16::MAX - 1;
+/// Flag on a tenant-scope count: a `u32` credential id follows the ids.
+const CREDENTIAL_FLAG: u16 = 0x8000;
+/// Most tenant ids in a write's scope.
+const SCOPE_TENANTS_MAX: usize = 0x4000;
 
 /// Which tenants a write may touch (the session's scope when it was made).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,21 +95,38 @@ impl WriteBatch {
     /// Adds a write; false (and nothing added) if the batch would pass
     /// `BATCH_BYTES_MAX` or the scope has too many tenants.
     pub fn push(&mut self, tenants: Option<&[u32]>, frame: &[u8]) -> bool {
+        self.push_from(tenants, 0, frame)
+    }
+
+    /// Adds a write made by the session of credential id `credential` (0:
+    /// none known), which the traceability history keeps.
+    pub fn push_from(&mut self, tenants: Option<&[u32]>, credential: u32, frame: &[u8]) -> bool {
         let scope_len = tenants.map_or(0, <[u32]>::len);
-        if scope_len >= usize::from(ALL_TENANTS)
-            || self.writes.len() + 2 + 4 * scope_len + frame.len() > BATCH_BYTES_MAX
+        if scope_len >= SCOPE_TENANTS_MAX
+            || self.writes.len() + 6 + 4 * scope_len + frame.len() > BATCH_BYTES_MAX
         {
             return false;
         }
         match tenants {
-            None => self.writes.extend_from_slice(&ALL_TENANTS.to_le_bytes()),
+            None if credential == 0 => self.writes.extend_from_slice(&ALL_TENANTS.to_le_bytes()),
+            None => {
+                self.writes
+                    .extend_from_slice(&ALL_TENANTS_CREDENTIAL.to_le_bytes());
+            }
             Some(list) => {
-                let count = u16::try_from(list.len()).unwrap_or(ALL_TENANTS - 1);
+                // Below SCOPE_TENANTS_MAX: fits 14 bits.
+                let mut count = u16::try_from(list.len()).unwrap_or(0);
+                if credential != 0 {
+                    count |= CREDENTIAL_FLAG;
+                }
                 self.writes.extend_from_slice(&count.to_le_bytes());
                 for tenant in list {
                     self.writes.extend_from_slice(&tenant.to_le_bytes());
                 }
             }
+        }
+        if credential != 0 {
+            self.writes.extend_from_slice(&credential.to_le_bytes());
         }
         self.writes.extend_from_slice(frame);
         self.count += 1;
@@ -130,7 +157,13 @@ impl WriteBatch {
 
     /// The writes, in order: each is its scope and its request frame, or
     /// an error if the bytes cannot be read (a damaged payload).
-    pub fn iter(&self) -> Writes<'_> {
+    pub fn iter(&self) -> impl Iterator<Item = Result<(Scope<'_>, &[u8]), &'static str>> + '_ {
+        self.writes_from()
+            .map(|write| write.map(|(scope, _, frame)| (scope, frame)))
+    }
+
+    /// The writes with the credential id each was made by (0: unknown).
+    pub fn writes_from(&self) -> Writes<'_> {
         Writes {
             bytes: &self.writes,
             at: 0,
@@ -170,7 +203,7 @@ pub struct Writes<'a> {
 }
 
 impl<'a> Iterator for Writes<'a> {
-    type Item = Result<(Scope<'a>, &'a [u8]), &'static str>;
+    type Item = Result<(Scope<'a>, u32, &'a [u8]), &'static str>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.at >= self.bytes.len() {
@@ -184,12 +217,21 @@ impl<'a> Iterator for Writes<'a> {
                     .try_into()
                     .map_err(|_| "short scope")?,
             );
-            let (scope, frame_at) = if count == ALL_TENANTS {
-                (Scope::AllTenants, 2)
-            } else {
-                let end = 2 + 4 * usize::from(count);
-                (Scope::Tenants(rest.get(2..end).ok_or("short scope")?), end)
+            let (scope, mut frame_at, credited) = match count {
+                ALL_TENANTS => (Scope::AllTenants, 2, false),
+                ALL_TENANTS_CREDENTIAL => (Scope::AllTenants, 2, true),
+                _ => {
+                    let end = 2 + 4 * usize::from(count & !CREDENTIAL_FLAG);
+                    let ids = rest.get(2..end).ok_or("short scope")?;
+                    (Scope::Tenants(ids), end, count & CREDENTIAL_FLAG != 0)
+                }
             };
+            let mut credential = 0;
+            if credited {
+                let word = rest.get(frame_at..frame_at + 4).ok_or("short scope")?;
+                credential = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+                frame_at += 4;
+            }
             let head = rest.get(frame_at..frame_at + 4).ok_or("short frame")?;
             let length = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
             if length < crate::protocol::frame::HEADER_BYTES {
@@ -198,12 +240,12 @@ impl<'a> Iterator for Writes<'a> {
             let frame = rest
                 .get(frame_at..frame_at + length)
                 .ok_or("frame runs past the batch")?;
-            Ok((scope, frame, frame_at + length))
+            Ok((scope, credential, frame, frame_at + length))
         })();
         match result {
-            Ok((scope, frame, used)) => {
+            Ok((scope, credential, frame, used)) => {
                 self.at += used;
-                Some(Ok((scope, frame)))
+                Some(Ok((scope, credential, frame)))
             }
             Err(reason) => {
                 self.at = self.bytes.len();
@@ -223,6 +265,38 @@ mod tests {
         f[4] = 0x10;
         f[8] = id;
         f
+    }
+
+    /// A write carries the credential that made it (for the history);
+    /// writes without one keep the layout logs written before had, so
+    /// those logs read as they did.
+    #[test]
+    fn credentials_travel_with_writes_and_old_layouts_still_read() {
+        let mut batch = WriteBatch::new(7);
+        assert!(batch.push(None, &frame(1)));
+        assert!(batch.push_from(None, 42, &frame(2)));
+        assert!(batch.push_from(Some(&[5, 6]), 2_147_483_653, &frame(3)));
+        assert!(batch.push(Some(&[9]), &frame(4)));
+        let again = WriteBatch::decode(&batch.encode()).expect("decodes");
+        let read: Vec<(Option<Vec<u32>>, u32, u8)> = again
+            .writes_from()
+            .map(|w| {
+                let (scope, credential, frame) = w.expect("whole");
+                (scope.tenants(), credential, frame[8])
+            })
+            .collect();
+        assert_eq!(
+            read,
+            vec![
+                (None, 0, 1),
+                (None, 42, 2),
+                (Some(vec![5, 6]), 2_147_483_653, 3),
+                (Some(vec![9]), 0, 4),
+            ]
+        );
+        // The first write is exactly the old layout: 0xFFFF then the frame.
+        assert_eq!(&batch.writes[..2], &[0xFF, 0xFF]);
+        assert_eq!(&batch.writes[2..16], &frame(1)[..]);
     }
 
     #[test]

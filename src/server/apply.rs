@@ -149,7 +149,12 @@ pub fn apply_batch(set: &mut ShardSet, index: u64, batch: &WriteBatch, out: &mut
             }
         }
     }
-    for (position, write) in (0u32..).zip(decoded) {
+    // Who made each write, for the history.
+    let credentials: Vec<u32> = batch
+        .writes_from()
+        .map(|write| write.map_or(0, |(_, credential, _)| credential))
+        .collect();
+    for ((position, write), credential) in (0u32..).zip(decoded).zip(credentials) {
         let start = u32::try_from(out.frames.len()).unwrap_or(u32::MAX);
         let (scope, header, op) = match write {
             Ok(read) => read,
@@ -190,6 +195,14 @@ pub fn apply_batch(set: &mut ShardSet, index: u64, batch: &WriteBatch, out: &mut
             now_s,
             &mut out.frames,
         );
+        if let Some(s) = set.shard_mut(shard) {
+            for mut change in s.take_changes() {
+                if change.kind != crate::binding::ChangeKind::Expired {
+                    change.credential = credential;
+                }
+                out.changes.push(change);
+            }
+        }
         let end = u32::try_from(out.frames.len()).unwrap_or(u32::MAX);
         out.spans.push((position, start, end));
     }
@@ -204,11 +217,10 @@ fn absorb_changes(set: &mut ShardSet, changes: &mut Vec<crate::binding::Change>)
     let control = Arc::clone(set.control());
     for shard in 0..usize::from(set.shard_count()) {
         if let Some(s) = set.shard_mut(shard) {
-            let made = s.take_changes();
-            control.absorb(&made);
-            changes.extend(made);
+            changes.extend(s.take_changes());
         }
     }
+    control.absorb(changes);
 }
 
 /// Notes in every owned shard that entry `index` is applied.

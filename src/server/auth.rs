@@ -35,7 +35,14 @@ pub struct Session {
     /// The protocol version agreed in HELLO: the lower of the client's
     /// and this build's. Opcodes of later versions are unknown to it.
     pub version: u16,
+    /// Which credential opened it, as the traceability history records it:
+    /// a configured credential's position plus one, a tenant's credential
+    /// `TENANT_CREDENTIAL | tenant`, 0 in protected mode.
+    pub credential: u32,
 }
+
+/// Bit marking a tenant's credential id (the low 31 bits: the tenant).
+pub const TENANT_CREDENTIAL: u32 = 1 << 31;
 
 /// The answer to a HELLO.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,34 +75,42 @@ pub fn hello(
     let Some(role) = Role::from_code(role) else {
         return HelloOutcome::Unauthorised;
     };
-    let accepted = |access| {
+    let accepted = |access, credential| {
         HelloOutcome::Accepted(Session {
             role,
             access,
             version,
+            credential,
         })
     };
-    if let Some(credential) = credentials
+    if let Some((position, credential)) = credentials
         .iter()
-        .find(|c| constant_time_eq(c.token.as_bytes(), token))
+        .enumerate()
+        .find(|(_, c)| constant_time_eq(c.token.as_bytes(), token))
     {
+        let id = u32::try_from(position + 1).unwrap_or(u32::MAX) & !TENANT_CREDENTIAL;
         return match role_of(&credential.role) {
-            Some(Role::Admin) => accepted(Access::AllTenants),
-            Some(r) if r == role => accepted(Access::Tenants(credential.tenants.clone().into())),
+            Some(Role::Admin) => accepted(Access::AllTenants, id),
+            Some(r) if r == role => {
+                accepted(Access::Tenants(credential.tenants.clone().into()), id)
+            }
             _ => HelloOutcome::Unauthorised,
         };
     }
     if !token.is_empty() && version >= 2 {
         if let Some(tenant) = registry.tenant_of_token(token) {
             return if role == Role::Platform {
-                accepted(Access::Tenants(Arc::from([tenant])))
+                accepted(
+                    Access::Tenants(Arc::from([tenant])),
+                    TENANT_CREDENTIAL | (tenant & !TENANT_CREDENTIAL),
+                )
             } else {
                 HelloOutcome::Unauthorised
             };
         }
     }
     if credentials.is_empty() && peer_is_loopback {
-        return accepted(Access::AllTenants);
+        return accepted(Access::AllTenants, 0);
     }
     HelloOutcome::Unauthorised
 }

@@ -35,6 +35,9 @@
 //! cool_off_s = 0                 # an X a pair released waits this long for its numbers
 //! sticky_pairs_max = 65536       # released pairs remembered (cool-off, same X again)
 //!
+//! [history]                      # the traceability history
+//! retention_days = 180           # every binding's life is kept this long
+//!
 //! [capture]                      # optional: client traffic as pcapng
 //! file = "/var/tmp/x700.pcapng"  # rotated to x700.1.pcapng, x700.2.pcapng ...
 //! max_bytes = 268435456          # a file is rotated before this size
@@ -166,6 +169,34 @@ pub struct Config {
     pub capture: CaptureConfig,
     /// How BIND_AXB_AUTO chooses X.
     pub pools: PoolSettings,
+    /// The traceability history.
+    pub history: HistorySettings,
+}
+
+/// `[history]`: the traceability history (`history::History`).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistorySettings {
+    /// Days every binding's life is kept (default 180, 1 to 3660).
+    pub retention_days: u32,
+}
+
+impl Default for HistorySettings {
+    fn default() -> HistorySettings {
+        HistorySettings {
+            retention_days: 180,
+        }
+    }
+}
+
+impl HistorySettings {
+    /// The history's configuration.
+    pub fn history_config(self) -> crate::history::HistoryConfig {
+        crate::history::HistoryConfig {
+            retention_s: self.retention_days.saturating_mul(86_400),
+            ..crate::history::HistoryConfig::default()
+        }
+    }
 }
 
 /// `[pools]`: automatic X selection (`pool::Allocator`).
@@ -317,6 +348,7 @@ impl Default for Config {
             log: LogSettings::default(),
             capture: CaptureConfig::default(),
             pools: PoolSettings::default(),
+            history: HistorySettings::default(),
         }
     }
 }
@@ -480,6 +512,11 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "log.proposal_deadline_ms must be {PROPOSAL_DEADLINE_MS_MIN} to {PROPOSAL_DEADLINE_MS_MAX}"
             )));
+        }
+        if !(1..=3660).contains(&self.history.retention_days) {
+            return Err(ConfigError::Invalid(
+                "history.retention_days must be 1 to 3660".into(),
+            ));
         }
         if let Err(reason) = self.pools.alloc_config().check() {
             return Err(ConfigError::Invalid(format!("pools: {reason}")));

@@ -366,7 +366,7 @@ impl Server {
         let (log, recovered) = apply::recover(&mut store).map_err(StartError::Recovery)?;
         store
             .control()
-            .open_history(crate::history::HistoryConfig::default(), replay_from)
+            .open_history(config.history.history_config(), replay_from)
             .map_err(StartError::Recovery)?;
         if recovered.batches_replayed > 0 {
             eprintln!(

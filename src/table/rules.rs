@@ -311,6 +311,7 @@ impl Shard {
                     kind,
                     at_s,
                     binding,
+                    credential: 0,
                 });
             }
         }

@@ -507,7 +507,7 @@ fn event_of(index: u64, change: &Change) -> Event {
         b,
         order: binding.order.as_bytes().to_vec(),
         expires_at_s: binding.expires_at_s,
-        credential: 0,
+        credential: change.credential,
         created_s: binding.created_at_s,
     }
 }

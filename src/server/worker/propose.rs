@@ -107,9 +107,17 @@ impl Worker {
             Access::AllTenants => None,
             Access::Tenants(list) => Some(&list[..]),
         };
-        if !self.proposal.push(tenants, &frame) {
+        let credential = match origin {
+            Origin::Tcp { token, .. } => self
+                .conns
+                .get(token as usize)
+                .and_then(|c| c.session.as_ref())
+                .map_or(0, |s| s.credential),
+            Origin::Udp { .. } => 0,
+        };
+        if !self.proposal.push_from(tenants, credential, &frame) {
             self.flush_proposal();
-            if !self.proposal.push(tenants, &frame) {
+            if !self.proposal.push_from(tenants, credential, &frame) {
                 self.scratch = frame;
                 self.unforward(origin);
                 self.deliver_status(
