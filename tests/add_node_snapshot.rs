@@ -5,7 +5,8 @@
 //! it installs one (STATS `log.snapshots_installed`, and its log says so),
 //! routes every bind acknowledged before it joined, takes the binds made
 //! after, and `x700 cluster verify` finds all four members at one index
-//! with one checksum. The short version of issue 10's "a node added to a
+//! with one checksum, and its traceability history (carried in the image)
+//! answers for a binding made before it joined. The short version of issue 10's "a node added to a
 //! running 10M-binding cluster catches up by snapshot"; the 10M figure is
 //! `perf/snapshot-install.sh`'s.
 
@@ -196,6 +197,32 @@ fn a_node_added_after_the_log_was_purged_catches_up_by_snapshot_and_answers_like
         routes_all(nodes[&4].tcp, &acked, Duration::from_secs(30)),
         "the new member misses binds acknowledged before it joined"
     );
+    // The image carried the leader's traceability history: the new member
+    // answers who held the first X, bound long before it joined.
+    let (first_x, first_id) = acked[0];
+    let now_s = u32::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs(),
+    )
+    .expect("u32 time");
+    let mut admin4 = Client::connect(nodes[&4].tcp, Role::Admin, "").expect("admin at 4");
+    let (code, traced) = admin4
+        .trace(&x700::protocol::codec::control::TraceRequest::AtX {
+            x: first_x,
+            at_s: now_s,
+            caller: Number::NONE,
+        })
+        .expect("TRACE_X answered");
+    assert_eq!(code, status::OK, "{traced}");
+    let traced: serde_json::Value = serde_json::from_str(&traced).expect("JSON");
+    assert_eq!(
+        traced["bindings"][0]["binding_id"].as_u64(),
+        Some(first_id.0),
+        "the new member's history lacks a life made before it joined: {traced}"
+    );
+    drop(admin4);
 
     // It takes the binds made after it joined, like the others.
     let later = bind_acked(&first_three, next, 100);

@@ -407,6 +407,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             )));
         }
         let started = std::time::Instant::now();
+        // The image carries the leader's history: this member's closes
+        // while its files are replaced.
+        self.applier.control().close_history();
         // The swap journal names the staging directory already: openraft
         // purges the log up to the snapshot without waiting for this
         // install, so from its call on the swap must happen, now or at the
@@ -421,8 +424,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await
             .map_err(sm_error)?
             .map_err(sm_error)?;
-        // The image carried the leader's registry as of its checkpoint.
+        // The image carried the leader's registry as of its checkpoint, and
+        // its history; the entries after the snapshot are applied next.
         self.applier.control().reload().map_err(sm_error)?;
+        let next = meta.last_log_id.map_or(0, |l| l.index + 1);
+        self.applier
+            .control()
+            .reopen_history(next)
+            .map_err(sm_error)?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         if let Ok(mut current) = self.current.lock() {

@@ -33,7 +33,9 @@ pub const IMAGE_MAGIC: [u8; 8] = *b"X700SIMG";
 pub const IMAGE_VERSION: u32 = 1;
 /// Most files an image may name: `store`, per shard (at most 256)
 /// `meta` and four table files with their `.sum` files, and the registry.
-pub const IMAGE_FILES_MAX: u32 = 2 + 256 * 9;
+pub const IMAGE_FILES_MAX: u32 = 2 + 256 * 9 + HISTORY_FILES_MAX;
+/// Most history files (segments and their indexes) an image may carry.
+pub const HISTORY_FILES_MAX: u32 = 200_000;
 /// Longest relative path an image may name, in bytes.
 pub const IMAGE_PATH_BYTES_MAX: usize = 64;
 /// The journal of a swap in progress, in the data directory: present only
@@ -47,6 +49,8 @@ const STORE_FILE_NAME: &str = "store";
 const MANIFEST_NAME: &str = "checkpoint.json";
 /// The registry a checkpoint keeps (`tenant::REGISTRY_NAME`).
 const REGISTRY_NAME: &str = "registry.json";
+/// The traceability history's directory (`tenant::HISTORY_DIR`).
+const HISTORY_DIR: &str = "history";
 /// Where `read_image` stages an incoming image, in the data directory.
 pub const STAGING_NAME: &str = "snapshot-staging";
 
@@ -122,7 +126,42 @@ pub fn checkpoint_files(data_dir: &Path) -> Result<Vec<PathBuf>, ImageError> {
     if data_dir.join(REGISTRY_NAME).exists() {
         files.push(PathBuf::from(REGISTRY_NAME));
     }
+    files.extend(history_files(data_dir)?);
     Ok(files)
+}
+
+/// The history's segment and index files, relative, in name order (none
+/// if the directory has no history).
+fn history_files(data_dir: &Path) -> Result<Vec<PathBuf>, ImageError> {
+    let dir = data_dir.join(HISTORY_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error(&dir)(e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let name = entry.map_err(io_error(&dir))?.file_name();
+        let name = name.to_string_lossy().to_string();
+        if is_history_file_name(&name) {
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names
+        .into_iter()
+        .map(|name| Path::new(HISTORY_DIR).join(name))
+        .collect())
+}
+
+/// `<20 digits>.hlog` or `<20 digits>.hidx`.
+fn is_history_file_name(name: &str) -> bool {
+    let Some((stem, suffix)) = name.split_once('.') else {
+        return false;
+    };
+    stem.len() == 20
+        && stem.bytes().all(|b| b.is_ascii_digit())
+        && matches!(suffix, "hlog" | "hidx")
 }
 
 fn is_shard_dir_name(name: &str) -> bool {
@@ -140,6 +179,9 @@ fn is_image_path(path: &str) -> bool {
     let Some((shard, file)) = path.split_once('/') else {
         return false;
     };
+    if shard == HISTORY_DIR {
+        return is_history_file_name(file);
+    }
     is_shard_dir_name(shard)
         && (file == "meta"
             || TABLE_KINDS.iter().any(|kind| {
@@ -531,7 +573,22 @@ pub fn finish_swap(data_dir: &Path) -> Result<bool, ImageError> {
         Err(e) => return Err(io_error(&journal)(e)),
     };
     if staging.exists() {
-        let mut files = checkpoint_files(&staging)?;
+        // The history goes whole: the member's own segments are replaced
+        // by the leader's (a directory rename; done again after a crash
+        // until the staged directory is gone).
+        let staged_history = staging.join(HISTORY_DIR);
+        if staged_history.exists() {
+            let history = data_dir.join(HISTORY_DIR);
+            if history.exists() {
+                std::fs::remove_dir_all(&history).map_err(io_error(&history))?;
+            }
+            std::fs::rename(&staged_history, &history).map_err(io_error(&history))?;
+            sync_parent(&history)?;
+        }
+        let mut files: Vec<PathBuf> = checkpoint_files(&staging)?
+            .into_iter()
+            .filter(|f| !f.starts_with(HISTORY_DIR))
+            .collect();
         // The checkpoint manifest (position and membership) goes last, so
         // it never names a position the tables do not hold yet.
         files.push(PathBuf::from(MANIFEST_NAME));

@@ -52,6 +52,8 @@ pub struct Control {
     /// are appended once the replay succeeded, so a start that refuses
     /// writes nothing.
     held: Mutex<Option<Vec<Event>>>,
+    /// How the history was opened, to open it again after a snapshot.
+    history_config: Mutex<Option<HistoryConfig>>,
 }
 
 impl Control {
@@ -67,7 +69,27 @@ impl Control {
             live: Mutex::default(),
             history: Mutex::new(None),
             held: Mutex::new(None),
+            history_config: Mutex::new(None),
         })
+    }
+
+    /// Closes the history (a snapshot from the leader is about to replace
+    /// its files); `reopen_history` opens it again.
+    pub fn close_history(&self) {
+        if let Ok(mut open) = self.history.lock() {
+            *open = None;
+        }
+    }
+
+    /// Opens the history again as it was configured, dropping what it
+    /// holds from `durable_index` on (a snapshot's: the log applies the
+    /// entries after it). Nothing if it was never opened.
+    pub fn reopen_history(&self, durable_index: u64) -> Result<(), String> {
+        let config = self.history_config.lock().ok().and_then(|c| *c);
+        match config {
+            Some(config) => self.open_history(config, durable_index),
+            None => Ok(()),
+        }
     }
 
     /// Holds the history's events in memory from here until
@@ -83,6 +105,9 @@ impl Control {
     pub fn open_history(&self, config: HistoryConfig, durable_index: u64) -> Result<(), String> {
         let dir = self.dir.join(HISTORY_DIR);
         crate::sys::create_private_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if let Ok(mut held) = self.history_config.lock() {
+            *held = Some(config);
+        }
         let mut history = History::open(&dir, config, durable_index).map_err(|e| e.to_string())?;
         let waiting = self.held.lock().ok().and_then(|mut held| held.take());
         if let Some(events) = waiting.filter(|events| !events.is_empty()) {
@@ -154,7 +179,7 @@ impl Control {
             })
             .ok_or("the traceability history is not open on this node")?
             .map_err(|e| e.to_string())?;
-        let lives: Vec<serde_json::Value> = lives
+        let all: Vec<serde_json::Value> = lives
             .iter()
             .filter(|life| visible(life.tenant))
             .map(|life| {
@@ -182,7 +207,25 @@ impl Control {
                 })
             })
             .collect();
-        Ok(serde_json::json!({ "bindings": lives }).to_string())
+        // An answer frame holds at most 64 KiB: the first lives that fit,
+        // and how many there were.
+        let total = all.len();
+        let mut shown = Vec::new();
+        let mut bytes = 0;
+        for life in all {
+            let size = life.to_string().len() + 1;
+            if bytes + size > TRACE_ANSWER_BYTES_MAX {
+                break;
+            }
+            bytes += size;
+            shown.push(life);
+        }
+        Ok(serde_json::json!({
+            "bindings": shown,
+            "total": total,
+            "truncated": shown.len() < total,
+        })
+        .to_string())
     }
 
     /// Runs `f` on the history, if it is open.
@@ -474,6 +517,9 @@ impl Control {
         crate::sys::replace_file_durably(&self.dir, REGISTRY_NAME, &copy.to_json())
     }
 }
+
+/// Most bytes of lives in a trace answer (the frame's limit is 64 KiB).
+const TRACE_ANSWER_BYTES_MAX: usize = 60_000;
 
 /// The history's directory inside the data directory.
 pub const HISTORY_DIR: &str = "history";
