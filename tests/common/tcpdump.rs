@@ -66,6 +66,10 @@ pub fn tools_ready(programs: &[&str]) -> bool {
 /// tcpdump writing the loopback packets of some ports to a file.
 pub struct Tcpdump {
     child: Child,
+    /// The file it writes.
+    file: std::path::PathBuf,
+    /// An address whose packets it captures.
+    knock: SocketAddr,
 }
 
 impl Tcpdump {
@@ -105,7 +109,11 @@ impl Tcpdump {
                 }
             });
         }
-        let mut tcpdump = Tcpdump { child };
+        let mut tcpdump = Tcpdump {
+            child,
+            file: file.to_path_buf(),
+            knock,
+        };
         // tcpdump may capture a little after it writes the file header:
         // knock until a knock is in the file.
         let deadline = Instant::now() + WAIT;
@@ -125,6 +133,17 @@ impl Tcpdump {
     /// Lets the last packets reach the file, then stops tcpdump (SIGTERM:
     /// it writes what it holds and closes the file) and waits for it.
     pub fn stop(mut self) {
+        // Everything sent before a last knock is in the file once the knock
+        // is: tcpdump writes packets in the order it reads them. A loaded
+        // machine can keep it behind for seconds, so wait for the knock
+        // (bounded) rather than a fixed time.
+        let size = |file: &Path| std::fs::metadata(file).map_or(0, |m| m.len());
+        let before = size(&self.file);
+        let deadline = Instant::now() + WAIT;
+        while size(&self.file) <= before && Instant::now() < deadline {
+            drop(TcpStream::connect(self.knock));
+            std::thread::sleep(Duration::from_millis(100));
+        }
         std::thread::sleep(SETTLE);
         let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
         // SAFETY: kill(2) on the tcpdump this helper spawned and has not
