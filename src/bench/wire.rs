@@ -5,7 +5,7 @@ use super::redis::RedisCodec;
 use super::workload::{Op, DIRECTION, TENANT};
 use crate::protocol::codec::{self, BindBody, UnbindBody};
 use crate::protocol::frame::next_frame;
-use crate::protocol::{limits, status, Role, VERSION};
+use crate::protocol::{limits, status, Role, VERSION_MIN};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -40,7 +40,9 @@ pub fn connect(address: SocketAddr, wire: &Wire, token: &str) -> Result<TcpStrea
             .set_read_timeout(Some(CONNECT_TIMEOUT))
             .map_err(|e| e.to_string())?;
         let mut hello = Vec::new();
-        codec::encode_hello(&mut hello, 0, VERSION, *role, token.as_bytes());
+        // The bench speaks only version 1's requests: asking for version 1
+        // lets it measure nodes of every version side by side.
+        codec::encode_hello(&mut hello, 0, VERSION_MIN, *role, token.as_bytes());
         stream
             .write_all(&hello)
             .map_err(|e| format!("HELLO: {e}"))?;

@@ -12,7 +12,7 @@ use crate::binding::{Binding, BindingId, LookupQuery, LookupResult, Update};
 use crate::number::Number;
 use crate::protocol::codec::{self, BindBody, LeaderHint, UnbindBody};
 use crate::protocol::frame::{next_frame, Header, HEADER_BYTES};
-use crate::protocol::{limits, opcode, status, Role, VERSION};
+use crate::protocol::{limits, opcode, status, Role, VERSION, VERSION_MIN};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -29,6 +29,12 @@ pub enum ClientError {
     /// The node sent something this client cannot read.
     #[error("protocol: {0}")]
     Protocol(&'static str),
+    /// The node does not speak the version asked for; the newest it does.
+    #[error("the node speaks protocol versions up to {max}")]
+    Unsupported {
+        /// The node's newest version.
+        max: u16,
+    },
 }
 
 /// What a node says in its HELLO answer.
@@ -123,8 +129,31 @@ impl Client {
         Ok(())
     }
 
-    /// Opens a session on a connected stream: HELLO and its answer.
+    /// Opens a session on a connected stream: HELLO and its answer. A node
+    /// of an older protocol version answers `UNSUPPORTED_VERSION` with its
+    /// range and closes: the session is opened again, once, at the newest
+    /// version both speak (PROTOCOL.md section 5).
     fn open(stream: TcpStream, role: Role, credential: &str) -> Result<Client, ClientError> {
+        let peer = stream.peer_addr()?;
+        match Client::open_at(stream, role, credential, VERSION) {
+            Err(ClientError::Unsupported { max }) if (VERSION_MIN..VERSION).contains(&max) => {
+                let stream = TcpStream::connect_timeout(&peer, Duration::from_secs(10))?;
+                Client::open_at(stream, role, credential, max)
+            }
+            Err(ClientError::Unsupported { .. }) => {
+                Err(ClientError::Refused(status::UNSUPPORTED_VERSION))
+            }
+            other => other,
+        }
+    }
+
+    /// Opens a session asking for protocol `version`.
+    fn open_at(
+        stream: TcpStream,
+        role: Role,
+        credential: &str,
+        version: u16,
+    ) -> Result<Client, ClientError> {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         let mut client = Client {
@@ -142,7 +171,12 @@ impl Client {
             not_leader: None,
         };
         let (header, body) = client
-            .call(|out, id| codec::encode_hello(out, id, VERSION, role, credential.as_bytes()))?;
+            .call(|out, id| codec::encode_hello(out, id, version, role, credential.as_bytes()))?;
+        if header.status == status::UNSUPPORTED_VERSION && body.len() == 4 {
+            return Err(ClientError::Unsupported {
+                max: u16::from_le_bytes([body[2], body[3]]),
+            });
+        }
         if header.status != status::OK {
             return Err(ClientError::Refused(header.status));
         }
