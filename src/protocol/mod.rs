@@ -184,7 +184,7 @@ pub mod status {
     pub const UNAUTHORISED: u8 = 35;
     /// The server is saturated; retry later.
     pub const BUSY: u8 = 36;
-    /// Writes go to the leader (multi-node replication, later step).
+    /// Writes go to the leader; the body names it (PROTOCOL.md section 8).
     pub const NOT_LEADER: u8 = 37;
     /// The disk is full; lookups still work.
     pub const DISK_FULL: u8 = 38;
