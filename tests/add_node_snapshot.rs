@@ -5,8 +5,9 @@
 //! it installs one (STATS `log.snapshots_installed`, and its log says so),
 //! routes every bind acknowledged before it joined, takes the binds made
 //! after, and `x700 cluster verify` finds all four members at one index
-//! with one checksum, and its traceability history (carried in the image)
-//! answers for a binding made before it joined. The short version of issue 10's "a node added to a
+//! with one checksum, its traceability history (carried in the image)
+//! answers for a binding made before it joined, and its registry (tenants,
+//! credentials, pools, carried in the image too) is the leader's. The short version of issue 10's "a node added to a
 //! running 10M-binding cluster catches up by snapshot"; the 10M figure is
 //! `perf/snapshot-install.sh`'s.
 
@@ -138,8 +139,32 @@ fn a_node_added_after_the_log_was_purged_catches_up_by_snapshot_and_answers_like
         .request(opcode::CLUSTER_INIT, members.join(" ").as_bytes())
         .expect("CLUSTER_INIT answered");
     assert_eq!(code, status::OK, "{}", String::from_utf8_lossy(&reason));
-    leader_seen_by(nodes[&1].tcp, Duration::from_secs(20)).expect("a leader within 20 s");
+    let (_, leader) =
+        leader_seen_by(nodes[&1].tcp, Duration::from_secs(20)).expect("a leader within 20 s");
     let first_three: Vec<SocketAddr> = nodes.values().map(|node| node.tcp).collect();
+    // The registry travels in the image too: tenant 1 (the binds' tenant)
+    // with a pool holding every X bound below.
+    let mut at_leader = Client::connect(leader, Role::Admin, "").expect("admin at the leader");
+    let put = x700::protocol::codec::control::ControlRequest::TenantPut {
+        tenant: 1,
+        mode: x700::protocol::codec::control::PutMode::Add,
+        max_live: 0,
+        binds_per_s: 0,
+        lookups_per_s: 0,
+        x_lookups_per_s: 0,
+        token: b"tenant-one-token-012345",
+        hashed: false,
+    };
+    assert_eq!(at_leader.control(&put).expect("TENANT_PUT").0, status::OK);
+    let pool = x700::protocol::codec::control::ControlRequest::PoolAdd {
+        tenant: 1,
+        first: 700_000_000_100_000,
+        last: 700_000_000_199_999,
+        area: *b"010\0",
+        province: 0,
+    };
+    assert_eq!(at_leader.control(&pool).expect("POOL_ADD").0, status::OK);
+    drop(at_leader);
 
     // Binds across several checkpoints: each one purges the leader's log
     // up to MARGIN_ENTRIES entries before it. Every member takes its own
@@ -222,7 +247,18 @@ fn a_node_added_after_the_log_was_purged_catches_up_by_snapshot_and_answers_like
         Some(first_id.0),
         "the new member's history lacks a life made before it joined: {traced}"
     );
+    // And the registry: the tenant, its credential and its pool.
+    let (code, shown) = admin4.tenant_show(Some(1)).expect("TENANT_SHOW");
+    assert_eq!(code, status::OK, "the new member does not know tenant 1");
+    assert!(shown.contains("\"credentials\":1"), "{shown}");
+    let (code, pool) = admin4.pool_show(1).expect("POOL_SHOW");
+    assert_eq!(code, status::OK);
+    assert!(pool.contains("700000000100000"), "{pool}");
     drop(admin4);
+    assert!(
+        Client::connect(nodes[&4].tcp, Role::Platform, "tenant-one-token-012345").is_ok(),
+        "tenant 1's credential opens a session at the new member"
+    );
 
     // It takes the binds made after it joined, like the others.
     let later = bind_acked(&first_three, next, 100);
