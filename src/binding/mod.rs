@@ -380,6 +380,10 @@ pub enum WriteError {
     /// No live binding has this id (or X and party).
     #[error("no live binding matches")]
     NotFound,
+    /// The tenant registry refuses the bind (an unknown or suspended
+    /// tenant, an X outside its pool): the wire status it answers.
+    #[error("{}", crate::protocol::status::name(*.0))]
+    Registry(u8),
     /// The shard has no free record slot left (24-bit slot space).
     #[error("shard {shard} is full: {slots} record slots in use")]
     Capacity {
@@ -413,6 +417,7 @@ impl WriteError {
             WriteError::Conflict { .. } => "conflict",
             WriteError::OtherTenant => "unauthorised",
             WriteError::NotFound => "not_found",
+            WriteError::Registry(code) => crate::protocol::status::name(*code),
             WriteError::Capacity { .. } => "capacity",
             WriteError::DiskFull { .. } => "disk_full",
             WriteError::Io { .. } => "internal",

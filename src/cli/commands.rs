@@ -82,6 +82,24 @@ fn refuse_cluster_member(data: &std::path::Path) -> Result<(), Outcome> {
     }
 }
 
+/// The outcome of a control or registry answer (`tenant`, `block`,
+/// `pool`, `trace`): the fields of its JSON body on `ok`, else the status
+/// with `refusal_text`'s words for it.
+pub(super) fn json_answer(
+    result: Result<(u8, String), crate::client::ClientError>,
+    refusal_text: fn(u8) -> &'static str,
+) -> Outcome {
+    use crate::protocol::status;
+    match result {
+        Ok((status::OK, body)) => match serde_json::from_str::<Value>(&body) {
+            Ok(Value::Object(fields)) => Outcome::ok(Value::Object(fields)),
+            _ => Outcome::ok(json!({})),
+        },
+        Ok((code, _)) => Outcome::failure(status::name(code), refusal_text(code)),
+        Err(error) => Outcome::failure("unreachable", &error.to_string()),
+    }
+}
+
 /// Ends a read-only look: nothing is written.
 fn discard(store: Store, outcome: Outcome) -> Outcome {
     store.discard();
@@ -89,7 +107,7 @@ fn discard(store: Store, outcome: Outcome) -> Outcome {
 }
 
 /// Closes the store, turning a failure into the outcome.
-fn close(store: Store, outcome: Outcome) -> Outcome {
+pub(super) fn close(store: Store, outcome: Outcome) -> Outcome {
     match store.close() {
         Ok(()) => outcome,
         Err(error) => Outcome::from(error),
@@ -191,15 +209,6 @@ pub fn bind(command: &BindCommand) -> Outcome {
         Err(outcome) => return outcome,
     };
     store.reclaim_expired(RECLAIM_BUDGET_PER_COMMAND);
-    if let Some(code) =
-        crate::server::dispatch::tenant_refusal(&store.control().registry(), &request)
-    {
-        store.discard();
-        return Outcome::failure(
-            crate::protocol::status::name(code),
-            crate::protocol::status::name(code),
-        );
-    }
     let outcome = match store.bind(&request) {
         Ok(bound) => Outcome::ok(json!({
             "binding_id": bound.binding_id.0,

@@ -13,7 +13,7 @@ use crate::protocol::codec::auto::{AutoBindBody, Reach, AREA_BYTES};
 use crate::protocol::codec::control::ControlRequest;
 use crate::protocol::{status, BindBody, Role};
 use crate::store::Store;
-use serde_json::{json, Value};
+use serde_json::json;
 
 /// Runs a pool command.
 pub fn pool(command: &PoolCommand) -> Outcome {
@@ -118,7 +118,7 @@ fn control(store_args: &StoreArgs, request: &ControlRequest<'_>) -> Outcome {
             Ok(client) => client,
             Err(outcome) => return outcome,
         };
-        return answer(client.control(request));
+        return commands::json_answer(client.control(request), refusal_text);
     }
     let store = match commands::open(store_args, Access::Write) {
         Ok(store) => store,
@@ -145,7 +145,10 @@ fn control(store_args: &StoreArgs, request: &ControlRequest<'_>) -> Outcome {
         }
     }
     let outcome = store.control().apply_now(request, store.now_s());
-    close(store, answer(Ok((outcome.status, outcome.body))))
+    commands::close(
+        store,
+        commands::json_answer(Ok((outcome.status, outcome.body)), refusal_text),
+    )
 }
 
 fn rebuild(store: &Store) {
@@ -156,24 +159,6 @@ fn rebuild(store: &Store) {
                 shard.for_each_binding(|binding| take(&binding));
             }
         });
-}
-
-fn close(store: Store, outcome: Outcome) -> Outcome {
-    match store.close() {
-        Ok(()) => outcome,
-        Err(error) => Outcome::from(error),
-    }
-}
-
-fn answer(result: Result<(u8, String), crate::client::ClientError>) -> Outcome {
-    match result {
-        Ok((status::OK, body)) => match serde_json::from_str::<Value>(&body) {
-            Ok(Value::Object(fields)) => Outcome::ok(Value::Object(fields)),
-            _ => Outcome::ok(json!({})),
-        },
-        Ok((code, _)) => Outcome::failure(status::name(code), refusal_text(code)),
-        Err(error) => Outcome::failure("unreachable", &error.to_string()),
-    }
 }
 
 fn refusal_text(code: u8) -> &'static str {
@@ -195,7 +180,7 @@ fn show(store_args: &StoreArgs, tenant: u32) -> Outcome {
             Ok(client) => client,
             Err(outcome) => return outcome,
         };
-        return answer(client.pool_show(tenant));
+        return commands::json_answer(client.pool_show(tenant), refusal_text);
     }
     let store = match commands::open(store_args, Access::Read) {
         Ok(store) => store,
@@ -206,9 +191,9 @@ fn show(store_args: &StoreArgs, tenant: u32) -> Outcome {
     let json = store.control().pool_json(tenant);
     store.discard();
     if known {
-        answer(Ok((status::OK, json)))
+        commands::json_answer(Ok((status::OK, json)), refusal_text)
     } else {
-        answer(Ok((status::UNKNOWN_TENANT, String::new())))
+        commands::json_answer(Ok((status::UNKNOWN_TENANT, String::new())), refusal_text)
     }
 }
 
@@ -327,10 +312,6 @@ fn bind_auto_offline(
         direction,
         recording: bind.recording,
     };
-    if let Some(code) = crate::server::dispatch::tenant_refusal(&registry, &request) {
-        store.discard();
-        return Outcome::failure(status::name(code), status::name(code));
-    }
     let outcome = match store.bind(&request) {
         Ok(bound) => Outcome::ok(json!({
             "binding_id": bound.binding_id.0,
@@ -342,5 +323,5 @@ fn bind_auto_offline(
         })),
         Err(error) => Outcome::from(error),
     };
-    close(store, outcome)
+    commands::close(store, outcome)
 }

@@ -10,8 +10,6 @@ use crate::client::Client;
 use crate::number::parse_real;
 use crate::protocol::codec::control::{ControlRequest, PutMode};
 use crate::protocol::{status, Role};
-use crate::store::Store;
-use serde_json::{json, Value};
 
 /// Runs a tenant command.
 pub fn tenant(command: &TenantCommand) -> Outcome {
@@ -89,34 +87,15 @@ fn run(store_args: &super::args::StoreArgs, request: &ControlRequest<'_>) -> Out
             Ok(client) => client,
             Err(outcome) => return outcome,
         };
-        return answer(client.control(request));
+        return commands::json_answer(client.control(request), refusal_text);
     }
     let store = match commands::open(store_args, Access::Write) {
         Ok(store) => store,
         Err(outcome) => return outcome,
     };
     let outcome = store.control().apply_now(request, store.now_s());
-    let result = answer(Ok((outcome.status, outcome.body)));
-    close(store, result)
-}
-
-fn close(store: Store, outcome: Outcome) -> Outcome {
-    match store.close() {
-        Ok(()) => outcome,
-        Err(error) => Outcome::from(error),
-    }
-}
-
-/// The outcome of an answer: its JSON body's fields on `ok`.
-fn answer(result: Result<(u8, String), crate::client::ClientError>) -> Outcome {
-    match result {
-        Ok((status::OK, body)) => match serde_json::from_str::<Value>(&body) {
-            Ok(Value::Object(fields)) => Outcome::ok(Value::Object(fields)),
-            _ => Outcome::ok(json!({})),
-        },
-        Ok((code, _)) => Outcome::failure(status::name(code), refusal_text(code)),
-        Err(error) => Outcome::failure("unreachable", &error.to_string()),
-    }
+    let result = commands::json_answer(Ok((outcome.status, outcome.body)), refusal_text);
+    commands::close(store, result)
 }
 
 fn refusal_text(code: u8) -> &'static str {
@@ -154,5 +133,5 @@ fn show(store_args: &super::args::StoreArgs, tenant: Option<u32>) -> Outcome {
             None => (status::OK, registry.list_json()),
         }
     };
-    answer(Ok((code, body)))
+    commands::json_answer(Ok((code, body)), refusal_text)
 }

@@ -10,7 +10,6 @@ use super::output::Outcome;
 use crate::number::{parse_real, parse_virtual, Number, XPolicy};
 use crate::protocol::codec::control::TraceRequest;
 use crate::protocol::{status, Role};
-use serde_json::Value;
 
 /// Runs `x700 trace`.
 pub fn trace(args: &TraceArgs) -> Outcome {
@@ -18,17 +17,12 @@ pub fn trace(args: &TraceArgs) -> Outcome {
         Ok(request) => request,
         Err(outcome) => return outcome,
     };
-    let request = request.as_request();
     if let Some(server) = &args.store.server {
         let mut client = match super::remote::connect(server, &args.store, Role::Admin) {
             Ok(client) => client,
             Err(outcome) => return outcome,
         };
-        return match client.trace(&request) {
-            Ok((status::OK, body)) => answer(&body),
-            Ok((code, _)) => Outcome::failure(status::name(code), status::name(code)),
-            Err(error) => Outcome::failure("unreachable", &error.to_string()),
-        };
+        return commands::json_answer(client.trace(&request), status::name);
     }
     let store = match commands::open(&args.store, Access::Read) {
         Ok(store) => store,
@@ -41,48 +35,12 @@ pub fn trace(args: &TraceArgs) -> Outcome {
         return Outcome::failure("corrupt", &error);
     }
     match control.trace_json(&request, |_| true) {
-        Ok(json) => answer(&json),
+        Ok(json) => commands::json_answer(Ok((status::OK, json)), status::name),
         Err(error) => Outcome::failure("corrupt", &error),
     }
 }
 
-fn answer(body: &str) -> Outcome {
-    match serde_json::from_str::<Value>(body) {
-        Ok(Value::Object(fields)) => Outcome::ok(Value::Object(fields)),
-        _ => Outcome::failure("internal", "the answer is not JSON"),
-    }
-}
-
-/// The question, owning its order reference.
-enum Question {
-    AtX {
-        x: Number,
-        at_s: u32,
-        caller: Number,
-    },
-    Order {
-        tenant: u32,
-        order: Vec<u8>,
-    },
-}
-
-impl Question {
-    fn as_request(&self) -> TraceRequest<'_> {
-        match self {
-            Question::AtX { x, at_s, caller } => TraceRequest::AtX {
-                x: *x,
-                at_s: *at_s,
-                caller: *caller,
-            },
-            Question::Order { tenant, order } => TraceRequest::Order {
-                tenant: *tenant,
-                order,
-            },
-        }
-    }
-}
-
-fn request(args: &TraceArgs) -> Result<Question, Outcome> {
+fn request(args: &TraceArgs) -> Result<TraceRequest<'_>, Outcome> {
     let bad = |why: &str| Outcome::failure("bad_request", why);
     match (&args.x, &args.at, &args.tenant, &args.order) {
         (Some(x), Some(at), None, None) => {
@@ -99,15 +57,15 @@ fn request(args: &TraceArgs) -> Result<Question, Outcome> {
                 Some(c) => parse_real(c).map_err(commands::invalid)?,
                 None => Number::NONE,
             };
-            Ok(Question::AtX { x, at_s, caller })
+            Ok(TraceRequest::AtX { x, at_s, caller })
         }
         (None, None, Some(tenant), Some(order)) => {
             if order.is_empty() || order.len() > 32 {
                 return Err(bad("an order reference is 1 to 32 bytes"));
             }
-            Ok(Question::Order {
+            Ok(TraceRequest::Order {
                 tenant: *tenant,
-                order: order.as_bytes().to_vec(),
+                order: order.as_bytes(),
             })
         }
         _ => Err(bad(

@@ -115,6 +115,7 @@ pub fn write_error_status(error: &WriteError) -> u8 {
         WriteError::Invalid(_) => status::BAD_REQUEST,
         WriteError::Conflict { .. } => status::CONFLICT,
         WriteError::OtherTenant => status::UNAUTHORISED,
+        WriteError::Registry(code) => *code,
         WriteError::NotFound => status::NOT_FOUND,
         WriteError::Capacity { .. } => status::CAPACITY,
         WriteError::DiskFull { .. } => status::DISK_FULL,
@@ -184,10 +185,6 @@ pub fn execute_write(
         Op::Bind(request) | Op::BindAuto(request) => {
             if !access.allows(request.tenant) {
                 push_frame(out, op_code, status::UNAUTHORISED, request_id, &[]);
-                return;
-            }
-            if let Some(refusal) = tenant_refusal(&set.control().registry(), request) {
-                push_frame(out, op_code, refusal, request_id, &[]);
                 return;
             }
             match set.bind(request, now_s) {

@@ -114,6 +114,13 @@ impl ShardSet {
 
     /// Creates a binding (or returns the identical live one).
     pub fn bind(&mut self, request: &BindRequest, now_s: u32) -> Result<BindOutcome, WriteError> {
+        // The registry's rules come first, for every bind, offline or
+        // through the log (`server::dispatch::tenant_refusal`).
+        if let Some(code) =
+            crate::server::dispatch::tenant_refusal(&self.control.registry(), request)
+        {
+            return Err(WriteError::Registry(code));
+        }
         self.shard_mut_of(request.x).bind(request, now_s)
     }
 

@@ -50,29 +50,15 @@ impl Sink {
             Sink::Remote(remote) => remote.bind_batch(rows).map_err(|e| e.to_string()),
             Sink::Offline(store) => Ok(rows
                 .iter()
-                .map(|row| {
-                    // The registry's rules hold offline too (unknown or
-                    // suspended tenant, X outside the tenant's pool).
-                    let registry = store.control().registry();
-                    if let Some(code) =
-                        crate::server::dispatch::tenant_refusal(&registry, &row.request)
-                    {
-                        let name = crate::protocol::status::name(code);
-                        return Answer::Refused {
-                            status: name.to_string(),
-                            reason: name.to_string(),
-                        };
-                    }
-                    match store.bind(&row.request) {
-                        Ok(bound) => Answer::Bound {
-                            binding_id: bound.binding_id,
-                            created: bound.created,
-                        },
-                        Err(error) => Answer::Refused {
-                            status: error.status().to_string(),
-                            reason: error.to_string(),
-                        },
-                    }
+                .map(|row| match store.bind(&row.request) {
+                    Ok(bound) => Answer::Bound {
+                        binding_id: bound.binding_id,
+                        created: bound.created,
+                    },
+                    Err(error) => Answer::Refused {
+                        status: error.status().to_string(),
+                        reason: error.to_string(),
+                    },
                 })
                 .collect()),
         }

@@ -116,19 +116,11 @@ impl Worker {
                 None => self.propose_control(origin, header, &control),
             },
             Request::BindAuto(auto) => {
-                let access = self
-                    .conns
-                    .get(token)
-                    .and_then(|c| c.session.as_ref())
-                    .map_or(Access::AllTenants, |s| s.access.clone());
+                let access = self.session_access(token);
                 self.propose_auto(origin, header, body, &auto, &access);
             }
             Request::Trace(trace) => {
-                let access = self
-                    .conns
-                    .get(token)
-                    .and_then(|c| c.session.as_ref())
-                    .map_or(Access::AllTenants, |s| s.access.clone());
+                let access = self.session_access(token);
                 let (code, json) = match self.set.control().trace_json(&trace, |t| access.allows(t))
                 {
                     Ok(json) => (status::OK, json),
@@ -156,11 +148,7 @@ impl Worker {
             }
             Request::TenantShow(tenant) => {
                 let registry = self.set.control().registry();
-                let access = self
-                    .conns
-                    .get(token)
-                    .and_then(|c| c.session.as_ref())
-                    .map_or(Access::AllTenants, |s| s.access.clone());
+                let access = self.session_access(token);
                 let (code, json) = match tenant {
                     Some(t) if !access.allows(t) => (status::UNAUTHORISED, String::new()),
                     Some(t) if registry.tenant(t).is_none() => {
@@ -178,12 +166,7 @@ impl Worker {
             },
             ref write => match dispatch::check_write(write, self.policy) {
                 Ok(op) => {
-                    // Writes are rare: cloning the tenant list's Arc is fine here.
-                    let access = self
-                        .conns
-                        .get(token)
-                        .and_then(|c| c.session.as_ref())
-                        .map_or(Access::AllTenants, |s| s.access.clone());
+                    let access = self.session_access(token);
                     let quota = match op {
                         Op::Bind(request) => self.quota_refusal(request.tenant),
                         _ => None,
@@ -201,6 +184,16 @@ impl Worker {
                 Err(code) => self.answer(token, header.opcode, code, request_id, &[]),
             },
         }
+    }
+
+    /// The tenant scope of connection `token`'s session (every tenant if it
+    /// has none). Writes and registry reads are rare: cloning the tenant
+    /// list's `Arc` is fine there.
+    fn session_access(&self, token: usize) -> Access {
+        self.conns
+            .get(token)
+            .and_then(|c| c.session.as_ref())
+            .map_or(Access::AllTenants, |s| s.access.clone())
     }
 
     /// A control write (tenants, blocklists): proposed alone in its batch,
