@@ -231,3 +231,39 @@ pub fn replace_file_durably(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<
     std::fs::rename(&temporary, &path)?;
     File::open(dir)?.sync_all()
 }
+
+/// Puts the calling thread at the lowest CPU priority (nice 19), for
+/// background work that must not take time from the event loops. Failure
+/// leaves the priority as it was.
+pub fn lower_thread_priority() {
+    // SAFETY: gettid has no preconditions; setpriority on our own thread
+    // id changes only that thread's nice value.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid);
+        #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)]
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+    }
+}
+
+/// A `kB` field of /proc/self/status (`RssAnon`, `VmHWM`, ...), in bytes.
+pub fn process_status_bytes(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().strip_suffix("kB"))
+        .and_then(|kb| kb.trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}
+
+/// Asks the kernel to drop `len` bytes of `file` from `offset` out of the
+/// page cache (`POSIX_FADV_DONTNEED`): clean pages no mapping uses go. A
+/// hint: failure changes nothing.
+pub fn drop_cached(file: &File, offset: u64, len: u64) {
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return;
+    };
+    // SAFETY: one call on a descriptor the caller owns.
+    let _ =
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED) };
+}

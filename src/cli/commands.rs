@@ -58,6 +58,8 @@ pub(super) fn open(args: &StoreArgs, access: Access) -> Result<Store, Outcome> {
     // (`replication::recover`: on a one-member node, all of it). Their own
     // changes are not logged: they act on a stopped single node, and reach
     // the files through the checkpoint `close` takes.
+    // The cold files' pages are checked on first touch: an offline command
+    // reads few of them (`x700 check` reads them all).
     crate::server::apply::recover(&mut store)
         .map_err(|error| Outcome::failure("corrupt", &error))?;
     Ok(store)

@@ -30,6 +30,12 @@ const CONNECTIONS_DEFAULT: usize = 4;
 /// Over the wire: a bind unanswered this long counts as failed (a node
 /// answers in microseconds; this allows for a slow disk's log sync).
 const BIND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Binds between looks at the process's anonymous memory.
+const MEMORY_LOOK_STEP: u64 = 1 << 20;
+/// Anonymous memory past which a load checkpoints the store and gives the
+/// written pages back to the kernel: a load of any size fits in memory
+/// this big plus the page cache (`table::mapped::MappedFile::give_back`).
+const LOAD_ANON_BYTES_MAX: u64 = 4 << 30;
 /// Binds slower than this are counted (`binds_over_1ms`).
 const SLOW_BIND_NS: u64 = 1_000_000;
 
@@ -39,6 +45,8 @@ struct Loaded {
     existing: u64,
     conflicts: u64,
     interrupted: bool,
+    /// Checkpoints taken during the load to bound its memory.
+    checkpoints: u64,
     seconds: f64,
     /// Per-bind latency, nanoseconds: growth must never pause a bind long.
     latency_ns: hdrhistogram::Histogram<u64>,
@@ -66,6 +74,7 @@ fn load_into(
         existing: 0,
         conflicts: 0,
         interrupted: false,
+        checkpoints: 0,
         seconds: 0.0,
         // Three significant figures up to an hour: valid bounds.
         latency_ns: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
@@ -86,6 +95,15 @@ fn load_into(
                 bar.abandon();
                 return Err(error);
             }
+        }
+        if i % MEMORY_LOOK_STEP == MEMORY_LOOK_STEP - 1
+            && crate::sys::process_status_bytes("RssAnon").unwrap_or(0) > LOAD_ANON_BYTES_MAX
+        {
+            store.checkpoint().map_err(|error| WriteError::Io {
+                path: store.dir().display().to_string(),
+                source: std::io::Error::other(error.to_string()),
+            })?;
+            loaded.checkpoints += 1;
         }
         if i % PROGRESS_STEP == 0 {
             bar.set_position(i);
@@ -112,6 +130,8 @@ fn loaded_fields(loaded: &Loaded) -> Value {
         "elapsed_s": (loaded.seconds * 1000.0).round() / 1000.0,
         "binds_per_s": rate.round(),
         "binds_over_1ms": loaded.latency_ns.count_between(SLOW_BIND_NS, u64::MAX),
+        "checkpoints_during_load": loaded.checkpoints,
+        "peak_rss_bytes": crate::sys::process_status_bytes("VmHWM"),
         "involuntary_context_switches": involuntary_context_switches(),
         "bind_latency_us": latency_fields(&loaded.latency_ns),
     })

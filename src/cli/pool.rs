@@ -152,13 +152,10 @@ fn control(store_args: &StoreArgs, request: &ControlRequest<'_>) -> Outcome {
 }
 
 fn rebuild(store: &Store) {
-    store
-        .control()
-        .rebuild(crate::pool::AllocConfig::default(), |take| {
-            for shard in store.shard_set().owned() {
-                shard.for_each_binding(|binding| take(&binding));
-            }
-        });
+    store.control().rebuild(
+        crate::pool::AllocConfig::default(),
+        store.shard_set().owned(),
+    );
 }
 
 fn refusal_text(code: u8) -> &'static str {

@@ -364,6 +364,7 @@ impl Server {
             }
         }
         let (log, recovered) = apply::recover(&mut store).map_err(StartError::Recovery)?;
+        spawn_page_checks(store.take_page_checks());
         store
             .control()
             .open_history(config.history.history_config(), replay_from)
@@ -379,11 +380,7 @@ impl Server {
         let control = Arc::clone(store.control());
         // The allocator and the tenants' counts start from the tables;
         // from here on every change the shards apply keeps them current.
-        control.rebuild(config.pools.alloc_config(), |take| {
-            for shard in store.shard_set().owned() {
-                shard.for_each_binding(|binding| take(&binding));
-            }
-        });
+        control.rebuild(config.pools.alloc_config(), store.shard_set().owned());
         let sets = store.split(workers);
         let mut polls = Vec::with_capacity(workers);
         let mut wakers = Vec::with_capacity(workers);
@@ -642,5 +639,28 @@ impl Server {
         // Everything the loops captured is written before the node exits.
         self.shared.capture.finish();
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Checks the cold files' pages left after the start, in one background
+/// thread at the lowest CPU priority; a damaged page stops the node
+/// (`table::page_check::refuse`), as it would have stopped the start.
+fn spawn_page_checks(checks: Vec<crate::store::BackgroundCheck>) {
+    if checks.is_empty() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("x700-page-check".into())
+        .spawn(move || {
+            crate::sys::lower_thread_priority();
+            for (check, file) in &checks {
+                if let Err(error) = check.check_all(file) {
+                    crate::table::page_check::refuse(&error);
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        // Without the thread every page is still checked on first touch.
+        eprintln!("x700: page check thread: {error}; cold pages are checked on first use only");
     }
 }

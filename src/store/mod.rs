@@ -40,6 +40,13 @@ pub const SHARDS_MAX: u16 = 256;
 /// Name of the store file.
 const STORE_FILE_NAME: &str = "store";
 
+/// A file whose pages a background thread checks after the start: the
+/// check and a handle on the file (`Store::check_for_serving`).
+pub type BackgroundCheck = (
+    std::sync::Arc<crate::table::page_check::PageCheck>,
+    std::fs::File,
+);
+
 /// An open data directory: all its shards, and the clock that supplies
 /// `now_s` to every operation.
 pub struct Store {
@@ -47,6 +54,9 @@ pub struct Store {
     set: ShardSet,
     clock: Arc<dyn Clock>,
     nonce: u64,
+    /// The cold files' page checks left after `check_for_serving`, for a
+    /// background thread (`take_page_checks`).
+    page_checks: Vec<BackgroundCheck>,
 }
 
 /// Totals over all shards, for `stats`.
@@ -136,6 +146,7 @@ impl Store {
             ),
             clock,
             nonce: header.store_nonce,
+            page_checks: Vec::new(),
         })
     }
 
@@ -199,6 +210,7 @@ impl Store {
             ),
             clock,
             nonce: header.store_nonce,
+            page_checks: Vec::new(),
         })
     }
 
@@ -329,6 +341,58 @@ impl Store {
         self.set
             .owned()
             .try_for_each(crate::table::Shard::verify_pages)
+    }
+
+    /// Checks the pages before anything is served from them, in
+    /// parallel on every core: the files a lookup reads (records, index,
+    /// overflow) here and now; the cold files, which no lookup reads, page
+    /// by page on first touch, and what is left by the checks
+    /// `take_page_checks` hands to a background thread
+    /// (`PageCheck::check_all`). A damaged page is reported with its file
+    /// and offset.
+    pub fn check_for_serving(&mut self) -> Result<(), TableError> {
+        let cold = self
+            .set
+            .owned_mut()
+            .map(crate::table::Shard::arm_cold_check)
+            .collect::<Result<Vec<_>, _>>()?;
+        let jobs: Vec<_> = self
+            .set
+            .owned()
+            .flat_map(crate::table::Shard::hot_page_checks)
+            .collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZero::get)
+            .min(jobs.len().max(1));
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| -> Result<(), TableError> {
+                        loop {
+                            let job = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            match jobs.get(job) {
+                                Some(check) => check()?,
+                                None => return Ok(()),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            workers.into_iter().try_for_each(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+        })?;
+        self.page_checks = cold;
+        Ok(())
+    }
+
+    /// The cold files' page checks `check_for_serving` left, for a
+    /// background thread; without one, each page is checked on first touch.
+    pub fn take_page_checks(&mut self) -> Vec<BackgroundCheck> {
+        std::mem::take(&mut self.page_checks)
     }
 
     /// Writes every shard to disk.

@@ -86,6 +86,11 @@ impl ShardSet {
     }
 
     /// The owned shards.
+    pub fn owned_mut(&mut self) -> impl Iterator<Item = &mut Shard> {
+        self.shards.iter_mut().flatten()
+    }
+
+    /// The shards this set owns.
     pub fn owned(&self) -> impl Iterator<Item = &Shard> {
         self.shards.iter().flatten()
     }
@@ -206,6 +211,19 @@ impl ShardSet {
             .iter_mut()
             .flatten()
             .try_for_each(|shard| shard.checkpoint().map(|_| ()))
+    }
+
+    /// Gives back the private copies of committed pages in the owned shards
+    /// (`Shard::give_back`), looking at most at `budget` pages in all.
+    pub fn give_back(&mut self, budget: usize) -> usize {
+        let mut looked = 0;
+        for shard in self.shards.iter_mut().flatten() {
+            if looked >= budget {
+                break;
+            }
+            looked += shard.give_back(budget - looked);
+        }
+        looked
     }
 
     /// The first half of a checkpoint of every owned shard (see

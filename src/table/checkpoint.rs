@@ -149,6 +149,11 @@ impl FileImage {
 /// shard so its next capture takes them again.
 pub type Remarks = std::sync::Arc<std::sync::Mutex<Vec<(FileKind, u64, u64)>>>;
 
+/// The meta sequence of a shard's last committed checkpoint, shared by the
+/// shard and its images: the shard gives pages back only once every image
+/// it captured is committed (`Shard::give_back`).
+pub type Committed = std::sync::Arc<std::sync::atomic::AtomicU64>;
+
 /// A shard's state at one moment, ready to be committed to its files.
 pub struct ShardImage {
     /// The shard's directory.
@@ -163,6 +168,10 @@ pub struct ShardImage {
     pub files: Vec<FileImage>,
     /// Where to hand the pages back if persisting fails.
     pub remarks: Remarks,
+    /// Where to say the image is committed.
+    pub committed: Committed,
+    /// Live bindings per tenant at the capture (`tenant_counts`).
+    pub tenants: super::tenant_counts::TenantCounts,
 }
 
 /// What committing an image wrote.
@@ -256,7 +265,10 @@ impl ShardImage {
     /// they were captured.
     pub fn persist(self) -> Result<PersistStats, TableError> {
         let result = self.write();
-        if result.is_err() {
+        if result.is_ok() {
+            self.committed
+                .fetch_max(self.meta.sequence, std::sync::atomic::Ordering::Release);
+        } else {
             // Nothing is lost (the log still holds every change, and the
             // files still hold the previous checkpoint), but the next
             // capture must take these pages again.
@@ -331,6 +343,7 @@ impl ShardImage {
                 }
             }
         }
+        super::tenant_counts::write(&self.dir, self.meta.sequence, &self.tenants)?;
         write_both_meta_copies(&self.meta_file, &self.meta, &self.dir)?;
         std::fs::remove_file(&journal_path).map_err(io(&journal_path))?;
         Ok(stats)

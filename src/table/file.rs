@@ -4,9 +4,11 @@
 use super::error::TableError;
 use super::layout::{checksum_of, FileHeader, FileKind, FILE_MAGIC, FORMAT_VERSION, HEADER_BYTES};
 use super::mapped::{DirtyPages, GrowError, MappedFile, PAGE_BYTES};
+use super::page_check::PageCheck;
 use bytemuck::Pod;
 use std::marker::PhantomData;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Identity every file of a shard must agree on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +37,9 @@ pub struct TableFile<T> {
     /// Entries the `.sum` file holds (or will, once the last capture is
     /// persisted).
     sums_on_disk: usize,
+    /// While pages are checked after the start (`arm_check`): what is
+    /// left, checked on first touch by `item` and `item_mut`.
+    check: Option<Arc<PageCheck>>,
 }
 
 /// CRC32C of a page of zeros: what an unwritten page must check to.
@@ -110,6 +115,7 @@ impl<T: Pod> TableFile<T> {
             item: PhantomData,
             sums_on_disk: sums.len(),
             sums,
+            check: None,
         })
     }
 
@@ -198,6 +204,7 @@ impl<T: Pod> TableFile<T> {
             item: PhantomData,
             sums_on_disk: sums.len(),
             sums,
+            check: None,
         })
     }
 
@@ -227,9 +234,71 @@ impl<T: Pod> TableFile<T> {
     }
 
     /// Item `index`, writable (its page is marked for the next checkpoint).
+    /// While pages are checked after the start, its page is checked first.
     #[inline]
     pub fn item_mut(&mut self, index: usize) -> &mut T {
+        if self.check.as_ref().is_some_and(|check| !check.is_done()) {
+            self.check_page_of(index);
+        }
         self.mapped.item_mut(HEADER_BYTES, index)
+    }
+
+    /// Item `index`. While pages are checked after the start, its page is
+    /// checked first.
+    #[inline]
+    pub fn item(&self, index: usize) -> &T {
+        if self.check.as_ref().is_some_and(|check| !check.is_done()) {
+            self.check_page_of(index);
+        }
+        &self.items()[index]
+    }
+
+    /// Checks the page holding item `index` now; a damaged page stops the
+    /// process (`page_check::refuse`).
+    #[cold]
+    fn check_page_of(&self, index: usize) {
+        let page = (HEADER_BYTES + index * std::mem::size_of::<T>()) / PAGE_BYTES;
+        self.check_page(page);
+    }
+
+    fn check_page(&self, page: usize) {
+        let Some(check) = &self.check else { return };
+        if check.is_checked(page) {
+            return;
+        }
+        let bytes = self.mapped.bytes();
+        let start = (page * PAGE_BYTES).min(bytes.len());
+        let end = (start + PAGE_BYTES).min(bytes.len());
+        if let Err(error) = check.check(page, &bytes[start..end]) {
+            super::page_check::refuse(&error);
+        }
+    }
+
+    /// From now on, pages are checked on first touch instead of all at
+    /// once (pages written since the checkpoint need none); returns the
+    /// check, for a background thread to finish (`PageCheck::check_all`).
+    pub fn arm_check(&mut self) -> Arc<PageCheck> {
+        let pages = self.mapped.file_bytes().div_ceil(PAGE_BYTES);
+        let dir = self.mapped.path().parent().unwrap_or(Path::new("."));
+        let check = Arc::new(PageCheck::new(
+            self.mapped.path().to_path_buf(),
+            sums_path(dir, self.kind),
+            &self.sums,
+            pages,
+            |page| self.mapped.is_page_dirty(page),
+        ));
+        self.check = Some(Arc::clone(&check));
+        check
+    }
+
+    /// Checks, here and now, every page the armed check has not checked
+    /// yet (before something reads the whole file).
+    pub fn finish_check(&self) {
+        if self.check.as_ref().is_some_and(|check| !check.is_done()) {
+            for page in 0..self.mapped.file_bytes().div_ceil(PAGE_BYTES) {
+                self.check_page(page);
+            }
+        }
     }
 
     /// The pages written since the last call (see `MappedFile::take_dirty`)
@@ -309,6 +378,17 @@ impl<T: Pod> TableFile<T> {
     pub fn clear_unreferenced(&mut self, referenced_end: u64) -> usize {
         self.mapped
             .zero_pages_from(usize::try_from(referenced_end).unwrap_or(usize::MAX))
+    }
+
+    /// Gives back private copies of committed pages (see
+    /// `MappedFile::give_back`); returns the pages looked at.
+    pub fn give_back(&mut self, budget: usize) -> usize {
+        self.mapped.give_back(budget)
+    }
+
+    /// True while pages wait for `give_back`.
+    pub fn has_unsaved(&self) -> bool {
+        self.mapped.has_unsaved()
     }
 
     /// Marks a byte range dirty again (see `MappedFile::mark_dirty`).
@@ -397,7 +477,7 @@ fn reserved_bytes(kind: FileKind) -> usize {
 }
 
 /// CRC32C of one page; a short last page counts as if padded with zeros.
-fn page_sum(page: &[u8]) -> u32 {
+pub(super) fn page_sum(page: &[u8]) -> u32 {
     if page.len() == PAGE_BYTES {
         crc32c::crc32c(page)
     } else {

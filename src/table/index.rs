@@ -441,7 +441,19 @@ impl Index {
         Ok(())
     }
 
-    /// Marks a byte range of the primary (or overflow) file dirty again.
+    /// Gives back private copies of committed index pages (see
+    /// `MappedFile::give_back`); returns the pages looked at.
+    pub fn give_back(&mut self, budget: usize) -> usize {
+        let looked = self.primary.give_back(budget);
+        looked + self.overflow.give_back(budget.saturating_sub(looked))
+    }
+
+    /// True while index pages wait for `give_back`.
+    pub fn has_unsaved(&self) -> bool {
+        self.primary.has_unsaved() || self.overflow.has_unsaved()
+    }
+
+    /// Marks a byte range of the primary or overflow file dirty again.
     pub fn mark_dirty(&mut self, overflow: bool, offset: u64, bytes: u64) {
         if overflow {
             self.overflow.mark_dirty(offset, bytes);

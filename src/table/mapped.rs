@@ -42,6 +42,14 @@ pub struct MappedFile {
     dirty: Vec<u64>,
     /// Set while any bit of `dirty` may be set.
     any_dirty: bool,
+    /// One bit per page: taken by a checkpoint (`take_dirty`) and not given
+    /// back yet. Once that checkpoint is committed, the file holds the same
+    /// bytes, and `give_back` drops the private copy.
+    unsaved: Vec<u64>,
+    /// Pages marked in `unsaved`.
+    unsaved_pages: usize,
+    /// The word of `unsaved` where the next `give_back` goes on.
+    give_back_cursor: usize,
 }
 
 /// Page size the dirty map tracks.
@@ -123,6 +131,9 @@ impl MappedFile {
             file_bytes,
             dirty: vec![0; file_bytes.div_ceil(PAGE_BYTES).div_ceil(64)],
             any_dirty: false,
+            unsaved: vec![0; file_bytes.div_ceil(PAGE_BYTES).div_ceil(64)],
+            unsaved_pages: 0,
+            give_back_cursor: 0,
         })
     }
 
@@ -205,7 +216,11 @@ impl MappedFile {
             let to = (page * PAGE_BYTES).min(self.file_bytes);
             pages.runs.push((from as u64, self.map[from..to].to_vec()));
         }
-        self.dirty.iter_mut().for_each(|word| *word = 0);
+        for (unsaved, dirty) in self.unsaved.iter_mut().zip(&mut self.dirty) {
+            let taken = std::mem::take(dirty);
+            self.unsaved_pages += (taken & !*unsaved).count_ones() as usize;
+            *unsaved |= taken;
+        }
         self.any_dirty = false;
         pages
     }
@@ -243,6 +258,77 @@ impl MappedFile {
         zeroed
     }
 
+    /// Gives back to the kernel the private copies of pages taken by
+    /// checkpoints (`take_dirty`) and not written since, looking at most at
+    /// `budget` of them; returns the pages looked at. Call it only once
+    /// every checkpoint taken so far is committed to the file: the kernel
+    /// then maps the file's page, with the same bytes, on the next touch,
+    /// and the memory becomes page cache it can reclaim instead of
+    /// anonymous memory it cannot. A page written since its checkpoint is
+    /// kept (its next checkpoint takes it again).
+    pub fn give_back(&mut self, budget: usize) -> usize {
+        let mut looked = 0;
+        let mut run: Option<(usize, usize)> = None;
+        while self.unsaved_pages > 0 && looked < budget {
+            if self.give_back_cursor >= self.unsaved.len() {
+                self.give_back_cursor = 0;
+            }
+            let word = self.give_back_cursor;
+            self.give_back_cursor += 1;
+            let taken = std::mem::take(&mut self.unsaved[word]);
+            let pages = taken.count_ones() as usize;
+            self.unsaved_pages -= pages;
+            // An empty word still costs a little: counted as one page, so
+            // a budget bounds the time a call takes.
+            looked += pages.max(1);
+            let mut clean = taken & !self.dirty[word];
+            while clean != 0 {
+                let page = word * 64 + clean.trailing_zeros() as usize;
+                clean &= clean - 1;
+                run = match run {
+                    Some((first, end)) if end == page => Some((first, page + 1)),
+                    Some((first, end)) => {
+                        self.drop_private_pages(first, end);
+                        Some((page, page + 1))
+                    }
+                    None => Some((page, page + 1)),
+                };
+            }
+        }
+        if let Some((first, end)) = run {
+            self.drop_private_pages(first, end);
+        }
+        looked
+    }
+
+    /// True while pages taken by a checkpoint wait for `give_back`.
+    pub fn has_unsaved(&self) -> bool {
+        self.unsaved_pages > 0
+    }
+
+    /// Drops the private copies of pages `first..end`: `MADV_DONTNEED` on
+    /// a private file mapping makes the next access map the file's page.
+    fn drop_private_pages(&mut self, first: usize, end: usize) {
+        let end = end.min(self.file_bytes.div_ceil(PAGE_BYTES));
+        if first >= end {
+            return;
+        }
+        // SAFETY: the range lies within the mapping (pages of `file_bytes`,
+        // which the reservation covers) and `&mut self` guarantees no
+        // reference into it is alive. The pages were not written since a
+        // committed checkpoint wrote the same bytes to the file, so what
+        // the mapping shows afterwards is what it showed before.
+        let status = unsafe {
+            libc::madvise(
+                self.map.as_mut_ptr().add(first * PAGE_BYTES).cast(),
+                (end - first) * PAGE_BYTES,
+                libc::MADV_DONTNEED,
+            )
+        };
+        // Failure only leaves the private copy in place: memory, not data.
+        debug_assert_eq!(status, 0, "madvise: {}", io::Error::last_os_error());
+    }
+
     /// True if page `page` was written since the last `take_dirty`.
     pub fn is_page_dirty(&self, page: usize) -> bool {
         self.dirty
@@ -278,8 +364,9 @@ impl MappedFile {
         match status {
             0 => {
                 self.file_bytes = bytes;
-                self.dirty
-                    .resize(bytes.div_ceil(PAGE_BYTES).div_ceil(64), 0);
+                let words = bytes.div_ceil(PAGE_BYTES).div_ceil(64);
+                self.dirty.resize(words, 0);
+                self.unsaved.resize(words, 0);
                 Ok(())
             }
             libc::ENOSPC | libc::EDQUOT => Err(GrowError::DiskFull),

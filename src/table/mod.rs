@@ -10,11 +10,13 @@ pub mod index;
 pub mod layout;
 pub mod mapped;
 pub mod meta_file;
+pub mod page_check;
 pub mod records;
 pub mod route;
 pub mod rules;
 pub mod shard;
 pub mod snapshot;
+pub mod tenant_counts;
 
 pub use error::TableError;
 pub use rules::BindOutcome;

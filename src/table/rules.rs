@@ -42,7 +42,7 @@ impl Shard {
     }
 
     fn cold_record(&self, slot: u32) -> &ColdRecord {
-        &self.cold.items()[slot as usize]
+        self.cold.item(slot as usize)
     }
 
     /// The id of the binding in `slot`.
@@ -164,6 +164,7 @@ impl Shard {
             self.index.insert(key_hash(x, party), slot);
         }
         self.counters.live_bindings += 1;
+        self.count_tenant(request.tenant, true);
         self.split_index();
         self.note(ChangeKind::Created, now_s, slot);
         Ok(BindOutcome {
@@ -354,6 +355,7 @@ impl Shard {
             self.index.insert(key_hash(x, Number::NONE), successor);
         }
         self.counters.live_bindings -= 1;
+        self.count_tenant(self.cold_record(slot).tenant, false);
         self.free_slot(slot);
     }
 
@@ -481,6 +483,9 @@ impl Shard {
         let Ok(slot) = self.live_slot(id, now_s) else {
             return false;
         };
+        let before = self.cold_record(slot).tenant;
+        self.count_tenant(before, false);
+        self.count_tenant(tenant, true);
         self.cold.item_mut(slot as usize).tenant = tenant;
         true
     }

@@ -18,6 +18,7 @@ use crate::protocol::frame::{push_frame, Header, HEADER_BYTES};
 use crate::protocol::status;
 use crate::replication::WriteBatch;
 use crate::store::clock::applied_now_s;
+use crate::table::Shard;
 use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -246,11 +247,11 @@ impl Control {
             .unwrap_or(0)
     }
 
-    /// Starts the allocator and the tenants' counts over from the bindings
-    /// `each` yields (start-up: every shard's bindings), with `config`.
-    pub fn rebuild(&self, config: AllocConfig, each: impl FnOnce(&mut dyn FnMut(&Binding))) {
+    /// Starts the allocator and the tenants' counts over from `shards`
+    /// (start-up: every shard), with `config`.
+    pub fn rebuild<'a>(&self, config: AllocConfig, shards: impl Iterator<Item = &'a Shard>) {
         self.clear_derived(Some(config));
-        self.add_bindings(&self.registry(), each);
+        self.add_shards(&self.registry(), shards);
     }
 
     /// Empties the allocator (keeping its configuration, or taking
@@ -267,18 +268,27 @@ impl Control {
         }
     }
 
-    /// Adds the bindings `each` yields to the allocator (those on an X of
-    /// `registry`'s pools) and to the tenants' counts.
-    pub fn add_bindings(&self, registry: &Registry, each: impl FnOnce(&mut dyn FnMut(&Binding))) {
+    /// Adds `shards` to the tenants' counts (each shard keeps its own,
+    /// saved with its checkpoints) and their bindings on an X of
+    /// `registry`'s pools to the allocator. Reads every record only if
+    /// some pool exists.
+    pub fn add_shards<'a>(&self, registry: &Registry, shards: impl Iterator<Item = &'a Shard>) {
         let (Ok(mut allocator), Ok(mut live)) = (self.allocator.lock(), self.live.lock()) else {
             return;
         };
-        each(&mut |binding: &Binding| {
-            *live.entry(binding.tenant).or_default() += 1;
-            if let Some((x, a, b)) = pool_edge(registry, binding) {
-                allocator.bound(x, a, b, binding.id.0, binding.expires_at_s);
+        let pools = !registry.pools().is_empty();
+        for shard in shards {
+            for (&tenant, &count) in shard.tenant_counts() {
+                *live.entry(tenant).or_default() += u64::from(count);
             }
-        });
+            if pools {
+                shard.for_each_binding(|binding| {
+                    if let Some((x, a, b)) = pool_edge(registry, &binding) {
+                        allocator.bound(x, a, b, binding.id.0, binding.expires_at_s);
+                    }
+                });
+            }
+        }
     }
 
     /// The registry a staging directory carries (a snapshot from the

@@ -122,10 +122,6 @@ pub fn swap_in(set: &mut ShardSet, staging: &Path) -> Result<(), String> {
     }
     // The applier emptied the allocator and the counts before the swap
     // (`Control::clear_derived`): each set adds its new shards' bindings.
-    control.add_bindings(&registry, |take| {
-        for shard in set.owned() {
-            shard.for_each_binding(|binding| take(&binding));
-        }
-    });
+    control.add_shards(&registry, set.owned());
     Ok(())
 }

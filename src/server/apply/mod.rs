@@ -312,8 +312,10 @@ pub fn merge_answers(parts: &[&PartialAnswers]) -> Answers {
 /// reads the tables (`replication::recover` says what counts as
 /// committed). Returns the open log and what was replayed and left.
 pub fn recover(store: &mut Store) -> Result<(Log, Recovered), String> {
-    // Never serve from a damaged table: every page is checked first.
-    store.verify_pages().map_err(|e| e.to_string())?;
+    // Never serve from a damaged table: every page is checked before it is
+    // used (the cold files' pages on first touch, or by the background
+    // thread a server starts: `Store::take_page_checks`).
+    store.check_for_serving().map_err(|e| e.to_string())?;
     let dir = store.dir().to_path_buf();
     let (log, found) = Log::open(&dir, store.nonce()).map_err(|e| e.to_string())?;
     for (path, offset) in &found.torn_tails_cut {

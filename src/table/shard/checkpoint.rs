@@ -12,6 +12,7 @@ impl Shard {
             || self.cold.is_dirty()
             || self.index.is_dirty()
             || self.captured != (self.counters, self.index.state())
+            || !self.tenants_saved
             || self.remarks.lock().is_ok_and(|r| !r.is_empty())
     }
 
@@ -72,6 +73,8 @@ impl Shard {
             ),
         ];
         self.captured = (self.counters, self.index.state());
+        self.captured_sequence = meta.sequence;
+        self.tenants_saved = true;
         Ok(ShardImage {
             dir: self.dir.clone(),
             shard_id: self.identity.shard_id,
@@ -79,12 +82,42 @@ impl Shard {
             meta_file: self.meta_file.handle()?,
             files,
             remarks: std::sync::Arc::clone(&self.remarks),
+            committed: std::sync::Arc::clone(&self.committed),
+            tenants: self.tenant_counts().clone(),
         })
     }
 
-    /// A whole checkpoint, here and now: capture, then persist.
+    /// Gives back to the kernel the private copies of pages that the last
+    /// checkpoint wrote to the files and nothing wrote since, looking at
+    /// most at `budget` pages (so a call never pauses the shard's loop
+    /// long); returns the pages looked at. Does nothing until every
+    /// captured checkpoint is committed: before that, the files may still
+    /// hold older bytes. Afterwards the pages read from the files' page
+    /// cache, which the kernel can reclaim, instead of anonymous memory,
+    /// which it cannot (docs/STORAGE.md section 12).
+    pub fn give_back(&mut self, budget: usize) -> usize {
+        let all_committed = self.committed.load(std::sync::atomic::Ordering::Acquire)
+            == self.captured_sequence
+            && self.remarks.lock().is_ok_and(|r| r.is_empty());
+        if !all_committed {
+            return 0;
+        }
+        let mut looked = self.records.give_back(budget);
+        looked += self.index.give_back(budget.saturating_sub(looked));
+        looked + self.cold.give_back(budget.saturating_sub(looked))
+    }
+
+    /// True while pages of committed checkpoints wait for `give_back`.
+    pub fn has_pages_to_give_back(&self) -> bool {
+        self.records.has_unsaved() || self.index.has_unsaved() || self.cold.has_unsaved()
+    }
+
+    /// A whole checkpoint, here and now: capture, persist, then give every
+    /// page it wrote back to the kernel (offline runs: no loop to pace it).
     pub fn checkpoint(&mut self) -> Result<PersistStats, TableError> {
-        self.capture()?.persist()
+        let stats = self.capture()?.persist()?;
+        self.give_back(usize::MAX);
+        Ok(stats)
     }
 
     /// Closes the shard without saving what changed since its last

@@ -11,7 +11,7 @@ mod checkpoint;
 use checkpoint::referenced_ends;
 mod verify;
 
-use super::checkpoint::{FileImage, PersistStats, Remarks, ShardImage};
+use super::checkpoint::{Committed, FileImage, PersistStats, Remarks, ShardImage};
 use super::error::TableError;
 use super::file::{ShardIdentity, TableFile};
 use super::index::{Index, IndexState};
@@ -20,6 +20,7 @@ use super::layout::{
 };
 use super::mapped::GrowError;
 use super::meta_file::MetaFile;
+use super::tenant_counts::TenantCounts;
 use crate::binding::{Change, WriteError};
 use std::path::{Path, PathBuf};
 
@@ -125,6 +126,18 @@ pub struct Shard {
     closed: bool,
     /// Pages of a checkpoint that failed, to capture again.
     remarks: Remarks,
+    /// The meta sequence of the last capture whose commit completed (set
+    /// by `ShardImage::persist`, maybe in another thread).
+    committed: Committed,
+    /// The meta sequence of the last capture.
+    captured_sequence: u64,
+    /// Live bindings per tenant; `None` until counted (a shard whose
+    /// `tenants` file does not match its checkpoint counts its records on
+    /// first need, once its pages are checked).
+    tenant_live: std::cell::OnceCell<TenantCounts>,
+    /// The `tenants` file matches the last checkpoint (else the next
+    /// checkpoint writes it even if nothing else changed).
+    tenants_saved: bool,
     /// Proposers' clocks against the applied clock, since open.
     clock_skew: ClockSkew,
     /// The log entry this shard could not apply for want of room.
@@ -160,6 +173,10 @@ impl Shard {
             captured: (counters, state),
             closed: false,
             remarks: Remarks::default(),
+            committed: Committed::new(meta.sequence.into()),
+            captured_sequence: meta.sequence,
+            tenant_live: TenantCounts::new().into(),
+            tenants_saved: false,
             clock_skew: ClockSkew::default(),
             stalled_at: None,
             changes: None,
@@ -184,6 +201,9 @@ impl Shard {
                 reason: "meta belongs to another shard or data directory".into(),
             });
         }
+        let tenant_live = super::tenant_counts::read(dir, meta.sequence)
+            .map_or_else(std::cell::OnceCell::new, Into::into);
+        let tenants_saved = tenant_live.get().is_some();
         let records = TableFile::<HotRecord>::open(dir, FileKind::Records, identity)?;
         let cold = TableFile::<ColdRecord>::open(dir, FileKind::Cold, identity)?;
         let primary = TableFile::open(dir, FileKind::Index, identity)?;
@@ -257,6 +277,10 @@ impl Shard {
             captured: (counters, state),
             closed: false,
             remarks: Remarks::default(),
+            committed: Committed::new(meta.sequence.into()),
+            captured_sequence: meta.sequence,
+            tenant_live,
+            tenants_saved,
             clock_skew: ClockSkew::default(),
             stalled_at: None,
             changes: None,
@@ -281,9 +305,38 @@ impl Shard {
     /// loop runs it between batches.
     pub fn content_checksum(&self) -> u32 {
         let used = self.counters.records_used as usize;
+        self.cold.finish_check();
         let hot: &[u8] = bytemuck::cast_slice(&self.records.items()[..used]);
         let cold: &[u8] = bytemuck::cast_slice(&self.cold.items()[..used]);
         crc32c::crc32c_append(crc32c::crc32c(hot), cold)
+    }
+
+    /// Live bindings per tenant (expired ones not yet reclaimed included).
+    /// Counted from the records the first time if the `tenants` file did
+    /// not match the checkpoint.
+    pub fn tenant_counts(&self) -> &TenantCounts {
+        self.tenant_live.get_or_init(|| {
+            let mut counts = TenantCounts::new();
+            self.for_each_binding(|binding| *counts.entry(binding.tenant).or_default() += 1);
+            counts
+        })
+    }
+
+    /// Keeps the tenants' counts as a binding of `tenant` is made or
+    /// removed. Until they are counted there is nothing to keep: the count,
+    /// when it runs, sees the records as they are then.
+    pub(super) fn count_tenant(&mut self, tenant: u32, made: bool) {
+        if let Some(counts) = self.tenant_live.get_mut() {
+            let live = counts.entry(tenant).or_default();
+            if made {
+                *live += 1;
+            } else {
+                *live = live.saturating_sub(1);
+                if *live == 0 {
+                    counts.remove(&tenant);
+                }
+            }
+        }
     }
 
     /// Live bindings.

@@ -2,6 +2,7 @@
 //! against its checksum, every record, every index key and the counters.
 
 use super::*;
+use std::sync::Arc;
 
 impl Shard {
     /// Checks every page of the four table files against its checksum.
@@ -11,6 +12,36 @@ impl Shard {
         self.cold.verify_pages()?;
         self.index.primary_file().verify_pages()?;
         self.index.overflow_file().verify_pages()
+    }
+
+    /// Checks the pages a lookup reads (records, index, overflow) here and
+    /// now, one job per file (`Store::check_for_serving` runs them in
+    /// parallel), and arms the check of the cold file, which runs after
+    /// the start: each cold page is checked on first touch, and the
+    /// returned check (with a handle on the file) finishes the rest in the
+    /// background (docs/STORAGE.md section 14).
+    pub fn arm_cold_check(
+        &mut self,
+    ) -> Result<(Arc<crate::table::page_check::PageCheck>, std::fs::File), TableError> {
+        let file = self.cold.file_handle()?;
+        Ok((self.cold.arm_check(), file))
+    }
+
+    /// The checks of the files a lookup reads, as jobs that may run in
+    /// parallel.
+    pub fn hot_page_checks(
+        &self,
+    ) -> [Box<dyn Fn() -> Result<(), TableError> + Send + Sync + '_>; 3] {
+        let (records, primary, overflow) = (
+            &self.records,
+            self.index.primary_file(),
+            self.index.overflow_file(),
+        );
+        [
+            Box::new(move || records.verify_pages()),
+            Box::new(move || primary.verify_pages()),
+            Box::new(move || overflow.verify_pages()),
+        ]
     }
 
     /// Checks the shard end to end: every record well formed, every index
