@@ -5,7 +5,9 @@
 //! checkpoint, whole, whatever happens to the process. Every write goes
 //! through `item_mut`, which marks its 4 KiB page dirty; a checkpoint copies
 //! the dirty pages out (`take_dirty`) and `table::checkpoint` writes them to
-//! the file through a journal.
+//! the file through a journal. Once that is committed, `give_back` drops
+//! the private copies of those pages not written since, so the memory they
+//! held becomes page cache (docs/STORAGE.md section 12).
 //!
 //! Each file is mapped once with a fixed *reserved* length far larger than
 //! the file, so growing the file (with `posix_fallocate`, which reserves real

@@ -12,7 +12,6 @@ impl Shard {
             || self.cold.is_dirty()
             || self.index.is_dirty()
             || self.captured != (self.counters, self.index.state())
-            || !self.tenants_saved
             || self.remarks.lock().is_ok_and(|r| !r.is_empty())
     }
 
@@ -74,7 +73,6 @@ impl Shard {
         ];
         self.captured = (self.counters, self.index.state());
         self.captured_sequence = meta.sequence;
-        self.tenants_saved = true;
         Ok(ShardImage {
             dir: self.dir.clone(),
             shard_id: self.identity.shard_id,

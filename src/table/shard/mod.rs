@@ -133,11 +133,10 @@ pub struct Shard {
     captured_sequence: u64,
     /// Live bindings per tenant; `None` until counted (a shard whose
     /// `tenants` file does not match its checkpoint counts its records on
-    /// first need, once its pages are checked).
+    /// first need, once its pages are checked; its next checkpoint writes
+    /// the file, but a start that changes nothing writes nothing).
     tenant_live: std::cell::OnceCell<TenantCounts>,
-    /// The `tenants` file matches the last checkpoint (else the next
-    /// checkpoint writes it even if nothing else changed).
-    tenants_saved: bool,
+
     /// Proposers' clocks against the applied clock, since open.
     clock_skew: ClockSkew,
     /// The log entry this shard could not apply for want of room.
@@ -176,7 +175,6 @@ impl Shard {
             committed: Committed::new(meta.sequence.into()),
             captured_sequence: meta.sequence,
             tenant_live: TenantCounts::new().into(),
-            tenants_saved: false,
             clock_skew: ClockSkew::default(),
             stalled_at: None,
             changes: None,
@@ -203,7 +201,6 @@ impl Shard {
         }
         let tenant_live = super::tenant_counts::read(dir, meta.sequence)
             .map_or_else(std::cell::OnceCell::new, Into::into);
-        let tenants_saved = tenant_live.get().is_some();
         let records = TableFile::<HotRecord>::open(dir, FileKind::Records, identity)?;
         let cold = TableFile::<ColdRecord>::open(dir, FileKind::Cold, identity)?;
         let primary = TableFile::open(dir, FileKind::Index, identity)?;
@@ -280,7 +277,6 @@ impl Shard {
             committed: Committed::new(meta.sequence.into()),
             captured_sequence: meta.sequence,
             tenant_live,
-            tenants_saved,
             clock_skew: ClockSkew::default(),
             stalled_at: None,
             changes: None,
