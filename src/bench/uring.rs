@@ -191,14 +191,13 @@ pub(super) fn drive(
     connection_count: usize,
     clock: &Clock,
 ) -> Result<Tally, String> {
-    let ring = match Ring::new(group.len()) {
+    let mut ring = match Ring::new(group.len()) {
         Ok(ring) => ring,
         Err(_) => return super::driver::drive_epoll(phase, group, connection_count, clock),
     };
     crate::sys::set_timer_slack_ns(TIMER_SLACK_NS);
     let mut tally = Tally::default();
     let mut connections = connections_of(phase, group, connection_count);
-    let mut ring = ring;
     let result = turns(phase, clock, &mut ring, &mut connections, &mut tally);
     drain(&mut ring, &connections);
     if ring.pending > 0 {

@@ -136,10 +136,10 @@ impl Catalog {
     /// Loaded binding `index`. With AXB only this is exactly binding
     /// `index` of `x700 load --seed SEED --pairs-per-x N`.
     pub fn loaded(&self, index: u64) -> SynthBinding {
-        let (parties_x, parties_a, parties_b) = parties(self.seed, index);
         let mode = self.mode_of(index);
         if mode == Mode::Axb && self.pairs_per_x > 1 {
             let (x, a, b) = pooled_parties(self.seed, index, self.pairs_per_x);
+            // AXB lookups come from A or B: no stranger needed.
             return SynthBinding {
                 index,
                 fresh: false,
@@ -147,9 +147,10 @@ impl Catalog {
                 x,
                 a,
                 b,
-                stranger: parties_b,
+                stranger: Number::NONE,
             };
         }
+        let (parties_x, parties_a, parties_b) = parties(self.seed, index);
         let (x, b) = match mode {
             Mode::Axb => (parties_x, parties_b),
             Mode::Axn => (parties_x, Number::NONE),
