@@ -5,7 +5,10 @@
 //! caller; a bench with another N than the load's is caught (the flag
 //! really changes the keys); the default keeps the key set of earlier
 //! releases (pinned digits); out-of-range N and `--io` values are refused
-//! with a clear message. Loopback only; every run bounded by --requests.
+//! with a clear message; `--threads` splits connections on both loops and
+//! the report carries the client's CPU; a node killed mid-run ends the run
+//! with its connections counted lost on both loops. Loopback only; every
+//! run bounded by --requests or a deadline.
 
 mod common;
 
@@ -296,4 +299,65 @@ fn threads_split_the_connections_and_report_the_client_cpu() {
         assert_eq!(report["requests_ok"], 2000, "{io}: {report}");
     }
     node.stop();
+}
+
+/// A node killed mid-run: on either loop the client counts the lost
+/// connections and exits 1 with its report, well before the run's end
+/// (io_uring: the receives in flight complete and are reaped before the
+/// buffers they write into are freed).
+#[test]
+fn a_node_killed_mid_run_ends_the_run_with_connection_errors() {
+    for io in ["uring", "epoll"] {
+        let node = Node::start(&[]);
+        let address = node.tcp.to_string();
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let json = dir.path().join("report.json");
+        let mut child = Command::new(common::binary())
+            .args([
+                "bench",
+                "--server",
+                &address,
+                "--hit-ratio",
+                "0",
+                "--duration-s",
+                "30",
+                "--warmup-s",
+                "0",
+                "--connections",
+                "8",
+                "--pipeline",
+                "4",
+                "--io",
+                io,
+                "--quiet",
+                "--json",
+            ])
+            .arg(&json)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start x700 bench");
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let started = std::time::Instant::now();
+        node.kill();
+        let deadline = started + std::time::Duration::from_secs(15);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{io}: x700 bench still running 15 s after its node died");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(1), "{io}");
+        let report: Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("JSON");
+        assert_eq!(report["connection_errors"], 8, "{io}: {report}");
+        assert!(
+            report["requests_ok"].as_u64().unwrap_or(0) > 0,
+            "{io}: {report}"
+        );
+    }
 }
