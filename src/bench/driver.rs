@@ -9,9 +9,9 @@
 //!
 //! Two I/O loops (`--io`): `uring.rs` puts every connection's sends and
 //! receives of a turn into one io_uring submission (the default where the
-//! kernel allows it); `drive_epoll` here is the `mio` (epoll) loop, one system
-//! call per send, per receive and per wait. The clock is read once per
-//! wake-up, not per answer.
+//! kernel allows it); `drive_epoll` here is the `mio` (epoll) loop, one
+//! system call per send, per receive and per wait. The clock is read once
+//! per wake-up, not per answer.
 
 use super::schedule::{Clock, End, Schedule, Window};
 use super::tally::Tally;
