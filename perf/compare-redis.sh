@@ -14,7 +14,15 @@
 #   - x700 open loop at half of its own peak (the p99 target), on the same
 #     4 connections and on one;
 #   - memory per binding: Redis INFO used_memory growth / N per layout,
-#     x700 `stats --json` bytes_per_binding after the node stops.
+#     x700 `stats --json` bytes_per_binding after the node stops;
+#   - Redis's own figure beside ours, so our Redis driver never understates
+#     Redis: `redis-benchmark -t get -P DEPTH -c 4 -r N` (DEPTH 64 and 256,
+#     pinned to core 1) on a third Redis of the same build, holding keys of
+#     redis-benchmark's own pattern (`key:__rand_int__`, filled first with
+#     `-t set -r N -n 2N -P 64`: about 86% of the GETs hit), interleaved
+#     with the other targets in every round. The ratio that counts divides
+#     x700 by the faster of the two Redis figures, round by round
+#     (`x700_over_fastest_redis_4xDEPTH`).
 # Lookups are uniform hits over all N bindings. Installs redis-server (and
 # jq) with apt-get if missing; Redis runs with persistence off. Everything
 # it starts it stops, by process id.
@@ -22,7 +30,8 @@
 # Usage: perf/compare-redis.sh [N ...]        (default: 1000000 10000000)
 # Env:   DURATION_S (10) seconds per closed/open figure, WARMUP_S (2),
 #        REPEATS (3), SWEEP_DURATION_S (3) per sweep rate, REDIS_PORT (6390,
-#        and the next port).
+#        and the next two ports), REDIS_BENCHMARK_REQUESTS (GETs per
+#        redis-benchmark run; default 8 N, at least 2M).
 # Writes perf/results/<date>-compare-redis.json and
 #        perf/results/<date>-compare-redis-<N>.svg.
 set -euo pipefail
@@ -35,17 +44,21 @@ repeats=${REPEATS:-3}
 sweep_duration=${SWEEP_DURATION_S:-3}
 port_keys=${REDIS_PORT:-6390}
 port_hash=$((port_keys + 1))
+port_own=$((port_keys + 2))
 # Open-loop figures: fractions of the target's own closed-loop peak.
 sweep_fractions="0.1 0.25 0.5 0.75 0.9"
 
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v jq >/dev/null || need+=(jq)
+command -v redis-benchmark >/dev/null || need+=(redis-tools)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 cargo build --release --quiet --bin x700
-x700=$PWD/target/release/x700
+target_dir=${CARGO_TARGET_DIR:-target}
+[[ $target_dir = /* ]] || target_dir="$PWD/$target_dir"
+x700=$target_dir/release/x700
 day=$(date -u +%F)
 results=perf/results
 mkdir -p "$results"
@@ -76,6 +89,17 @@ bench() {
   echo "== $name" >&2
   taskset -c 1 "$x700" bench --quiet --json "$work/$name.json" "$@" >&2 ||
     echo "   ($name reported failed requests; see its JSON)" >&2
+}
+
+# redis_benchmark NAME DEPTH: redis-benchmark's own GET figure against the
+# third Redis, 4 connections x DEPTH pipelined; its rate as $work/NAME.rps.
+redis_benchmark() {
+  local name=$1 depth=$2
+  echo "== $name (redis-benchmark)" >&2
+  taskset -c 1 redis-benchmark -p "$port_own" -c 4 -P "$depth" -n "$rb_requests" -r "$n" -t get --csv \
+    >"$work/$name.csv" 2>/dev/null || true
+  awk -F'"' '$2 == "GET" {print $4}' "$work/$name.csv" | head -1 >"$work/$name.rps"
+  [ -s "$work/$name.rps" ] || echo 0 >"$work/$name.rps"
 }
 
 # The part of a run's report kept in the results file.
@@ -116,6 +140,12 @@ for n in "${sizes[@]}"; do
   redis_keys_pid=${pids[-1]}
   start_redis "$port_hash"
   redis_hash_pid=${pids[-1]}
+  start_redis "$port_own"
+  redis_own_pid=${pids[-1]}
+  rb_requests=${REDIS_BENCHMARK_REQUESTS:-$((8 * n > 2000000 ? 8 * n : 2000000))}
+  echo "== redis-benchmark fill: $((2 * n)) SETs of key:__rand_int__ below $n" >&2
+  taskset -c 1 redis-benchmark -p "$port_own" -c 4 -P 64 -n $((2 * n)) -r "$n" -t set -q >/dev/null 2>&1
+  own_keys=$(redis-cli -p "$port_own" dbsize)
   data="$work/x700-$n"
   taskset -c 0 "$x700" serve --data "$data" --listen 127.0.0.1:0 --shards 1 >"$work/serve.log" 2>&1 &
   pids+=($!)
@@ -153,6 +183,7 @@ for n in "${sizes[@]}"; do
         bench "$t-$n-p$depth-r$r" ${target_args[$t]} --bindings "$n" --connections 4 \
           --pipeline "$depth" --duration-s "$duration" --warmup-s "$warmup"
       done
+      redis_benchmark "rb-$n-p$depth-r$r" "$depth"
     done
   done
   declare -A peak=()
@@ -187,6 +218,7 @@ for n in "${sizes[@]}"; do
   stop "$serve_pid"
   stop "$redis_keys_pid"
   stop "$redis_hash_pid"
+  stop "$redis_own_pid"
   "$x700" stats --data "$data" --json >"$work/x700-$n-stats.json"
   rm -rf "$data"
 
@@ -201,6 +233,21 @@ for n in "${sizes[@]}"; do
       rounds=$(jq -n --argjson acc "$rounds" --argjson list "$list" --arg key "x700_over_redis_${layout}_4x$depth" \
         '$acc + {($key): $list}')
     done
+    # The ratio that counts: x700 over the faster Redis figure of the
+    # same round (x700 bench's keys layout or redis-benchmark's GET).
+    list=$(for r in $(seq "$repeats"); do
+      jq -n --slurpfile x "$work/x700-$n-p$depth-r$r.json" --slurpfile k "$work/keys-$n-p$depth-r$r.json" \
+        --argjson own "$(cat "$work/rb-$n-p$depth-r$r.rps")" \
+        '([$k[0].achieved_rate_per_s, $own] | max) as $redis
+         | if $redis > 0 then ($x[0].achieved_rate_per_s / $redis * 100 | round) / 100 else null end'
+    done | jq -s -c .)
+    rounds=$(jq -n --argjson acc "$rounds" --argjson list "$list" --arg key "x700_over_fastest_redis_4x$depth" \
+      '$acc + {($key): $list}')
+  done
+  own_rates='{}'
+  for depth in 64 256; do
+    list=$(for r in $(seq "$repeats"); do cat "$work/rb-$n-p$depth-r$r.rps"; done | jq -s -c .)
+    own_rates=$(jq -n --argjson acc "$own_rates" --argjson list "$list" --arg key "redis_benchmark_get_4x$depth" '$acc + {($key): $list}')
   done
   rates='{}'
   for t in x700 keys hash; do
@@ -209,6 +256,7 @@ for n in "${sizes[@]}"; do
       rates=$(jq -n --argjson acc "$rates" --argjson list "$list" --arg key "${t}_4x$depth" '$acc + {($key): $list}')
     done
   done
+  rates=$(jq -n --argjson acc "$rates" --argjson own "$own_rates" '$acc + $own')
 
   redis_part() { # redis_part LAYOUT USED BASELINE
     jq -n --argjson used "$2" --argjson baseline "$3" --argjson n "$n" \
@@ -226,6 +274,7 @@ for n in "${sizes[@]}"; do
     --argjson keys "$(redis_part keys "$used_keys" "$baseline_keys")" \
     --argjson hash "$(redis_part hash "$used_hash" "$baseline_hash")" \
     --argjson rounds "$rounds" --argjson rates "$rates" \
+    --argjson own_keys "$own_keys" --arg own_command "redis-benchmark -c 4 -P DEPTH -n $rb_requests -r $n -t get (after -t set -r $n -n $((2 * n)) -P 64)" \
     --slurpfile stats "$work/x700-$n-stats.json" \
     --slurpfile preload "$work/x700-$n-preload.json" \
     --slurpfile p64 "$work/x700-$n-p64.json" \
@@ -244,7 +293,10 @@ for n in "${sizes[@]}"; do
               open_half_peak: ($half[0] | '"$summary"'),
               open_half_peak_1_connection: ($half1[0] | '"$summary"'),
               sweep: [$sweep[0].sweep[] | '"$summary"']},
-       redis: {keys: $keys, hash: $hash},
+       redis: {keys: $keys, hash: $hash,
+               redis_benchmark: {command: $own_command, keys: $own_keys,
+                 get_4x64_every_round: $rates.redis_benchmark_get_4x64,
+                 get_4x256_every_round: $rates.redis_benchmark_get_4x256}},
        closed_loop_rates_every_round: $rates,
        chart: $chart,
        ratios: {
@@ -252,6 +304,8 @@ for n in "${sizes[@]}"; do
          lookups_per_core_x700_over_redis_keys_4x256: ratio($x256; $keys.closed_4x256_median.achieved_rate_per_s),
          lookups_per_core_x700_over_redis_hash_4x64: ratio($x64; $hash.closed_4x64_median.achieved_rate_per_s),
          lookups_per_core_x700_over_redis_hash_4x256: ratio($x256; $hash.closed_4x256_median.achieved_rate_per_s),
+         lookups_per_core_x700_over_fastest_redis_4x64: ratio($x64; ([$keys.closed_4x64_median.achieved_rate_per_s, ($rates.redis_benchmark_get_4x64 | sort | .[length / 2 | floor])] | max)),
+         lookups_per_core_x700_over_fastest_redis_4x256: ratio($x256; ([$keys.closed_4x256_median.achieved_rate_per_s, ($rates.redis_benchmark_get_4x256 | sort | .[length / 2 | floor])] | max)),
          every_round: $rounds,
          memory_redis_keys_over_x700: ratio($keys.bytes_per_binding; $xb),
          memory_redis_hash_over_x700: ratio($hash.bytes_per_binding; $xb)},
@@ -274,7 +328,7 @@ jq -n --argjson sizes "$all_sizes" \
   '{command: $command, date: $date, commit: $commit,
     machine: {cores: $cores, cpu: $cpu, kernel: $kernel, load_average_before: $load_before, load_average_after: $load},
     setup: ("x700 serve --shards 1 (one event loop) and two " + $redis
-      + " (--save \"\" --appendonly no --hash-max-listpack-entries 256), all pinned to core 0, only the measured one busy;"
+      + " (--save \"\" --appendonly no --hash-max-listpack-entries 256) and a third for redis-benchmark'"'"'s own keys, all pinned to core 0, only the measured one busy;"
       + " the x700 bench client pinned to core 1; loopback TCP; lookups are uniform hits over all N loaded"
       + " bindings (no repeated query set), every answer checked; sync after the preloads"),
     sizes: $sizes}' >"$out"

@@ -2,9 +2,14 @@
 //! makes (open or closed loop), one `send` per turn, and the answers one
 //! `recv` brought, matched to their requests by request id (x700) or by
 //! order (Redis). Buffers and slots are allocated once: nothing per request.
+//!
+//! The requests and answers are plain work on the two buffers (`fill`,
+//! `unsent`/`wrote`, `input_room`/`received`); the I/O is the driver's:
+//! `flush` and `read_answers` here for the `mio` loop (`driver.rs`), one
+//! io_uring submission per turn for `uring.rs`.
 
 use super::redis::{answer_of, decode_reply};
-use super::schedule::{Clock, Place, Schedule, Window};
+use super::schedule::{Place, Schedule, Window};
 use super::tally::Tally;
 use super::workload::{Generator, Op, OpKind};
 use crate::number::Number;
@@ -126,6 +131,18 @@ impl Connection {
         now_s: u32,
         tally: &mut Tally,
     ) {
+        self.fill(phase, now_ns, now_s, tally);
+        self.flush(tally);
+    }
+
+    /// True once the connection failed or closed.
+    pub(super) fn closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Encodes every request that is due and fits into the output buffer
+    /// (not written yet: `unsent`).
+    pub(super) fn fill(&mut self, phase: &Phase, now_ns: u64, now_s: u32, tally: &mut Tally) {
         for _ in 0..REQUESTS_PER_TURN_MAX {
             if !self.has_room(phase.pipeline) {
                 break;
@@ -179,7 +196,58 @@ impl Connection {
                 tally.sent(intended_ns, lag);
             }
         }
-        self.flush(tally);
+    }
+
+    /// Request bytes not written yet.
+    pub(super) fn unsent(&self) -> &[u8] {
+        &self.out[self.out_sent..]
+    }
+
+    /// `count` bytes of `unsent` were written.
+    pub(super) fn wrote(&mut self, count: usize) {
+        self.out_sent = (self.out_sent + count).min(self.out.len());
+        if self.out_sent == self.out.len() {
+            self.out.clear();
+            self.out_sent = 0;
+        }
+    }
+
+    /// The free end of the input buffer, after moving unread bytes to its
+    /// front if it was full; `None` (and the connection failed) if one
+    /// answer fills it all.
+    pub(super) fn input_room(&mut self, tally: &mut Tally) -> Option<&mut [u8]> {
+        if !self.make_room(tally) {
+            return None;
+        }
+        Some(&mut self.input[self.input_end..])
+    }
+
+    /// Moves unread bytes to the front of a full input buffer; false (and
+    /// the connection failed) if one answer fills it all.
+    fn make_room(&mut self, tally: &mut Tally) -> bool {
+        if self.input_end == self.input.len() {
+            self.input.copy_within(self.input_start..self.input_end, 0);
+            self.input_end -= self.input_start;
+            self.input_start = 0;
+            if self.input_end == self.input.len() {
+                self.fail("an answer larger than the input buffer".into(), tally);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// `count` bytes arrived at the front of `input_room`: handles every
+    /// complete answer; returns how many.
+    pub(super) fn received(
+        &mut self,
+        count: usize,
+        wire: &Wire,
+        now_ns: u64,
+        tally: &mut Tally,
+    ) -> u64 {
+        self.input_end = (self.input_end + count).min(self.input.len());
+        self.take_answers(wire, now_ns, tally)
     }
 
     /// Writes unsent requests until done or the socket is full.
@@ -190,7 +258,7 @@ impl Connection {
                     self.fail("the server stopped reading".into(), tally);
                     return;
                 }
-                Ok(n) => self.out_sent += n,
+                Ok(n) => self.wrote(n),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -199,33 +267,25 @@ impl Connection {
                 }
             }
         }
-        self.out.clear();
-        self.out_sent = 0;
     }
 
-    /// Reads everything the socket has and handles the answers.
-    pub(super) fn read_answers(&mut self, phase: &Phase, clock: &Clock, tally: &mut Tally) -> u64 {
+    /// Reads everything the socket has and handles the answers; `now_ns`
+    /// is their arrival time (one clock read per wake-up, not per read).
+    pub(super) fn read_answers(&mut self, phase: &Phase, now_ns: u64, tally: &mut Tally) -> u64 {
         let mut answers = 0;
         loop {
-            if self.input_end == self.input.len() {
-                self.input.copy_within(self.input_start..self.input_end, 0);
-                self.input_end -= self.input_start;
-                self.input_start = 0;
-                if self.input_end == self.input.len() {
-                    self.fail("an answer larger than the input buffer".into(), tally);
-                    return answers;
-                }
+            if !self.make_room(tally) {
+                return answers;
             }
+            let room_len = self.input.len() - self.input_end;
             match self.stream.read(&mut self.input[self.input_end..]) {
                 Ok(0) => {
                     self.fail("the server closed the connection".into(), tally);
                     return answers;
                 }
                 Ok(n) => {
-                    let short = self.input_end + n < self.input.len();
-                    self.input_end += n;
-                    let now_ns = clock.now_ns();
-                    answers += self.take_answers(&phase.wire, now_ns, tally);
+                    let short = n < room_len;
+                    answers += self.received(n, &phase.wire, now_ns, tally);
                     // A short read drained the socket: edge-triggered
                     // epoll reports the next arrival, so the would-block
                     // read is skipped (one system call fewer per wake-up).
@@ -336,6 +396,7 @@ impl Connection {
             OpKind::Lookup => status_code == status::OK && callee == slot.callee,
             OpKind::Bind | OpKind::Unbind => status_code == status::OK,
         };
+        tally.answers_all += 1;
         if slot.fresh_index != u64::MAX && status_code == status::OK {
             self.generator.bound(slot.fresh_index);
         }

@@ -1,11 +1,17 @@
 //! The client threads of a bench phase. Each thread owns a few
-//! non-blocking connections (`connection.rs`; opened by `wire.rs`) on one
-//! `mio` poll: it writes every request
-//! that is due (open loop) or that the pipeline has room for (closed loop)
-//! in one `send` per connection, reads every answer one `recv` brought, and
-//! matches answers to requests by request id (x700: answers may come out of
-//! order) or by order (Redis). Buffers, request slots and histograms are
-//! allocated once per connection: nothing is allocated per request.
+//! non-blocking connections (`connection.rs`; opened by `wire.rs`): it
+//! writes every request that is due (open loop) or that the pipeline has
+//! room for (closed loop) in one `send` per connection, reads every answer
+//! one `recv` brought, and matches answers to requests by request id (x700:
+//! answers may come out of order) or by order (Redis). Buffers, request
+//! slots and histograms are allocated once per connection: nothing is
+//! allocated per request.
+//!
+//! Two I/O loops (`--io`): `uring.rs` puts every connection's sends and
+//! receives of a turn into one io_uring submission (the default where the
+//! kernel allows it); `drive_epoll` here is the `mio` (epoll) loop, one
+//! system call per send, per receive and per wait. The clock is read once
+//! per wake-up, not per answer.
 
 use super::schedule::{Clock, End, Schedule, Window};
 use super::tally::Tally;
@@ -21,22 +27,53 @@ use super::connection::Connection;
 pub use super::wire::{connect, Wire};
 
 /// How often in-flight requests are checked against the timeout.
-const TIMEOUT_SCAN_NS: u64 = 2_000_000;
+pub(super) const TIMEOUT_SCAN_NS: u64 = 2_000_000;
 /// Longest wait in one poll when nothing is due.
-const IDLE_WAIT: Duration = Duration::from_millis(2);
+pub(super) const IDLE_WAIT: Duration = Duration::from_millis(2);
 /// Open loop: waits shorter than this are spun (polling without
 /// sleeping). A timed sleep and its wake-up cost tens of microseconds of
 /// CPU on a virtual machine, more than polling for that long, and wake
 /// late; the time spun is counted apart (`client_cpu.spin_s`) so it does
 /// not read as load.
-const SPIN_NS: u64 = 200_000;
+pub(super) const SPIN_NS: u64 = 200_000;
 /// Timer slack asked of the kernel for the pacing sleeps.
-const TIMER_SLACK_NS: u64 = 1_000;
+pub(super) const TIMER_SLACK_NS: u64 = 1_000;
 /// Poll events handled per wake-up.
 const EVENTS_MAX: usize = 256;
 
+/// Which system calls a client thread's loop uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Io {
+    /// One io_uring submission per turn for every connection's sends and
+    /// receives (falls back to `Epoll` where io_uring is unavailable).
+    Uring,
+    /// `mio`: epoll, then one `send` and `recv` per connection.
+    Epoll,
+}
+
+impl Io {
+    /// Parses `--io`.
+    pub fn parse(text: &str) -> Result<Io, String> {
+        match text {
+            "uring" => Ok(Io::Uring),
+            "epoll" => Ok(Io::Epoll),
+            other => Err(format!("--io {other:?}: uring or epoll")),
+        }
+    }
+
+    /// The flag's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Io::Uring => "uring",
+            Io::Epoll => "epoll",
+        }
+    }
+}
+
 /// One phase of a run (a preload, or one measured load), for every thread.
 pub struct Phase {
+    /// The client threads' I/O loop.
+    pub io: Io,
     /// The server.
     pub address: SocketAddr,
     /// The protocol.
@@ -85,7 +122,10 @@ pub fn run_phase(phase: &Phase, generators: Vec<Generator>) -> Result<Tally, Str
             .into_iter()
             .map(|group| {
                 let clock = &clock;
-                scope.spawn(move || drive(phase, group, connections, clock))
+                scope.spawn(move || match phase.io {
+                    Io::Uring => super::uring::drive(phase, group, connections, clock),
+                    Io::Epoll => drive_epoll(phase, group, connections, clock),
+                })
             })
             .collect();
         handles
@@ -104,9 +144,64 @@ pub fn run_phase(phase: &Phase, generators: Vec<Generator>) -> Result<Tally, Str
     Ok(total)
 }
 
-/// One client thread: its connections until each has sent its share and
-/// heard every answer (or given up on it).
-fn drive(
+/// The connections of one client thread, each with its schedule (open
+/// loop) and its share of the phase's requests.
+pub(super) fn connections_of(
+    phase: &Phase,
+    group: Vec<(usize, TcpStream, Generator)>,
+    connection_count: usize,
+) -> Vec<Connection> {
+    group
+        .into_iter()
+        .map(|(index, stream, generator)| {
+            let schedule = phase
+                .rate_per_s
+                .map(|rate| Schedule::new(rate, connection_count, index));
+            let end = match phase.end {
+                End::At(ns) => End::At(ns),
+                End::Count(total) => {
+                    let count = connection_count as u64;
+                    End::Count(total / count + u64::from((index as u64) < total % count))
+                }
+            };
+            Connection::new(
+                stream,
+                generator,
+                schedule,
+                Window::new(phase.warmup_ns, end),
+                phase.pipeline,
+            )
+        })
+        .collect()
+}
+
+/// When a thread should wake next: the next timeout scan or, open loop,
+/// the earliest due request of a connection with room (not before the
+/// next send quantum).
+pub(super) fn wake_ns(
+    phase: &Phase,
+    connections: &[Connection],
+    next_scan_ns: u64,
+    last_send_ns: u64,
+) -> u64 {
+    let mut wake_ns = next_scan_ns;
+    if phase.rate_per_s.is_some() {
+        let mut due_ns = u64::MAX;
+        for connection in connections {
+            if connection.has_room(phase.pipeline) {
+                if let Some(schedule) = &connection.schedule {
+                    due_ns = due_ns.min(schedule.due_ns());
+                }
+            }
+        }
+        wake_ns = wake_ns.min(due_ns.max(last_send_ns + phase.send_quantum_ns));
+    }
+    wake_ns
+}
+
+/// One client thread on `mio`: its connections until each has sent its
+/// share and heard every answer (or given up on it).
+pub(super) fn drive_epoll(
     phase: &Phase,
     group: Vec<(usize, TcpStream, Generator)>,
     connection_count: usize,
@@ -115,25 +210,8 @@ fn drive(
     crate::sys::set_timer_slack_ns(TIMER_SLACK_NS);
     let mut tally = Tally::default();
     let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
-    let mut connections = Vec::with_capacity(group.len());
-    for (token, (index, stream, generator)) in group.into_iter().enumerate() {
-        let schedule = phase
-            .rate_per_s
-            .map(|rate| Schedule::new(rate, connection_count, index));
-        let end = match phase.end {
-            End::At(ns) => End::At(ns),
-            End::Count(total) => {
-                let count = connection_count as u64;
-                End::Count(total / count + u64::from((index as u64) < total % count))
-            }
-        };
-        let mut connection = Connection::new(
-            stream,
-            generator,
-            schedule,
-            Window::new(phase.warmup_ns, end),
-            phase.pipeline,
-        );
+    let mut connections = connections_of(phase, group, connection_count);
+    for (token, connection) in connections.iter_mut().enumerate() {
         poll.registry()
             .register(
                 &mut connection.stream,
@@ -141,7 +219,6 @@ fn drive(
                 Interest::READABLE | Interest::WRITABLE,
             )
             .map_err(|e| format!("register: {e}"))?;
-        connections.push(connection);
     }
     let mut events = Events::with_capacity(EVENTS_MAX);
     let mut next_scan_ns = TIMEOUT_SCAN_NS;
@@ -173,18 +250,7 @@ fn drive(
         }
         // Sleep until the next request is due, an answer comes, or the
         // next timeout scan; short waits are spun for precision.
-        let mut wake_ns = next_scan_ns;
-        if open_loop {
-            let mut due_ns = u64::MAX;
-            for connection in &connections {
-                if connection.has_room(phase.pipeline) {
-                    if let Some(schedule) = &connection.schedule {
-                        due_ns = due_ns.min(schedule.due_ns());
-                    }
-                }
-            }
-            wake_ns = wake_ns.min(due_ns.max(last_send_ns + phase.send_quantum_ns));
-        }
+        let wake_ns = wake_ns(phase, &connections, next_scan_ns, last_send_ns);
         let now_ns = clock.now_ns();
         let wait_ns = wake_ns.saturating_sub(now_ns);
         let mut spinning = false;
@@ -204,17 +270,18 @@ fn drive(
             }
         }
         let mut answers = 0;
+        let woke_ns = clock.now_ns();
         for event in &events {
             let connection = &mut connections[event.token().0];
             if event.is_writable() {
                 connection.flush(&mut tally);
             }
             if event.is_readable() || event.is_read_closed() || event.is_error() {
-                answers += connection.read_answers(phase, clock, &mut tally);
+                answers += connection.read_answers(phase, woke_ns, &mut tally);
             }
         }
         if spinning && events.is_empty() {
-            tally.spin_ns += clock.now_ns().saturating_sub(now_ns);
+            tally.spin_ns += woke_ns.saturating_sub(now_ns);
         }
         if answers > 0 {
             phase.progress.fetch_add(answers, Ordering::Relaxed);
@@ -224,7 +291,7 @@ fn drive(
 }
 
 /// The wall clock in seconds (binding expiry times in Redis values).
-fn unix_now_s() -> u32 {
+pub(super) fn unix_now_s() -> u32 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))

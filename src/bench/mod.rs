@@ -20,10 +20,11 @@ pub mod report;
 pub mod schedule;
 pub mod spawn;
 pub mod tally;
+mod uring;
 pub mod wire;
 pub mod workload;
 
-use driver::{Phase, Wire};
+use driver::{Io, Phase, Wire};
 use indicatif::{ProgressBar, ProgressStyle};
 use params::{Length, Params, Target};
 use report::{CpuUse, Figures};
@@ -190,6 +191,8 @@ pub struct Preload {
     pub connections: usize,
     /// Client threads.
     pub threads: usize,
+    /// The client threads' I/O loop.
+    pub io: Io,
     /// A bind unanswered this long counts as a timeout.
     pub timeout: Duration,
     /// Start of the progress bar's line.
@@ -250,6 +253,7 @@ pub fn preload(job: &Preload, progress: bool) -> Result<Preloaded, String> {
         ));
     }
     let phase = Phase {
+        io: job.io,
         address: job.address,
         wire: job.wire,
         token: job.token.clone(),
@@ -293,7 +297,8 @@ pub fn run(
     let nonce = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(0));
-    let catalog = Catalog::new(params.seed, params.modes, nonce);
+    let catalog =
+        Catalog::new(params.seed, params.modes, nonce).with_pairs_per_x(params.pairs_per_x);
     let connections = params.connections as u64;
     let timeout_ns = u64::try_from(params.timeout.as_nanos()).unwrap_or(u64::MAX);
     let mut run = Run {
@@ -326,6 +331,7 @@ pub fn run(
             bindings: params.preload,
             connections: params.connections,
             threads: params.threads,
+            io: params.io,
             timeout: params.timeout,
             label: "preload ",
         };
@@ -357,6 +363,7 @@ pub fn run(
             Length::Requests(count) => End::Count(count),
         };
         let phase = Phase {
+            io: params.io,
             address,
             wire: wire(params, params.role.unwrap_or_else(|| default_role(params))),
             token: params.token.clone(),

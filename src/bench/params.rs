@@ -198,6 +198,8 @@ pub struct Params {
     pub pipeline: usize,
     /// Client threads driving the connections.
     pub threads: usize,
+    /// Their I/O loop: io_uring (default) or epoll.
+    pub io: super::driver::Io,
     /// How long to measure.
     pub length: Length,
     /// Load before measuring, not counted.
@@ -233,6 +235,9 @@ pub struct Params {
     pub slow_threshold: Duration,
     /// Lifetime of every binding bound, seconds.
     pub ttl_s: u32,
+    /// AXB pairs sharing each X among the loaded bindings (1 to
+    /// `synth::PAIRS_PER_X_MAX`; 1: every binding its own X).
+    pub pairs_per_x: u64,
 }
 
 impl Params {
@@ -285,6 +290,7 @@ impl Params {
                 SEND_QUANTUM_MAX.as_micros()
             ));
         }
+        crate::synth::check_pairs_per_x(self.pairs_per_x)?;
         if self.timeout.is_zero() {
             return Err("--timeout-ms must be above 0".into());
         }

@@ -41,6 +41,24 @@ impl CpuUse {
         (self.user_s + self.system_s - self.spin_s).max(0.0) / self.wall_s.max(1e-9)
     }
 
+    /// CPU seconds the client used, user and system.
+    pub fn cpu_s(&self) -> f64 {
+        self.user_s + self.system_s
+    }
+
+    /// Microseconds of the client's working CPU (spinning idle excluded)
+    /// per answer, over `answers` (every answer of the phase, warm-up
+    /// included, as the CPU is); 0 without answers.
+    pub fn us_per_request(&self, answers: u64) -> f64 {
+        if answers == 0 {
+            return 0.0;
+        }
+        // Counts below 2^53: exact in f64.
+        #[allow(clippy::cast_precision_loss)]
+        let per = (self.cpu_s() - self.spin_s).max(0.0) * 1e6 / answers as f64;
+        per
+    }
+
     /// True if the client threads were busy nearly all the time (idle
     /// spinning excluded): then the client, not the server, may have set
     /// the rate or added to the latencies.
@@ -188,6 +206,8 @@ impl Figures {
             "slow_requests": all.count_between(self.slow_threshold_ns, u64::MAX),
             "client_send_lag_us": if open { percentiles_us(&tally.send_lag_ns) } else { Value::Null },
             "client_fell_behind": if open { Value::from(tally.behind) } else { Value::Null },
+            "client_cpu_s": (self.cpu.cpu_s() * 1000.0).round() / 1000.0,
+            "client_cpu_us_per_request": (self.cpu.us_per_request(tally.answers_all) * 1000.0).round() / 1000.0,
             "client_cpu": {
                 "user_s": (self.cpu.user_s * 1000.0).round() / 1000.0,
                 "system_s": (self.cpu.system_s * 1000.0).round() / 1000.0,
@@ -197,6 +217,8 @@ impl Figures {
                 "cores_working": (self.cpu.cores_working() * 1000.0).round() / 1000.0,
                 "threads": self.cpu.threads,
                 "saturated": self.cpu.saturated(),
+                "us_per_request": (self.cpu.us_per_request(tally.answers_all) * 1000.0).round() / 1000.0,
+                "answers_all": tally.answers_all,
             },
             "connection_errors": tally.connection_errors,
             "errors": tally.errors,
@@ -276,9 +298,11 @@ impl Figures {
             String::new()
         };
         let mut client = format!(
-            "  client: {:.2} cores used{spin} by {} thread(s){}",
+            "  client: {:.2} cores used{spin} by {} thread(s), {:.2} CPU s, {:.3} us of CPU per request{}",
             self.cpu.cores_used(),
             self.cpu.threads,
+            self.cpu.cpu_s(),
+            self.cpu.us_per_request(tally.answers_all),
             match (self.cpu.saturated(), self.target_rate_per_s.is_some()) {
                 (true, false) => " - SATURATED: the client may have set this rate",
                 (true, true) => " - SATURATED: its own delays are in these latencies",

@@ -45,6 +45,9 @@ pub struct Tally {
     pub late_answers: u64,
     /// Measured requests sent.
     pub sent: u64,
+    /// Every answer, warm-up included (the client's CPU per request is
+    /// its CPU over the whole phase divided by this).
+    pub answers_all: u64,
     /// Open loop: send time minus intended time.
     pub send_lag_ns: Histogram<u64>,
     /// Open loop: requests sent more than `BEHIND_NS` late.
@@ -74,6 +77,7 @@ impl Default for Tally {
             lost: 0,
             late_answers: 0,
             sent: 0,
+            answers_all: 0,
             send_lag_ns: histogram(),
             behind: 0,
             first_intended_ns: u64::MAX,
@@ -160,6 +164,7 @@ impl Tally {
         self.lost += other.lost;
         self.late_answers += other.late_answers;
         self.sent += other.sent;
+        self.answers_all += other.answers_all;
         self.behind += other.behind;
         self.first_intended_ns = self.first_intended_ns.min(other.first_intended_ns);
         self.last_answer_ns = self.last_answer_ns.max(other.last_answer_ns);

@@ -7,7 +7,7 @@
 use super::params::{KeyChoice, Mix, ModeMix};
 use crate::binding::{Direction, LookupQuery, Mode, OrderRef};
 use crate::number::Number;
-use crate::synth::splitmix64;
+use crate::synth::{draws, splitmix64};
 use std::collections::VecDeque;
 
 /// AXE bindings share an X in groups of this many extensions.
@@ -89,6 +89,9 @@ pub struct Catalog {
     pub modes: ModeMix,
     /// Seed of the fresh bindings of this run.
     pub fresh_seed: u64,
+    /// AXB pairs sharing each X among the loaded bindings (`--pairs-per-x`;
+    /// 1: every binding its own X).
+    pub pairs_per_x: u64,
 }
 
 impl Catalog {
@@ -99,6 +102,18 @@ impl Catalog {
             seed,
             modes,
             fresh_seed: seed ^ FRESH_SALT ^ nonce.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            pairs_per_x: 1,
+        }
+    }
+
+    /// The same catalog with `pairs_per_x` AXB pairs on each X of the
+    /// loaded bindings (`synth::draws`); AXN and AXE bindings keep their
+    /// own X numbers.
+    #[must_use]
+    pub fn with_pairs_per_x(self, pairs_per_x: u64) -> Catalog {
+        Catalog {
+            pairs_per_x: pairs_per_x.max(1),
+            ..self
         }
     }
 
@@ -119,10 +134,23 @@ impl Catalog {
     }
 
     /// Loaded binding `index`. With AXB only this is exactly binding
-    /// `index` of `x700 load --seed SEED`.
+    /// `index` of `x700 load --seed SEED --pairs-per-x N`.
     pub fn loaded(&self, index: u64) -> SynthBinding {
-        let (parties_x, parties_a, parties_b) = parties(self.seed, index);
         let mode = self.mode_of(index);
+        if mode == Mode::Axb && self.pairs_per_x > 1 {
+            let (x, a, b) = pooled_parties(self.seed, index, self.pairs_per_x);
+            // AXB lookups come from A or B: no stranger needed.
+            return SynthBinding {
+                index,
+                fresh: false,
+                mode,
+                x,
+                a,
+                b,
+                stranger: Number::NONE,
+            };
+        }
+        let (parties_x, parties_a, parties_b) = parties(self.seed, index);
         let (x, b) = match mode {
             Mode::Axb => (parties_x, parties_b),
             Mode::Axn => (parties_x, Number::NONE),
@@ -215,11 +243,18 @@ fn packed(prefix: &[u8], mut value: u64, width: usize) -> Number {
 /// without the text round trip: the benchmark makes millions per second.
 /// A unit test checks it against `Synthetic::binding`.
 fn parties(seed: u64, index: u64) -> (Number, Number, Number) {
-    let mut state = seed ^ index.wrapping_mul(0xD6E8_FEB8_6659_FD93);
-    let x = packed(&[7, 0, 0], splitmix64(&mut state) % 1_000_000_000_000, 12);
-    let a = packed(&[1, 3], splitmix64(&mut state) % 1_000_000_000, 9);
-    let b = packed(&[1, 5], splitmix64(&mut state) % 1_000_000_000, 9);
-    (x, a, b)
+    pooled_parties(seed, index, 1)
+}
+
+/// Binding `index` of `synth::Synthetic { seed }.pooled(index,
+/// pairs_per_x)`, packed straight into BCD.
+fn pooled_parties(seed: u64, index: u64, pairs_per_x: u64) -> (Number, Number, Number) {
+    let (x, a, b) = draws(seed, index, pairs_per_x);
+    (
+        packed(&[7, 0, 0], x, 12),
+        packed(&[1, 3], a, 9),
+        packed(&[1, 5], b, 9),
+    )
 }
 
 fn query(caller: Number, x: Number) -> LookupQuery {
@@ -581,6 +616,17 @@ mod tests {
         }
         let catalog = Catalog::new(1, ModeMix::AXB, 0);
         assert_eq!(catalog.miss(9), Synthetic { seed: 1 }.miss(9));
+        for pairs in [2, 100, 200] {
+            let catalog = Catalog::new(4, ModeMix::AXB, 0).with_pairs_per_x(pairs);
+            for index in (0..500).chain([1 << 33]) {
+                let expected = Synthetic { seed: 4 }.pooled(index, pairs);
+                let ours = catalog.loaded(index);
+                assert_eq!(
+                    (ours.x, ours.a, ours.b),
+                    (expected.x, expected.a, expected.b)
+                );
+            }
+        }
     }
 
     #[test]

@@ -81,6 +81,7 @@ fn params_of(args: &BenchArgs, server: Option<&str>) -> Result<Params, String> {
             .threads
             .unwrap_or_else(|| bench::threads_default(args.connections))
             .min(args.connections.max(1)),
+        io: bench::driver::Io::parse(&args.io)?,
         length: match args.requests {
             Some(count) => Length::Requests(count),
             None => Length::Duration(seconds(args.duration_s, "--duration-s")?),
@@ -106,6 +107,7 @@ fn params_of(args: &BenchArgs, server: Option<&str>) -> Result<Params, String> {
         role,
         slow_threshold: seconds(args.slow_ms / 1000.0, "--slow-ms")?,
         ttl_s: args.ttl_s,
+        pairs_per_x: args.pairs_per_x,
     };
     if args.sweep.is_some() && params.rates_per_s.is_empty() {
         return Err("--sweep needs at least one rate".into());

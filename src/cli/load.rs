@@ -59,6 +59,7 @@ fn load_into(
     seed: u64,
     count: u64,
     ttl_s: u32,
+    pairs_per_x: u64,
     progress: bool,
 ) -> Result<Loaded, WriteError> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -81,7 +82,7 @@ fn load_into(
             .unwrap_or_else(|_| unreachable!()),
     };
     for i in 0..count {
-        let request = synthetic.request(i, ttl_s);
+        let request = synthetic.pooled_request(i, ttl_s, pairs_per_x);
         let bind_started = Instant::now();
         let result = store.bind(&request);
         let elapsed_ns = u64::try_from(bind_started.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -175,7 +176,14 @@ pub fn load(args: &LoadArgs) -> Outcome {
         Err(outcome) => return outcome,
     };
     let progress = !args.quiet && !args.store.json;
-    let outcome = match load_into(&mut store, args.seed, args.bindings, args.ttl_s, progress) {
+    let outcome = match load_into(
+        &mut store,
+        args.seed,
+        args.bindings,
+        args.ttl_s,
+        args.pairs_per_x,
+        progress,
+    ) {
         Ok(loaded) => {
             let mut fields = loaded_fields(&loaded);
             if let (Value::Object(map), Ok(Value::Object(stats))) =
@@ -221,10 +229,11 @@ fn load_over_wire(server: &str, args: &LoadArgs) -> Outcome {
             ttl_s: args.ttl_s,
         },
         token: args.store.token.clone(),
-        catalog: Catalog::new(args.seed, ModeMix::AXB, 0),
+        catalog: Catalog::new(args.seed, ModeMix::AXB, 0).with_pairs_per_x(args.pairs_per_x),
         bindings: args.bindings,
         connections,
         threads: bench::threads_default(connections),
+        io: bench::driver::Io::Uring,
         timeout: BIND_TIMEOUT,
         label: "",
     };
@@ -299,7 +308,7 @@ pub fn demo(args: &DemoArgs) -> Outcome {
             args.bindings
         );
     }
-    let loaded = match load_into(&mut store, 1, args.bindings, 30 * 24 * 3600, !args.json) {
+    let loaded = match load_into(&mut store, 1, args.bindings, 30 * 24 * 3600, 1, !args.json) {
         Ok(loaded) => loaded,
         Err(error) => return Outcome::from(error),
     };

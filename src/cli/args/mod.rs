@@ -398,6 +398,11 @@ pub struct LoadArgs {
     /// (default 4).
     #[arg(long, value_name = "N", conflicts_with = "data")]
     pub connections: Option<usize>,
+    /// AXB pairs sharing each X, as in real number pools (1 to 200; 1:
+    /// every binding its own X). `x700 bench --pairs-per-x` must match.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=crate::synth::PAIRS_PER_X_MAX))]
+    pub pairs_per_x: u64,
 }
 
 /// `x700 decode CAPTURE`.
@@ -586,9 +591,14 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 16)]
     pub pipeline: usize,
     /// Client threads (default: one per two cores, at most one per
-    /// connection).
+    /// connection), the connections split among them.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// The client threads' I/O: `uring` (one io_uring submission per turn
+    /// for every connection's sends and receives; epoll where the kernel
+    /// refuses io_uring) or `epoll`.
+    #[arg(long, value_name = "uring|epoll", default_value = "uring")]
+    pub io: String,
     /// Seconds to measure (after the warm-up).
     #[arg(long = "duration-s", value_name = "S", default_value_t = 10.0)]
     pub duration_s: f64,
@@ -656,6 +666,11 @@ pub struct BenchArgs {
     /// default is 1).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// AXB pairs sharing each X among the loaded bindings (1 to 200; as
+    /// `x700 load --pairs-per-x`, which must have been the same).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=crate::synth::PAIRS_PER_X_MAX))]
+    pub pairs_per_x: u64,
     /// A request unanswered this long counts as a timeout.
     #[arg(long = "timeout-ms", value_name = "MS", default_value_t = 1000)]
     pub timeout_ms: u64,
