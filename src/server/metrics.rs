@@ -218,6 +218,44 @@ impl NodeMetrics {
     pub fn bindings_live(&self) -> u64 {
         self.sum(|w| w.bindings_live.load(Ordering::Relaxed))
     }
+
+    /// The node's own time per lookup, read to answer (the histogram
+    /// `x700_request_latency_seconds`), for STATS: how many, the mean, and
+    /// the bucket bounds under which half and 99% of them fall. Beside a
+    /// benchmark client's figures it tells a slow node from a saturated
+    /// client.
+    pub fn request_time_json(&self) -> serde_json::Value {
+        let counts: Vec<u64> = (0..LATENCY_SLOTS)
+            .map(|slot| self.sum(|w| w.latency[slot].load(Ordering::Relaxed)))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        let bound_of = |share: u64| -> serde_json::Value {
+            let mut seen = 0;
+            for (slot, &count) in counts.iter().enumerate() {
+                seen += count;
+                if total > 0 && seen * 100 >= total * share {
+                    return LATENCY_BOUNDS_US
+                        .get(slot)
+                        .map_or(serde_json::Value::Null, |&us| us.into());
+                }
+            }
+            serde_json::Value::Null
+        };
+        let sum_ns = self.sum(|w| w.latency_sum_ns.load(Ordering::Relaxed));
+        // Nanosecond sums and counts below 2^52: exact enough in f64.
+        #[allow(clippy::cast_precision_loss)]
+        let mean_us = if total == 0 {
+            0.0
+        } else {
+            (sum_ns as f64 / total as f64 / 100.0).round() / 10.0
+        };
+        serde_json::json!({
+            "lookups": total,
+            "mean_us": mean_us,
+            "p50_at_most_us": bound_of(50),
+            "p99_at_most_us": bound_of(99),
+        })
+    }
 }
 
 impl NodeMetrics {

@@ -86,6 +86,7 @@ impl Shared {
             "table_shards": self.table_shards,
             "bindings_live": self.metrics.bindings_live(),
             "connections": self.connections.load(Ordering::Relaxed),
+            "request_time_us": self.metrics.request_time_json(),
         });
         if let Some(replica) = self.replica.get() {
             let health = replica.log_health();
