@@ -549,6 +549,22 @@ impl Raw {
         }
     }
 
+    /// Speaks frames on a socket the test connected itself (with its own
+    /// options); every read and write bounded by `IO_TIMEOUT`.
+    pub fn from_stream(stream: TcpStream) -> Raw {
+        stream.set_nodelay(true).expect("nodelay");
+        stream
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .expect("read timeout");
+        stream
+            .set_write_timeout(Some(IO_TIMEOUT))
+            .expect("write timeout");
+        Raw {
+            stream,
+            input: Vec::new(),
+        }
+    }
+
     /// Connects and opens a session as `role` with `token`; panics unless
     /// the HELLO is accepted.
     pub fn session(address: SocketAddr, role: Role, token: &str) -> Raw {
