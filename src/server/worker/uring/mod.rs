@@ -51,6 +51,8 @@ struct Slot {
     receiving: bool,
     /// A send is in flight.
     sending: bool,
+    /// Its receive was cancelled (a hold kept enough input).
+    paused: bool,
 }
 
 /// The backend's state in one loop.
@@ -103,6 +105,7 @@ impl Uring {
             generation,
             receiving: true,
             sending: false,
+            paused: false,
         };
         true
     }
@@ -173,11 +176,16 @@ impl Uring {
         self.ring.publish();
     }
 
-    /// Whether connection `token` of `generation` still has a receive.
-    fn receiving(&self, token: usize, generation: u32) -> bool {
-        self.slots
-            .get(token)
-            .is_some_and(|s| s.generation == generation && s.receiving)
+    /// Cancels connection `token`'s receive while a hold keeps enough of
+    /// its input, once.
+    fn pause(&mut self, token: usize, generation: u32) {
+        let Some(slot) = self.slots.get_mut(token) else {
+            return;
+        };
+        if slot.generation == generation && slot.receiving && !slot.paused {
+            slot.paused = true;
+            self.ring.cancel_receive(token, generation);
+        }
     }
 }
 
@@ -364,6 +372,7 @@ impl Worker {
         if !more {
             if let Some(slot) = self.uring().and_then(|u| u.slots.get_mut(token)) {
                 slot.receiving = false;
+                slot.paused = false;
             }
             self.uring_read(token);
         }
@@ -390,9 +399,7 @@ impl Worker {
             self.capture_from_client(token, bytes);
             if paused {
                 if let Some(uring) = self.uring() {
-                    if uring.receiving(token, generation) {
-                        uring.ring.cancel_receive(token, generation);
-                    }
+                    uring.pause(token, generation);
                 }
             }
             return;
