@@ -4,8 +4,9 @@
 //! connections at once, full UDP datagrams, clients that close with
 //! answers still coming, and a held read with more input behind it than a
 //! hold keeps. Each test runs a real node per backend, side by side; the
-//! node's STATS names its backend. Also: `--event-loops` and its alias
-//! `--shards`.
+//! node's STATS names its backend. Also: a kernel that refuses io_uring
+//! (a seccomp filter here) fails `--io uring` at start, naming the cause;
+//! `--event-loops` and its alias `--shards`.
 
 mod common;
 
@@ -238,4 +239,111 @@ fn event_loops_has_the_alias_shards() {
     let node = Node::start(&["--shards", "2"]);
     assert_eq!(node.event_loops, 2);
     assert!(node.stop().success());
+}
+
+/// In the child, before `exec`: a seccomp filter that answers
+/// `io_uring_setup` with EPERM, as Docker's default profile or
+/// `kernel.io_uring_disabled` would, and lets every other call through.
+fn refuse_io_uring() -> std::io::Result<()> {
+    let statement = |code: u32, k: u32| libc::sock_filter {
+        code: u16::try_from(code).expect("BPF code"),
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let setup = u32::try_from(libc::SYS_io_uring_setup).expect("syscall number");
+    let mut filter = [
+        // The system call's number (`seccomp_data.nr`, offset 0).
+        statement(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+        libc::sock_filter {
+            code: u16::try_from(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K).expect("BPF code"),
+            jt: 0,
+            jf: 1,
+            k: setup,
+        },
+        statement(
+            libc::BPF_RET | libc::BPF_K,
+            libc::SECCOMP_RET_ERRNO | u32::try_from(libc::EPERM).expect("errno"),
+        ),
+        statement(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+    ];
+    let program = libc::sock_fprog {
+        len: u16::try_from(filter.len()).expect("filter length"),
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: plain prctl calls on this (forked, single-threaded) process;
+    // `program` and `filter` outlive them, and the kernel copies the filter.
+    let installed = unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0
+            && libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &raw const program,
+                0,
+                0,
+            ) == 0
+    };
+    if installed {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// `--io uring` on a kernel that refuses io_uring: the start fails (exit
+/// status 1) with a message naming io_uring, the refused call and its
+/// error, and the way out (`--io epoll`), before the data directory is
+/// created.
+#[test]
+fn a_kernel_refusing_io_uring_fails_the_start_naming_the_cause() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let data = dir.path().join("data");
+    let mut command = std::process::Command::new(common::binary());
+    command
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--io",
+            "uring",
+            "--no-pin",
+        ])
+        .arg("--data")
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: the closure only makes two prctl calls, which are
+    // async-signal-safe, between fork and exec.
+    unsafe { command.pre_exec(refuse_io_uring) };
+    let mut child = command.spawn().expect("spawn x700 serve");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr)
+        .expect("read stderr");
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{stderr}");
+    assert!(
+        !data.exists(),
+        "the refused start created {}",
+        data.display()
+    );
+    for words in [
+        "io_uring",
+        "io_uring_setup",
+        "Operation not permitted",
+        "--io epoll",
+    ] {
+        assert!(stderr.contains(words), "no {words:?} in {stderr:?}");
+    }
 }

@@ -339,6 +339,9 @@ impl Server {
     pub fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
         let mut config = config;
         let resolved = config.validate()?;
+        if config.io == config::IoBackend::Uring {
+            worker::probe_uring().map_err(StartError::Uring)?;
+        }
         crate::sys::return_large_blocks_to_the_kernel();
         let (open_files_limit, connections_max) = open_files_limit(config.limits.connections_max)?;
         config.limits.connections_max = connections_max;

@@ -93,7 +93,7 @@ mod udp;
 mod uring;
 mod write;
 
-pub use uring::RingError;
+pub use uring::{probe as probe_uring, RingError};
 
 /// The I/O backend of one loop (`config::IoBackend`).
 enum Backend {

@@ -67,6 +67,13 @@ pub(super) struct Uring {
     waker_watched: bool,
 }
 
+/// Builds a ring as an event loop would and drops it: `Server::start`
+/// refuses an `io = "uring"` the kernel refuses before it touches the data
+/// directory.
+pub fn probe() -> Result<(), RingError> {
+    Ring::new().map(drop)
+}
+
 impl Uring {
     /// Builds the ring (disabled until the loop's thread enables it).
     pub(super) fn new() -> Result<Uring, RingError> {
