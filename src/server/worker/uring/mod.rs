@@ -38,6 +38,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+/// After an accept or datagram receive failed (out of descriptors, say),
+/// it is armed again this much later: at once would spin on the error.
+const REARM_AFTER_ERROR_MS: u64 = 100;
+
 /// Input a held connection keeps receiving before its receive is
 /// cancelled until the hold ends.
 const HELD_INPUT_BYTES_MAX: usize = 64 * 1024;
@@ -65,6 +69,9 @@ pub(super) struct Uring {
     accepting: bool,
     receiving_datagrams: bool,
     waker_watched: bool,
+    /// The loop's clock (ms) before which a failed accept or datagram
+    /// receive is not armed again.
+    rearm_at_ms: u64,
 }
 
 /// Builds a ring as an event loop would and drops it: `Server::start`
@@ -85,6 +92,7 @@ impl Uring {
             accepting: false,
             receiving_datagrams: false,
             waker_watched: false,
+            rearm_at_ms: 0,
         })
     }
 
@@ -223,11 +231,11 @@ impl Worker {
         let Some(fd) = self.listener.as_ref().map(AsRawFd::as_raw_fd) else {
             return;
         };
-        let draining = self.draining;
+        let (draining, now_ms) = (self.draining, self.now_ms);
         let Some(uring) = self.uring() else {
             return;
         };
-        if !draining && !uring.accepting {
+        if !draining && !uring.accepting && now_ms >= uring.rearm_at_ms {
             uring.accepting = uring.ring.accept(fd).is_ok();
         }
     }
@@ -236,11 +244,11 @@ impl Worker {
         let Some(fd) = self.udp.as_ref().map(AsRawFd::as_raw_fd) else {
             return;
         };
-        let draining = self.draining;
+        let (draining, now_ms) = (self.draining, self.now_ms);
         let Some(uring) = self.uring() else {
             return;
         };
-        if !draining && !uring.receiving_datagrams {
+        if !draining && !uring.receiving_datagrams && now_ms >= uring.rearm_at_ms {
             uring.receiving_datagrams = uring.ring.receive_datagrams(fd).is_ok();
         }
     }
@@ -261,6 +269,7 @@ impl Worker {
         let Some(uring) = self.uring() else {
             return;
         };
+        let rearm = !uring.accepting || !uring.receiving_datagrams;
         let mut completions = std::mem::take(&mut uring.completions);
         uring.ring.complete(&mut completions);
         for completion in completions.drain(..) {
@@ -269,6 +278,18 @@ impl Worker {
         if let Some(uring) = self.uring() {
             uring.completions = completions;
             uring.ring.publish();
+        }
+        if rearm {
+            self.arm_accept();
+            self.arm_datagrams();
+        }
+    }
+
+    /// A failed accept or datagram receive waits before it is armed again.
+    fn back_off(&mut self) {
+        let now_ms = self.now_ms;
+        if let Some(uring) = self.uring() {
+            uring.rearm_at_ms = now_ms + REARM_AFTER_ERROR_MS;
         }
     }
 
@@ -283,6 +304,7 @@ impl Worker {
                     }
                 } else if result != -libc::ECANCELED {
                     self.accept_failed(&std::io::Error::from_raw_os_error(-result));
+                    self.back_off();
                 }
                 if !more {
                     if let Some(uring) = self.uring() {
@@ -324,6 +346,9 @@ impl Worker {
                 if !more {
                     if let Some(uring) = self.uring() {
                         uring.receiving_datagrams = false;
+                    }
+                    if result < 0 && result != -libc::ENOBUFS && result != -libc::ECANCELED {
+                        self.back_off();
                     }
                     self.arm_datagrams();
                 }
