@@ -14,7 +14,8 @@
 # Env: ROUNDS (default 3), DURATION_S (per run, default 5), BINDINGS
 #      (default 100000), SHAPES (default "4x64 4x256 64x16 256x4"),
 #      PROTOS (default "tcp udp").
-# Writes perf/results/io-backends-<date>.txt and prints the summary.
+# Writes perf/results/io-backends-<date>.txt (-<HHMM> after the date if
+# that exists) and prints the summary.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 perf_setup io-backends
@@ -88,6 +89,8 @@ for round in $(seq "$rounds"); do
 done
 
 out="perf/results/io-backends-$(date -u +%F).txt"
+# A second run the same day keeps the first: -HHMM after the date.
+[ -e "$out" ] && out="perf/results/io-backends-$(date -u +%F-%H%M).txt"
 {
   echo "command: perf/io-backends.sh (ROUNDS=$rounds DURATION_S=$duration_s BINDINGS=$bindings)"
   echo "date: $(date -u +%FT%TZ)  commit: $(git rev-parse --short HEAD)"
