@@ -39,3 +39,11 @@ if ! python3 -c 'import prometheus_client.openmetrics.parser' >/dev/null 2>&1; t
   PIP_ROOT_USER_ACTION=ignore quietly python3 -m pip install --disable-pip-version-check prometheus-client
 fi
 cargo nextest run --release --no-fail-fast "$@"
+# The tests that start a node, again on the io_uring backend: tests/common
+# spawns every node with `--io $X700_TEST_IO`. The one build serves both
+# runs; tests/io_backends.rs already runs each backend itself.
+server_tests=$(grep -lE 'Node::start|start_member|serve_expecting_exit' tests/*.rs |
+  xargs -n1 basename | sed 's/\.rs$//' | grep -vx io_backends)
+filter=$(printf 'binary(%s) | ' $server_tests)
+echo "tools/test.sh: the server tests again with X700_TEST_IO=uring"
+X700_TEST_IO=uring cargo nextest run --release --no-fail-fast -E "${filter% | }" "$@"

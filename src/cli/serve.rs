@@ -28,8 +28,13 @@ fn config_of(args: &ServeArgs) -> Result<Config, String> {
     if args.admin.is_some() {
         config.admin.clone_from(&args.admin);
     }
-    if let Some(shards) = args.shards {
-        config.shards = shards;
+    if let Some(event_loops) = args.event_loops {
+        config.event_loops = event_loops;
+    }
+    if let Some(io) = args.io.as_deref() {
+        // clap admits only the two names.
+        config.io = crate::server::config::IoBackend::parse(io)
+            .ok_or_else(|| format!("--io {io}: expected epoll or uring"))?;
     }
     if let Some(table_shards) = args.table_shards {
         config.table_shards = table_shards;
@@ -187,10 +192,11 @@ pub fn serve(args: &ServeArgs) -> i32 {
         .map_or_else(|| "off".to_string(), |a| a.to_string());
     println!(
         "x700 serving tcp={} udp={udp} admin={admin} data={data} event_loops={} table_shards={} \
-         open_files_limit={} output_bytes_total_max={} raft={raft}",
+         io={} open_files_limit={} output_bytes_total_max={} raft={raft}",
         server.tcp_address,
         server.event_loops(),
         server.table_shards(),
+        server.io().name(),
         server.open_files_limit,
         server.output_bytes_total_max
     );

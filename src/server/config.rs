@@ -7,7 +7,8 @@
 //! listen = "127.0.0.1:7700"      # TCP
 //! udp = "127.0.0.1:7700"         # optional: UDP lookups from switches
 //! admin = "127.0.0.1:7780"       # optional: HTTP /metrics /healthz /readyz
-//! shards = 2                     # event loops, one per core (default: cores)
+//! event_loops = 2                # event loops, one per core (default: cores); alias `shards`
+//! io = "epoll"                   # the loops' I/O: "epoll" (default) or "uring" (io_uring)
 //! table_shards = 8               # table shards of a new data directory
 //! allow_legacy_x = false
 //! switch_networks = ["127.0.0.0/8", "::1/128"]   # who may use UDP
@@ -123,6 +124,37 @@ impl Default for Limits {
     }
 }
 
+/// How the event loops talk to the kernel.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IoBackend {
+    /// `mio` over epoll: readiness, then `recv` and `send` per socket.
+    #[default]
+    Epoll,
+    /// io_uring: multishot accept and receive into a ring of provided
+    /// buffers, and every send of an iteration in one `io_uring_enter`.
+    Uring,
+}
+
+impl IoBackend {
+    /// The name the configuration, the flag and `stats` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            IoBackend::Epoll => "epoll",
+            IoBackend::Uring => "uring",
+        }
+    }
+
+    /// Parses `epoll` or `uring`.
+    pub fn parse(text: &str) -> Option<IoBackend> {
+        match text {
+            "epoll" => Some(IoBackend::Epoll),
+            "uring" => Some(IoBackend::Uring),
+            _ => None,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -146,8 +178,12 @@ pub struct Config {
     /// The cluster's id: every member names the same (peers of another
     /// cluster are refused).
     pub cluster_id: u64,
-    /// Event loops (0 = one per core).
-    pub shards: usize,
+    /// Event loops (0 = one per core). `shards`, its name before step 9,
+    /// is still accepted.
+    #[serde(alias = "shards")]
+    pub event_loops: usize,
+    /// The event loops' I/O backend.
+    pub io: IoBackend,
     /// Table shards of a data directory created at start-up.
     pub table_shards: u16,
     /// Pin each event loop to a core.
@@ -337,7 +373,8 @@ impl Default for Config {
             raft: None,
             cluster_secret: None,
             cluster_id: 1,
-            shards: 0,
+            event_loops: 0,
+            io: IoBackend::Epoll,
             table_shards: crate::store::SHARDS_DEFAULT,
             pin_cores: true,
             allow_legacy_x: false,
@@ -573,15 +610,13 @@ impl Config {
                 ));
             }
         }
-        let workers = if self.shards == 0 {
+        let workers = if self.event_loops == 0 {
             std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
         } else {
-            self.shards
+            self.event_loops
         };
         if workers > 256 {
-            return Err(ConfigError::Invalid(
-                "shards (event loops) must be 1 to 256".into(),
-            ));
+            return Err(ConfigError::Invalid("event_loops must be 1 to 256".into()));
         }
         Ok(Resolved {
             listen: address("listen", &self.listen)?,
@@ -663,6 +698,22 @@ mod tests {
         assert_eq!(config.credentials[0].tenants, vec![3]);
         config.validate().unwrap();
         assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+    }
+
+    /// `event_loops` and its older name `shards` set the same thing; `io`
+    /// takes `epoll` or `uring` and nothing else.
+    #[test]
+    fn event_loops_has_the_alias_shards_and_io_names_a_backend() {
+        let new: Config = toml::from_str("event_loops = 3\nio = \"uring\"\n").unwrap();
+        let old: Config = toml::from_str("shards = 3\n").unwrap();
+        assert_eq!((new.event_loops, old.event_loops), (3, 3));
+        assert_eq!((new.io, old.io), (IoBackend::Uring, IoBackend::Epoll));
+        assert!(toml::from_str::<Config>("io = \"kqueue\"\n").is_err());
+        assert_eq!(IoBackend::parse("uring"), Some(IoBackend::Uring));
+        assert_eq!(
+            IoBackend::parse(IoBackend::Epoll.name()),
+            Some(IoBackend::Epoll)
+        );
     }
 
     /// Guards `--max-frame-bytes 64`, which started a node that could not

@@ -83,6 +83,7 @@ impl Shared {
         let mut stats = serde_json::json!({
             "node_id": self.config.node_id,
             "event_loops": self.workers,
+            "io": self.config.io.name(),
             "table_shards": self.table_shards,
             "bindings_live": self.metrics.bindings_live(),
             "connections": self.connections.load(Ordering::Relaxed),
@@ -198,6 +199,15 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// `io = "uring"`, and the kernel refused io_uring (disabled by
+    /// `kernel.io_uring_disabled`, a seccomp filter or a container's
+    /// policy, or a kernel too old for what the backend uses).
+    #[error(
+        "io = \"uring\": the kernel refused io_uring ({0}); check \
+         /proc/sys/kernel/io_uring_disabled, the container's seccomp profile and the \
+         kernel version (6.1 or newer), or serve with --io epoll"
+    )]
+    Uring(worker::RingError),
     /// The capture file's directory is missing or the writer could not
     /// start.
     #[error("capture {path}: {source}")]
@@ -330,6 +340,9 @@ impl Server {
     pub fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
         let mut config = config;
         let resolved = config.validate()?;
+        if config.io == config::IoBackend::Uring {
+            worker::probe_uring().map_err(StartError::Uring)?;
+        }
         crate::sys::return_large_blocks_to_the_kernel();
         let (open_files_limit, connections_max) = open_files_limit(config.limits.connections_max)?;
         config.limits.connections_max = connections_max;
@@ -503,7 +516,14 @@ impl Server {
                 set,
                 metrics,
             )
-            .map_err(socket_error("register", tcp_address))?;
+            .map_err(|error| match error {
+                worker::WorkerError::Register(source) => StartError::Socket {
+                    what: "register",
+                    address: tcp_address.to_string(),
+                    source,
+                },
+                worker::WorkerError::Uring(cause) => StartError::Uring(cause),
+            })?;
             let core =
                 (shared.config.pin_cores && !cores.is_empty()).then(|| cores[index % cores.len()]);
             let handle = std::thread::Builder::new()
@@ -586,6 +606,11 @@ impl Server {
     /// Event loops running.
     pub fn event_loops(&self) -> usize {
         self.shared.workers
+    }
+
+    /// The event loops' I/O backend.
+    pub fn io(&self) -> config::IoBackend {
+        self.shared.config.io
     }
 
     /// Table shards of the data directory.

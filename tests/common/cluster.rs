@@ -25,7 +25,7 @@ pub fn start_member(dir: &Path, id: u64, raft: &str, extra: &[&str]) -> Node {
         &id,
         "--cluster-secret",
         SECRET,
-        "--shards",
+        "--event-loops",
         "1",
     ];
     args.extend_from_slice(extra);

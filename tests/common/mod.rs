@@ -63,6 +63,26 @@ pub fn binary() -> PathBuf {
         .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_x700")), PathBuf::from)
 }
 
+/// The I/O backend the spawned nodes use: `X700_TEST_IO` (`epoll`, the
+/// default, or `uring`), so that `tools/test.sh` runs the server tests
+/// under both.
+pub fn test_io() -> &'static str {
+    match std::env::var("X700_TEST_IO").as_deref() {
+        Err(_) | Ok("" | "epoll") => "epoll",
+        Ok("uring") => "uring",
+        Ok(other) => panic!("X700_TEST_IO={other}: expected epoll or uring"),
+    }
+}
+
+/// `--io` and the backend of `test_io`, unless `args` name their own.
+fn io_flags(args: &[&str]) -> Vec<&'static str> {
+    if args.contains(&"--io") {
+        Vec::new()
+    } else {
+        vec!["--io", test_io()]
+    }
+}
+
 /// Runs `x700 serve` on a fresh temporary data directory with `args`,
 /// expecting it to exit (a refused start): its exit code and stderr. A node
 /// that keeps running is killed after 10 s and reported as `None`.
@@ -73,6 +93,7 @@ pub fn serve_expecting_exit(args: &[&str]) -> (Option<i32>, String) {
         .arg("--data")
         .arg(dir.path())
         .arg("--no-pin")
+        .args(io_flags(args))
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -111,7 +132,7 @@ pub struct Node {
     pub raft: Option<SocketAddr>,
     /// Its data directory.
     pub data: PathBuf,
-    /// Event loops (`--shards`).
+    /// Event loops (`--event-loops`).
     pub event_loops: usize,
     /// Table shards of the data directory.
     pub table_shards: u16,
@@ -135,7 +156,7 @@ pub struct Stopped {
 
 impl Node {
     /// Starts a node in a fresh temporary data directory; `args` are extra
-    /// `serve` flags such as `--shards 2` or `--credential admin:adm`.
+    /// `serve` flags such as `--event-loops 2` or `--credential admin:adm`.
     pub fn start(args: &[&str]) -> Node {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut node = Node::start_on(dir.path(), args);
@@ -164,6 +185,7 @@ impl Node {
             // Several nodes run at once on two cores: let the scheduler
             // place their threads rather than stacking them on core 0.
             .arg("--no-pin")
+            .args(io_flags(args))
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -514,6 +536,22 @@ impl Raw {
     /// Connects, without HELLO.
     pub fn connect(address: SocketAddr) -> Raw {
         let stream = TcpStream::connect(address).expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        stream
+            .set_read_timeout(Some(IO_TIMEOUT))
+            .expect("read timeout");
+        stream
+            .set_write_timeout(Some(IO_TIMEOUT))
+            .expect("write timeout");
+        Raw {
+            stream,
+            input: Vec::new(),
+        }
+    }
+
+    /// Speaks frames on a socket the test connected itself (with its own
+    /// options); every read and write bounded by `IO_TIMEOUT`.
+    pub fn from_stream(stream: TcpStream) -> Raw {
         stream.set_nodelay(true).expect("nodelay");
         stream
             .set_read_timeout(Some(IO_TIMEOUT))

@@ -482,9 +482,13 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
     /// Event loops, one per core, each owning its share of the table
-    /// shards (default: one per core).
-    #[arg(long)]
-    pub shards: Option<usize>,
+    /// shards (default: one per core). `--shards` is an alias.
+    #[arg(long, visible_alias = "shards", value_name = "N")]
+    pub event_loops: Option<usize>,
+    /// The event loops' I/O: `epoll` (default) or `uring` (io_uring; the
+    /// node refuses to start if the kernel refuses io_uring).
+    #[arg(long, value_name = "epoll|uring", value_parser = ["epoll", "uring"])]
+    pub io: Option<String>,
     /// Table shards of a data directory created at start-up (default 8).
     #[arg(long)]
     pub table_shards: Option<u16>,

@@ -13,72 +13,63 @@ use crate::server::cross::Message;
 use crate::server::metrics::Guard;
 use mio::net::TcpStream;
 use mio::{Interest, Token};
-use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 impl Worker {
-    pub(super) fn accept(&mut self) {
-        loop {
-            let Some(listener) = self.listener.as_ref() else {
-                return;
-            };
-            let (stream, peer) = match listener.accept() {
-                Ok(accepted) => accepted,
-                Err(error) if error.kind() == ErrorKind::WouldBlock => return,
-                Err(error) if error.kind() == ErrorKind::Interrupted => continue,
-                Err(error) => {
-                    // Out of descriptors (EMFILE) and the like: the
-                    // connection waits in the backlog; say so, rarely.
-                    if let Some(suppressed) = self.client_log.admit(self.now_s) {
-                        eprintln!("x700: accept: {error} ({suppressed} similar lines suppressed)");
-                    }
-                    return;
-                }
-            };
-            let limits = &self.shared.config.limits;
-            let open = self.shared.connections.fetch_add(1, Ordering::SeqCst);
-            if open >= limits.connections_max {
-                self.shared.connections.fetch_sub(1, Ordering::SeqCst);
-                self.metrics.guard(Guard::RefusedNodeFull, 1);
-                drop(stream);
-                continue;
+    /// An accept failed: out of descriptors (EMFILE) and the like. The
+    /// connection waits in the backlog; say so, rarely.
+    pub(super) fn accept_failed(&mut self, error: &std::io::Error) {
+        if let Some(suppressed) = self.client_log.admit(self.now_s) {
+            eprintln!("x700: accept: {error} ({suppressed} similar lines suppressed)");
+        }
+    }
+
+    /// Admits a connection just accepted (the node-wide and per-source
+    /// caps), then serves it here or hands it to the next loop in turn.
+    pub(super) fn admit_connection(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let limits = &self.shared.config.limits;
+        let open = self.shared.connections.fetch_add(1, Ordering::SeqCst);
+        if open >= limits.connections_max {
+            self.shared.connections.fetch_sub(1, Ordering::SeqCst);
+            self.metrics.guard(Guard::RefusedNodeFull, 1);
+            drop(stream);
+            return;
+        }
+        if !self
+            .shared
+            .sources
+            .admit(peer.ip(), limits.connections_per_source_max)
+        {
+            self.shared.connections.fetch_sub(1, Ordering::SeqCst);
+            self.metrics.guard(Guard::RefusedPerSource, 1);
+            if let Some(suppressed) = self.client_log.admit(self.now_s) {
+                eprintln!(
+                    "x700: refused a connection from {peer}: it already holds \
+                     connections_per_source_max = {} ({suppressed} similar lines suppressed)",
+                    limits.connections_per_source_max
+                );
             }
-            if !self
-                .shared
-                .sources
-                .admit(peer.ip(), limits.connections_per_source_max)
-            {
-                self.shared.connections.fetch_sub(1, Ordering::SeqCst);
-                self.metrics.guard(Guard::RefusedPerSource, 1);
-                if let Some(suppressed) = self.client_log.admit(self.now_s) {
-                    eprintln!(
-                        "x700: refused a connection from {peer}: it already holds \
-                         connections_per_source_max = {} ({suppressed} similar lines suppressed)",
-                        limits.connections_per_source_max
-                    );
-                }
-                drop(stream);
-                continue;
+            drop(stream);
+            return;
+        }
+        let workers = self.shared.workers;
+        let target = self.shared.accept_next.fetch_add(1, Ordering::Relaxed) % workers;
+        if target == self.index {
+            self.adopt(stream, peer);
+            return;
+        }
+        let message = Message::Adopt { stream, peer };
+        match self.shared.senders[target].try_send(message) {
+            Ok(()) => {
+                let _ = self.shared.wakers[target].wake();
             }
-            let workers = self.shared.workers;
-            let target = self.shared.accept_next.fetch_add(1, Ordering::Relaxed) % workers;
-            if target == self.index {
-                self.adopt(stream, peer);
-                continue;
-            }
-            let message = Message::Adopt { stream, peer };
-            match self.shared.senders[target].try_send(message) {
-                Ok(()) => {
-                    let _ = self.shared.wakers[target].wake();
-                }
-                // That loop's inbox is full: keep the connection here.
-                Err(
-                    crossbeam_channel::TrySendError::Full(Message::Adopt { stream, peer })
-                    | crossbeam_channel::TrySendError::Disconnected(Message::Adopt { stream, peer }),
-                ) => self.adopt(stream, peer),
-                Err(_) => {}
-            }
+            // That loop's inbox is full: keep the connection here.
+            Err(
+                crossbeam_channel::TrySendError::Full(Message::Adopt { stream, peer })
+                | crossbeam_channel::TrySendError::Disconnected(Message::Adopt { stream, peer }),
+            ) => self.adopt(stream, peer),
+            Err(_) => {}
         }
     }
 
@@ -86,23 +77,25 @@ impl Worker {
     /// counted node-wide and per source).
     pub(super) fn adopt(&mut self, mut stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let entry = self.conns.vacant_entry();
-        let token = entry.key();
-        if self
-            .poll
-            .registry()
-            .register(
-                &mut stream,
-                Token(token),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .is_err()
-        {
+        let token = self.conns.vacant_key();
+        let generation = self.next_generation;
+        let registered = match &mut self.io {
+            super::Backend::Epoll(_) => self
+                .poll
+                .registry()
+                .register(
+                    &mut stream,
+                    Token(token),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .is_ok(),
+            super::Backend::Uring(uring) => uring.adopt(&stream, token, generation),
+        };
+        if !registered {
             self.shared.connections.fetch_sub(1, Ordering::SeqCst);
             self.shared.sources.release(peer.ip());
             return;
         }
-        let generation = self.next_generation;
         self.next_generation = self.next_generation.wrapping_add(1);
         if self.shared.capture.on() {
             let node = stream.local_addr().unwrap_or(self.tcp_local);
@@ -115,7 +108,7 @@ impl Worker {
         let mut conn = Connection::new(stream, peer, generation, self.now_ms);
         // A connection adopted while the node stops is told so at once.
         conn.refusing = self.draining;
-        entry.insert(conn);
+        self.conns.insert(conn);
         self.metrics.connections += 1;
     }
 
@@ -125,7 +118,15 @@ impl Worker {
                 let key = super::capture_key(self.index, token, conn.generation);
                 self.shared.capture.close(key);
             }
-            let _ = self.poll.registry().deregister(&mut conn.stream);
+            match &mut self.io {
+                super::Backend::Epoll(_) => {
+                    let _ = self.poll.registry().deregister(&mut conn.stream);
+                }
+                // Its requests in flight are cancelled; a late completion
+                // finds a newer generation or none and only gives back
+                // memory.
+                super::Backend::Uring(uring) => uring.closed(token, conn.generation),
+            }
             self.shared.connections.fetch_sub(1, Ordering::SeqCst);
             self.shared.sources.release(conn.peer.ip());
             self.output_bytes -= conn.output_counted;

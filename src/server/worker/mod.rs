@@ -1,14 +1,20 @@
 //! One event loop: pinned to a core, owning its share of the table shards,
-//! serving TCP connections and UDP datagrams with `mio`.
+//! serving TCP connections and UDP datagrams over one of two I/O backends:
+//! `mio` over epoll (`epoll.rs`) or io_uring (`uring/`). The backends only
+//! move bytes; connections, framing, dispatch and answers are one copy.
 //!
-//! Per poll iteration: read every readable socket (many frames per `recv`,
-//! `read.rs`), gather local lookups into one batch (run with the
+//! Per iteration: take in what arrived (epoll: read every readable socket,
+//! many frames per `recv`; io_uring: handle the completions, frames read in
+//! place from the provided buffers; `read.rs`), gather local lookups into one batch (run with the
 //! prefetching batch lookup, `route.rs`), forward requests for other cores'
 //! shards in one batch per core (`remote.rs`), gather writes into one batch
 //! for the log (`propose.rs`), then write each connection's answers with one
-//! `send` (`write.rs`). Connections are accepted and closed in `accept.rs`.
+//! `send` (`write.rs`; io_uring: one send request each, all submitted with
+//! the next wait in one `io_uring_enter`). Connections are accepted and
+//! closed in `accept.rs`.
 //! No allocation per request once buffers have grown.
 
+use super::config::IoBackend;
 use super::conn::Connection;
 use super::cross::{Message, Origin, WorkItem};
 use super::limits::LogBudget;
@@ -20,7 +26,7 @@ use crate::protocol::codec;
 use crate::store::ShardSet;
 use crossbeam_channel::Receiver;
 use mio::net::{TcpListener, UdpSocket};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Interest, Poll, Token};
 use slab::Slab;
 use std::io::ErrorKind;
 use std::sync::atomic::Ordering;
@@ -57,6 +63,17 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(3);
 /// Largest LOOKUP answer frame.
 const LOOKUP_ANSWER_BYTES: usize = codec::LOOKUP_ANSWER_FRAME_BYTES;
 
+/// Why an event loop could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// A socket could not be registered with epoll.
+    #[error("register: {0}")]
+    Register(#[from] std::io::Error),
+    /// The kernel refused io_uring, or lacks what the backend uses.
+    #[error("io_uring: {0}")]
+    Uring(#[from] RingError),
+}
+
 /// What reading a connection's input left it in.
 enum Framing {
     /// Carry on.
@@ -68,6 +85,7 @@ enum Framing {
 }
 
 mod accept;
+mod epoll;
 mod propose;
 mod read;
 mod remote;
@@ -75,7 +93,16 @@ mod route;
 mod session;
 mod tenancy;
 mod udp;
+mod uring;
 mod write;
+
+pub use uring::{probe as probe_uring, RingError};
+
+/// The I/O backend of one loop (`config::IoBackend`).
+enum Backend {
+    Epoll(epoll::Epoll),
+    Uring(Box<uring::Uring>),
+}
 
 use propose::PendingWrite;
 
@@ -90,7 +117,10 @@ use udp::PendingDatagram;
 pub struct Worker {
     index: usize,
     shared: Arc<Shared>,
+    /// The loop's mio poll: every socket with epoll; only the waker with
+    /// io_uring (whose ring watches this poll's descriptor).
     poll: Poll,
+    io: Backend,
     listener: Option<TcpListener>,
     udp: Option<UdpSocket>,
     inbox: Receiver<Message>,
@@ -172,14 +202,20 @@ impl Worker {
         inbox: Receiver<Message>,
         set: ShardSet,
         shared_metrics: Arc<WorkerMetrics>,
-    ) -> std::io::Result<Worker> {
+    ) -> Result<Worker, WorkerError> {
         let mut listener = listener;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
         let mut udp = udp;
-        if let Some(socket) = udp.as_mut() {
-            poll.registry().register(socket, UDP, Interest::READABLE)?;
-        }
+        let io = match shared.config.io {
+            IoBackend::Epoll => {
+                poll.registry()
+                    .register(&mut listener, LISTENER, Interest::READABLE)?;
+                if let Some(socket) = udp.as_mut() {
+                    poll.registry().register(socket, UDP, Interest::READABLE)?;
+                }
+                Backend::Epoll(epoll::Epoll::new())
+            }
+            IoBackend::Uring => Backend::Uring(Box::new(uring::Uring::new()?)),
+        };
         let tcp_local = listener
             .local_addr()
             .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
@@ -196,6 +232,7 @@ impl Worker {
             index,
             shared,
             poll,
+            io,
             listener: Some(listener),
             udp,
             inbox,
@@ -243,7 +280,7 @@ impl Worker {
     /// Runs until the node stops; then drains, closes the shards cleanly and
     /// returns.
     pub fn run(mut self) -> Result<(), crate::table::TableError> {
-        let mut events = Events::with_capacity(1024);
+        self.start_io();
         let mut next_tick = Instant::now();
         let mut next_sweep = Instant::now() + SWEEP;
         let mut draining_since: Option<Instant> = None;
@@ -256,34 +293,13 @@ impl Worker {
             } else {
                 Duration::from_millis(1)
             };
-            if let Err(error) = self.poll.poll(&mut events, Some(timeout)) {
-                if error.kind() != ErrorKind::Interrupted {
-                    eprintln!("x700: event loop {}: poll: {error}", self.index);
-                }
-            }
+            self.wait(timeout);
             self.iteration_started = Instant::now();
             self.now_s = self.shared.clock.now_s();
             self.now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
             self.output_full = self.shared.output_bytes.load(Ordering::Relaxed)
                 > self.shared.output_bytes_total_max;
-            for event in &events {
-                match event.token() {
-                    LISTENER if !self.draining => self.accept(),
-                    UDP if !self.draining => self.read_datagrams(),
-                    WAKER | LISTENER | UDP => {}
-                    Token(token) => {
-                        if event.is_readable() {
-                            self.read_connection(token, event.is_read_closed());
-                        }
-                        if event.is_writable() {
-                            self.mark_dirty(token);
-                        }
-                        if event.is_read_closed() && event.is_write_closed() {
-                            self.close(token);
-                        }
-                    }
-                }
-            }
+            self.take_in();
             if self.udp_more && !self.draining {
                 self.read_datagrams();
             }
@@ -350,7 +366,8 @@ impl Worker {
             } else {
                 Duration::from_millis(10)
             };
-            let _ = self.poll.poll(&mut events, Some(timeout));
+            self.wait(timeout);
+            self.discard_io();
             self.drain_inbox();
         }
         self.drain_inbox();
@@ -362,7 +379,48 @@ impl Worker {
         self.set.close()
     }
 
+    /// Arms what the backend needs before the first wait.
+    fn start_io(&mut self) {
+        if matches!(self.io, Backend::Uring(_)) {
+            self.uring_start();
+        }
+    }
+
+    /// Waits up to `timeout` for I/O (io_uring: submits the iteration's
+    /// sends in the same system call).
+    fn wait(&mut self, timeout: Duration) {
+        let result = match &mut self.io {
+            Backend::Epoll(epoll) => self.poll.poll(&mut epoll.events, Some(timeout)),
+            Backend::Uring(uring) => uring.submit_and_wait(timeout),
+        };
+        if let Err(error) = result {
+            if error.kind() != ErrorKind::Interrupted {
+                eprintln!("x700: event loop {}: wait: {error}", self.index);
+            }
+        }
+    }
+
+    /// Handles what the last wait brought: accepts, reads, wakes, sends
+    /// done.
+    fn take_in(&mut self) {
+        match self.io {
+            Backend::Epoll(_) => self.epoll_events(),
+            Backend::Uring(_) => self.uring_completions(),
+        }
+    }
+
+    /// After the drain: what arrives is dropped (io_uring: buffers given
+    /// back, sends' copies freed).
+    fn discard_io(&mut self) {
+        if let Backend::Uring(uring) = &mut self.io {
+            uring.discard();
+        }
+    }
+
     fn stop_intake(&mut self) {
+        if let Backend::Uring(uring) = &mut self.io {
+            uring.stop_intake();
+        }
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }

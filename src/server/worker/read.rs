@@ -29,7 +29,6 @@ use crate::server::capture::Direction;
 use crate::server::config::Limits;
 use crate::server::conn::{IndexWait, INPUT_BYTES};
 use crate::server::metrics::Guard;
-use std::io::{ErrorKind, Read};
 
 /// The loop's read buffer: one `recv` of up to `INPUT_BYTES` behind the
 /// longest carried-over partial frame.
@@ -43,91 +42,70 @@ fn is_read(op: u8) -> bool {
 }
 
 impl Worker {
-    /// Reads and serves a readable connection. `peer_closed` (the event
-    /// also reported the peer's FIN) makes it read on to the end of stream.
+    /// Reads connection `token` on, if it may be read: after a held read
+    /// resumed, and once when the stop begins. `peer_closed` (epoll: the
+    /// peer's FIN was reported) reads on to the end of stream.
     pub(super) fn read_connection(&mut self, token: usize, peer_closed: bool) {
-        loop {
-            let Some(conn) = self.conns.get_mut(token) else {
-                return;
-            };
-            // A held connection is read again once its writes are answered
-            // (`resume_held`); a finished or closing one never.
-            if conn.closing || conn.held || conn.peer_finished {
-                return;
+        match self.io {
+            super::Backend::Epoll(_) => self.read_ready(token, peer_closed),
+            super::Backend::Uring(_) => self.uring_read(token),
+        }
+    }
+
+    /// Serves `bytes`, received on connection `token`: its carried input
+    /// (`bytes[..carried]`) followed by what just arrived, which the
+    /// capture records.
+    pub(super) fn take_input(&mut self, token: usize, bytes: &[u8], carried: usize) -> Framing {
+        let Some(conn) = self.conns.get_mut(token) else {
+            return Framing::CutOff;
+        };
+        conn.active_ms = self.now_ms;
+        self.capture_from_client(token, &bytes[carried..]);
+        self.process_input(token, bytes)
+    }
+
+    /// Hands bytes just received on connection `token` to the capture.
+    pub(super) fn capture_from_client(&mut self, token: usize, fresh: &[u8]) {
+        if !self.shared.capture.on() {
+            return;
+        }
+        let Some(conn) = self.conns.get(token) else {
+            return;
+        };
+        let direction = Direction::FromClient;
+        let at = super::capture_offset(&mut self.capture_offsets, token, direction, fresh.len());
+        self.shared.capture.tcp(
+            super::capture_key(self.index, token, conn.generation),
+            (conn.peer, self.tcp_local),
+            direction,
+            at,
+            fresh,
+        );
+    }
+
+    /// Acts on what serving a connection's input left it in.
+    pub(super) fn settle(&mut self, token: usize, framing: Framing) {
+        match framing {
+            Framing::Keep => {}
+            Framing::Lost => {
+                // Nothing after a bad length can be trusted: stop reading,
+                // send the answers already made (the client learns which
+                // requests were done), then close.
+                if let Some(conn) = self.conns.get_mut(token) {
+                    conn.closing = true;
+                }
+                self.mark_dirty(token);
             }
-            if self.draining {
-                conn.refusing = true;
-            }
-            let mut buffer = std::mem::take(&mut self.read_buffer);
-            let carried = conn.input.len();
-            buffer[..carried].copy_from_slice(&conn.input);
-            let space = buffer.len() - carried;
-            let read = conn.stream.read(&mut buffer[carried..]);
-            let outcome = match read {
-                Ok(0) => {
-                    self.read_buffer = buffer;
-                    self.peer_finished(token);
-                    return;
-                }
-                Ok(n) => {
-                    conn.active_ms = self.now_ms;
-                    if self.shared.capture.on() {
-                        let direction = Direction::FromClient;
-                        let at =
-                            super::capture_offset(&mut self.capture_offsets, token, direction, n);
-                        self.shared.capture.tcp(
-                            super::capture_key(self.index, token, conn.generation),
-                            (conn.peer, self.tcp_local),
-                            direction,
-                            at,
-                            &buffer[carried..carried + n],
-                        );
-                    }
-                    let framing = self.process_input(token, &buffer[..carried + n]);
-                    Some((framing, n))
-                }
-                Err(error) if error.kind() == ErrorKind::WouldBlock => None,
-                Err(error) if error.kind() == ErrorKind::Interrupted => {
-                    self.read_buffer = buffer;
-                    continue;
-                }
-                Err(_) => {
-                    self.read_buffer = buffer;
-                    self.close(token);
-                    return;
-                }
-            };
-            self.read_buffer = buffer;
-            match outcome {
-                None => return,
-                // A short read emptied the socket: epoll (edge triggered)
-                // reports the next arrival, so the read that would only say
-                // "would block" is skipped, one system call less per
-                // connection and iteration.
-                Some((Framing::Keep, n)) if n < space && !peer_closed => return,
-                Some((Framing::Keep, _)) => {}
-                Some((Framing::Lost, _)) => {
-                    // Nothing after a bad length can be trusted: stop
-                    // reading, send the answers already made (the client
-                    // learns which requests were done), then close.
-                    if let Some(conn) = self.conns.get_mut(token) {
-                        conn.closing = true;
-                    }
-                    self.mark_dirty(token);
-                    return;
-                }
-                Some((Framing::CutOff, _)) => {
-                    self.metrics.guard(Guard::UnreadOutput, 1);
-                    self.close(token);
-                    return;
-                }
+            Framing::CutOff => {
+                self.metrics.guard(Guard::UnreadOutput, 1);
+                self.close(token);
             }
         }
     }
 
     /// Handles every complete frame of `bytes` (the connection's carried
     /// input followed by what was just read) and keeps the rest.
-    fn process_input(&mut self, token: usize, bytes: &[u8]) -> Framing {
+    pub(super) fn process_input(&mut self, token: usize, bytes: &[u8]) -> Framing {
         let frame_max = self.shared.config.limits.request_frame_bytes_max;
         let mut start = 0;
         let mut framing = Framing::Keep;
@@ -198,7 +176,7 @@ impl Worker {
 
     /// The peer sent its FIN: everything it sent has been read. The
     /// connection closes once every request read is answered (`write.rs`).
-    fn peer_finished(&mut self, token: usize) {
+    pub(super) fn peer_finished(&mut self, token: usize) {
         if let Some(conn) = self.conns.get_mut(token) {
             conn.peer_finished = true;
         }
@@ -340,20 +318,11 @@ impl Worker {
                     } else {
                         // Edge-triggered readiness may have fired while the
                         // connection was held: read until the socket is
-                        // empty.
+                        // empty (io_uring: receive again if it stopped).
                         self.read_connection(token, true);
                     }
                 }
-                Framing::Lost => {
-                    if let Some(conn) = self.conns.get_mut(token) {
-                        conn.closing = true;
-                    }
-                    self.mark_dirty(token);
-                }
-                Framing::CutOff => {
-                    self.metrics.guard(Guard::UnreadOutput, 1);
-                    self.close(token);
-                }
+                framing => self.settle(token, framing),
             }
         }
     }

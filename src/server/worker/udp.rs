@@ -36,30 +36,32 @@ impl Worker {
                 Err(error) if error.kind() == ErrorKind::WouldBlock => return,
                 Err(_) => return,
             };
-            if !self
-                .shared
-                .switch_networks
-                .iter()
-                .any(|n| n.contains(peer.ip()))
-            {
-                continue;
-            }
-            if self.shared.capture.on() {
-                self.shared.capture.udp(
-                    peer,
-                    self.udp_local,
-                    Direction::FromClient,
-                    &self.datagram_buffer[..length],
-                );
-            }
-            self.handle_datagram(length, peer);
+            let buffer = std::mem::take(&mut self.datagram_buffer);
+            self.datagram_arrived(&buffer[..length], peer);
+            self.datagram_buffer = buffer;
         }
         self.udp_more = true;
     }
 
-    pub(super) fn handle_datagram(&mut self, length: usize, peer: SocketAddr) {
+    /// Serves a datagram from `peer` (epoll: read into the loop's buffer;
+    /// io_uring: in place in a provided buffer), if `peer` is on a switch
+    /// network.
+    pub(super) fn datagram_arrived(&mut self, buffer: &[u8], peer: SocketAddr) {
+        if !self
+            .shared
+            .switch_networks
+            .iter()
+            .any(|n| n.contains(peer.ip()))
+        {
+            return;
+        }
+        if self.shared.capture.on() {
+            self.shared
+                .capture
+                .udp(peer, self.udp_local, Direction::FromClient, buffer);
+        }
+        let length = buffer.len();
         let frame_max = self.shared.config.limits.request_frame_bytes_max;
-        let buffer = std::mem::take(&mut self.datagram_buffer);
         let mut frames = Vec::new();
         let mut offset = 0;
         while offset < length {
@@ -79,7 +81,6 @@ impl Worker {
             let wanted = u32::try_from(frames.len()).unwrap_or(u32::MAX);
             if rate.take(peer.ip(), self.now_s, wanted) < wanted {
                 self.metrics.guard(Guard::UdpRateLimited, u64::from(wanted));
-                self.datagram_buffer = buffer;
                 return;
             }
         }
@@ -117,7 +118,6 @@ impl Worker {
                 }
             }
         }
-        self.datagram_buffer = buffer;
     }
 
     pub(super) fn deliver_datagram_answer(&mut self, datagram: usize, slot: u16, frame: &[u8]) {

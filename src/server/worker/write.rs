@@ -1,12 +1,13 @@
 //! The write path: answers into connections' output buffers, one `send`
-//! per connection and iteration, and the node-wide bound on unsent output.
+//! per connection and iteration (epoll: now; io_uring: one request, all of
+//! the iteration's submitted together), and the node-wide bound on unsent
+//! output.
 
 use super::Worker;
 use crate::protocol::frame::{push_frame, Header, HEADER_BYTES};
 use crate::server::capture::Direction;
 use crate::server::cross::Origin;
 use crate::server::metrics::Guard;
-use std::io::{ErrorKind, Write};
 use std::sync::atomic::Ordering;
 
 impl Worker {
@@ -82,38 +83,40 @@ impl Worker {
             };
             conn.queued_for_write = false;
             let mut broken = false;
-            while conn.sent < conn.output.len() {
-                match conn.stream.write(&conn.output[conn.sent..]) {
-                    Ok(0) => {
-                        broken = true;
-                        break;
-                    }
-                    Ok(n) => {
-                        if self.shared.capture.on() {
-                            let direction = Direction::ToClient;
-                            let at = super::capture_offset(
-                                &mut self.capture_offsets,
-                                token,
-                                direction,
-                                n,
-                            );
-                            self.shared.capture.tcp(
-                                super::capture_key(self.index, token, conn.generation),
-                                (conn.peer, self.tcp_local),
-                                direction,
-                                at,
-                                &conn.output[conn.sent..conn.sent + n],
-                            );
+            match &mut self.io {
+                super::Backend::Epoll(_) => {
+                    while conn.sent < conn.output.len() {
+                        match super::epoll::send(conn) {
+                            super::epoll::Sent::Bytes(n) => {
+                                if self.shared.capture.on() {
+                                    let direction = Direction::ToClient;
+                                    let at = super::capture_offset(
+                                        &mut self.capture_offsets,
+                                        token,
+                                        direction,
+                                        n,
+                                    );
+                                    self.shared.capture.tcp(
+                                        super::capture_key(self.index, token, conn.generation),
+                                        (conn.peer, self.tcp_local),
+                                        direction,
+                                        at,
+                                        &conn.output[conn.sent..conn.sent + n],
+                                    );
+                                }
+                                conn.sent += n;
+                            }
+                            super::epoll::Sent::Full => break,
+                            super::epoll::Sent::Broken => {
+                                broken = true;
+                                break;
+                            }
                         }
-                        conn.sent += n;
-                    }
-                    Err(error) if error.kind() == ErrorKind::WouldBlock => break,
-                    Err(error) if error.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        broken = true;
-                        break;
                     }
                 }
+                // One send request, submitted with the next wait; its
+                // completion moves `sent` on (`uring::sent`).
+                super::Backend::Uring(uring) => broken = !uring.send(token, conn),
             }
             conn.reset_output();
             let pending = conn.pending_output();
