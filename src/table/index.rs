@@ -469,13 +469,8 @@ impl Index {
 
     /// The pages of both files written since the last call.
     #[allow(clippy::type_complexity)]
-    pub fn take_dirty(
-        &mut self,
-    ) -> (
-        (super::mapped::DirtyPages, super::mapped::DirtyPages),
-        (super::mapped::DirtyPages, super::mapped::DirtyPages),
-    ) {
-        (self.primary.take_dirty(), self.overflow.take_dirty())
+    pub fn take_pages(&mut self) -> (super::file::TakenPages, super::file::TakenPages) {
+        (self.primary.take_pages(), self.overflow.take_pages())
     }
 }
 
