@@ -402,7 +402,7 @@ impl<T: Pod> TableFile<T> {
             .map_err(|e| TableError::io(&path, e))
     }
 
-    /// True if an item was written since the last `take_dirty`.
+    /// True if an item was written since the last `take_capture`.
     pub fn is_dirty(&self) -> bool {
         self.mapped.is_dirty()
     }

@@ -462,7 +462,7 @@ impl Index {
         }
     }
 
-    /// True if either file was written since the last `take_dirty`.
+    /// True if either file was written since the last `take_capture`.
     pub fn is_dirty(&self) -> bool {
         self.primary.is_dirty() || self.overflow.is_dirty()
     }

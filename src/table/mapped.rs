@@ -3,11 +3,13 @@
 //! The mapping is *private* (`MAP_PRIVATE`): changes stay in memory and
 //! never reach the file by themselves, so the file always holds the last
 //! checkpoint, whole, whatever happens to the process. Every write goes
-//! through `item_mut`, which marks its 4 KiB page dirty; a checkpoint copies
-//! the dirty pages out (`take_dirty`) and `table::checkpoint` writes them to
-//! the file through a journal. Once that is committed, `give_back` drops
-//! the private copies of those pages not written since, so the memory they
-//! held becomes page cache (docs/STORAGE.md section 12).
+//! through `item_mut`, which marks its 4 KiB page dirty; a checkpoint takes
+//! the dirty pages (`take_capture`), its commit thread copies them out
+//! (`PageCapture`: a write to a page not copied yet copies it first) and
+//! `table::checkpoint` writes them to the file through a journal. Once that
+//! is committed, `give_back` drops the private copies of those pages not
+//! written since, so the memory they held becomes page cache
+//! (docs/STORAGE.md section 12).
 //!
 //! Each file is mapped once with a fixed *reserved* length far larger than
 //! the file, so growing the file (with `posix_fallocate`, which reserves real
@@ -52,7 +54,7 @@ pub struct MappedFile {
     dirty: Vec<u64>,
     /// Set while any bit of `dirty` may be set.
     any_dirty: bool,
-    /// One bit per page: taken by a checkpoint (`take_dirty`) and not given
+    /// One bit per page: taken by a checkpoint (`take_capture`) and not given
     /// back yet. Once that checkpoint is committed, the file holds the same
     /// bytes, and `give_back` drops the private copy.
     unsaved: Vec<u64>,
@@ -300,7 +302,7 @@ impl MappedFile {
     }
 
     /// Gives back to the kernel the private copies of pages taken by
-    /// checkpoints (`take_dirty`) and not written since, looking at most at
+    /// checkpoints (`take_capture`) and not written since, looking at most at
     /// `budget` of them; returns the pages looked at. Call it only once
     /// every checkpoint taken so far is committed to the file: the kernel
     /// then maps the file's page, with the same bytes, on the next touch,
@@ -370,14 +372,14 @@ impl MappedFile {
         debug_assert_eq!(status, 0, "madvise: {}", io::Error::last_os_error());
     }
 
-    /// True if page `page` was written since the last `take_dirty`.
+    /// True if page `page` was written since the last `take_capture`.
     pub fn is_page_dirty(&self, page: usize) -> bool {
         self.dirty
             .get(page / 64)
             .is_some_and(|word| word & (1 << (page % 64)) != 0)
     }
 
-    /// True if a page was written since the last `take_dirty`.
+    /// True if a page was written since the last `take_capture`.
     pub fn is_dirty(&self) -> bool {
         self.any_dirty
     }
