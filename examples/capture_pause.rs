@@ -47,8 +47,7 @@ fn main() {
         let started = Instant::now();
         let image = shard.capture().expect("capture");
         pauses_ms.push(started.elapsed().as_secs_f64() * 1000.0);
-        page_bytes += image.page_bytes();
-        image.persist().expect("persist");
+        page_bytes += image.persist().expect("persist").page_bytes;
     }
     pauses_ms.sort_by(f64::total_cmp);
     println!(

@@ -81,6 +81,10 @@ pub struct FileImage {
     pub sums_file: File,
     /// Runs of the `.sum` file (checksums of the pages above): journaled.
     pub sums: DirtyPages,
+    /// The pages as the capture took them, until `collect` copies them
+    /// out of the mapping into the fields above; and the end of what the
+    /// previous checkpoint refers to.
+    taken: Option<(super::file::TakenPages, u64)>,
 }
 
 /// Journal code of a file: 1-4 the table files, 101-104 their `.sum` files.
@@ -105,14 +109,41 @@ fn path_of(dir: &Path, code: u32) -> Option<PathBuf> {
 }
 
 impl FileImage {
-    /// Splits a file's dirty pages at `referenced_end`, the end of what the
-    /// previous checkpoint refers to.
-    pub fn split(
+    /// A file's part of an image whose pages are still in the mapping:
+    /// `persist` copies them out (`collect`) before it writes anything.
+    pub fn taken(
         kind: FileKind,
         (file, sums_file): (File, File),
-        (pages, sums): (DirtyPages, DirtyPages),
+        taken: super::file::TakenPages,
         referenced_end: u64,
     ) -> FileImage {
+        FileImage {
+            kind,
+            file,
+            pages: DirtyPages::default(),
+            fresh: DirtyPages::default(),
+            sums_file,
+            sums: DirtyPages::default(),
+            taken: Some((taken, referenced_end)),
+        }
+    }
+
+    /// Copies the taken pages out of the mapping and splits them.
+    fn collect(&mut self) {
+        if let Some((taken, referenced_end)) = self.taken.take() {
+            let (pages, sums) = taken.collect();
+            let (journaled, fresh) = split(pages, referenced_end);
+            self.pages = journaled;
+            self.fresh = fresh;
+            self.sums = sums;
+        }
+    }
+}
+
+/// Splits a file's dirty pages at `referenced_end`, the end of what the
+/// previous checkpoint refers to: (journaled, fresh).
+fn split(pages: DirtyPages, referenced_end: u64) -> (DirtyPages, DirtyPages) {
+    {
         let mut journaled = DirtyPages::default();
         let mut fresh = DirtyPages::default();
         for (offset, bytes) in pages.runs {
@@ -134,14 +165,7 @@ impl FileImage {
                 }
             }
         }
-        FileImage {
-            kind,
-            file,
-            pages: journaled,
-            fresh,
-            sums_file,
-            sums,
-        }
+        (journaled, fresh)
     }
 }
 
@@ -202,8 +226,8 @@ fn write_both_meta_copies(file: &File, meta: &ShardMeta, dir: &Path) -> Result<(
 }
 
 impl ShardImage {
-    /// Page bytes in the image.
-    pub fn page_bytes(&self) -> u64 {
+    /// Page bytes in the image (once `persist` has copied them out).
+    fn page_bytes(&self) -> u64 {
         self.files
             .iter()
             .flat_map(|f| f.pages.runs.iter().chain(f.fresh.runs.iter()))
@@ -263,7 +287,12 @@ impl ShardImage {
     /// Commits the image to the shard's files (see the module comment).
     /// Only one image of a shard may be persisted at a time, in the order
     /// they were captured.
-    pub fn persist(self) -> Result<PersistStats, TableError> {
+    pub fn persist(mut self) -> Result<PersistStats, TableError> {
+        // The pages leave the mapping here, in the commit thread, not in
+        // the loop that captured them.
+        for image in &mut self.files {
+            image.collect();
+        }
         let result = self.write();
         if result.is_ok() {
             self.committed

@@ -8,7 +8,7 @@ use super::page_check::PageCheck;
 use bytemuck::Pod;
 use std::marker::PhantomData;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Identity every file of a shard must agree on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,8 +32,9 @@ pub struct TableFile<T> {
     kind: FileKind,
     item: PhantomData<T>,
     /// CRC32C of each 4 KiB page as of the last checkpoint (the `.sum`
-    /// file); pages past its end were never written and hold zeros.
-    sums: Vec<u32>,
+    /// file); pages past its end were never written and hold zeros. The
+    /// commit thread of a checkpoint updates it (`TakenPages::collect`).
+    sums: Arc<Mutex<Vec<u32>>>,
     /// Entries the `.sum` file holds (or will, once the last capture is
     /// persisted).
     sums_on_disk: usize,
@@ -114,7 +115,7 @@ impl<T: Pod> TableFile<T> {
             kind,
             item: PhantomData,
             sums_on_disk: sums.len(),
-            sums,
+            sums: Arc::new(Mutex::new(sums)),
             check: None,
         })
     }
@@ -203,7 +204,7 @@ impl<T: Pod> TableFile<T> {
             kind,
             item: PhantomData,
             sums_on_disk: sums.len(),
-            sums,
+            sums: Arc::new(Mutex::new(sums)),
             check: None,
         })
     }
@@ -241,6 +242,12 @@ impl<T: Pod> TableFile<T> {
             self.check_page_of(index);
         }
         self.mapped.item_mut(HEADER_BYTES, index)
+    }
+
+    /// The file's bytes as the mapping holds them (tests).
+    #[cfg(test)]
+    pub fn mapped_bytes(&self) -> &[u8] {
+        self.mapped.bytes()
     }
 
     /// Item `index`. While pages are checked after the start, its page is
@@ -283,7 +290,11 @@ impl<T: Pod> TableFile<T> {
         let check = Arc::new(PageCheck::new(
             self.mapped.path().to_path_buf(),
             sums_path(dir, self.kind),
-            &self.sums,
+            &self
+                .sums
+                .lock()
+                .map(|sums| sums.clone())
+                .unwrap_or_default(),
             pages,
             |page| self.mapped.is_page_dirty(page),
         ));
@@ -301,47 +312,32 @@ impl<T: Pod> TableFile<T> {
         }
     }
 
-    /// The pages written since the last call (see `MappedFile::take_dirty`)
-    /// and the runs of the `.sum` file that describe them (offset in the
-    /// sum file, little-endian CRCs); the in-memory sums are updated.
-    pub fn take_dirty(&mut self) -> (DirtyPages, DirtyPages) {
-        let pages = self.mapped.take_dirty();
-        let mut sum_runs = DirtyPages::default();
-        for (offset, bytes) in &pages.runs {
-            let first = usize::try_from(*offset).unwrap_or(usize::MAX) / PAGE_BYTES;
-            let mut run = Vec::with_capacity(bytes.len() / PAGE_BYTES * 4 + 4);
-            for (i, page) in bytes.chunks(PAGE_BYTES).enumerate() {
-                let sum = page_sum(page);
-                let at = first + i;
-                if self.sums.len() <= at {
-                    self.sums.resize(at + 1, zero_page_sum());
-                }
-                self.sums[at] = sum;
-                run.extend_from_slice(&sum.to_le_bytes());
-            }
-            sum_runs.runs.push((first as u64 * 4, run));
-        }
-        // The file grew: its new pages (zeros unless written) get their
-        // entries too, so the sum file never has a hole.
+    /// The pages written since the last call, for a checkpoint (see
+    /// `MappedFile::take_capture`): copied out, with the runs of the `.sum`
+    /// file that describe them, by `TakenPages::collect` in the commit
+    /// thread.
+    pub fn take_pages(&mut self) -> TakenPages {
+        let capture = self.mapped.take_capture();
         let page_count = self.mapped.file_bytes().div_ceil(PAGE_BYTES);
-        if self.sums.len() < page_count {
-            self.sums.resize(page_count, zero_page_sum());
+        let sums_on_disk = self.sums_on_disk;
+        self.sums_on_disk = sums_on_disk.max(page_count);
+        TakenPages {
+            capture,
+            sums: Arc::clone(&self.sums),
+            sums_on_disk,
+            page_count,
         }
-        if self.sums_on_disk < self.sums.len() {
-            let tail: Vec<u8> = self.sums[self.sums_on_disk..]
-                .iter()
-                .flat_map(|s| s.to_le_bytes())
-                .collect();
-            sum_runs.runs.push((self.sums_on_disk as u64 * 4, tail));
-            self.sums_on_disk = self.sums.len();
-        }
-        (pages, sum_runs)
     }
 
     /// Checks every page of the file (except those written since the last
     /// checkpoint) against its checksum: the first page that does not match
     /// is reported with its offset.
     pub fn verify_pages(&self) -> Result<(), TableError> {
+        let sums = self
+            .sums
+            .lock()
+            .map(|sums| sums.clone())
+            .unwrap_or_default();
         let bytes = self.mapped.bytes();
         let zero = zero_page_sum();
         for (page, content) in bytes.chunks(PAGE_BYTES).enumerate() {
@@ -349,7 +345,7 @@ impl<T: Pod> TableFile<T> {
             if self.mapped.is_page_dirty(page) {
                 continue;
             }
-            let expected = self.sums.get(page).copied().unwrap_or(zero);
+            let expected = sums.get(page).copied().unwrap_or(zero);
             if page_sum(content) != expected {
                 return Err(TableError::Corrupt {
                     path: self.mapped.path().display().to_string(),
@@ -406,7 +402,7 @@ impl<T: Pod> TableFile<T> {
             .map_err(|e| TableError::io(&path, e))
     }
 
-    /// True if an item was written since the last `take_dirty`.
+    /// True if an item was written since the last `take_capture`.
     pub fn is_dirty(&self) -> bool {
         self.mapped.is_dirty()
     }
@@ -482,5 +478,56 @@ pub(super) fn page_sum(page: &[u8]) -> u32 {
         crc32c::crc32c(page)
     } else {
         crc32c::crc32c_append(crc32c::crc32c(page), &vec![0u8; PAGE_BYTES - page.len()])
+    }
+}
+
+/// A file's pages taken by a checkpoint (`TableFile::take_pages`), still to
+/// be copied out of the mapping.
+pub struct TakenPages {
+    capture: Arc<super::mapped::PageCapture>,
+    sums: Arc<Mutex<Vec<u32>>>,
+    /// Entries the `.sum` file held before this checkpoint.
+    sums_on_disk: usize,
+    /// Pages of the file at the capture.
+    page_count: usize,
+}
+
+impl TakenPages {
+    /// Copies the pages out (in the commit thread) and makes the runs of
+    /// the `.sum` file that describe them (offset in the sum file,
+    /// little-endian CRCs); the file's in-memory sums are updated.
+    pub fn collect(self) -> (DirtyPages, DirtyPages) {
+        let pages = self.capture.collect();
+        let mut sum_runs = DirtyPages::default();
+        let Ok(mut sums) = self.sums.lock() else {
+            return (pages, sum_runs);
+        };
+        for (offset, bytes) in &pages.runs {
+            let first = usize::try_from(*offset).unwrap_or(usize::MAX) / PAGE_BYTES;
+            let mut run = Vec::with_capacity(bytes.len() / PAGE_BYTES * 4 + 4);
+            for (i, page) in bytes.chunks(PAGE_BYTES).enumerate() {
+                let sum = page_sum(page);
+                let at = first + i;
+                if sums.len() <= at {
+                    sums.resize(at + 1, zero_page_sum());
+                }
+                sums[at] = sum;
+                run.extend_from_slice(&sum.to_le_bytes());
+            }
+            sum_runs.runs.push((first as u64 * 4, run));
+        }
+        // The file grew: its new pages (zeros unless written) get their
+        // entries too, so the sum file never has a hole.
+        if sums.len() < self.page_count {
+            sums.resize(self.page_count, zero_page_sum());
+        }
+        if self.sums_on_disk < sums.len() {
+            let tail: Vec<u8> = sums[self.sums_on_disk..]
+                .iter()
+                .flat_map(|s| s.to_le_bytes())
+                .collect();
+            sum_runs.runs.push((self.sums_on_disk as u64 * 4, tail));
+        }
+        (pages, sum_runs)
     }
 }

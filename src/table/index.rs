@@ -462,20 +462,15 @@ impl Index {
         }
     }
 
-    /// True if either file was written since the last `take_dirty`.
+    /// True if either file was written since the last `take_capture`.
     pub fn is_dirty(&self) -> bool {
         self.primary.is_dirty() || self.overflow.is_dirty()
     }
 
     /// The pages of both files written since the last call.
     #[allow(clippy::type_complexity)]
-    pub fn take_dirty(
-        &mut self,
-    ) -> (
-        (super::mapped::DirtyPages, super::mapped::DirtyPages),
-        (super::mapped::DirtyPages, super::mapped::DirtyPages),
-    ) {
-        (self.primary.take_dirty(), self.overflow.take_dirty())
+    pub fn take_pages(&mut self) -> (super::file::TakenPages, super::file::TakenPages) {
+        (self.primary.take_pages(), self.overflow.take_pages())
     }
 }
 

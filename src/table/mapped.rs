@@ -3,11 +3,13 @@
 //! The mapping is *private* (`MAP_PRIVATE`): changes stay in memory and
 //! never reach the file by themselves, so the file always holds the last
 //! checkpoint, whole, whatever happens to the process. Every write goes
-//! through `item_mut`, which marks its 4 KiB page dirty; a checkpoint copies
-//! the dirty pages out (`take_dirty`) and `table::checkpoint` writes them to
-//! the file through a journal. Once that is committed, `give_back` drops
-//! the private copies of those pages not written since, so the memory they
-//! held becomes page cache (docs/STORAGE.md section 12).
+//! through `item_mut`, which marks its 4 KiB page dirty; a checkpoint takes
+//! the dirty pages (`take_capture`), its commit thread copies them out
+//! (`PageCapture`: a write to a page not copied yet copies it first) and
+//! `table::checkpoint` writes them to the file through a journal. Once that
+//! is committed, `give_back` drops the private copies of those pages not
+//! written since, so the memory they held becomes page cache
+//! (docs/STORAGE.md section 12).
 //!
 //! Each file is mapped once with a fixed *reserved* length far larger than
 //! the file, so growing the file (with `posix_fallocate`, which reserves real
@@ -18,10 +20,13 @@
 #![allow(unsafe_code)]
 
 use memmap2::{MmapMut, MmapOptions};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// Why a file could not grow.
 #[derive(Debug)]
@@ -38,13 +43,18 @@ pub enum GrowError {
 pub struct MappedFile {
     path: PathBuf,
     file: File,
-    map: MmapMut,
+    /// The mapping, shared with the commit thread of a checkpoint, which
+    /// copies the captured pages out of it (`PageCapture`).
+    map: Arc<MmapMut>,
+    /// The last capture, while it has pages not copied out yet: a write to
+    /// one of them copies it first.
+    capture: Option<Arc<PageCapture>>,
     file_bytes: usize,
     /// One bit per page of `file_bytes`: written since the last checkpoint.
     dirty: Vec<u64>,
     /// Set while any bit of `dirty` may be set.
     any_dirty: bool,
-    /// One bit per page: taken by a checkpoint (`take_dirty`) and not given
+    /// One bit per page: taken by a checkpoint (`take_capture`) and not given
     /// back yet. Once that checkpoint is committed, the file holds the same
     /// bytes, and `give_back` drops the private copy.
     unsaved: Vec<u64>,
@@ -125,11 +135,12 @@ impl MappedFile {
         //   copied yet; the lock and the modes exist to keep such processes
         //   out, and the next start verifies every page against its
         //   checksum before serving. docs/OPERATIONS.md says what to do.
-        let map = unsafe { MmapOptions::new().len(reserved_bytes).map_copy(&file)? };
+        let map = Arc::new(unsafe { MmapOptions::new().len(reserved_bytes).map_copy(&file)? });
         Ok(MappedFile {
             path: path.to_path_buf(),
             file,
             map,
+            capture: None,
             file_bytes,
             dirty: vec![0; file_bytes.div_ceil(PAGE_BYTES).div_ceil(64)],
             any_dirty: false,
@@ -151,7 +162,22 @@ impl MappedFile {
 
     /// The file's bytes.
     pub fn bytes(&self) -> &[u8] {
-        &self.map[..self.file_bytes]
+        // SAFETY: the first `file_bytes` of the mapping are mapped and
+        // backed by the file; the slice borrows `self`, so no write through
+        // `item_mut` (which needs `&mut self`) overlaps it. The commit
+        // thread only reads.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), self.file_bytes) }
+    }
+
+    /// The mapping's bytes `from..to`, writable (`from..to` within
+    /// `file_bytes`; `&mut self` keeps every other reference out).
+    fn bytes_mut(&mut self, from: usize, to: usize) -> &mut [u8] {
+        assert!(from <= to && to <= self.file_bytes);
+        // SAFETY: in bounds (above); the mapping is writable (a private
+        // read-write mapping); `&mut self` means no other reference into
+        // it exists; the commit thread reads only pages of a capture, and
+        // only those not written since (the capture protocol).
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_ptr().cast_mut().add(from), to - from) }
     }
 
     /// The whole `T` items stored from byte `offset` to the end of the file.
@@ -186,6 +212,13 @@ impl MappedFile {
         // Items never straddle pages (sizes divide 4096 and start at 4096).
         debug_assert_eq!(at / PAGE_BYTES, (at + size - 1) / PAGE_BYTES);
         let page = at / PAGE_BYTES;
+        if let Some(capture) = &self.capture {
+            if capture.left.load(Ordering::Acquire) == 0 {
+                self.capture = None;
+            } else {
+                capture.before_write(page);
+            }
+        }
         self.dirty[page / 64] |= 1 << (page % 64);
         self.any_dirty = true;
         // SAFETY: `at + size <= file_bytes`, which is mapped and backed by
@@ -193,38 +226,46 @@ impl MappedFile {
         // items start at page-aligned offsets and T's size is a multiple of
         // its alignment); T is Pod, so any bytes are a valid T; the mutable
         // borrow of `self` makes this the only reference into the mapping.
-        unsafe { &mut *self.map.as_mut_ptr().add(at).cast::<T>() }
+        // A captured page not yet copied out was copied just above.
+        unsafe { &mut *self.map.as_ptr().cast_mut().add(at).cast::<T>() }
     }
 
-    /// Copies out every page written since the last call and clears the
-    /// dirty map: the checkpoint's image of this file.
-    pub fn take_dirty(&mut self) -> DirtyPages {
-        let mut pages = DirtyPages::default();
-        if !self.any_dirty {
-            return pages;
+    /// Takes every page written since the last call for a checkpoint and
+    /// clears the dirty map. Nothing is copied here, so the loop that owns
+    /// the shard does not wait for it: the commit thread copies the pages
+    /// out (`PageCapture::collect`), and a write to a page it has not
+    /// copied yet copies that page first (`item_mut`).
+    pub fn take_capture(&mut self) -> Arc<PageCapture> {
+        // A capture whose commit never copied its pages out (an image
+        // dropped on an error path) stops being protected here: copy what
+        // is left of it now.
+        if let Some(previous) = self.capture.take() {
+            previous.save_all();
         }
-        let page_count = self.file_bytes.div_ceil(PAGE_BYTES);
-        let mut page = 0;
-        while page < page_count {
-            if self.dirty[page / 64] & (1 << (page % 64)) == 0 {
-                page += 1;
-                continue;
+        let words = self.dirty.len();
+        let mut captured = vec![0u64; words];
+        let mut pages = 0;
+        if self.any_dirty {
+            for (word, (dirty, unsaved)) in self.dirty.iter_mut().zip(&mut self.unsaved).enumerate()
+            {
+                let taken = std::mem::take(dirty);
+                self.unsaved_pages += (taken & !*unsaved).count_ones() as usize;
+                *unsaved |= taken;
+                captured[word] = taken;
+                pages += taken.count_ones() as usize;
             }
-            let start = page;
-            while page < page_count && self.dirty[page / 64] & (1 << (page % 64)) != 0 {
-                page += 1;
-            }
-            let from = start * PAGE_BYTES;
-            let to = (page * PAGE_BYTES).min(self.file_bytes);
-            pages.runs.push((from as u64, self.map[from..to].to_vec()));
+            self.any_dirty = false;
         }
-        for (unsaved, dirty) in self.unsaved.iter_mut().zip(&mut self.dirty) {
-            let taken = std::mem::take(dirty);
-            self.unsaved_pages += (taken & !*unsaved).count_ones() as usize;
-            *unsaved |= taken;
-        }
-        self.any_dirty = false;
-        pages
+        let capture = Arc::new(PageCapture {
+            map: Arc::clone(&self.map),
+            file_bytes: self.file_bytes,
+            pending: captured.iter().map(|&w| AtomicU64::new(w)).collect(),
+            captured,
+            left: AtomicUsize::new(pages),
+            saved: Mutex::new(HashMap::new()),
+        });
+        self.capture = (pages > 0).then(|| Arc::clone(&capture));
+        capture
     }
 
     /// Marks `bytes` from `offset` dirty again (a checkpoint that failed).
@@ -249,7 +290,7 @@ impl MappedFile {
         for page in first..page_count {
             let start = page * PAGE_BYTES;
             let end = (start + PAGE_BYTES).min(self.file_bytes);
-            let bytes = &mut self.map[start..end];
+            let bytes = self.bytes_mut(start, end);
             if bytes.iter().any(|&b| b != 0) {
                 bytes.fill(0);
                 self.dirty[page / 64] |= 1 << (page % 64);
@@ -261,7 +302,7 @@ impl MappedFile {
     }
 
     /// Gives back to the kernel the private copies of pages taken by
-    /// checkpoints (`take_dirty`) and not written since, looking at most at
+    /// checkpoints (`take_capture`) and not written since, looking at most at
     /// `budget` of them; returns the pages looked at. Call it only once
     /// every checkpoint taken so far is committed to the file: the kernel
     /// then maps the file's page, with the same bytes, on the next touch,
@@ -322,7 +363,7 @@ impl MappedFile {
         // the mapping shows afterwards is what it showed before.
         let status = unsafe {
             libc::madvise(
-                self.map.as_mut_ptr().add(first * PAGE_BYTES).cast(),
+                self.map.as_ptr().cast_mut().add(first * PAGE_BYTES).cast(),
                 (end - first) * PAGE_BYTES,
                 libc::MADV_DONTNEED,
             )
@@ -331,14 +372,14 @@ impl MappedFile {
         debug_assert_eq!(status, 0, "madvise: {}", io::Error::last_os_error());
     }
 
-    /// True if page `page` was written since the last `take_dirty`.
+    /// True if page `page` was written since the last `take_capture`.
     pub fn is_page_dirty(&self, page: usize) -> bool {
         self.dirty
             .get(page / 64)
             .is_some_and(|word| word & (1 << (page % 64)) != 0)
     }
 
-    /// True if a page was written since the last `take_dirty`.
+    /// True if a page was written since the last `take_capture`.
     pub fn is_dirty(&self) -> bool {
         self.any_dirty
     }
@@ -374,6 +415,144 @@ impl MappedFile {
             libc::ENOSPC | libc::EDQUOT => Err(GrowError::DiskFull),
             errno => Err(GrowError::Io(io::Error::from_raw_os_error(errno))),
         }
+    }
+}
+
+/// The pages a checkpoint took from one file, still in the mapping: the
+/// commit thread copies them out (`collect`); the shard's loop copies a
+/// page first when it is about to write one not copied yet
+/// (`before_write`). Either way each page is copied once, as it was at the
+/// capture, under `saved`'s lock.
+pub struct PageCapture {
+    map: Arc<MmapMut>,
+    /// The file's length at the capture.
+    file_bytes: usize,
+    /// One bit per page taken.
+    captured: Vec<u64>,
+    /// One bit per page taken and not copied yet.
+    pending: Vec<AtomicU64>,
+    /// Pages not copied yet.
+    left: AtomicUsize,
+    /// Pages the loop copied before writing them, by page number.
+    saved: Mutex<HashMap<usize, Box<[u8]>>>,
+}
+
+impl PageCapture {
+    fn is_pending(&self, page: usize) -> bool {
+        self.pending
+            .get(page / 64)
+            .is_some_and(|word| word.load(Ordering::Acquire) & (1 << (page % 64)) != 0)
+    }
+
+    /// The page's bytes as the mapping holds them now, bounded by the
+    /// file's length at the capture.
+    fn copy_page(&self, page: usize) -> Box<[u8]> {
+        let from = page * PAGE_BYTES;
+        let to = (from + PAGE_BYTES).min(self.file_bytes);
+        let mut copy = vec![0u8; to - from].into_boxed_slice();
+        // SAFETY: `from..to` lies within the file's bytes at the capture,
+        // which stay mapped (the mapping never moves or shrinks, and this
+        // capture holds it alive). Nobody writes the page meanwhile: the
+        // caller holds `saved`'s lock and the page is pending, and the loop
+        // writes a pending page only after copying it under the same lock.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.map.as_ptr().add(from),
+                copy.as_mut_ptr(),
+                to - from,
+            );
+        }
+        copy
+    }
+
+    /// Marks `page` copied (its bit was set).
+    fn done(&self, page: usize) {
+        self.pending[page / 64].fetch_and(!(1 << (page % 64)), Ordering::Release);
+        self.left.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Called by the loop before it writes `page`: if the page is one of
+    /// the capture's and not copied yet, copies it now.
+    #[inline]
+    fn before_write(&self, page: usize) {
+        if self.is_pending(page) {
+            self.save(page);
+        }
+    }
+
+    #[cold]
+    fn save(&self, page: usize) {
+        let Ok(mut saved) = self.saved.lock() else {
+            return;
+        };
+        if self.is_pending(page) {
+            saved.insert(page, self.copy_page(page));
+            self.done(page);
+        }
+    }
+
+    /// Copies every page not copied yet (see `take_capture`).
+    fn save_all(&self) {
+        for (word, &bits) in self.captured.iter().enumerate() {
+            let mut bits = bits;
+            while bits != 0 {
+                let page = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                self.before_write(page);
+            }
+        }
+    }
+
+    /// Pages taken.
+    pub fn page_count(&self) -> usize {
+        self.captured.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
+    /// Copies out every page taken, as it was at the capture: runs of
+    /// consecutive pages with their file offsets. Runs in the commit
+    /// thread; the loop may write other pages meanwhile.
+    pub fn collect(&self) -> DirtyPages {
+        let mut pages = DirtyPages::default();
+        let mut run: Option<(usize, Vec<u8>)> = None;
+        for (word, &bits) in self.captured.iter().enumerate() {
+            let mut bits = bits;
+            while bits != 0 {
+                let page = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let bytes = match self.saved.lock() {
+                    Ok(mut saved) => {
+                        if self.is_pending(page) {
+                            let copy = self.copy_page(page);
+                            self.done(page);
+                            copy
+                        } else {
+                            saved.remove(&page).unwrap_or_else(|| self.copy_page(page))
+                        }
+                    }
+                    // A loop that panicked holding the lock: the node is
+                    // going down; copy what the mapping holds.
+                    Err(_) => self.copy_page(page),
+                };
+                run = match run {
+                    Some((first, mut data))
+                        if first + data.len() / PAGE_BYTES == page
+                            && data.len() % PAGE_BYTES == 0 =>
+                    {
+                        data.extend_from_slice(&bytes);
+                        Some((first, data))
+                    }
+                    Some((first, data)) => {
+                        pages.runs.push(((first * PAGE_BYTES) as u64, data));
+                        Some((page, bytes.into_vec()))
+                    }
+                    None => Some((page, bytes.into_vec())),
+                };
+            }
+        }
+        if let Some((first, data)) = run {
+            pages.runs.push(((first * PAGE_BYTES) as u64, data));
+        }
+        pages
     }
 }
 

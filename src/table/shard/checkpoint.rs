@@ -38,21 +38,21 @@ impl Shard {
         // fresh (written in place without the journal).
         let (counters, index) = self.captured;
         let [records_end, cold_end, primary_end, overflow_end] = referenced_ends(&counters, &index);
-        let (primary, overflow) = self.index.take_dirty();
+        let (primary, overflow) = self.index.take_pages();
         let files = vec![
-            FileImage::split(
+            FileImage::taken(
                 FileKind::Records,
                 (self.records.file_handle()?, self.records.sums_handle()?),
-                self.records.take_dirty(),
+                self.records.take_pages(),
                 records_end,
             ),
-            FileImage::split(
+            FileImage::taken(
                 FileKind::Cold,
                 (self.cold.file_handle()?, self.cold.sums_handle()?),
-                self.cold.take_dirty(),
+                self.cold.take_pages(),
                 cold_end,
             ),
-            FileImage::split(
+            FileImage::taken(
                 FileKind::Index,
                 (
                     self.index.primary_file().file_handle()?,
@@ -61,7 +61,7 @@ impl Shard {
                 primary,
                 primary_end,
             ),
-            FileImage::split(
+            FileImage::taken(
                 FileKind::Overflow,
                 (
                     self.index.overflow_file().file_handle()?,
