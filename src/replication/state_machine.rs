@@ -99,6 +99,9 @@ pub struct StateMachine {
     checkpoint_lock: Arc<tokio::sync::Mutex<()>>,
     current: Arc<Mutex<Option<SnapshotMeta<u64, BasicNode>>>>,
     stats: Arc<CheckpointStats>,
+    /// No snapshot was asked for yet. openraft's first ask comes from
+    /// `Raft::new`, which reads only the snapshot's meta: it gets no image.
+    first_ask: bool,
 }
 
 fn sm_error(error: impl ToString) -> StorageError<u64> {
@@ -125,6 +128,7 @@ impl StateMachine {
             checkpoint_lock,
             current: Arc::new(Mutex::new(current)),
             stats,
+            first_ask: true,
         })
     }
 }
@@ -459,6 +463,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let Some(meta) = current else {
             return Ok(None);
         };
+        // At start openraft reads the current snapshot's meta and nothing
+        // else: making the image (a copy of every table file) then would
+        // cost a start the time to copy the tables and their size in disk.
+        // The image is made when a member first needs one.
+        if std::mem::take(&mut self.first_ask) {
+            return Ok(Some(Snapshot {
+                meta,
+                snapshot: no_data().await?,
+            }));
+        }
         let data_dir = self.data_dir.clone();
         let id = meta.snapshot_id.clone();
         let made = tokio::task::spawn_blocking(move || make_image(&data_dir, &id))
