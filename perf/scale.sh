@@ -10,7 +10,8 @@
 #   3. lookups/s at 4 x 64 (`x700 bench --bindings N`, closed loop), node on
 #      core 0, client on core 1, with the client's CPU beside;
 #   4. anonymous memory after a checkpoint: 1,000,000 binds over the wire,
-#      a checkpoint (interval 5 s here), the give-back; RssAnon of the node
+#      then one more bind after the checkpoint interval (5 s here), so a
+#      checkpoint holds them all, and the give-back; RssAnon of the node
 #      divided by its live bindings;
 # then `../shared/limits/ceiling.sh 4x64` in the same run, to put the
 # lookup figures beside what a minimal C server does on this machine today.
@@ -84,6 +85,11 @@ for n in $sizes; do
     --duration-s 10 --warmup-s 2 --quiet --json "$root/bench-$n.json" >/dev/null 2>&1 || true
   log "size $n lookups 4x64: $(jq -c '{achieved_rate_per_s, p50: .latency_us.p50, p99: .latency_us.p99, client_cpu}' "$root/bench-$n.json")"
   "$bin" load --server "127.0.0.1:$tcp" --bindings 1000000 --seed 99 --quiet --json >"$root/binds-$n.json"
+  # Checkpoints run while writes arrive: one more bind after the interval
+  # makes the node take one that holds every bind above.
+  sleep 6
+  "$bin" load --server "127.0.0.1:$tcp" --bindings 1 --seed 98 --quiet --json >/dev/null
+  sleep 2
   anon_before=$(status_kb "$node_pid" RssAnon)
   last=$anon_before
   for _ in $(seq 60); do
