@@ -267,3 +267,15 @@ pub fn drop_cached(file: &File, offset: u64, len: u64) {
     let _ =
         unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED) };
 }
+
+/// Returns the allocator's free memory to the kernel (glibc's
+/// `malloc_trim`: the free pages of every arena, not only the top of the
+/// calling thread's).
+pub fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions; it only releases memory
+    // the allocator holds free.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -200,6 +200,10 @@ impl RaftSnapshotBuilder<TypeConfig> for CheckpointBuilder {
                 if let Ok(mut current) = self.current.lock() {
                     *current = Some(self.meta.clone());
                 }
+                // The commit's page copies (one allocation per run of
+                // pages, many of them single index pages) are freed now;
+                // the allocator would keep that memory in its arenas.
+                crate::sys::trim_heap();
                 self.stats.count.fetch_add(1, Relaxed);
                 self.stats.page_bytes.fetch_add(page_bytes, Relaxed);
                 self.stats

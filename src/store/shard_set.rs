@@ -205,12 +205,16 @@ impl ShardSet {
             .sum()
     }
 
-    /// Checkpoints every owned shard now (capture and persist here).
+    /// Checkpoints every owned shard now (capture and persist here), then
+    /// hands the commits' freed page copies back to the kernel.
     pub fn checkpoint(&mut self) -> Result<(), TableError> {
-        self.shards
+        let result = self
+            .shards
             .iter_mut()
             .flatten()
-            .try_for_each(|shard| shard.checkpoint().map(|_| ()))
+            .try_for_each(|shard| shard.checkpoint().map(|_| ()));
+        crate::sys::trim_heap();
+        result
     }
 
     /// Gives back the private copies of committed pages in the owned shards
