@@ -3,9 +3,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use x700::binding::{BindRequest, BindingId, Direction, OrderRef, Parties};
 use x700::number::{parse_real, parse_virtual, XPolicy};
 use x700::store::clock::FakeClock;
@@ -55,37 +55,11 @@ fn damage(file: &Path, page: usize) -> Vec<u8> {
 /// Runs `x700 serve` on `dir` until it exits (at most 30 s): its exit
 /// code and stderr.
 fn serve_until_exit(dir: &Path) -> (Option<i32>, String) {
-    let mut child = Command::new(common::binary())
-        .args([
-            "serve",
-            "--no-pin",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-        ])
-        .arg("--data")
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    (code, stderr)
+    common::serve_on_until_exit(
+        dir,
+        &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+        Duration::from_secs(30),
+    )
 }
 
 #[test]

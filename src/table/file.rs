@@ -382,11 +382,6 @@ impl<T: Pod> TableFile<T> {
         self.mapped.give_back(budget)
     }
 
-    /// True while pages wait for `give_back`.
-    pub fn has_unsaved(&self) -> bool {
-        self.mapped.has_unsaved()
-    }
-
     /// Marks a byte range dirty again (see `MappedFile::mark_dirty`).
     pub fn mark_dirty(&mut self, offset: u64, bytes: u64) {
         self.mapped.mark_dirty(offset, bytes);

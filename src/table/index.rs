@@ -448,11 +448,6 @@ impl Index {
         looked + self.overflow.give_back(budget.saturating_sub(looked))
     }
 
-    /// True while index pages wait for `give_back`.
-    pub fn has_unsaved(&self) -> bool {
-        self.primary.has_unsaved() || self.overflow.has_unsaved()
-    }
-
     /// Marks a byte range of the primary or overflow file dirty again.
     pub fn mark_dirty(&mut self, overflow: bool, offset: u64, bytes: u64) {
         if overflow {

@@ -344,11 +344,6 @@ impl MappedFile {
         looked
     }
 
-    /// True while pages taken by a checkpoint wait for `give_back`.
-    pub fn has_unsaved(&self) -> bool {
-        self.unsaved_pages > 0
-    }
-
     /// Drops the private copies of pages `first..end`: `MADV_DONTNEED` on
     /// a private file mapping makes the next access map the file's page.
     fn drop_private_pages(&mut self, first: usize, end: usize) {
@@ -501,11 +496,6 @@ impl PageCapture {
                 self.before_write(page);
             }
         }
-    }
-
-    /// Pages taken.
-    pub fn page_count(&self) -> usize {
-        self.captured.iter().map(|w| w.count_ones() as usize).sum()
     }
 
     /// Copies out every page taken, as it was at the capture: runs of

@@ -88,10 +88,17 @@ fn io_flags(args: &[&str]) -> Vec<&'static str> {
 /// that keeps running is killed after 10 s and reported as `None`.
 pub fn serve_expecting_exit(args: &[&str]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().expect("temporary directory");
+    serve_on_until_exit(dir.path(), args, Duration::from_secs(10))
+}
+
+/// Runs `x700 serve` on `data` with `args` until it exits: its exit code
+/// and stderr. A node still running after `wait` is killed and reported as
+/// `None`.
+pub fn serve_on_until_exit(data: &Path, args: &[&str], wait: Duration) -> (Option<i32>, String) {
     let mut child = Command::new(binary())
         .arg("serve")
         .arg("--data")
-        .arg(dir.path())
+        .arg(data)
         .arg("--no-pin")
         .args(io_flags(args))
         .args(args)
@@ -100,7 +107,7 @@ pub fn serve_expecting_exit(args: &[&str]) -> (Option<i32>, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn x700 serve");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + wait;
     let code = loop {
         if let Some(status) = child.try_wait().expect("wait") {
             break status.code();

@@ -105,11 +105,6 @@ impl Shard {
         looked + self.cold.give_back(budget.saturating_sub(looked))
     }
 
-    /// True while pages of committed checkpoints wait for `give_back`.
-    pub fn has_pages_to_give_back(&self) -> bool {
-        self.records.has_unsaved() || self.index.has_unsaved() || self.cold.has_unsaved()
-    }
-
     /// A whole checkpoint, here and now: capture, persist, then give every
     /// page it wrote back to the kernel (offline runs: no loop to pace it).
     pub fn checkpoint(&mut self) -> Result<PersistStats, TableError> {
