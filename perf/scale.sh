@@ -80,7 +80,7 @@ for n in $sizes; do
   median=$(printf '%s\n' "${starts[@]}" | sort -n | sed -n 2p)
   log "size $n restart_to_ready_s: median $median (runs ${starts[*]})"
   start_node "$dir"
-  log "size $n after start: RssAnon_kB $(status_kb "$node_pid" RssAnon) RssFile_kB $(status_kb "$node_pid" RssFile)"
+  log "size $n after start: RssAnon_kB $(status_kb "$node_pid" RssAnon) RssFile_kB $(status_kb "$node_pid" RssFile) FilePmdMapped_kB $(awk '/FilePmdMapped/ {s+=$2} END {print s}' "/proc/$node_pid/smaps")"
   taskset -c 1 "$bin" bench --server "127.0.0.1:$tcp" --bindings "$n" --connections 4 --pipeline 64 \
     --duration-s 10 --warmup-s 2 --quiet --json "$root/bench-$n.json" >/dev/null 2>&1 || true
   log "size $n lookups 4x64: $(jq -c '{achieved_rate_per_s, p50: .latency_us.p50, p99: .latency_us.p99, client_cpu}' "$root/bench-$n.json")"

@@ -199,7 +199,7 @@ pub fn load(args: &LoadArgs) -> Outcome {
         }
         Err(error) => Outcome::from(error),
     };
-    match store.close() {
+    match store.close_and_uncache() {
         Ok(()) => outcome,
         Err(error) => Outcome::from(error),
     }

@@ -24,7 +24,7 @@ use crate::binding::{
 };
 use crate::number::Number;
 use crate::table::file::ShardIdentity;
-use crate::table::layout::{checksum_of, StoreHeader, FORMAT_VERSION, STORE_MAGIC};
+use crate::table::layout::{checksum_of, FileKind, StoreHeader, FORMAT_VERSION, STORE_MAGIC};
 use crate::table::{BindOutcome, Shard, ShardStats, TableError};
 use crate::tenant::Control;
 use clock::Clock;
@@ -413,6 +413,25 @@ impl Store {
         control
             .persist(&control.registry(), applied_next)
             .map_err(|e| TableError::io(&self.dir.join(crate::tenant::REGISTRY_NAME), e))
+    }
+
+    /// Closes like `close`, then drops the lookup path's files (records and
+    /// index) from the page cache (docs/STORAGE.md section 12, "Huge pages
+    /// on the lookup path"). A bulk load's own faults and checkpoint writes
+    /// leave them cached in small pieces, which a serving node can only map
+    /// 4 KiB at a time; read again on its first touch, they come back as
+    /// 2 MiB pages.
+    pub fn close_and_uncache(self) -> Result<(), TableError> {
+        let dirs: Vec<PathBuf> = self.set.owned().map(|s| s.dir().to_path_buf()).collect();
+        self.close()?;
+        for dir in dirs {
+            for kind in [FileKind::Records, FileKind::Index, FileKind::Overflow] {
+                let path = dir.join(kind.file_name());
+                let file = std::fs::File::open(&path).map_err(|e| TableError::io(&path, e))?;
+                crate::sys::drop_cached(&file, 0, 0);
+            }
+        }
+        Ok(())
     }
 
     /// Closes every shard without saving what changed since its last

@@ -99,6 +99,9 @@ impl<T: Pod> TableFile<T> {
         page[..64].copy_from_slice(bytemuck::bytes_of(&header));
         let mapped = MappedFile::create(&path, &page, reserved_bytes(kind))
             .map_err(|source| TableError::io(&path, source))?;
+        if kind.is_lookup_path() {
+            mapped.prefer_huge_pages();
+        }
         let sums = vec![crc32c::crc32c(&page)];
         let sums_file = sums_path(dir, kind);
         crate::sys::open_or_create_private(
@@ -131,6 +134,11 @@ impl<T: Pod> TableFile<T> {
         let path = dir.join(kind.file_name());
         let mapped = MappedFile::open(&path, reserved_bytes(kind))
             .map_err(|source| TableError::io(&path, source))?;
+        if kind.is_lookup_path() {
+            // Before the first touch: the start's page check faults the
+            // file in, and what it faults in as 2 MiB stays so.
+            mapped.prefer_huge_pages();
+        }
         if mapped.file_bytes() < HEADER_BYTES {
             return Err(TableError::Truncated {
                 path: path.display().to_string(),

@@ -42,6 +42,12 @@ impl FileKind {
         }
     }
 
+    /// True for the files every lookup reads (records and index), which
+    /// are mapped with huge pages where the kernel gives them.
+    pub fn is_lookup_path(self) -> bool {
+        !matches!(self, FileKind::Cold)
+    }
+
     /// Size of one item in the file.
     pub fn item_bytes(self) -> usize {
         match self {

@@ -301,6 +301,26 @@ impl MappedFile {
         zeroed
     }
 
+    /// Asks the kernel to back the mapping with 2 MiB pages where it can
+    /// (`MADV_HUGEPAGE`). On a file mapping this makes a fault read the file
+    /// into a 2 MiB page-cache folio and map it with one page-table entry,
+    /// so a random lookup misses the TLB far less often. Pages written
+    /// privately are still copied 4 KiB at a time (and the 2 MiB entry over
+    /// them is split), so anonymous memory does not grow. Kernels or file
+    /// systems that cannot do it keep 4 KiB pages: a speed-up, never a
+    /// requirement, so a refusal is ignored.
+    pub fn prefer_huge_pages(&self) {
+        // SAFETY: advice over the mapping's own reserved range; it changes
+        // no content.
+        let _ = unsafe {
+            libc::madvise(
+                self.map.as_ptr().cast_mut().cast(),
+                self.map.len(),
+                libc::MADV_HUGEPAGE,
+            )
+        };
+    }
+
     /// Gives back to the kernel the private copies of pages taken by
     /// checkpoints (`take_capture`) and not written since, looking at most at
     /// `budget` of them; returns the pages looked at. Call it only once
