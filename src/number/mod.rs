@@ -104,21 +104,29 @@ impl Number {
         self == Number::NONE
     }
 
+    /// One flag at the top bit of each nibble that is not a decimal digit,
+    /// the sixteen nibbles tested at once (SWAR): no loop, no branch.
+    #[inline(always)]
+    fn not_digit_flags(self) -> u64 {
+        const LOW_NIBBLES: u64 = 0x0F0F_0F0F_0F0F_0F0F;
+        const SIX: u64 = 0x0606_0606_0606_0606;
+        const CARRY: u64 = 0x1010_1010_1010_1010;
+        let word = u64::from_be_bytes(self.0);
+        // Each nibble alone in a byte: adding 6 carries into bit 4 exactly
+        // when the nibble is 10 or more (at most 21: no carry out of a byte).
+        let low = ((word & LOW_NIBBLES) + SIX) & CARRY;
+        let high = (((word >> 4) & LOW_NIBBLES) + SIX) & CARRY;
+        (high << 3) | (low >> 1)
+    }
+
     /// For a plain number (digits, then `F` fill to the end): how many
     /// digits. `None` for NONE, extension keys and malformed bytes. No
-    /// allocation and no branches per digit beyond the loop: the wire path
-    /// calls it per request.
+    /// allocation and no loop: the wire path calls it for every number of
+    /// every request.
     #[inline]
     pub fn digit_run(self) -> Option<usize> {
         let word = u64::from_be_bytes(self.0);
-        let mut digits = 16;
-        for i in 0..16 {
-            let nibble = (word >> (60 - 4 * i)) & 0xF;
-            if nibble > 9 {
-                digits = i;
-                break;
-            }
-        }
+        let digits = (self.not_digit_flags().leading_zeros() / 4) as usize;
         // Everything after the digits must be fill.
         let fill_bits = 64 - 4 * digits;
         let fill_mask = if fill_bits == 64 {
@@ -127,6 +135,23 @@ impl Number {
             (1u64 << fill_bits) - 1
         };
         ((1..=DIGITS_MAX).contains(&digits) && word & fill_mask == fill_mask).then_some(digits)
+    }
+
+    /// True for a Chinese mobile as the wire carries it: 11 digits from `1`,
+    /// then fill. The per-request fast path of `check_real`.
+    #[inline(always)]
+    pub fn is_mobile(self) -> bool {
+        const FILL_5: u64 = 0xF_FFFF;
+        let word = u64::from_be_bytes(self.0);
+        self.not_digit_flags() == 0x8_8888 && word & FILL_5 == FILL_5 && word >> 60 == 1
+    }
+
+    /// True for a standard virtual number: `700` and 12 more digits, then
+    /// fill. The per-request fast path of `check_virtual`.
+    #[inline(always)]
+    pub fn is_standard_virtual(self) -> bool {
+        let word = u64::from_be_bytes(self.0);
+        self.not_digit_flags() == 0x8 && word & 0xF == 0xF && word >> 52 == 0x700
     }
 
     /// True if this is an extension key rather than a phone number.
@@ -215,6 +240,45 @@ mod tests {
         assert_eq!(ext.digits(), "123");
         assert_ne!(ext, Number::from_digits(b"123"));
         assert!(ext.is_well_formed());
+    }
+
+    /// The nibble-at-a-time definition `digit_run` must agree with.
+    fn digit_run_by_nibbles(number: Number) -> Option<usize> {
+        let digits = (0..16).take_while(|&i| number.nibble(i) <= 9).count();
+        ((1..=DIGITS_MAX).contains(&digits) && (digits..16).all(|i| number.nibble(i) == FILL))
+            .then_some(digits)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn digit_run_agrees_with_the_nibble_loop(bytes: [u8; 8], digits in 0usize..=16, fill: bool) {
+            // Random words are rarely well formed: also build digits + fill.
+            let mut built = bytes;
+            if fill {
+                for i in digits..16 {
+                    built[i / 2] |= if i % 2 == 0 { 0xF0 } else { 0x0F };
+                }
+                for i in 0..digits {
+                    let keep = if i % 2 == 0 { 0x0F } else { 0xF0 };
+                    let digit = (bytes[i / 2] >> (4 * (i % 2))) % 10;
+                    built[i / 2] = (built[i / 2] & keep) | if i % 2 == 0 { digit << 4 } else { digit };
+                }
+            }
+            for number in [Number(bytes), Number(built)] {
+                proptest::prop_assert_eq!(number.digit_run(), digit_run_by_nibbles(number), "{:02x?}", number.0);
+                let digits = number.digits();
+                proptest::prop_assert_eq!(
+                    number.is_mobile(),
+                    digit_run_by_nibbles(number) == Some(11) && digits.starts_with('1'),
+                    "{:02x?}", number.0
+                );
+                proptest::prop_assert_eq!(
+                    number.is_standard_virtual(),
+                    digit_run_by_nibbles(number) == Some(VIRTUAL_DIGITS) && digits.starts_with(VIRTUAL_PREFIX),
+                    "{:02x?}", number.0
+                );
+            }
+        }
     }
 
     #[test]

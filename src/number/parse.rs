@@ -193,12 +193,19 @@ fn normalise_national(digits: &[u8]) -> ([u8; NATIONAL_BUFFER], usize) {
 /// that arrived already encoded (from the wire): a national number (see
 /// `check_national`) outside the reserved ranges (`RESERVED_RANGES`). No
 /// allocation; a mobile takes a few comparisons.
+#[inline]
 pub fn check_real(number: Number) -> Result<Number, NumberError> {
     // Fast path: a mobile (11 digits from 1) has no prefix to remove and is
     // in no reserved range.
-    if number.digit_run() == Some(11) && number.0[0] >> 4 == 1 {
+    if number.is_mobile() {
         return Ok(number);
     }
+    check_real_slowly(number)
+}
+
+/// `check_real` for anything but a mobile.
+#[inline(never)]
+fn check_real_slowly(number: Number) -> Result<Number, NumberError> {
     let (national, len) = national_digits(number)?;
     refuse_reserved(Number::from_digits(&national[..len]), &national[..len])
 }
@@ -245,10 +252,17 @@ fn national_digits(number: Number) -> Result<([u8; NATIONAL_BUFFER], usize), Num
 /// Checks a virtual number that arrived already encoded: a 15-digit 700
 /// number, or with `policy.allow_legacy` any national number (reserved
 /// ranges included: legacy X numbers are often 95 service numbers).
+#[inline]
 pub fn check_virtual(number: Number, policy: XPolicy) -> Result<Number, NumberError> {
-    if number.digit_run() == Some(VIRTUAL_DIGITS) && number.0[0] == 0x70 && number.0[1] >> 4 == 0 {
+    if number.is_standard_virtual() {
         return Ok(number);
     }
+    check_virtual_slowly(number, policy)
+}
+
+/// `check_virtual` for anything but a standard 700 number.
+#[inline(never)]
+fn check_virtual_slowly(number: Number, policy: XPolicy) -> Result<Number, NumberError> {
     let (digits, len) = number_digits(number)?;
     if len == VIRTUAL_DIGITS && digits.starts_with(VIRTUAL_PREFIX.as_bytes()) {
         return Ok(number);

@@ -12,6 +12,7 @@
 use super::file::TableFile;
 use super::layout::{entry, Bucket};
 use super::mapped::{prefetch, GrowError};
+use super::tag_scan::tag_matches;
 
 /// Split when data entries exceed this percentage of primary entry room.
 const LOAD_PERCENT: u64 = 80;
@@ -24,18 +25,6 @@ pub const INITIAL_LEVEL: u32 = 4;
 const OVERFLOW_RESERVE: u32 = 8;
 /// Splits done per write at most, keeping each write's work bounded.
 const SPLITS_PER_WRITE_MAX: u32 = 2;
-
-/// One bit per entry whose tag is `tag` (empty entries have tag 0 and links
-/// 0xFF, which no data tag equals). Written without early exit so the
-/// compiler turns it into a few vector compares.
-#[inline(always)]
-fn tag_matches(bucket: &Bucket, tag: u32) -> u32 {
-    let mut matches = 0u32;
-    for (i, &e) in bucket.entries.iter().enumerate() {
-        matches |= u32::from(entry::tag(e) == tag) << i;
-    }
-    matches
-}
 
 /// Where a bucket lives.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -474,6 +463,29 @@ mod tests {
     use super::*;
     use crate::table::file::ShardIdentity;
     use crate::table::layout::FileKind;
+
+    proptest::proptest! {
+        /// The vector scan finds exactly the entries whose tag matches.
+        #[test]
+        fn tag_matches_marks_exactly_the_entries_with_the_tag(
+            entries: [u32; 16],
+            tag in 1u32..0xFF,
+            plant: [bool; 16],
+        ) {
+            let mut bucket = Bucket { entries };
+            for (e, planted) in bucket.entries.iter_mut().zip(plant) {
+                if planted {
+                    *e = (tag << 24) | (*e & entry::SLOT_MASK);
+                }
+            }
+            let want = bucket
+                .entries
+                .iter()
+                .enumerate()
+                .fold(0, |bits, (i, &e)| bits | (u32::from(entry::tag(e) == tag) << i));
+            proptest::prop_assert_eq!(tag_matches(&bucket, tag), want);
+        }
+    }
 
     /// Regression: `reserve` grew the overflow file only when the free list
     /// was empty, so a write that needed more buckets than the free list

@@ -16,6 +16,7 @@ pub mod route;
 pub mod rules;
 pub mod shard;
 pub mod snapshot;
+pub mod tag_scan;
 pub mod tenant_counts;
 
 pub use error::TableError;
