@@ -41,6 +41,29 @@ impl Worker {
             );
             return;
         }
+        // The hot path: a well-formed LOOKUP that may be served now is
+        // decoded and checked in place, without building a `Request`.
+        // Anything else about it (a bad body, a refused role, a full
+        // output) is answered by the general path below, as before.
+        if header.opcode == opcode::LOOKUP
+            && body.len() == codec::LOOKUP_BYTES
+            && !self.output_full
+            && auth::permits(role, opcode::LOOKUP)
+        {
+            if let Ok((query, _)) = codec::decode_lookup(body) {
+                let origin = Origin::Tcp {
+                    token: u32::try_from(token).unwrap_or(u32::MAX),
+                    generation: conn.generation,
+                };
+                match dispatch::check_lookup(&query, self.policy) {
+                    Ok(query) => {
+                        self.route(origin, request_id, Op::Lookup(query), Access::AllTenants);
+                    }
+                    Err(code) => self.answer(token, header.opcode, code, request_id, &[]),
+                }
+                return;
+            }
+        }
         let request = match codec::decode_request(header, body) {
             Ok(request) => request,
             Err(error) => {
