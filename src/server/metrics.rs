@@ -360,9 +360,9 @@ impl NodeMetrics {
         for slot in 0..ENUM_RCODE_SLOTS {
             let count = self.sum(|w| w.enum_answers[slot].load(Ordering::Relaxed));
             if count > 0 {
-                let name = ENUM_RCODES
-                    .get(slot)
-                    .map_or("other", |&code| crate::frontend::enum_dns::rcode::name(code));
+                let name = ENUM_RCODES.get(slot).map_or("other", |&code| {
+                    crate::frontend::enum_dns::rcode::name(code)
+                });
                 family
                     .encode_family(&[("rcode", name)])?
                     .encode_counter::<NoLabelSet, _, u64>(&count, None)?;

@@ -261,7 +261,11 @@ fn parse_template(template: &str, host: &str) -> Result<Vec<Piece>, String> {
                 "callee" => Some(Piece::Callee),
                 "display" => Some(Piece::Display),
                 "recording" => Some(Piece::Recording),
-                _ => return Err(bad("placeholders are {callee}, {display}, {recording}, {host}")),
+                _ => {
+                    return Err(bad(
+                        "placeholders are {callee}, {display}, {recording}, {host}",
+                    ))
+                }
             };
             if let Some(piece) = piece {
                 if !literal.is_empty() {
@@ -303,8 +307,14 @@ mod tests {
 
     #[test]
     fn names_encode_in_lower_case_and_bad_ones_are_refused() {
-        assert_eq!(wire_name("6.8.E164.arpa.").unwrap(), b"\x016\x018\x04e164\x04arpa\x00");
-        assert_eq!(wire_name("6.8.e164.arpa").unwrap(), wire_name("6.8.e164.arpa.").unwrap());
+        assert_eq!(
+            wire_name("6.8.E164.arpa.").unwrap(),
+            b"\x016\x018\x04e164\x04arpa\x00"
+        );
+        assert_eq!(
+            wire_name("6.8.e164.arpa").unwrap(),
+            wire_name("6.8.e164.arpa.").unwrap()
+        );
         assert_eq!(wire_name(".").unwrap(), b"\x00");
         assert!(wire_name("a..b").is_err());
         assert!(wire_name("a b.c").is_err());

@@ -47,7 +47,10 @@ fn lookup_of(x: &str, extension: Option<&str>) -> Ask {
 #[test]
 fn x_and_x_with_an_extension_become_lookups_by_a_caller_that_is_no_party() {
     assert!(crate::number::check_real(never_a_party()).is_err());
-    assert_eq!(ask(&enum_name("700123456789012")), lookup_of("700123456789012", None));
+    assert_eq!(
+        ask(&enum_name("700123456789012")),
+        lookup_of("700123456789012", None)
+    );
     assert_eq!(
         ask(&enum_name("7001234567890120012")),
         lookup_of("700123456789012", Some("0012"))
@@ -105,7 +108,12 @@ fn legacy_numbers_are_looked_up_and_a_reject_is_nodata() {
 
 #[test]
 fn rejects_are_nxdomain_and_failures_servfail() {
-    for reject in [Reject::NotBound, Reject::NotAParty, Reject::Expired, Reject::TenantSuspended] {
+    for reject in [
+        Reject::NotBound,
+        Reject::NotAParty,
+        Reject::Expired,
+        Reject::TenantSuspended,
+    ] {
         assert_eq!(
             Zone::answer_of(Ok(LookupResult::Reject(reject)), false),
             Answer::NoSuchName
@@ -157,7 +165,10 @@ fn a_route_answers_one_naptr_record_with_the_callee_in_its_uri() {
     rdata.push(regexp.len() as u8);
     rdata.extend_from_slice(regexp);
     rdata.push(0);
-    assert_eq!(usize::from(u16::from_be_bytes([record[10], record[11]])), rdata.len());
+    assert_eq!(
+        usize::from(u16::from_be_bytes([record[10], record[11]])),
+        rdata.len()
+    );
     assert_eq!(record[12..], rdata[..]);
 }
 
@@ -225,7 +236,10 @@ fn the_apex_answers_soa_and_ns_and_nodata_for_other_types() {
         let question = decode(&query(5, "6.8.e164.arpa.", qtype, None)).unwrap();
         let mut out = Vec::new();
         let answer = Zone::answer_without_lookup(zone.ask(&question));
-        assert_eq!(zone.write_answer(&question, answer, 512, &mut out), rcode::NOERROR);
+        assert_eq!(
+            zone.write_answer(&question, answer, 512, &mut out),
+            rcode::NOERROR
+        );
         assert_eq!(out[6..10], [0, answers, 0, authorities], "type {qtype}");
         assert_eq!(out[2] & 0x04, 0x04, "authoritative");
     }

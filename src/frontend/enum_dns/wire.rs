@@ -136,7 +136,10 @@ impl Question {
     pub fn udp_answer_bytes_max(&self, zone_payload_bytes: u16) -> usize {
         match self.edns {
             None => UDP_PLAIN_BYTES,
-            Some(edns) => usize::from(edns.udp_payload_bytes.clamp(512, zone_payload_bytes.max(512))),
+            Some(edns) => usize::from(
+                edns.udp_payload_bytes
+                    .clamp(512, zone_payload_bytes.max(512)),
+            ),
         }
     }
 }
@@ -244,7 +247,11 @@ pub fn decode(message: &[u8]) -> Result<Question, Fault> {
 /// a header alone, or with an OPT for `BADVERS`. Returns the rcode.
 pub fn write_fault(id: u16, flags: u16, code: u8, payload_bytes: u16, out: &mut Vec<u8>) -> u8 {
     let high = 0x80 | (((flags >> 8) as u8) & 0x79);
-    let low = if code == rcode::BADVERS { 0 } else { code & 0xF };
+    let low = if code == rcode::BADVERS {
+        0
+    } else {
+        code & 0xF
+    };
     out.extend_from_slice(&id.to_be_bytes());
     out.extend_from_slice(&[high, low]);
     let additionals: u16 = u16::from(code == rcode::BADVERS);
@@ -270,9 +277,7 @@ pub(super) fn push_opt(out: &mut Vec<u8>, payload_bytes: u16, extended_rcode: u8
 /// by `set_counts` once the sections are written.
 pub(super) fn push_header(out: &mut Vec<u8>, question: &Question, authoritative: bool, code: u8) {
     out.extend_from_slice(&question.id.to_be_bytes());
-    let high = 0x80
-        | if authoritative { 0x04 } else { 0 }
-        | u8::from(question.recursion_desired);
+    let high = 0x80 | if authoritative { 0x04 } else { 0 } | u8::from(question.recursion_desired);
     let low = if question.checking_disabled { 0x10 } else { 0 } | (code & 0xF);
     out.extend_from_slice(&[high, low]);
     out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
@@ -332,7 +337,14 @@ mod tests {
         response[2] |= 0x80;
         assert_eq!(decode(&response).unwrap_err(), Fault::Ignore);
         let formerr = |bytes: &[u8]| {
-            matches!(decode(bytes), Err(Fault::Answer { rcode: rcode::FORMERR, id: 9, .. }))
+            matches!(
+                decode(bytes),
+                Err(Fault::Answer {
+                    rcode: rcode::FORMERR,
+                    id: 9,
+                    ..
+                })
+            )
         };
         assert!(formerr(&good[..good.len() - 1]), "cut short");
         let mut trailing = good.clone();
@@ -348,14 +360,20 @@ mod tests {
         notify[2] |= 4 << 3;
         assert!(matches!(
             decode(&notify),
-            Err(Fault::Answer { rcode: rcode::NOTIMP, .. })
+            Err(Fault::Answer {
+                rcode: rcode::NOTIMP,
+                ..
+            })
         ));
         let mut version = query(9, "6.8.e164.arpa.", rtype::SOA, Some(1232));
         let opt_version = version.len() - 5;
         version[opt_version] = 1;
         assert!(matches!(
             decode(&version),
-            Err(Fault::Answer { rcode: rcode::BADVERS, .. })
+            Err(Fault::Answer {
+                rcode: rcode::BADVERS,
+                ..
+            })
         ));
     }
 

@@ -187,10 +187,7 @@ pub(super) struct EnumFront {
 impl EnumFront {
     /// Duplicates the node's sockets into a poll of this loop's own, which
     /// the loop's poll watches.
-    pub(super) fn new(
-        sockets: &EnumSockets,
-        loop_poll: &Poll,
-    ) -> std::io::Result<Box<EnumFront>> {
+    pub(super) fn new(sockets: &EnumSockets, loop_poll: &Poll) -> std::io::Result<Box<EnumFront>> {
         let poll = Poll::new()?;
         let mut udp = UdpSocket::from_std(sockets.udp.try_clone()?);
         let mut listener = TcpListener::from_std(sockets.listener.try_clone()?);
@@ -239,7 +236,9 @@ impl EnumFront {
         };
         let mut out = std::mem::take(&mut self.out);
         out.clear();
-        let code = self.zone.write_answer(question, answer, bytes_max, &mut out);
+        let code = self
+            .zone
+            .write_answer(question, answer, bytes_max, &mut out);
         self.send(to, &out);
         self.out = out;
         code
