@@ -242,6 +242,48 @@ fn exchange(socket: &UdpSocket, server: SocketAddr, message: &[u8]) -> Option<Ve
     }
 }
 
+/// Guards the batched receive and send (`recvmmsg`, `sendmmsg`: 64
+/// datagrams a call): a burst from two sources, more than a call holds,
+/// gets every answer, each at its own source with its own id and name.
+#[test]
+fn a_burst_from_two_sources_gets_every_answer_at_its_source() {
+    let (node, server) = start(&["--event-loops", "2"]);
+    let xs = xs_over_loops(&node, 2, 700_500_000_000);
+    for (i, &x) in xs.iter().enumerate() {
+        bind(&node, &axn(x, &format!("1380013801{i}"), None, "o"));
+    }
+    let sockets = [
+        UdpSocket::bind("127.0.0.1:0"),
+        UdpSocket::bind("127.0.0.1:0"),
+    ]
+    .map(|socket| socket.expect("bind"));
+    const QUERIES: u16 = 150;
+    for id in 0..QUERIES {
+        for (s, socket) in sockets.iter().enumerate() {
+            let x = xs[usize::from(id) % xs.len()];
+            let query = raw_query(id * 2 + s as u16, 0x0100, &enum_name(&digits(x)), 35);
+            socket.send_to(&query, server).expect("send");
+        }
+    }
+    for (s, socket) in sockets.iter().enumerate() {
+        socket.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        let mut seen = vec![false; usize::from(QUERIES)];
+        let mut buffer = [0u8; 512];
+        for _ in 0..QUERIES {
+            let (n, _) = socket.recv_from(&mut buffer).expect("an answer");
+            let id = u16::from_be_bytes([buffer[0], buffer[1]]);
+            assert_eq!(usize::from(id % 2), s, "an answer for the other source");
+            let i = usize::from(id / 2);
+            assert!(!seen[i], "answer {id} twice");
+            seen[i] = true;
+            assert_eq!(buffer[3], 0x00, "NOERROR");
+            let owner = format!("1380013801{}", i % xs.len());
+            let text = String::from_utf8_lossy(&buffer[..n]);
+            assert!(text.contains(&format!("sip:{owner}@localhost")), "{text}");
+        }
+    }
+}
+
 #[test]
 fn malformed_packets_are_formerr_notimp_or_silence_and_the_node_goes_on() {
     let (node, server) = start(&["--admin", "127.0.0.1:0"]);

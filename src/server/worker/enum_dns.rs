@@ -48,8 +48,15 @@ const UDP: Token = Token(usize::MAX - 1);
 const LISTENER: Token = Token(usize::MAX - 2);
 /// Events taken from the ENUM poll per look.
 const EVENTS_MAX: usize = 256;
-/// Datagrams read per look before other work gets a turn.
-const DATAGRAMS_PER_LOOK: usize = 64;
+/// `recvmmsg` calls per look (of `sys::DATAGRAMS_PER_CALL` datagrams
+/// each) before other work gets a turn.
+const RECEIVE_CALLS_PER_LOOK: usize = 4;
+/// Bytes of one received datagram's slot: one more than the longest query
+/// read, so that a longer one shows as too long.
+const DATAGRAM_SLOT_BYTES: usize = QUERY_BYTES_MAX + 1;
+/// UDP answers queued before they are sent (with `sendmmsg`, at the end of
+/// the iteration, or at once past this many).
+const UDP_ANSWERS_QUEUED_MAX: usize = 256;
 /// Connections accepted per look.
 const ACCEPTS_PER_LOOK: usize = 64;
 /// Reads of one connection per look (of `READ_BYTES` each).
@@ -166,7 +173,14 @@ pub(super) struct EnumFront {
     conns: Slab<EnumConn>,
     next_generation: u32,
     pending: Slab<PendingQuery>,
-    datagram: Box<[u8]>,
+    /// `recvmmsg`'s slots.
+    datagrams: Box<[u8]>,
+    /// Source and length of each datagram the last `recvmmsg` took.
+    arrived: Box<[(SocketAddr, usize); crate::sys::DATAGRAMS_PER_CALL]>,
+    /// UDP answers waiting for `sendmmsg`: their bytes back to back, and
+    /// (peer, start, end) of each.
+    udp_bytes: Vec<u8>,
+    udp_answers: Vec<(SocketAddr, usize, usize)>,
     read_buffer: Box<[u8]>,
     out: Vec<u8>,
     dirty: Vec<usize>,
@@ -208,7 +222,13 @@ impl EnumFront {
             conns: Slab::new(),
             next_generation: 1,
             pending: Slab::new(),
-            datagram: vec![0u8; QUERY_BYTES_MAX + 1].into_boxed_slice(),
+            datagrams: vec![0u8; crate::sys::DATAGRAMS_PER_CALL * DATAGRAM_SLOT_BYTES]
+                .into_boxed_slice(),
+            arrived: Box::new(
+                [(SocketAddr::from(([0, 0, 0, 0], 0)), 0); crate::sys::DATAGRAMS_PER_CALL],
+            ),
+            udp_bytes: Vec::with_capacity(UDP_ANSWERS_QUEUED_MAX * 512),
+            udp_answers: Vec::with_capacity(UDP_ANSWERS_QUEUED_MAX),
             read_buffer: vec![0u8; READ_BYTES].into_boxed_slice(),
             out: Vec::with_capacity(TCP_ANSWER_BYTES_MAX),
             dirty: Vec::new(),
@@ -246,10 +266,13 @@ impl EnumFront {
 
     fn send(&mut self, to: Destination, message: &[u8]) {
         match to {
-            // UDP: an answer that cannot be sent now is lost; the
-            // resolver asks again on its own timer.
             Destination::Udp(peer) => {
-                let _ = self.udp.send_to(message, peer);
+                let start = self.udp_bytes.len();
+                self.udp_bytes.extend_from_slice(message);
+                self.udp_answers.push((peer, start, self.udp_bytes.len()));
+                if self.udp_answers.len() >= UDP_ANSWERS_QUEUED_MAX {
+                    self.send_udp_answers();
+                }
             }
             Destination::Tcp { token, generation } => {
                 let Some(conn) = self.conns.get_mut(token) else {
@@ -268,6 +291,19 @@ impl EnumFront {
                 }
             }
         }
+    }
+}
+
+impl EnumFront {
+    /// Sends the queued UDP answers, `sys::DATAGRAMS_PER_CALL` per system
+    /// call. An answer that cannot be sent now (a full socket buffer) is
+    /// lost; the resolver asks again on its own timer.
+    fn send_udp_answers(&mut self) {
+        if !self.udp_answers.is_empty() {
+            crate::sys::send_datagrams(&self.udp, &self.udp_bytes, &self.udp_answers);
+        }
+        self.udp_answers.clear();
+        self.udp_bytes.clear();
     }
 }
 
@@ -338,16 +374,22 @@ impl Worker {
     }
 
     fn enum_read_datagrams(&mut self) {
-        for _ in 0..DATAGRAMS_PER_LOOK {
+        for _ in 0..RECEIVE_CALLS_PER_LOOK {
             let Some(front) = self.enum_front.as_mut() else {
                 return;
             };
-            let mut buffer = std::mem::take(&mut front.datagram);
-            let received = front.udp.recv_from(&mut buffer);
-            let (length, peer) = match received {
-                Ok(received) => received,
+            let mut buffer = std::mem::take(&mut front.datagrams);
+            let received = crate::sys::receive_datagrams(
+                &front.udp,
+                &mut buffer,
+                DATAGRAM_SLOT_BYTES,
+                &mut front.arrived,
+            );
+            let arrived = *front.arrived;
+            let count = match received {
+                Ok(count) => count,
                 Err(error) => {
-                    front.datagram = buffer;
+                    front.datagrams = buffer;
                     if error.kind() != ErrorKind::WouldBlock {
                         // ICMP errors and the like: try again next look.
                         front.udp_unread = true;
@@ -356,9 +398,16 @@ impl Worker {
                     return;
                 }
             };
-            self.enum_datagram(&buffer[..length], peer);
+            for (i, &(peer, length)) in arrived.iter().take(count).enumerate() {
+                let start = i * DATAGRAM_SLOT_BYTES;
+                self.enum_datagram(&buffer[start..start + length], peer);
+            }
             if let Some(front) = self.enum_front.as_mut() {
-                front.datagram = buffer;
+                front.datagrams = buffer;
+            }
+            // Fewer than a full call: the socket is empty.
+            if count < crate::sys::DATAGRAMS_PER_CALL {
+                return;
             }
         }
         if let Some(front) = self.enum_front.as_mut() {
@@ -641,6 +690,7 @@ impl Worker {
         let Some(front) = self.enum_front.as_mut() else {
             return;
         };
+        front.send_udp_answers();
         let limit = self.shared.config.limits.output_buffer_bytes_max;
         let dirty = std::mem::take(&mut front.dirty);
         let mut closing = Vec::new();
