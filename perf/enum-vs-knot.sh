@@ -158,6 +158,20 @@ run_dnsperf() {
 
 median() { sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
 
+# x700's own lookup-time histogram (x700_request_latency_seconds_bucket,
+# cumulative "le count" lines), for the node's side of the latency.
+latency_buckets() {
+  curl -sf "http://127.0.0.1:$admin/metrics" |
+    awk -F'[{}" ]+' '/^x700_request_latency_seconds_bucket/ {for (i = 1; i < NF; i++) if ($i == "le=") print $(i + 1), $NF}'
+}
+# The bucket bound (us) under which a share $3 of the lookups between two
+# snapshots $1 and $2 fall.
+bucket_bound_us() {
+  paste "$1" "$2" | awk -v share="$3" '{le[NR] = $1; n[NR] = $4 - $2} END {
+    total = n[NR]; for (i = 1; i <= NR; i++) if (n[i] >= share * total) {
+      if (le[i] ~ /Inf|e\+308/) print "inf"; else printf "%.0f\n", le[i] * 1000000; exit } }'
+}
+
 echo
 echo "## closed loop, UDP, dnsperf -c 4 -q 500, ${duration} s, $repeats rounds interleaved"
 printf '%-6s %-5s %12s %16s %14s %10s %6s\n' server round queries_per_s server_cpu_us_per_q dnsperf_cpu_s completed lost
@@ -184,12 +198,15 @@ printf '%-6s %10s %10s %10s %10s %10s %14s\n' server rate_q_s answered p50_us p9
 for target in x700 knot; do
   if [ "$target" = x700 ]; then port=$x700_port pid=$x700_pid peak=$x700_peak; else port=$knot_port pid=$knot_pid peak=$knot_peak; fi
   rate=$(echo "$peak / 2" | bc)
+  [ "$target" = x700 ] && latency_buckets >"$dir/buckets-before.txt"
   read -r qps _ client _ _ < <(run_dnsperf "$port" "$pid" -c 1 -q 100 -Q "$rate" -v)
+  [ "$target" = x700 ] && latency_buckets >"$dir/buckets-after.txt"
   grep '^> ' "$dir/dnsperf.txt" | awk '{print $NF * 1000000}' | sort -g >"$dir/latency.txt"
   count=$(wc -l <"$dir/latency.txt")
   pct() { awk -v p="$1" -v n="$count" 'NR == int(n * p + 0.999999) {print; exit}' "$dir/latency.txt"; }
   printf '%-6s %10s %10s %10.0f %10.0f %10.0f %14.2f\n' "$target" "$rate" "$count" "$(pct 0.5)" "$(pct 0.99)" "$(pct 0.999)" "$client"
 done
+echo "x700's own time per lookup in that run (read to answer encoded, /metrics histogram): p50 <= $(bucket_bound_us "$dir/buckets-before.txt" "$dir/buckets-after.txt" 0.5) us, p99 <= $(bucket_bound_us "$dir/buckets-before.txt" "$dir/buckets-after.txt" 0.99) us"
 
 echo
 echo "## closed loop, TCP, dnsperf -m tcp -c 4 -q 500, ${duration} s, one run each"
