@@ -215,7 +215,8 @@ impl EnumSettings {
 
 /// The caller every ENUM lookup names: 110, the police's emergency number,
 /// which `check_real` refuses as A, B or a default callee (`number::
-/// RESERVED_RANGES`), so it is never a party of any binding. Asked with
+/// RESERVED_RANGES`), so it is never a party of any binding, nor on any
+/// blocklist (a block names a real number: `tenant::registry`). Asked with
 /// it, the table answers exactly the caller-independent bindings: an AXN
 /// routes to its owner, an AXE extension to its owner, and an AXB X says
 /// `not_a_party` (`table::route`).
