@@ -2,7 +2,9 @@
 # Runs one fuzz target for a bounded time with cargo-fuzz and libFuzzer:
 # `frames` (the frame decoder: fuzz/fuzz_targets/frames.rs, check in
 # fuzz/check.rs) or `log` (log segments, records and write batches:
-# fuzz/fuzz_targets/log.rs, check in fuzz/check_log.rs).
+# fuzz/fuzz_targets/log.rs, check in fuzz/check_log.rs), or another target
+# of fuzz/Cargo.toml (`enum_query`: ENUM DNS queries and their answers,
+# check in fuzz/check_enum.rs).
 #
 #   perf/fuzz.sh frames                      # 60 s
 #   FUZZ_SECONDS=600 perf/fuzz.sh log        # 10 min

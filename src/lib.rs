@@ -13,6 +13,7 @@ pub mod binding;
 pub mod capture;
 pub mod cli;
 pub mod client;
+pub mod frontend;
 pub mod history;
 pub mod log;
 pub mod number;

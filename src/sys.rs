@@ -279,3 +279,129 @@ pub fn trim_heap() {
         libc::malloc_trim(0);
     }
 }
+
+/// Datagrams `send_datagrams` and `receive_datagrams` move per system call.
+pub const DATAGRAMS_PER_CALL: usize = 64;
+
+/// Sends datagrams from a UDP socket with `sendmmsg`, up to
+/// `DATAGRAMS_PER_CALL` per call: `bytes[start..end]` to `peer` for each
+/// `(peer, start, end)`. Returns how many went; it stops at the first error
+/// (a full socket buffer), and the caller drops the rest, as UDP may.
+pub fn send_datagrams(
+    socket: &impl AsRawFd,
+    bytes: &[u8],
+    datagrams: &[(std::net::SocketAddr, usize, usize)],
+) -> usize {
+    let mut sent = 0;
+    while sent < datagrams.len() {
+        let chunk = &datagrams[sent..(sent + DATAGRAMS_PER_CALL).min(datagrams.len())];
+        // SAFETY: all-zero bytes are valid values of these plain C structs.
+        let mut names: [libc::sockaddr_storage; DATAGRAMS_PER_CALL] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut iovecs: [libc::iovec; DATAGRAMS_PER_CALL] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        let mut headers: [libc::mmsghdr; DATAGRAMS_PER_CALL] = unsafe { std::mem::zeroed() };
+        for (i, &(peer, start, end)) in chunk.iter().enumerate() {
+            let address = socket2::SockAddr::from(peer);
+            let name_bytes = address.len();
+            names[i] = address.as_storage();
+            let payload = &bytes[start..end];
+            iovecs[i] = libc::iovec {
+                iov_base: payload.as_ptr() as *mut libc::c_void,
+                iov_len: payload.len(),
+            };
+            headers[i].msg_hdr.msg_name = std::ptr::addr_of_mut!(names[i]).cast();
+            headers[i].msg_hdr.msg_namelen = name_bytes;
+            headers[i].msg_hdr.msg_iov = std::ptr::addr_of_mut!(iovecs[i]);
+            headers[i].msg_hdr.msg_iovlen = 1;
+        }
+        // At most DATAGRAMS_PER_CALL (64): fits u32.
+        let count = chunk.len() as libc::c_uint;
+        // SAFETY: `headers[..count]` point into `names` and `iovecs`, which
+        // live on this frame until the call returns, and each iovec into
+        // `bytes`, which the kernel only reads; the descriptor is the
+        // caller's open socket.
+        let result = unsafe {
+            libc::sendmmsg(
+                socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                count,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        let Ok(went) = usize::try_from(result) else {
+            break;
+        };
+        if went == 0 {
+            break;
+        }
+        sent += went;
+    }
+    sent
+}
+
+/// Receives up to `DATAGRAMS_PER_CALL` datagrams with one `recvmmsg` into
+/// `buffer`, cut into slots of `slot_bytes`: datagram `i` lands at
+/// `i * slot_bytes`, and `arrived[i]` gets its source and length (a length
+/// above `slot_bytes` never shows: a longer datagram is cut, and its
+/// length then equals `slot_bytes`). Returns how many arrived; `Err` with
+/// `WouldBlock` when none waits.
+pub fn receive_datagrams(
+    socket: &impl AsRawFd,
+    buffer: &mut [u8],
+    slot_bytes: usize,
+    arrived: &mut [(std::net::SocketAddr, usize); DATAGRAMS_PER_CALL],
+) -> io::Result<usize> {
+    let slots = (buffer.len() / slot_bytes.max(1)).min(DATAGRAMS_PER_CALL);
+    if slots == 0 {
+        return Ok(0);
+    }
+    // SAFETY: all-zero bytes are valid values of these plain C structs.
+    let mut names: [libc::sockaddr_storage; DATAGRAMS_PER_CALL] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut iovecs: [libc::iovec; DATAGRAMS_PER_CALL] = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut headers: [libc::mmsghdr; DATAGRAMS_PER_CALL] = unsafe { std::mem::zeroed() };
+    for (i, slot) in buffer.chunks_exact_mut(slot_bytes).take(slots).enumerate() {
+        iovecs[i] = libc::iovec {
+            iov_base: slot.as_mut_ptr().cast(),
+            iov_len: slot.len(),
+        };
+        headers[i].msg_hdr.msg_name = std::ptr::addr_of_mut!(names[i]).cast();
+        headers[i].msg_hdr.msg_namelen =
+            std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        headers[i].msg_hdr.msg_iov = std::ptr::addr_of_mut!(iovecs[i]);
+        headers[i].msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: each header points at a name and an iovec on this frame and
+    // each iovec at its own slot of `buffer`, borrowed mutably for the
+    // call; the kernel writes at most each one's length.
+    let result = unsafe {
+        libc::recvmmsg(
+            socket.as_raw_fd(),
+            headers.as_mut_ptr(),
+            slots as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    let Ok(count) = usize::try_from(result) else {
+        return Err(io::Error::last_os_error());
+    };
+    let mut kept = 0;
+    for i in 0..count {
+        // SAFETY: the kernel filled `names[i]` and set its length.
+        let address = unsafe { socket2::SockAddr::new(names[i], headers[i].msg_hdr.msg_namelen) };
+        if let Some(peer) = address.as_socket() {
+            let length = (headers[i].msg_len as usize).min(slot_bytes);
+            // Keep datagram i in slot `kept`: move it down if one before
+            // it had no usable source address.
+            if kept != i {
+                buffer.copy_within(i * slot_bytes..i * slot_bytes + length, kept * slot_bytes);
+            }
+            arrived[kept] = (peer, length);
+            kept += 1;
+        }
+    }
+    Ok(kept)
+}

@@ -4,8 +4,9 @@
 # has it), and the two reference parsers tests/admin.rs checks the /metrics
 # page with: promtool (Debian package `prometheus`) and the Python client's
 # OpenMetrics parser (PyPI `prometheus-client`); tcpdump and tshark, for the
-# real captures tests/capture_read.rs and tests/dissector.rs decode. Each is
-# installed only when missing, quietly.
+# real captures tests/capture_read.rs and tests/dissector.rs decode; kdig
+# (knot-dnsutils), the DNS client of tests/enum_dns.rs. Each is installed
+# only when missing, quietly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! cargo nextest --version >/dev/null 2>&1; then
@@ -33,6 +34,11 @@ if ! command -v tcpdump >/dev/null 2>&1; then
   echo "tools/test.sh: installing tcpdump (tests/capture_read.rs and tests/dissector.rs capture on lo)"
   quietly apt-get update
   DEBIAN_FRONTEND=noninteractive quietly apt-get install -y --no-install-recommends tcpdump
+fi
+if ! command -v kdig >/dev/null 2>&1; then
+  echo "tools/test.sh: installing kdig (Debian package knot-dnsutils: tests/enum_dns.rs asks a real node)"
+  quietly apt-get update
+  DEBIAN_FRONTEND=noninteractive quietly apt-get install -y --no-install-recommends knot-dnsutils
 fi
 if ! python3 -c 'import prometheus_client.openmetrics.parser' >/dev/null 2>&1; then
   echo "tools/test.sh: installing the Python OpenMetrics parser (prometheus-client)"

@@ -28,6 +28,19 @@ fn config_of(args: &ServeArgs) -> Result<Config, String> {
     if args.admin.is_some() {
         config.admin.clone_from(&args.admin);
     }
+    if let Some(address) = &args.enum_dns {
+        config.enum_dns = Some(match config.enum_dns.take() {
+            Some(crate::frontend::enum_dns::EnumConfig::Table(settings)) => {
+                crate::frontend::enum_dns::EnumConfig::Table(
+                    crate::frontend::enum_dns::EnumSettings {
+                        listen: Some(address.clone()),
+                        ..settings
+                    },
+                )
+            }
+            _ => crate::frontend::enum_dns::EnumConfig::Address(address.clone()),
+        });
+    }
     if let Some(event_loops) = args.event_loops {
         config.event_loops = event_loops;
     }
@@ -190,9 +203,12 @@ pub fn serve(args: &ServeArgs) -> i32 {
     let raft = server
         .raft_address()
         .map_or_else(|| "off".to_string(), |a| a.to_string());
+    let enum_dns = server
+        .enum_address
+        .map_or_else(|| "off".to_string(), |a| a.to_string());
     println!(
         "x700 serving tcp={} udp={udp} admin={admin} data={data} event_loops={} table_shards={} \
-         io={} open_files_limit={} output_bytes_total_max={} raft={raft}",
+         io={} open_files_limit={} output_bytes_total_max={} raft={raft} enum={enum_dns}",
         server.tcp_address,
         server.event_loops(),
         server.table_shards(),

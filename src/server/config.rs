@@ -11,7 +11,8 @@
 //! io = "epoll"                   # the loops' I/O: "epoll" (default) or "uring" (io_uring)
 //! table_shards = 8               # table shards of a new data directory
 //! allow_legacy_x = false
-//! switch_networks = ["127.0.0.0/8", "::1/128"]   # who may use UDP
+//! switch_networks = ["127.0.0.0/8", "::1/128"]   # who may use UDP (and ENUM)
+//! enum = "127.0.0.1:5353"        # optional: ENUM (DNS over UDP and TCP); or an [enum] table
 //!
 //! [[credentials]]
 //! token = "s3cret"
@@ -207,6 +208,9 @@ pub struct Config {
     pub pools: PoolSettings,
     /// The traceability history.
     pub history: HistorySettings,
+    /// The ENUM front-end (`enum = "ADDR"` or an `[enum]` table), if any.
+    #[serde(rename = "enum")]
+    pub enum_dns: Option<crate::frontend::enum_dns::EnumConfig>,
 }
 
 /// `[history]`: the traceability history (`history::History`).
@@ -386,6 +390,7 @@ impl Default for Config {
             capture: CaptureConfig::default(),
             pools: PoolSettings::default(),
             history: HistorySettings::default(),
+            enum_dns: None,
         }
     }
 }
@@ -618,7 +623,22 @@ impl Config {
         if workers > 256 {
             return Err(ConfigError::Invalid("event_loops must be 1 to 256".into()));
         }
+        let enum_dns = match &self.enum_dns {
+            None => None,
+            Some(config) => {
+                let settings = config.settings();
+                let policy = crate::number::XPolicy {
+                    allow_legacy: self.allow_legacy_x,
+                };
+                let zone = settings.zone(policy).map_err(ConfigError::Invalid)?;
+                let listen = settings.listen.as_deref().ok_or_else(|| {
+                    ConfigError::Invalid("[enum] needs listen = \"ADDR\" (or --enum ADDR)".into())
+                })?;
+                Some((address("enum", listen)?, zone))
+            }
+        };
         Ok(Resolved {
+            enum_dns,
             listen: address("listen", &self.listen)?,
             udp: self.udp.as_deref().map(|a| address("udp", a)).transpose()?,
             admin: self
@@ -656,6 +676,8 @@ pub struct Resolved {
     pub switch_networks: Vec<Network>,
     /// Event loops.
     pub workers: usize,
+    /// The ENUM front-end's address (UDP and TCP) and zone.
+    pub enum_dns: Option<(SocketAddr, crate::frontend::enum_dns::Zone)>,
 }
 
 /// Parses a role name.

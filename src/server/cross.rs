@@ -22,6 +22,11 @@ pub enum Origin {
         /// Position of the lookup in the datagram.
         slot: u16,
     },
+    /// An ENUM query (UDP or TCP) waiting for its lookup.
+    Enum {
+        /// Slab key of the pending query (`worker::enum_dns`).
+        query: u32,
+    },
 }
 
 /// One forwarded request.

@@ -43,6 +43,11 @@ const LATENCY_SLOTS: usize = LATENCY_BOUNDS_US.len() + 1;
 /// a spelling OpenMetrics parsers reject.
 const INF_BOUND: f64 = f64::MAX;
 
+/// ENUM answer codes with their own slot (`frontend::enum_dns::rcode`),
+/// plus "other" (the last slot).
+const ENUM_RCODES: [u8; 7] = [0, 1, 2, 3, 4, 5, 16];
+const ENUM_RCODE_SLOTS: usize = ENUM_RCODES.len() + 1;
+
 /// Things a node refuses or cuts off to protect itself, each counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Guard {
@@ -107,6 +112,7 @@ pub struct LocalMetrics {
     latency: [u64; LATENCY_SLOTS],
     latency_sum_ns: u64,
     guards: [u64; GUARDS.len()],
+    enum_answers: [u64; ENUM_RCODE_SLOTS],
     /// Open connections.
     pub connections: u64,
 }
@@ -118,6 +124,7 @@ impl Default for LocalMetrics {
             latency: [0; LATENCY_SLOTS],
             latency_sum_ns: 0,
             guards: [0; GUARDS.len()],
+            enum_answers: [0; ENUM_RCODE_SLOTS],
             connections: 0,
         }
     }
@@ -148,8 +155,21 @@ impl LocalMetrics {
         self.guards[guard as usize] += count;
     }
 
+    /// Counts one ENUM answer with DNS rcode `code`.
+    #[inline]
+    pub fn enum_answered(&mut self, code: u8) {
+        let slot = ENUM_RCODES
+            .iter()
+            .position(|&c| c == code)
+            .unwrap_or(ENUM_RCODES.len());
+        self.enum_answers[slot] += 1;
+    }
+
     /// Copies the counters into the shared snapshot.
     pub fn publish(&self, shared: &WorkerMetrics, queue_depth: u64, bindings_live: u64) {
+        for (slot, &count) in self.enum_answers.iter().enumerate() {
+            shared.enum_answers[slot].store(count, Ordering::Relaxed);
+        }
         for (op, row) in self.requests.iter().enumerate() {
             for (status, &count) in row.iter().enumerate() {
                 shared.requests[op * STATUS_SLOTS + status].store(count, Ordering::Relaxed);
@@ -179,6 +199,7 @@ pub struct WorkerMetrics {
     latency: Vec<AtomicU64>,
     latency_sum_ns: AtomicU64,
     guards: Vec<AtomicU64>,
+    enum_answers: Vec<AtomicU64>,
     connections: AtomicU64,
     queue_depth: AtomicU64,
     bindings_live: AtomicU64,
@@ -193,6 +214,7 @@ impl Default for WorkerMetrics {
             latency: (0..LATENCY_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             latency_sum_ns: AtomicU64::new(0),
             guards: (0..GUARDS.len()).map(|_| AtomicU64::new(0)).collect(),
+            enum_answers: (0..ENUM_RCODE_SLOTS).map(|_| AtomicU64::new(0)).collect(),
             connections: AtomicU64::new(0),
             queue_depth: AtomicU64::new(0),
             bindings_live: AtomicU64::new(0),
@@ -325,6 +347,31 @@ impl NodeMetrics {
     }
 }
 
+impl NodeMetrics {
+    /// `x700_enum_answers_total{rcode}`: ENUM answers by DNS rcode (the
+    /// codes seen so far).
+    fn encode_enum_answers(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "x700_enum_answers",
+            "ENUM (DNS) answers, by rcode.",
+            None,
+            MetricType::Counter,
+        )?;
+        for slot in 0..ENUM_RCODE_SLOTS {
+            let count = self.sum(|w| w.enum_answers[slot].load(Ordering::Relaxed));
+            if count > 0 {
+                let name = ENUM_RCODES.get(slot).map_or("other", |&code| {
+                    crate::frontend::enum_dns::rcode::name(code)
+                });
+                family
+                    .encode_family(&[("rcode", name)])?
+                    .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn status_label(slot: usize) -> &'static str {
     if slot == STATUS_SLOTS - 1 {
         return "other";
@@ -380,6 +427,7 @@ impl Collector for NodeMetrics {
             .encode_histogram::<NoLabelSet>(sum_s, count, &buckets, None)?;
         self.encode_guards(&mut encoder)?;
         self.encode_screened(&mut encoder)?;
+        self.encode_enum_answers(&mut encoder)?;
         let gauges: [(&str, &str, u64); 3] = [
             (
                 "x700_connections",

@@ -75,6 +75,9 @@ pub struct Shared {
     pub apply_stall: Arc<apply::ApplyStall>,
     /// Server-side capture of the client traffic (off unless configured).
     pub capture: Arc<capture::Capture>,
+    /// The ENUM front-end's sockets and zone, if configured: every loop
+    /// serves duplicates of the two sockets.
+    pub enum_dns: Option<worker::EnumSockets>,
 }
 
 impl Shared {
@@ -228,6 +231,8 @@ pub struct Server {
     pub tcp_address: SocketAddr,
     /// The UDP address actually bound.
     pub udp_address: Option<SocketAddr>,
+    /// The ENUM front-end's address (UDP and TCP) actually bound.
+    pub enum_address: Option<SocketAddr>,
     /// The admin address actually bound.
     pub admin_address: Option<SocketAddr>,
     /// The open-file limit the node runs with.
@@ -435,6 +440,14 @@ impl Server {
             udp_sockets[0] = Some(first);
             udp_address = Some(bound);
         }
+        let enum_dns = match &resolved.enum_dns {
+            Some((address, zone)) => Some(
+                worker::EnumSockets::bind(*address, zone.clone())
+                    .map_err(socket_error("enum", *address))?,
+            ),
+            None => None,
+        };
+        let enum_address = enum_dns.as_ref().map(|sockets| sockets.address);
         let output_bytes_total_max = match config.limits.output_bytes_total_max {
             0 => config::output_bytes_total_default(crate::sys::memory_bytes()),
             bytes => bytes,
@@ -468,6 +481,7 @@ impl Server {
         };
         let shared = Arc::new(Shared {
             capture: Arc::new(capture),
+            enum_dns,
             workers,
             table_shards,
             switch_networks: resolved.switch_networks.clone(),
@@ -592,6 +606,7 @@ impl Server {
             admin,
             tcp_address,
             udp_address,
+            enum_address,
             admin_address,
             open_files_limit,
             output_bytes_total_max,

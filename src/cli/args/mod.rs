@@ -478,6 +478,10 @@ pub struct ServeArgs {
     /// UDP address for switches' lookups.
     #[arg(long, value_name = "ADDR")]
     pub udp: Option<String>,
+    /// ENUM front-end address: DNS over UDP and TCP on the same port
+    /// (`[enum]` in the config file holds the zone's other keys).
+    #[arg(long = "enum", value_name = "ADDR")]
+    pub enum_dns: Option<String>,
     /// Admin HTTP address (/metrics, /healthz, /readyz).
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,

@@ -3,7 +3,7 @@
 //! would block (or a short read shows it empty), and the listener and the
 //! UDP socket until they would block.
 
-use super::{Framing, Worker, LISTENER, UDP, WAKER};
+use super::{Framing, Worker, ENUM, LISTENER, UDP, WAKER};
 use crate::server::conn::Connection;
 use mio::{Events, Token};
 use std::io::{ErrorKind, Read, Write};
@@ -59,6 +59,7 @@ impl Worker {
             match event.token() {
                 LISTENER if !self.draining => self.accept_ready(),
                 UDP if !self.draining => self.read_datagrams(),
+                ENUM => self.enum_woken(),
                 WAKER | LISTENER | UDP => {}
                 Token(token) => {
                     if event.is_readable() {

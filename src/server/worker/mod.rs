@@ -39,6 +39,8 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const UDP: Token = Token(usize::MAX - 2);
 /// Token of the waker other loops use.
 pub const WAKER: Token = Token(usize::MAX - 3);
+/// Token of the ENUM front-end's own poll (`enum_dns.rs`).
+const ENUM: Token = Token(usize::MAX - 4);
 /// Lookups gathered before a batch runs.
 const LOOKUP_BATCH_MAX: usize = 256;
 /// Housekeeping period: metrics are published this often.
@@ -85,6 +87,7 @@ enum Framing {
 }
 
 mod accept;
+mod enum_dns;
 mod epoll;
 mod propose;
 mod read;
@@ -96,6 +99,7 @@ mod udp;
 mod uring;
 mod write;
 
+pub use enum_dns::EnumSockets;
 pub use uring::{probe as probe_uring, RingError};
 
 /// The I/O backend of one loop (`config::IoBackend`).
@@ -188,6 +192,8 @@ pub struct Worker {
     provisional_next: u64,
     /// Binds proposed this second, by tenant (the `binds_per_s` quota).
     binds_this_second: (u32, std::collections::HashMap<u32, u32>),
+    /// The ENUM front-end, if the node serves one.
+    enum_front: Option<Box<enum_dns::EnumFront>>,
 }
 
 impl Worker {
@@ -223,6 +229,10 @@ impl Worker {
             .as_ref()
             .and_then(|socket| socket.local_addr().ok())
             .unwrap_or(tcp_local);
+        let enum_front = match shared.enum_dns.as_ref() {
+            Some(sockets) => Some(enum_dns::EnumFront::new(sockets, &poll)?),
+            None => None,
+        };
         let workers = shared.workers;
         let read_buffer_bytes = read::read_buffer_bytes(&shared.config.limits);
         let policy = XPolicy {
@@ -274,6 +284,7 @@ impl Worker {
             auto_pending: std::collections::HashMap::new(),
             provisional_next: 0,
             binds_this_second: (0, std::collections::HashMap::new()),
+            enum_front,
         })
     }
 
@@ -286,7 +297,8 @@ impl Worker {
         let mut draining_since: Option<Instant> = None;
         let mut reported_drained = false;
         loop {
-            let timeout = if self.udp_more || self.inbox_more {
+            let enum_more = self.enum_front.as_ref().is_some_and(|f| f.has_more());
+            let timeout = if self.udp_more || self.inbox_more || enum_more {
                 Duration::ZERO
             } else if self.unsent_replies.is_empty() {
                 TICK
@@ -303,6 +315,7 @@ impl Worker {
             if self.udp_more && !self.draining {
                 self.read_datagrams();
             }
+            self.enum_serve();
             self.drain_inbox();
             self.end_index_waits();
             self.resume_held();
@@ -311,6 +324,7 @@ impl Worker {
             self.send_outgoing();
             self.retry_replies();
             self.write_dirty();
+            self.enum_flush();
             self.publish_output();
             if self.iteration_started >= next_tick {
                 next_tick = self.iteration_started + TICK;
@@ -319,6 +333,7 @@ impl Worker {
             if self.iteration_started >= next_sweep {
                 next_sweep = self.iteration_started + SWEEP;
                 self.sweep_connections();
+                self.enum_sweep();
             }
             if draining_since.is_none() && self.shared.stopping.load(Ordering::SeqCst) {
                 self.stop_intake();
@@ -427,6 +442,7 @@ impl Worker {
         if let Some(mut socket) = self.udp.take() {
             let _ = self.poll.registry().deregister(&mut socket);
         }
+        self.enum_stop();
     }
 
     fn tick(&mut self) {

@@ -49,6 +49,7 @@ impl Worker {
             Origin::Udp { datagram, slot } => {
                 self.deliver_datagram_answer(datagram as usize, slot, frame);
             }
+            Origin::Enum { query } => self.deliver_enum_answer(query as usize, frame),
         }
     }
 

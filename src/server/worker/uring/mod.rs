@@ -315,7 +315,9 @@ impl Worker {
             }
             Completion::Woken { more } => {
                 // Clears the waker's edge so the next wake shows again;
-                // the inbox itself is drained every iteration.
+                // the inbox itself is drained every iteration, and the
+                // ENUM sockets' own poll is looked at (it may be what woke).
+                self.enum_woken();
                 if let Backend::Uring(uring) = &mut self.io {
                     let _ = self.poll.poll(&mut uring.events, Some(Duration::ZERO));
                     if !more {
