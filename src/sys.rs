@@ -105,6 +105,36 @@ pub fn process_cpu_us() -> (u64, u64) {
     (micros(usage.ru_utime), micros(usage.ru_stime))
 }
 
+/// What the calling thread has waited for so far (`getrusage(RUSAGE_THREAD)`):
+/// the counters `x700 load` uses to say why a bind was slow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadWaits {
+    /// Times the thread gave up the CPU to wait (for I/O, a lock, a page).
+    pub voluntary_switches: u64,
+    /// Times the scheduler took the CPU from it for another thread.
+    pub involuntary_switches: u64,
+    /// Page faults that had to read from disk.
+    pub major_faults: u64,
+}
+
+/// The calling thread's `ThreadWaits`; zeros if the kernel cannot say.
+pub fn thread_waits() -> ThreadWaits {
+    // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes one `rusage` through the pointer, which
+    // points at a live local.
+    let status = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &raw mut usage) };
+    if status != 0 {
+        return ThreadWaits::default();
+    }
+    let count = |value: libc::c_long| u64::try_from(value).unwrap_or(0);
+    ThreadWaits {
+        voluntary_switches: count(usage.ru_nvcsw),
+        involuntary_switches: count(usage.ru_nivcsw),
+        major_faults: count(usage.ru_majflt),
+    }
+}
+
 /// Waits until `descriptor` is readable or `timeout` has passed, with
 /// nanosecond precision (`ppoll`). The benchmark's open-loop pacing uses it
 /// on its epoll descriptor, whose own timeout counts whole milliseconds.

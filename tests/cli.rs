@@ -303,6 +303,36 @@ fn load_over_the_wire_reports_a_refused_credential() {
     assert!(node.stop().success());
 }
 
+/// A load into a directory says why its slow binds were slow: the three
+/// causes account for every bind over 1 ms.
+#[test]
+fn a_directory_load_puts_every_slow_bind_down_to_a_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_text = data.display().to_string();
+    let load = x700(&[
+        "load",
+        "--data",
+        &data_text,
+        "--bindings",
+        "20000",
+        "--quiet",
+        "--json",
+    ]);
+    assert_eq!(load.code, 0, "{}", load.text());
+    let report = load.json();
+    let causes = &report["binds_over_1ms_by_cause"];
+    let sum: u64 = ["preempted", "blocked", "running"]
+        .iter()
+        .map(|cause| {
+            causes[cause]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{cause}: {report}"))
+        })
+        .sum();
+    assert_eq!(Some(sum), report["binds_over_1ms"].as_u64(), "{report}");
+}
+
 /// The commands `x700 --help` lists (with subcommands, as `bind axb`),
 /// minus `help` itself.
 fn commands(prefix: &[&str]) -> Vec<Vec<String>> {

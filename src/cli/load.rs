@@ -18,6 +18,7 @@ use crate::binding::{LookupQuery, LookupResult, WriteError};
 use crate::protocol::{status, Role};
 use crate::store::Store;
 use crate::synth::{splitmix64, Synthetic};
+use crate::sys::ThreadWaits;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -38,6 +39,38 @@ const MEMORY_LOOK_STEP: u64 = 1 << 20;
 const LOAD_ANON_BYTES_MAX: u64 = 4 << 30;
 /// Binds slower than this are counted (`binds_over_1ms`).
 const SLOW_BIND_NS: u64 = 1_000_000;
+/// Binds between looks at the thread's wait counters, which say why the
+/// slow binds among them were slow (`SlowCauses`).
+const WAIT_LOOK_STEP: u64 = 64;
+
+/// Why binds over 1 ms were slow, from the load thread's counters over the
+/// `WAIT_LOOK_STEP` binds around each: the scheduler ran something else
+/// (`preempted`: the machine, not the engine), the thread waited for the
+/// disk or a lock (`blocked`), or neither (`running`: the engine's own
+/// work, page faults served from memory included).
+#[derive(Default)]
+struct SlowCauses {
+    preempted: u64,
+    blocked: u64,
+    running: u64,
+}
+
+impl SlowCauses {
+    /// Counts `slow` binds made while the thread's counters went from
+    /// `before` to `after`.
+    fn count(&mut self, slow: u64, before: ThreadWaits, after: ThreadWaits) {
+        let cause = if after.involuntary_switches > before.involuntary_switches {
+            &mut self.preempted
+        } else if after.voluntary_switches > before.voluntary_switches
+            || after.major_faults > before.major_faults
+        {
+            &mut self.blocked
+        } else {
+            &mut self.running
+        };
+        *cause += slow;
+    }
+}
 
 /// What a load did.
 struct Loaded {
@@ -50,6 +83,8 @@ struct Loaded {
     seconds: f64,
     /// Per-bind latency, nanoseconds: growth must never pause a bind long.
     latency_ns: hdrhistogram::Histogram<u64>,
+    /// Why the binds over 1 ms were slow.
+    slow: SlowCauses,
 }
 
 /// Binds synthetic bindings 0..count. Stops early (and still closes the
@@ -80,13 +115,23 @@ fn load_into(
         // Three significant figures up to an hour: valid bounds.
         latency_ns: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000_000, 3)
             .unwrap_or_else(|_| unreachable!()),
+        slow: SlowCauses::default(),
     };
+    let mut waits = crate::sys::thread_waits();
+    let mut slow_in_step = 0;
     for i in 0..count {
         let request = synthetic.pooled_request(i, ttl_s, pairs_per_x);
         let bind_started = Instant::now();
         let result = store.bind(&request);
         let elapsed_ns = u64::try_from(bind_started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         loaded.latency_ns.saturating_record(elapsed_ns);
+        slow_in_step += u64::from(elapsed_ns >= SLOW_BIND_NS);
+        if i % WAIT_LOOK_STEP == WAIT_LOOK_STEP - 1 || i + 1 == count {
+            let now = crate::sys::thread_waits();
+            loaded.slow.count(slow_in_step, waits, now);
+            waits = now;
+            slow_in_step = 0;
+        }
         match result {
             Ok(outcome) if outcome.created => loaded.created += 1,
             Ok(_) => loaded.existing += 1,
@@ -105,6 +150,8 @@ fn load_into(
                 source: std::io::Error::other(error.to_string()),
             })?;
             loaded.checkpoints += 1;
+            // The checkpoint's own waits (its syncs) are not a bind's.
+            waits = crate::sys::thread_waits();
         }
         if i % PROGRESS_STEP == 0 {
             bar.set_position(i);
@@ -131,6 +178,11 @@ fn loaded_fields(loaded: &Loaded) -> Value {
         "elapsed_s": (loaded.seconds * 1000.0).round() / 1000.0,
         "binds_per_s": rate.round(),
         "binds_over_1ms": loaded.latency_ns.count_between(SLOW_BIND_NS, u64::MAX),
+        "binds_over_1ms_by_cause": {
+            "preempted": loaded.slow.preempted,
+            "blocked": loaded.slow.blocked,
+            "running": loaded.slow.running,
+        },
         "checkpoints_during_load": loaded.checkpoints,
         "peak_rss_bytes": crate::sys::process_status_bytes("VmHWM"),
         "involuntary_context_switches": involuntary_context_switches(),
@@ -390,4 +442,32 @@ fn time_batch(store: &Store, synthetic: &Synthetic, loaded: u64) -> Value {
     #[allow(clippy::cast_precision_loss)]
     let rate = LOOKUPS as f64 / seconds;
     json!({ "lookups": LOOKUPS, "routed": routed, "lookups_per_s": rate.round() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waits(voluntary: u64, involuntary: u64, major: u64) -> ThreadWaits {
+        ThreadWaits {
+            voluntary_switches: voluntary,
+            involuntary_switches: involuntary,
+            major_faults: major,
+        }
+    }
+
+    #[test]
+    fn slow_binds_are_put_down_to_preemption_then_waits_then_the_engine() {
+        let mut causes = SlowCauses::default();
+        // Preempted wins even when the thread also waited.
+        causes.count(2, waits(1, 1, 0), waits(2, 2, 1));
+        causes.count(3, waits(1, 1, 0), waits(1, 1, 1));
+        causes.count(1, waits(1, 1, 0), waits(2, 1, 0));
+        causes.count(4, waits(1, 1, 0), waits(1, 1, 0));
+        causes.count(0, waits(1, 1, 0), waits(9, 9, 9));
+        assert_eq!(
+            (causes.preempted, causes.blocked, causes.running),
+            (2, 4, 4)
+        );
+    }
 }
