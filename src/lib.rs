@@ -12,6 +12,7 @@ pub mod bench;
 pub mod binding;
 pub mod capture;
 pub mod cli;
+pub mod frontend;
 pub mod client;
 pub mod history;
 pub mod log;

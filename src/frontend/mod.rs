@@ -1,0 +1,5 @@
+//! The switches' own languages, beside the binary protocol: pure cores that
+//! turn a standard request into a `LookupQuery` and a lookup's answer into
+//! a standard reply. The event loops (`server::worker`) do the I/O.
+
+pub mod sip;

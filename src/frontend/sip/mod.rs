@@ -1,0 +1,172 @@
+//! The SIP redirect front-end's pure core (RFC 3261 as a redirect server,
+//! statelessly): what a request asks (`decide`), and the response once the
+//! lookup has answered (`response::write`). The event loops' glue is
+//! `server::worker::sip`; docs/OPERATIONS.md, "SIP redirect front-end",
+//! is the operator's view.
+//!
+//! The parser is our own (`message`): the crates on crates.io that parse
+//! SIP (rsip, sipmsg, parsip) allocate per header or are unmaintained, and
+//! a redirect server needs a dozen headers, read in place.
+//!
+//! For each request:
+//! 1. `message::parse`: a malformed one is answered 400 when its top Via is
+//!    usable, and dropped otherwise (nobody to answer);
+//! 2. `decide`: ACK is absorbed; OPTIONS answers 200; other methods but
+//!    INVITE answer 405; an INVITE becomes a `LookupQuery`: X (and an AXE
+//!    extension) from the Request-URI, the caller from the From user, or
+//!    from the P-Asserted-Identity user when the source is in
+//!    `trusted_networks`; numbers that are not numbers answer `bad_number`;
+//! 3. the event loop runs the lookup through the batch lookup, and
+//!    `response::write` answers 302 with the Contact for a route, or the
+//!    status table's code for a reject.
+
+pub mod config;
+pub mod message;
+pub mod response;
+pub mod uri;
+
+pub use config::{Settings, SipConfig, StatusCodes};
+pub use message::{parse, Method, ParseError, Request};
+pub use response::{Answer, Context};
+
+use crate::binding::{LookupQuery, LookupResult, Reject};
+use crate::number::XPolicy;
+use std::net::IpAddr;
+
+/// What a parsed request needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Look this up, then answer with `answer_of`.
+    Lookup(LookupQuery),
+    /// Answer now.
+    Answer(Answer),
+    /// Nothing (an ACK).
+    Absorb,
+}
+
+/// What to do with `request` from `source` (steps 2 of the module docs).
+pub fn decide(
+    request: &Request<'_>,
+    source: IpAddr,
+    settings: &Settings,
+    policy: XPolicy,
+) -> Decision {
+    match request.method {
+        Method::Ack => Decision::Absorb,
+        Method::Options => Decision::Answer(Answer::Options),
+        Method::Other => Decision::Answer(Answer::MethodNotAllowed),
+        Method::Invite => {
+            let trusted = settings.trusted_networks.iter().any(|n| n.contains(source));
+            let caller = match request.asserted_identity {
+                Some(identity) if trusted => identity,
+                _ => request.from,
+            };
+            match uri::query(request.uri, uri::uri_of(caller), policy) {
+                Some(query) => Decision::Lookup(query),
+                None => Decision::Answer(answer_of(
+                    &LookupResult::Reject(Reject::BadNumber),
+                    settings,
+                )),
+            }
+        }
+    }
+}
+
+/// The answer to a lookup's result.
+pub fn answer_of(result: &LookupResult, settings: &Settings) -> Answer {
+    match result {
+        LookupResult::Route(route) => Answer::Redirect(*route),
+        LookupResult::Reject(reject) => Answer::Status(settings.status.of(*reject)),
+    }
+}
+
+/// The answer when the node could not look up (its queues were full, or
+/// it is stopping): the table's `busy`.
+pub fn busy(settings: &Settings) -> Answer {
+    Answer::Status(settings.status.busy)
+}
+
+/// The whole path for one message whose lookup is answered by `lookup`,
+/// as a function of bytes: what the fuzz target and the property test
+/// drive. Returns the response written to `out` (empty: nothing to send).
+pub fn answer_message(
+    message: &[u8],
+    source: std::net::SocketAddr,
+    settings: &Settings,
+    lookup: impl FnOnce(&LookupQuery) -> LookupResult,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    if message.len() > settings.message_bytes_max {
+        return;
+    }
+    let context = Context {
+        source,
+        local_host: b"127.0.0.1",
+    };
+    let request = match parse(message) {
+        Ok(request) => request,
+        Err(ParseError::Malformed(_)) | Err(ParseError::Response) => return,
+    };
+    if response::top_via(&request).is_none() {
+        return;
+    }
+    let answer = match decide(&request, source.ip(), settings, XPolicy::default()) {
+        Decision::Absorb => return,
+        Decision::Answer(answer) => answer,
+        Decision::Lookup(query) => answer_of(&lookup(&query), settings),
+    };
+    response::write(out, &request, answer, settings, &context);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::number::Number;
+
+    fn invite(from: &str, asserted: &str) -> Vec<u8> {
+        format!(
+            "INVITE sip:700123456789012@h SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK1\r\n\
+             From: <{from}>;tag=1\r\nTo: <sip:700123456789012@h>\r\nCall-ID: c\r\n\
+             CSeq: 1 INVITE\r\n{asserted}Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn the_caller_is_the_asserted_identity_only_from_trusted_networks() {
+        let message = invite(
+            "sip:13800138000@a",
+            "P-Asserted-Identity: <tel:+8613900139000>\r\n",
+        );
+        let request = parse(&message).unwrap();
+        let trusted = Settings {
+            trusted_networks: vec![crate::server::config::Network::parse("10.0.0.0/8").unwrap()],
+            ..Settings::default()
+        };
+        let caller = |settings: &Settings, source: &str| match decide(
+            &request,
+            source.parse().unwrap(),
+            settings,
+            XPolicy::default(),
+        ) {
+            Decision::Lookup(query) => query.caller,
+            other => panic!("{other:?}"),
+        };
+        let from = Number::from_digits(b"13800138000");
+        let asserted = Number::from_digits(b"13900139000");
+        assert_eq!(caller(&Settings::default(), "10.1.1.1"), from);
+        assert_eq!(caller(&trusted, "10.1.1.1"), asserted);
+        assert_eq!(caller(&trusted, "192.168.1.1"), from);
+    }
+
+    #[test]
+    fn a_caller_that_is_no_number_answers_bad_number() {
+        let message = invite("sip:anonymous@anonymous.invalid", "");
+        let request = parse(&message).unwrap();
+        assert_eq!(
+            decide(&request, "10.0.0.1".parse().unwrap(), &Settings::default(), XPolicy::default()),
+            Decision::Answer(Answer::Status(484))
+        );
+    }
+}
