@@ -28,6 +28,9 @@ fn config_of(args: &ServeArgs) -> Result<Config, String> {
     if args.admin.is_some() {
         config.admin.clone_from(&args.admin);
     }
+    if args.sip.is_some() {
+        config.sip.listen.clone_from(&args.sip);
+    }
     if let Some(event_loops) = args.event_loops {
         config.event_loops = event_loops;
     }
@@ -187,12 +190,15 @@ pub fn serve(args: &ServeArgs) -> i32 {
     let admin = server
         .admin_address
         .map_or_else(|| "off".to_string(), |a| a.to_string());
+    let sip = server
+        .sip_address
+        .map_or_else(|| "off".to_string(), |a| a.to_string());
     let raft = server
         .raft_address()
         .map_or_else(|| "off".to_string(), |a| a.to_string());
     println!(
         "x700 serving tcp={} udp={udp} admin={admin} data={data} event_loops={} table_shards={} \
-         io={} open_files_limit={} output_bytes_total_max={} raft={raft}",
+         io={} open_files_limit={} output_bytes_total_max={} raft={raft} sip={sip}",
         server.tcp_address,
         server.event_loops(),
         server.table_shards(),

@@ -11,7 +11,8 @@
 //! io = "epoll"                   # the loops' I/O: "epoll" (default) or "uring" (io_uring)
 //! table_shards = 8               # table shards of a new data directory
 //! allow_legacy_x = false
-//! switch_networks = ["127.0.0.0/8", "::1/128"]   # who may use UDP
+//! switch_networks = ["127.0.0.0/8", "::1/128"]   # who may use UDP (and SIP)
+//! sip = "127.0.0.1:5060"         # optional: the SIP redirect front-end (UDP and TCP)
 //!
 //! [[credentials]]
 //! token = "s3cret"
@@ -44,6 +45,17 @@
 //! max_bytes = 268435456          # a file is rotated before this size
 //! files = 8                      # files kept, the one in hand included
 //! on_at_start = true             # false: off until POST /capture/start
+//!
+//! # Instead of `sip = "ADDR"` (a key cannot be both a string and a table):
+//! [sip]                          # the SIP redirect front-end (frontend::sip::config)
+//! listen = "127.0.0.1:5060"
+//! contact = "sip:{callee}@{host}"  # also {display}
+//! route_info = "uri"             # display and recording: "uri" parameters or "header"s
+//! trusted_networks = []          # whose P-Asserted-Identity names the caller
+//! retry_after_s = 5
+//! message_bytes_max = 8192
+//! [sip.status]                   # not_bound expired direction_denied not_a_party
+//! not_bound = 404                # bad_number tenant_suspended blocked rate_limited busy
 //! ```
 
 use crate::protocol::Role;
@@ -207,6 +219,9 @@ pub struct Config {
     pub pools: PoolSettings,
     /// The traceability history.
     pub history: HistorySettings,
+    /// The SIP redirect front-end: `sip = "ADDR"` or a `[sip]` table.
+    #[serde(deserialize_with = "crate::frontend::sip::config::deserialize")]
+    pub sip: crate::frontend::sip::SipConfig,
 }
 
 /// `[history]`: the traceability history (`history::History`).
@@ -386,6 +401,7 @@ impl Default for Config {
             capture: CaptureConfig::default(),
             pools: PoolSettings::default(),
             history: HistorySettings::default(),
+            sip: crate::frontend::sip::SipConfig::default(),
         }
     }
 }
@@ -618,7 +634,14 @@ impl Config {
         if workers > 256 {
             return Err(ConfigError::Invalid("event_loops must be 1 to 256".into()));
         }
+        crate::frontend::sip::Settings::from_config(&self.sip).map_err(ConfigError::Invalid)?;
         Ok(Resolved {
+            sip: self
+                .sip
+                .listen
+                .as_deref()
+                .map(|a| address("sip", a))
+                .transpose()?,
             listen: address("listen", &self.listen)?,
             udp: self.udp.as_deref().map(|a| address("udp", a)).transpose()?,
             admin: self
@@ -656,6 +679,8 @@ pub struct Resolved {
     pub switch_networks: Vec<Network>,
     /// Event loops.
     pub workers: usize,
+    /// SIP address (UDP and TCP).
+    pub sip: Option<SocketAddr>,
 }
 
 /// Parses a role name.

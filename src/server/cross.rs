@@ -22,6 +22,11 @@ pub enum Origin {
         /// Position of the lookup in the datagram.
         slot: u16,
     },
+    /// A SIP request waiting for its lookup (`worker::sip`).
+    Sip {
+        /// Slab key of the pending request.
+        pending: u32,
+    },
 }
 
 /// One forwarded request.

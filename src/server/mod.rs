@@ -75,6 +75,8 @@ pub struct Shared {
     pub apply_stall: Arc<apply::ApplyStall>,
     /// Server-side capture of the client traffic (off unless configured).
     pub capture: Arc<capture::Capture>,
+    /// The SIP redirect front-end, if configured.
+    pub sip: Option<worker::SipFront>,
 }
 
 impl Shared {
@@ -228,6 +230,8 @@ pub struct Server {
     pub tcp_address: SocketAddr,
     /// The UDP address actually bound.
     pub udp_address: Option<SocketAddr>,
+    /// The SIP address actually bound (UDP and TCP).
+    pub sip_address: Option<SocketAddr>,
     /// The admin address actually bound.
     pub admin_address: Option<SocketAddr>,
     /// The open-file limit the node runs with.
@@ -277,6 +281,23 @@ fn udp_socket(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     socket.bind(&address.into())?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+/// The SIP front-end's sockets: UDP first, then TCP on the port UDP got
+/// (port 0 picks one for both), and its checked settings.
+fn sip_front(address: SocketAddr, config: &Config) -> Result<worker::SipFront, StartError> {
+    let udp = udp_socket(address).map_err(socket_error("sip", address))?;
+    let bound = udp.local_addr().map_err(socket_error("sip", address))?;
+    let listener = tcp_listener(bound).map_err(socket_error("sip", bound))?;
+    let settings =
+        crate::frontend::sip::Settings::from_config(&config.sip).map_err(ConfigError::Invalid)?;
+    Ok(worker::SipFront {
+        settings,
+        udp,
+        listener,
+        address: bound,
+        local_host: bound.to_string().into_bytes(),
+    })
 }
 
 /// Descriptors kept free beside `connections_max` for the data directory's
@@ -435,6 +456,11 @@ impl Server {
             udp_sockets[0] = Some(first);
             udp_address = Some(bound);
         }
+        let sip = match resolved.sip {
+            Some(address) => Some(sip_front(address, &config)?),
+            None => None,
+        };
+        let sip_address = sip.as_ref().map(|front| front.address);
         let output_bytes_total_max = match config.limits.output_bytes_total_max {
             0 => config::output_bytes_total_default(crate::sys::memory_bytes()),
             bytes => bytes,
@@ -491,6 +517,7 @@ impl Server {
             replica: std::sync::OnceLock::new(),
             replica_stopped: AtomicBool::new(false),
             apply_stall: Arc::new(apply::ApplyStall::default()),
+            sip,
             config,
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -592,6 +619,7 @@ impl Server {
             admin,
             tcp_address,
             udp_address,
+            sip_address,
             admin_address,
             open_files_limit,
             output_bytes_total_max,

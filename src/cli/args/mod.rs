@@ -478,6 +478,9 @@ pub struct ServeArgs {
     /// UDP address for switches' lookups.
     #[arg(long, value_name = "ADDR")]
     pub udp: Option<String>,
+    /// SIP redirect front-end address, UDP and TCP (port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    pub sip: Option<String>,
     /// Admin HTTP address (/metrics, /healthz, /readyz).
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,

@@ -301,6 +301,59 @@ pub fn parse(message: &[u8]) -> Result<Request<'_>, ParseError> {
     Ok(request)
 }
 
+/// For a message `parse` refused (or one cut at the size limit): its Via,
+/// From, To, Call-ID and CSeq, read leniently, so that a 400 can be
+/// addressed (RFC 3261 section 8.2.6 copies them). `None` when they are
+/// not all there: nobody can be answered, the message is dropped.
+pub fn salvage(message: &[u8]) -> Option<Request<'_>> {
+    let first_end = line_end(message, 0).unwrap_or(message.len());
+    let method_name = message[..first_end].split(|&b| b == b' ').next()?;
+    let mut request = Request {
+        method: Method::Other,
+        method_name,
+        uri: &[],
+        vias: [&[]; VIAS_MAX],
+        via_count: 0,
+        from: &[],
+        to: &[],
+        call_id: &[],
+        cseq: &[],
+        cseq_number: 0,
+        max_forwards: None,
+        asserted_identity: None,
+        body: &[],
+    };
+    let head = &message[(first_end + 2).min(message.len())..];
+    for line in head.split(|&b| b == b'\n').take(HEADERS_MAX) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let value = line[colon + 1..].trim_ascii();
+        let slot = match known(line[..colon].trim_ascii_end()) {
+            Known::Via if request.via_count < VIAS_MAX => {
+                request.vias[request.via_count] = value;
+                request.via_count += 1;
+                continue;
+            }
+            Known::From => &mut request.from,
+            Known::To => &mut request.to,
+            Known::CallId => &mut request.call_id,
+            Known::CSeq => &mut request.cseq,
+            _ => continue,
+        };
+        if slot.is_empty() {
+            *slot = value;
+        }
+    }
+    let complete = request.via_count > 0
+        && ![request.from, request.to, request.call_id, request.cseq].contains(&&[][..]);
+    complete.then_some(request)
+}
+
 /// Why a TCP stream cannot be framed any further: the connection is
 /// closed (after a 400 when the request can be read, RFC 3261 section
 /// 18.3).
@@ -416,6 +469,17 @@ mod tests {
             parse(b"SIP/2.0 200 OK\r\n\r\n").unwrap_err(),
             ParseError::Response
         );
+    }
+
+    #[test]
+    fn a_refused_request_keeps_what_its_400_needs() {
+        let message = b"INVITE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK\r\nFrom: <sip:a@h>;tag=1\r\n\
+            To: <sip:x@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 99\r\n\r\ncut";
+        assert!(parse(message).is_err());
+        let request = salvage(message).unwrap();
+        assert_eq!((request.via_count, request.call_id), (1, &b"c"[..]));
+        assert!(salvage(b"INVITE sip:x SIP/2.0\r\nFrom: a\r\nTo: b\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n").is_none());
+        assert!(salvage(b"").is_none());
     }
 
     #[test]

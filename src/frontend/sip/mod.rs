@@ -86,9 +86,71 @@ pub fn busy(settings: &Settings) -> Answer {
     Answer::Status(settings.status.busy)
 }
 
+/// Why a message gets no answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unanswered {
+    /// An ACK, absorbed.
+    Ack,
+    /// A response: x700 sends no requests.
+    Response,
+    /// No usable Via (or no From, To, Call-ID, CSeq to copy): nobody to
+    /// answer.
+    NoVia,
+}
+
+/// What one received message leads to: steps 1 and 2 of the module docs.
+#[derive(Clone, Copy, Debug)]
+pub enum Step<'a> {
+    /// Nothing is sent.
+    Drop(Unanswered),
+    /// Answer `request` now.
+    Respond(Request<'a>, Answer),
+    /// Look up, then answer `request`.
+    Lookup(Request<'a>, LookupQuery),
+}
+
+/// The reason phrase of the 400 to a message over the size limit.
+pub const TOO_LARGE: &str = "Message Too Large";
+
+/// Steps 1 and 2 for one whole message (a datagram, or one framed off a
+/// stream). A message over `settings.message_bytes_max` (a datagram cut
+/// at the limit) is answered 400 when what was read names a Via.
+pub fn step<'a>(
+    message: &'a [u8],
+    source: IpAddr,
+    settings: &Settings,
+    policy: XPolicy,
+) -> Step<'a> {
+    let refused = |why| match message::salvage(message) {
+        Some(request) => Step::Respond(request, Answer::BadRequest(why)),
+        None => Step::Drop(Unanswered::NoVia),
+    };
+    let next = if message.len() > settings.message_bytes_max {
+        refused(TOO_LARGE)
+    } else {
+        match parse(message) {
+            Ok(request) => match decide(&request, source, settings, policy) {
+                Decision::Absorb => Step::Drop(Unanswered::Ack),
+                Decision::Answer(answer) => Step::Respond(request, answer),
+                Decision::Lookup(query) => Step::Lookup(request, query),
+            },
+            Err(ParseError::Response) => Step::Drop(Unanswered::Response),
+            Err(ParseError::Malformed(why)) => refused(why),
+        }
+    };
+    match next {
+        Step::Respond(request, _) | Step::Lookup(request, _)
+            if response::top_via(&request).is_none() =>
+        {
+            Step::Drop(Unanswered::NoVia)
+        }
+        other => other,
+    }
+}
+
 /// The whole path for one message whose lookup is answered by `lookup`,
 /// as a function of bytes: what the fuzz target and the property test
-/// drive. Returns the response written to `out` (empty: nothing to send).
+/// drive. Writes the response to `out` (left empty: nothing to send).
 pub fn answer_message(
     message: &[u8],
     source: std::net::SocketAddr,
@@ -97,26 +159,20 @@ pub fn answer_message(
     out: &mut Vec<u8>,
 ) {
     out.clear();
-    if message.len() > settings.message_bytes_max {
-        return;
-    }
     let context = Context {
         source,
         local_host: b"127.0.0.1",
     };
-    let request = match parse(message) {
-        Ok(request) => request,
-        Err(ParseError::Malformed(_)) | Err(ParseError::Response) => return,
-    };
-    if response::top_via(&request).is_none() {
-        return;
+    match step(message, source.ip(), settings, XPolicy::default()) {
+        Step::Drop(_) => {}
+        Step::Respond(request, answer) => {
+            response::write(out, &request, answer, settings, &context);
+        }
+        Step::Lookup(request, query) => {
+            let answer = answer_of(&lookup(&query), settings);
+            response::write(out, &request, answer, settings, &context);
+        }
     }
-    let answer = match decide(&request, source.ip(), settings, XPolicy::default()) {
-        Decision::Absorb => return,
-        Decision::Answer(answer) => answer,
-        Decision::Lookup(query) => answer_of(&lookup(&query), settings),
-    };
-    response::write(out, &request, answer, settings, &context);
 }
 
 #[cfg(test)]

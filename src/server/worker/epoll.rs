@@ -60,6 +60,7 @@ impl Worker {
                 LISTENER if !self.draining => self.accept_ready(),
                 UDP if !self.draining => self.read_datagrams(),
                 WAKER | LISTENER | UDP => {}
+                token if super::sip::owns(token) => self.sip_event(event),
                 Token(token) => {
                     if event.is_readable() {
                         self.read_ready(token, event.is_read_closed());

@@ -91,11 +91,13 @@ mod read;
 mod remote;
 mod route;
 mod session;
+mod sip;
 mod tenancy;
 mod udp;
 mod uring;
 mod write;
 
+pub use sip::SipFront;
 pub use uring::{probe as probe_uring, RingError};
 
 /// The I/O backend of one loop (`config::IoBackend`).
@@ -181,6 +183,8 @@ pub struct Worker {
     /// shows as a hole, not as a stream that looks whole. Grown to the
     /// highest slot used while capturing (at most `connections_max`).
     capture_offsets: Vec<[u64; 2]>,
+    /// The SIP front-end's sockets, connections and pending requests.
+    sip: Option<Box<sip::Sip>>,
     /// BIND_AXB_AUTO writes proposed and not yet answered: the
     /// allocator's provisional binding for each, by (origin, request id).
     auto_pending: std::collections::HashMap<(Origin, u32), u64>,
@@ -223,6 +227,7 @@ impl Worker {
             .as_ref()
             .and_then(|socket| socket.local_addr().ok())
             .unwrap_or(tcp_local);
+        let sip = sip::Sip::open(shared.sip.as_ref(), poll.registry())?;
         let workers = shared.workers;
         let read_buffer_bytes = read::read_buffer_bytes(&shared.config.limits);
         let policy = XPolicy {
@@ -271,6 +276,7 @@ impl Worker {
             tcp_local,
             udp_local,
             capture_offsets: Vec::new(),
+            sip,
             auto_pending: std::collections::HashMap::new(),
             provisional_next: 0,
             binds_this_second: (0, std::collections::HashMap::new()),
@@ -286,7 +292,8 @@ impl Worker {
         let mut draining_since: Option<Instant> = None;
         let mut reported_drained = false;
         loop {
-            let timeout = if self.udp_more || self.inbox_more {
+            let sip_more = self.sip.as_ref().is_some_and(|s| s.more);
+            let timeout = if self.udp_more || self.inbox_more || sip_more {
                 Duration::ZERO
             } else if self.unsent_replies.is_empty() {
                 TICK
@@ -302,6 +309,9 @@ impl Worker {
             self.take_in();
             if self.udp_more && !self.draining {
                 self.read_datagrams();
+            }
+            if self.sip.as_ref().is_some_and(|s| s.more) && !self.draining {
+                self.sip_datagrams();
             }
             self.drain_inbox();
             self.end_index_waits();
@@ -427,6 +437,7 @@ impl Worker {
         if let Some(mut socket) = self.udp.take() {
             let _ = self.poll.registry().deregister(&mut socket);
         }
+        self.sip_stop_intake();
     }
 
     fn tick(&mut self) {

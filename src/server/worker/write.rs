@@ -49,6 +49,7 @@ impl Worker {
             Origin::Udp { datagram, slot } => {
                 self.deliver_datagram_answer(datagram as usize, slot, frame);
             }
+            Origin::Sip { pending } => self.deliver_sip_answer(pending as usize, frame),
         }
     }
 
