@@ -137,6 +137,8 @@ pub struct Node {
     pub admin: SocketAddr,
     /// Raft address, when started with `--raft`.
     pub raft: Option<SocketAddr>,
+    /// SIP address (UDP and TCP), when started with `--sip`.
+    pub sip: Option<SocketAddr>,
     /// Its data directory.
     pub data: PathBuf,
     /// Event loops (`--event-loops`).
@@ -244,6 +246,10 @@ impl Node {
             raft: first
                 .split_whitespace()
                 .find_map(|word| word.strip_prefix("raft="))
+                .and_then(|value| value.parse().ok()),
+            sip: first
+                .split_whitespace()
+                .find_map(|word| word.strip_prefix("sip="))
                 .and_then(|value| value.parse().ok()),
             data: PathBuf::from(field("data")),
             event_loops: field("event_loops").parse().expect("event_loops"),
