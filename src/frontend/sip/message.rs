@@ -129,6 +129,19 @@ fn line_end(message: &[u8], from: usize) -> Option<usize> {
         .map(|i| from + i)
 }
 
+/// True if `header` holds a CR or LF that is not part of a fold (CRLF then
+/// a space or tab): copied into an answer, it would end the line early and
+/// start a header of the sender's choosing.
+fn has_bare_line_break(header: &[u8]) -> bool {
+    header.iter().enumerate().any(|(i, &b)| match b {
+        b'\r' => {
+            header.get(i + 1) != Some(&b'\n') || !matches!(header.get(i + 2), Some(b' ' | b'\t'))
+        }
+        b'\n' => i == 0 || header[i - 1] != b'\r',
+        _ => false,
+    })
+}
+
 /// Parses a decimal number of at most nine digits (whitespace around it
 /// allowed).
 pub fn decimal(text: &[u8]) -> Option<u32> {
@@ -220,6 +233,9 @@ pub fn parse(message: &[u8]) -> Result<Request<'_>, ParseError> {
         }
         let header = &message[position..value_end];
         position = value_end + 2;
+        if has_bare_line_break(header) {
+            return malformed("a bare CR or LF inside a header");
+        }
         let Some(colon) = header.iter().position(|&b| b == b':') else {
             return malformed("header line without a colon");
         };
@@ -332,6 +348,9 @@ pub fn salvage(message: &[u8]) -> Option<Request<'_>> {
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
         };
+        if line.contains(&b'\r') {
+            continue;
+        }
         let value = line[colon + 1..].trim_ascii();
         let slot = match known(line[..colon].trim_ascii_end()) {
             Known::Via if request.via_count < VIAS_MAX => {
