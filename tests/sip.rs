@@ -192,7 +192,11 @@ fn scenario_xml(s: &Scenario<'_>) -> String {
          CSeq: 1 {method}\nContact: <sip:sipp@[local_ip]:[local_port]>\nMax-Forwards: 70\n\
          {extra}Content-Length: 0\n\n]]></send>\n\
          <recv response=\"{code}\">{check}</recv>\n{ack}\n{reference}</scenario>\n",
-        reference = if s.check.is_some() { "<Reference variables=\"seen\"/>\n" } else { "" },
+        reference = if s.check.is_some() {
+            "<Reference variables=\"seen\"/>\n"
+        } else {
+            ""
+        },
         method = s.method,
         uri = s.request_uri,
         from = s.from,
@@ -213,9 +217,20 @@ fn run_sipp(sip: SocketAddr, transport: Transport, scenario: &Scenario<'_>) {
         .arg(sip.to_string())
         .args(["-sf", file.to_str().expect("utf-8 path")])
         .args(["-m", "1", "-i", "127.0.0.1", "-nostdin"])
-        .args(["-t", if matches!(transport, Transport::Udp) { "u1" } else { "t1" }])
+        .args([
+            "-t",
+            if matches!(transport, Transport::Udp) {
+                "u1"
+            } else {
+                "t1"
+            },
+        ])
         .args(["-recv_timeout", "5000", "-timeout", "20s", "-timeout_error"])
-        .args(["-trace_msg", "-message_file", messages.to_str().expect("utf-8")])
+        .args([
+            "-trace_msg",
+            "-message_file",
+            messages.to_str().expect("utf-8"),
+        ])
         .args(["-trace_err", "-error_file", errors.to_str().expect("utf-8")])
         .stdin(Stdio::null())
         .output()
@@ -305,7 +320,11 @@ fn sipp_calls_get_302_or_their_reject_status_over_udp_and_tcp() {
             ("sip:700000000000003@x", "sip:13800000001@a", 404),
             ("sip:700000000000001@x", "sip:13711111111@a", 480),
             ("sip:700000000000002@x", "sip:13900000002@a", 403),
-            ("sip:700000000000001@x", "sip:anonymous@anonymous.invalid", 484),
+            (
+                "sip:700000000000001@x",
+                "sip:anonymous@anonymous.invalid",
+                484,
+            ),
             ("sip:12345@x", "sip:13800000001@a", 484),
             ("sip:700000000000101@x", "sip:13800000101@a", 402),
             ("sip:700000000000004@x", "sip:13800000004@a", 603),
@@ -404,7 +423,10 @@ fn retransmissions_time_and_rate_rejects_and_malformed_messages() {
     let request = raw.invite("700000000000001", "13800000001", "retransmitted");
     let first = raw.ask(&request).expect("answered");
     assert_eq!(status_of(&first), 302, "{first}");
-    assert!(first.contains("\r\nTo: <sip:700000000000001@x>;tag="), "{first}");
+    assert!(
+        first.contains("\r\nTo: <sip:700000000000001@x>;tag="),
+        "{first}"
+    );
     assert_eq!(raw.ask(&request).as_deref(), Some(first.as_str()));
     // Its ACK is absorbed.
     let ack = String::from_utf8(request.clone())
@@ -415,7 +437,8 @@ fn retransmissions_time_and_rate_rejects_and_malformed_messages() {
 
     // rate_limited: tenant 7 answers one lookup a second; 503 + Retry-After.
     let limited = (0..20).find_map(|i| {
-        let answer = raw.ask(&raw.invite("700000000000201", "13800000201", &format!("rate-{i}")))?;
+        let answer =
+            raw.ask(&raw.invite("700000000000201", "13800000201", &format!("rate-{i}")))?;
         (status_of(&answer) == 503).then_some(answer)
     });
     let limited = limited.expect("a 503 within 20 INVITEs at one lookup a second");
@@ -427,7 +450,12 @@ fn retransmissions_time_and_rate_rejects_and_malformed_messages() {
     let mut admin = Client::connect(node.tcp, Role::Admin, "").expect("admin");
     let mut expired_seen = false;
     for (attempt, n) in [(0, 50u64), (1, 51), (2, 52)] {
-        let mut short = axb(x(n), "13800000050", "13900000050", &format!("short-{attempt}"));
+        let mut short = axb(
+            x(n),
+            "13800000050",
+            "13900000050",
+            &format!("short-{attempt}"),
+        );
         short.tenant = 5;
         short.ttl_s = 1;
         assert_eq!(admin.bind(&short).expect("bind").status, status::OK);
@@ -436,7 +464,9 @@ fn retransmissions_time_and_rate_rejects_and_malformed_messages() {
             assert!(Instant::now() < deadline, "x({n}) still routes after 5 s");
             let id = format!("expiry-{n}-{}", deadline.elapsed().as_millis());
             let digits = format!("700{n:012}");
-            let answer = raw.ask(&raw.invite(&digits, "13800000050", &id)).expect("answered");
+            let answer = raw
+                .ask(&raw.invite(&digits, "13800000050", &id))
+                .expect("answered");
             if status_of(&answer) != 302 {
                 break status_of(&answer);
             }
@@ -465,14 +495,22 @@ fn retransmissions_time_and_rate_rejects_and_malformed_messages() {
         .replace("Content-Length: 0\r\n\r\n", "Content-Length: 4000\r\n\r\n");
     big.push_str(&"v".repeat(4000));
     let answer = raw.ask(big.as_bytes()).expect("a 400");
-    assert!(answer.starts_with("SIP/2.0 400 Message Too Large\r\n"), "{answer}");
+    assert!(
+        answer.starts_with("SIP/2.0 400 Message Too Large\r\n"),
+        "{answer}"
+    );
     // No Via, garbage, a response: silence (nobody to answer).
     let no_via = "OPTIONS sip:x SIP/2.0\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:x@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n";
     assert_eq!(raw.ask(no_via.as_bytes()), None);
     assert_eq!(raw.ask(b"\x00\xff garbage \r\n\r\n"), None);
-    assert_eq!(raw.ask(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:9\r\n\r\n"), None);
+    assert_eq!(
+        raw.ask(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:9\r\n\r\n"),
+        None
+    );
     // ... and the node still answers.
-    let answer = raw.ask(&raw.invite("700000000000001", "13800000001", "after")).expect("answered");
+    let answer = raw
+        .ask(&raw.invite("700000000000001", "13800000001", "after"))
+        .expect("answered");
     assert_eq!(status_of(&answer), 302);
 
     // TCP: a message without Content-Length is garbage on a stream: 400,
@@ -481,11 +519,19 @@ fn retransmissions_time_and_rate_rejects_and_malformed_messages() {
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
-    let no_length = no_via.replace("OPTIONS sip:x SIP/2.0\r\n", "OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK\r\n");
+    let no_length = no_via.replace(
+        "OPTIONS sip:x SIP/2.0\r\n",
+        "OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK\r\n",
+    );
     stream.write_all(no_length.as_bytes()).expect("send");
     let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("read to the close");
-    assert!(answer.starts_with("SIP/2.0 400 Content-Length Required\r\n"), "{answer}");
+    stream
+        .read_to_string(&mut answer)
+        .expect("read to the close");
+    assert!(
+        answer.starts_with("SIP/2.0 400 Content-Length Required\r\n"),
+        "{answer}"
+    );
 }
 
 #[test]

@@ -88,7 +88,16 @@ fn kamailio(dir: &Path, listen: SocketAddr, x700: SocketAddr) -> Running {
         String::from_utf8_lossy(&check.stderr)
     );
     let child = Command::new("kamailio")
-        .args(["-f", file.to_str().expect("utf-8"), "-DD", "-E", "-m", "32", "-M", "8"])
+        .args([
+            "-f",
+            file.to_str().expect("utf-8"),
+            "-DD",
+            "-E",
+            "-m",
+            "32",
+            "-M",
+            "8",
+        ])
         .args(["-Y", dir.to_str().expect("utf-8")])
         .args(["-w", dir.to_str().expect("utf-8")])
         .stdin(Stdio::null())
@@ -190,15 +199,33 @@ fn kamailio_follows_the_302_to_the_callee() {
 
     // The callee: sipp's built-in UAS, for one call.
     let uas = Command::new(tool("sipp", "sip-tester"))
-        .args(["-sn", "uas", "-i", "127.0.0.1", "-p", &callee_port.to_string()])
-        .args(["-m", "1", "-t", "u1", "-nostdin", "-timeout", "30s", "-timeout_error"])
+        .args([
+            "-sn",
+            "uas",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &callee_port.to_string(),
+        ])
+        .args([
+            "-m",
+            "1",
+            "-t",
+            "u1",
+            "-nostdin",
+            "-timeout",
+            "30s",
+            "-timeout_error",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn sipp uas");
     let mut uas = Running(uas);
-    let proxy: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("address");
+    let proxy: SocketAddr = format!("127.0.0.1:{}", free_port())
+        .parse()
+        .expect("address");
     let _kamailio = kamailio(dir.path(), proxy, node.sip.expect("sip address"));
 
     let log = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
@@ -218,7 +245,10 @@ fn kamailio_follows_the_302_to_the_callee() {
         if let Some(status) = uas.0.try_wait().expect("wait sipp uas") {
             break status;
         }
-        assert!(Instant::now() < deadline, "the callee's sipp did not finish its call");
+        assert!(
+            Instant::now() < deadline,
+            "the callee's sipp did not finish its call"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "the callee's sipp: {status:?}");

@@ -26,7 +26,10 @@ const SEEDS: [&str; 4] = [
 #[test]
 fn the_seeds_are_answered() {
     // INVITE, OPTIONS and BYE are answered under both lookups; ACK never.
-    let answers: Vec<usize> = SEEDS.iter().map(|s| check_sip_message(s.as_bytes())).collect();
+    let answers: Vec<usize> = SEEDS
+        .iter()
+        .map(|s| check_sip_message(s.as_bytes()))
+        .collect();
     assert_eq!(answers, [2, 2, 0, 2]);
 }
 
@@ -105,7 +108,10 @@ proptest! {
 /// answer: such a request is refused (400, the 400 itself clean).
 #[test]
 fn bare_line_breaks_inside_headers_do_not_reach_the_answer() {
-    for smuggled in ["From: <sip:a@b>;tag=1\nVia: SIP/2.0/UDP evil\r\n", "From: <sip:a@b>;tag=1\rX: y\r\n"] {
+    for smuggled in [
+        "From: <sip:a@b>;tag=1\nVia: SIP/2.0/UDP evil\r\n",
+        "From: <sip:a@b>;tag=1\rX: y\r\n",
+    ] {
         let message = format!(
             "OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK\r\n{smuggled}\
              To: <sip:x@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n"

@@ -246,7 +246,10 @@ fn template(text: &str) -> Result<Vec<Piece>, String> {
         return bad("longer than 256 bytes");
     }
     let lower = text.to_ascii_lowercase();
-    if !["sip:", "sips:", "tel:"].iter().any(|s| lower.starts_with(s)) {
+    if !["sip:", "sips:", "tel:"]
+        .iter()
+        .any(|s| lower.starts_with(s))
+    {
         return bad("must begin sip:, sips: or tel:");
     }
     if text
@@ -259,7 +262,7 @@ fn template(text: &str) -> Result<Vec<Piece>, String> {
     let mut rest = text;
     while let Some(open) = rest.find('{') {
         if open > 0 {
-            pieces.push(Piece::Text(rest[..open].as_bytes().to_vec()));
+            pieces.push(Piece::Text(rest.as_bytes()[..open].to_vec()));
         }
         let Some(close) = rest[open..].find('}') else {
             return bad("a { without its }");
@@ -292,8 +295,15 @@ mod tests {
     fn the_defaults_are_valid() {
         let settings = Settings::default();
         assert_eq!(settings.route_info, RouteInfo::Uri);
-        assert_eq!(settings.contact, [Piece::Text(b"sip:".to_vec()), Piece::Callee,
-            Piece::Text(b"@".to_vec()), Piece::Host]);
+        assert_eq!(
+            settings.contact,
+            [
+                Piece::Text(b"sip:".to_vec()),
+                Piece::Callee,
+                Piece::Text(b"@".to_vec()),
+                Piece::Host
+            ]
+        );
         assert_eq!(settings.status.of(Reject::BadNumber), 484);
     }
 
@@ -319,15 +329,46 @@ mod tests {
     fn bad_settings_are_refused_with_the_key() {
         let check = |config: SipConfig| Settings::from_config(&config).unwrap_err();
         let base = SipConfig::default;
-        assert!(check(SipConfig { contact: "sip:gw".into(), ..base() }).contains("{callee}"));
-        assert!(check(SipConfig { contact: "http://{callee}".into(), ..base() }).contains("sip:"));
-        assert!(check(SipConfig { contact: "sip:{callee}@gw?x=1".into(), ..base() }).contains("?"));
-        assert!(check(SipConfig { contact: "sip:{calle}@gw".into(), ..base() }).contains("unknown"));
-        assert!(check(SipConfig { route_info: "body".into(), ..base() }).contains("route_info"));
-        let status = StatusCodes { expired: 302, ..StatusCodes::default() };
+        assert!(check(SipConfig {
+            contact: "sip:gw".into(),
+            ..base()
+        })
+        .contains("{callee}"));
+        assert!(check(SipConfig {
+            contact: "http://{callee}".into(),
+            ..base()
+        })
+        .contains("sip:"));
+        assert!(check(SipConfig {
+            contact: "sip:{callee}@gw?x=1".into(),
+            ..base()
+        })
+        .contains("?"));
+        assert!(check(SipConfig {
+            contact: "sip:{calle}@gw".into(),
+            ..base()
+        })
+        .contains("unknown"));
+        assert!(check(SipConfig {
+            route_info: "body".into(),
+            ..base()
+        })
+        .contains("route_info"));
+        let status = StatusCodes {
+            expired: 302,
+            ..StatusCodes::default()
+        };
         assert!(check(SipConfig { status, ..base() }).contains("sip.status.expired"));
-        assert!(check(SipConfig { message_bytes_max: 10, ..base() }).contains("message_bytes_max"));
+        assert!(check(SipConfig {
+            message_bytes_max: 10,
+            ..base()
+        })
+        .contains("message_bytes_max"));
         let trusted_networks = vec!["10.0.0.0/99".into()];
-        assert!(check(SipConfig { trusted_networks, ..base() }).contains("trusted_networks"));
+        assert!(check(SipConfig {
+            trusted_networks,
+            ..base()
+        })
+        .contains("trusted_networks"));
     }
 }

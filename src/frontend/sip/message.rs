@@ -448,7 +448,10 @@ mod tests {
         assert_eq!(request.call_id, b"call-1@a.example");
         assert_eq!(request.cseq_number, 1);
         assert_eq!(request.max_forwards, Some(70));
-        assert_eq!(request.asserted_identity, Some(&b"<tel:+8613900139000>"[..]));
+        assert_eq!(
+            request.asserted_identity,
+            Some(&b"<tel:+8613900139000>"[..])
+        );
         // Content-Length 4: the rest of the datagram is not body.
         assert_eq!(request.body, b"v=0\r");
     }
@@ -497,7 +500,10 @@ mod tests {
         assert!(parse(message).is_err());
         let request = salvage(message).unwrap();
         assert_eq!((request.via_count, request.call_id), (1, &b"c"[..]));
-        assert!(salvage(b"INVITE sip:x SIP/2.0\r\nFrom: a\r\nTo: b\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n").is_none());
+        assert!(salvage(
+            b"INVITE sip:x SIP/2.0\r\nFrom: a\r\nTo: b\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n\r\n"
+        )
+        .is_none());
         assert!(salvage(b"").is_none());
     }
 

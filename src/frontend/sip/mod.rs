@@ -221,7 +221,12 @@ mod tests {
         let message = invite("sip:anonymous@anonymous.invalid", "");
         let request = parse(&message).unwrap();
         assert_eq!(
-            decide(&request, "10.0.0.1".parse().unwrap(), &Settings::default(), XPolicy::default()),
+            decide(
+                &request,
+                "10.0.0.1".parse().unwrap(),
+                &Settings::default(),
+                XPolicy::default()
+            ),
             Decision::Answer(Answer::Status(484))
         );
     }

@@ -47,35 +47,45 @@ impl Answer {
     }
 }
 
-/// The reason phrase of a status (RFC 3261 section 21 and its updates).
+/// Reason phrases of the statuses an operator is likely to configure
+/// (RFC 3261 section 21 and its updates).
+const REASONS: [(u16, &str); 28] = [
+    (200, "OK"),
+    (302, "Moved Temporarily"),
+    (400, "Bad Request"),
+    (401, "Unauthorized"),
+    (402, "Payment Required"),
+    (403, "Forbidden"),
+    (404, "Not Found"),
+    (405, "Method Not Allowed"),
+    (406, "Not Acceptable"),
+    (408, "Request Timeout"),
+    (410, "Gone"),
+    (480, "Temporarily Unavailable"),
+    (483, "Too Many Hops"),
+    (484, "Address Incomplete"),
+    (485, "Ambiguous"),
+    (486, "Busy Here"),
+    (487, "Request Terminated"),
+    (488, "Not Acceptable Here"),
+    (500, "Server Internal Error"),
+    (502, "Bad Gateway"),
+    (503, "Service Unavailable"),
+    (504, "Server Time-out"),
+    (600, "Busy Everywhere"),
+    (603, "Decline"),
+    (604, "Does Not Exist Anywhere"),
+    (606, "Not Acceptable"),
+    (433, "Anonymity Disallowed"),
+    (608, "Rejected"),
+];
+
+/// The reason phrase of a status; a code without its own names its class.
 pub fn reason(code: u16) -> &'static str {
+    if let Some(&(_, phrase)) = REASONS.iter().find(|&&(c, _)| c == code) {
+        return phrase;
+    }
     match code {
-        200 => "OK",
-        302 => "Moved Temporarily",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        402 => "Payment Required",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        406 => "Not Acceptable",
-        408 => "Request Timeout",
-        410 => "Gone",
-        480 => "Temporarily Unavailable",
-        483 => "Too Many Hops",
-        484 => "Address Incomplete",
-        485 => "Ambiguous",
-        486 => "Busy Here",
-        487 => "Request Terminated",
-        488 => "Not Acceptable Here",
-        500 => "Server Internal Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Server Time-out",
-        600 => "Busy Everywhere",
-        603 => "Decline",
-        604 => "Does Not Exist Anywhere",
-        606 => "Not Acceptable",
         400..=499 => "Request Failure",
         500..=599 => "Server Failure",
         _ => "Global Failure",
@@ -128,14 +138,14 @@ pub fn top_via<'a>(request: &Request<'a>) -> Option<(&'a [u8], Option<u16>, bool
     }
     let port = match port {
         [] => None,
-        [b':', digits @ ..] => Some(
-            super::message::decimal(digits).and_then(|p| u16::try_from(p).ok())?,
-        ),
+        [b':', digits @ ..] => {
+            Some(super::message::decimal(digits).and_then(|p| u16::try_from(p).ok())?)
+        }
         _ => return None,
     };
-    let rport = value[params_at..]
-        .split(|&b| b == b';')
-        .any(|p| p.trim_ascii().eq_ignore_ascii_case(b"rport") || starts_with_ci(p.trim_ascii(), b"rport="));
+    let rport = value[params_at..].split(|&b| b == b';').any(|p| {
+        p.trim_ascii().eq_ignore_ascii_case(b"rport") || starts_with_ci(p.trim_ascii(), b"rport=")
+    });
     Some((host, port, rport))
 }
 
@@ -225,7 +235,10 @@ fn top_host_ip(sent: &[u8]) -> Option<IpAddr> {
     let host = if sent_by.first() == Some(&b'[') {
         &sent_by[1..sent_by.iter().position(|&b| b == b']')?]
     } else {
-        &sent_by[..sent_by.iter().position(|&b| b == b':').unwrap_or(sent_by.len())]
+        &sent_by[..sent_by
+            .iter()
+            .position(|&b| b == b':')
+            .unwrap_or(sent_by.len())]
     };
     std::str::from_utf8(host).ok()?.parse().ok()
 }
@@ -254,11 +267,9 @@ pub fn write(
         }
         out.extend_from_slice(b"\r\n");
     }
-    for (name, value) in [(&b"From: "[..], request.from)] {
-        out.extend_from_slice(name);
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    }
+    out.extend_from_slice(b"From: ");
+    out.extend_from_slice(request.from);
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(b"To: ");
     out.extend_from_slice(request.to);
     if tag_of(request.to).is_none() {
@@ -361,7 +372,13 @@ mod tests {
     fn a_route_answers_302_with_the_contact_and_the_vias_in_order() {
         let request = parse(INVITE).unwrap();
         let mut out = Vec::new();
-        write(&mut out, &request, Answer::Redirect(route()), &Settings::default(), &context());
+        write(
+            &mut out,
+            &request,
+            Answer::Redirect(route()),
+            &Settings::default(),
+            &context(),
+        );
         let tag = format!("{:016x}", to_tag(&request));
         assert_eq!(
             text(&out),
@@ -379,7 +396,13 @@ mod tests {
         );
         // The same request, the same bytes.
         let mut again = Vec::new();
-        write(&mut again, &request, Answer::Redirect(route()), &Settings::default(), &context());
+        write(
+            &mut again,
+            &request,
+            Answer::Redirect(route()),
+            &Settings::default(),
+            &context(),
+        );
         assert_eq!(out, again);
     }
 
@@ -388,11 +411,21 @@ mod tests {
         let request = parse(INVITE).unwrap();
         let settings = Settings {
             route_info: RouteInfo::Header,
-            contact: vec![Piece::Text(b"sip:".to_vec()), Piece::Callee, Piece::Text(b"@gw".to_vec())],
+            contact: vec![
+                Piece::Text(b"sip:".to_vec()),
+                Piece::Callee,
+                Piece::Text(b"@gw".to_vec()),
+            ],
             ..Settings::default()
         };
         let mut out = Vec::new();
-        write(&mut out, &request, Answer::Redirect(route()), &settings, &context());
+        write(
+            &mut out,
+            &request,
+            Answer::Redirect(route()),
+            &settings,
+            &context(),
+        );
         assert!(text(&out).contains(
             "Contact: <sip:13900139000@gw>\r\nX700-Display: 700123456789012\r\nX700-Recording: 1\r\n"
         ));
@@ -402,14 +435,38 @@ mod tests {
     fn rejects_options_and_other_methods_carry_what_their_status_needs() {
         let request = parse(INVITE).unwrap();
         let mut out = Vec::new();
-        write(&mut out, &request, Answer::Status(503), &Settings::default(), &context());
+        write(
+            &mut out,
+            &request,
+            Answer::Status(503),
+            &Settings::default(),
+            &context(),
+        );
         assert!(text(&out).starts_with("SIP/2.0 503 Service Unavailable\r\n"));
         assert!(text(&out).contains("\r\nRetry-After: 5\r\n"));
-        write(&mut out, &request, Answer::Status(404), &Settings::default(), &context());
+        write(
+            &mut out,
+            &request,
+            Answer::Status(404),
+            &Settings::default(),
+            &context(),
+        );
         assert!(!text(&out).contains("Retry-After"));
-        write(&mut out, &request, Answer::MethodNotAllowed, &Settings::default(), &context());
+        write(
+            &mut out,
+            &request,
+            Answer::MethodNotAllowed,
+            &Settings::default(),
+            &context(),
+        );
         assert!(text(&out).contains("\r\nAllow: INVITE, ACK, OPTIONS\r\n"));
-        write(&mut out, &request, Answer::BadRequest("bad CSeq"), &Settings::default(), &context());
+        write(
+            &mut out,
+            &request,
+            Answer::BadRequest("bad CSeq"),
+            &Settings::default(),
+            &context(),
+        );
         assert!(text(&out).starts_with("SIP/2.0 400 bad CSeq\r\n"));
     }
 
@@ -419,15 +476,30 @@ mod tests {
         let source: SocketAddr = "10.0.0.9:40000".parse().unwrap();
         // rport: the source port.
         assert_eq!(reply_address(&request, source), Some(source));
-        let plain = parse(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9:5070;branch=z9hG4bK\r\n\
-            From: <sip:a@h>;tag=1\r\nTo: <sip:x@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n").unwrap();
-        assert_eq!(reply_address(&plain, source), Some("10.0.0.9:5070".parse().unwrap()));
+        let plain = parse(
+            b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9:5070;branch=z9hG4bK\r\n\
+            From: <sip:a@h>;tag=1\r\nTo: <sip:x@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(
+            reply_address(&plain, source),
+            Some("10.0.0.9:5070".parse().unwrap())
+        );
         let mut out = Vec::new();
-        write(&mut out, &plain, Answer::Options, &Settings::default(), &context());
+        write(
+            &mut out,
+            &plain,
+            Answer::Options,
+            &Settings::default(),
+            &context(),
+        );
         // The Via's host is the source: no `received`.
         assert!(text(&out).contains("Via: SIP/2.0/UDP 10.0.0.9:5070;branch=z9hG4bK\r\n"));
-        let none = parse(b"OPTIONS sip:x SIP/2.0\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:x@h>\r\n\
-            Call-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n").unwrap();
+        let none = parse(
+            b"OPTIONS sip:x SIP/2.0\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:x@h>\r\n\
+            Call-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n",
+        )
+        .unwrap();
         assert_eq!(reply_address(&none, source), None);
     }
 

@@ -164,7 +164,10 @@ mod tests {
 
     #[test]
     fn uris_come_out_of_name_addrs_and_addr_specs() {
-        assert_eq!(uri_of(b"\"A\" <sip:1@h;user=phone>;tag=9"), b"sip:1@h;user=phone");
+        assert_eq!(
+            uri_of(b"\"A\" <sip:1@h;user=phone>;tag=9"),
+            b"sip:1@h;user=phone"
+        );
         assert_eq!(uri_of(b"sip:1@h;tag=9"), b"sip:1@h");
         assert_eq!(uri_of(b"<tel:+86-138-0013-8000>"), b"tel:+86-138-0013-8000");
     }
@@ -179,7 +182,12 @@ mod tests {
             b"tel:+86.138.0013.8000;phone-context=x",
             b"sips:8613800138000;npdi@h",
         ] {
-            assert_eq!(caller(uri), Some(n("13800138000")), "{:?}", String::from_utf8_lossy(uri));
+            assert_eq!(
+                caller(uri),
+                Some(n("13800138000")),
+                "{:?}",
+                String::from_utf8_lossy(uri)
+            );
         }
         // A fixed line written after +86 gets its trunk zero back.
         assert_eq!(caller(b"tel:+861012345678"), Some(n("01012345678")));
@@ -195,9 +203,18 @@ mod tests {
     #[test]
     fn x_and_extension_come_from_the_request_uri() {
         let x = n("700123456789012");
-        assert_eq!(called(b"sip:700123456789012@h", STRICT), Some((x, Number::NONE)));
-        assert_eq!(called(b"sip:+86700123456789012@h", STRICT), Some((x, Number::NONE)));
-        assert_eq!(called(b"tel:+86-700-1234-5678-9012", STRICT), Some((x, Number::NONE)));
+        assert_eq!(
+            called(b"sip:700123456789012@h", STRICT),
+            Some((x, Number::NONE))
+        );
+        assert_eq!(
+            called(b"sip:+86700123456789012@h", STRICT),
+            Some((x, Number::NONE))
+        );
+        assert_eq!(
+            called(b"tel:+86-700-1234-5678-9012", STRICT),
+            Some((x, Number::NONE))
+        );
         let (x2, ext) = called(b"sip:7001234567890120042@h;user=phone", STRICT).unwrap();
         assert_eq!((x2, ext.digits()), (x, "0042".to_string()));
         assert!(ext.is_extension());
