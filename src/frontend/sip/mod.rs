@@ -217,6 +217,42 @@ mod tests {
     }
 
     #[test]
+    fn a_node_that_cannot_look_up_answers_busy_with_retry_after() {
+        let message = invite("sip:13800138000@a", "");
+        let request = parse(&message).unwrap();
+        let settings = Settings::default();
+        assert_eq!(busy(&settings), Answer::Status(503));
+        let mut out = Vec::new();
+        let context = Context {
+            source: "10.0.0.1:5060".parse().unwrap(),
+            local_host: b"h",
+        };
+        response::write(&mut out, &request, busy(&settings), &settings, &context);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("SIP/2.0 503 Service Unavailable\r\n"), "{text}");
+        assert!(text.contains("\r\nRetry-After: 5\r\n"), "{text}");
+    }
+
+    #[test]
+    fn every_reject_has_its_status() {
+        let settings = Settings::default();
+        let expected = [
+            (Reject::NotBound, 404),
+            (Reject::Expired, 404),
+            (Reject::DirectionDenied, 403),
+            (Reject::NotAParty, 403),
+            (Reject::BadNumber, 484),
+            (Reject::TenantSuspended, 403),
+            (Reject::Blocked, 403),
+            (Reject::RateLimited, 503),
+        ];
+        for (reject, code) in expected {
+            let answer = answer_of(&LookupResult::Reject(reject), &settings);
+            assert_eq!(answer, Answer::Status(code), "{reject:?}");
+        }
+    }
+
+    #[test]
     fn a_caller_that_is_no_number_answers_bad_number() {
         let message = invite("sip:anonymous@anonymous.invalid", "");
         let request = parse(&message).unwrap();
