@@ -283,12 +283,29 @@ fn udp_socket(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
+/// Tries port 0 gets to find a port free for both UDP and TCP.
+const SIP_PORT_TRIES: usize = 16;
+
 /// The SIP front-end's sockets: UDP first, then TCP on the port UDP got
-/// (port 0 picks one for both), and its checked settings.
+/// (port 0 picks one for both: another port is tried while the one UDP got
+/// is taken for TCP), and its checked settings.
 fn sip_front(address: SocketAddr, config: &Config) -> Result<worker::SipFront, StartError> {
-    let udp = udp_socket(address).map_err(socket_error("sip", address))?;
-    let bound = udp.local_addr().map_err(socket_error("sip", address))?;
-    let listener = tcp_listener(bound).map_err(socket_error("sip", bound))?;
+    let mut tries = 0;
+    let (udp, listener, bound) = loop {
+        let udp = udp_socket(address).map_err(socket_error("sip", address))?;
+        let bound = udp.local_addr().map_err(socket_error("sip", address))?;
+        match tcp_listener(bound) {
+            Ok(listener) => break (udp, listener, bound),
+            Err(error)
+                if address.port() == 0
+                    && error.kind() == std::io::ErrorKind::AddrInUse
+                    && tries < SIP_PORT_TRIES =>
+            {
+                tries += 1;
+            }
+            Err(error) => return Err(socket_error("sip", bound)(error)),
+        }
+    };
     let settings =
         crate::frontend::sip::Settings::from_config(&config.sip).map_err(ConfigError::Invalid)?;
     Ok(worker::SipFront {
