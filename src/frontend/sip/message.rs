@@ -133,6 +133,10 @@ fn line_end(message: &[u8], from: usize) -> Option<usize> {
 /// a space or tab): copied into an answer, it would end the line early and
 /// start a header of the sender's choosing.
 fn has_bare_line_break(header: &[u8]) -> bool {
+    // Most headers hold no CR or LF at all: one quick pass says so.
+    if !header.iter().any(|&b| b == b'\r' || b == b'\n') {
+        return false;
+    }
     header.iter().enumerate().any(|(i, &b)| match b {
         b'\r' => {
             header.get(i + 1) != Some(&b'\n') || !matches!(header.get(i + 2), Some(b' ' | b'\t'))
