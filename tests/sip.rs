@@ -534,6 +534,46 @@ fn retransmissions_time_and_rate_rejects_and_malformed_messages() {
     );
 }
 
+/// A SIP connection silent for `idle_timeout_s` is closed, as a binary
+/// session is; one that keeps sending stays.
+#[test]
+fn silent_sip_connections_are_closed_after_the_idle_timeout() {
+    let node = Node::start(&["--sip", "127.0.0.1:0", "--idle-timeout-s", "1"]);
+    let sip = node.sip.expect("sip address");
+    let mut silent = TcpStream::connect(sip).expect("connect");
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut talking = TcpStream::connect(sip).expect("connect");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1600) {
+        // CRLF keep-alives (RFC 5626): no answer, but the connection lives.
+        talking.write_all(b"\r\n\r\n").expect("keep-alive");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut rest = Vec::new();
+    assert_eq!(
+        silent.read_to_end(&mut rest).expect("closed by the node"),
+        0
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "closed within the idle timeout and a sweep"
+    );
+    // ... and the node still answers on it.
+    let options = "OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bKk\r\n\
+        From: <sip:a@h>;tag=1\r\nTo: <sip:x@h>\r\nCall-ID: k\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    talking
+        .write_all(options.as_bytes())
+        .expect("the talking one is still open");
+    talking
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut answer = [0u8; 1024];
+    let n = talking.read(&mut answer).expect("an answer");
+    assert!(answer[..n].starts_with(b"SIP/2.0 200 OK\r\n"));
+}
+
 #[test]
 fn only_switch_networks_are_answered() {
     let dir = tempfile::tempdir().expect("temporary directory");

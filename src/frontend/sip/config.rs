@@ -329,10 +329,16 @@ mod tests {
     fn the_node_configuration_takes_either_form() {
         use crate::server::config::Config;
         let short: Config = toml::from_str("sip = \"127.0.0.1:5060\"\n").unwrap();
-        assert_eq!(short.validate().unwrap().sip, Some("127.0.0.1:5060".parse().unwrap()));
+        assert_eq!(
+            short.validate().unwrap().sip,
+            Some("127.0.0.1:5060".parse().unwrap())
+        );
         let table: Config =
             toml::from_str("[sip]\nlisten = \"127.0.0.1:5061\"\nretry_after_s = 0\n").unwrap();
-        assert_eq!(table.validate().unwrap().sip, Some("127.0.0.1:5061".parse().unwrap()));
+        assert_eq!(
+            table.validate().unwrap().sip,
+            Some("127.0.0.1:5061".parse().unwrap())
+        );
         assert_eq!(Config::default().validate().unwrap().sip, None);
         let bad: Config = toml::from_str("[sip]\ncontact = \"sip:gw\"\n").unwrap();
         assert!(bad.validate().is_err(), "a bad [sip] table stops the start");

@@ -229,7 +229,10 @@ mod tests {
         };
         response::write(&mut out, &request, busy(&settings), &settings, &context);
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("SIP/2.0 503 Service Unavailable\r\n"), "{text}");
+        assert!(
+            text.starts_with("SIP/2.0 503 Service Unavailable\r\n"),
+            "{text}"
+        );
         assert!(text.contains("\r\nRetry-After: 5\r\n"), "{text}");
     }
 

@@ -329,6 +329,7 @@ impl Worker {
             if self.iteration_started >= next_sweep {
                 next_sweep = self.iteration_started + SWEEP;
                 self.sweep_connections();
+                self.sip_sweep();
             }
             if draining_since.is_none() && self.shared.stopping.load(Ordering::SeqCst) {
                 self.stop_intake();

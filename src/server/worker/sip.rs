@@ -94,6 +94,8 @@ struct SipConnection {
     in_flight: u32,
     /// Garbage was read: close once the output (a 400) is sent.
     closing: bool,
+    /// The loop's clock (`Worker::now_ms`) when it last sent something.
+    active_ms: u64,
 }
 
 /// One loop's SIP state.
@@ -450,6 +452,7 @@ impl Worker {
             sent: 0,
             in_flight: 0,
             closing: false,
+            active_ms: self.now_ms,
         });
     }
 
@@ -479,7 +482,10 @@ impl Worker {
                     self.sip_close(key);
                     return;
                 }
-                Ok(n) => connection.input.extend_from_slice(&chunk[..n]),
+                Ok(n) => {
+                    connection.input.extend_from_slice(&chunk[..n]);
+                    connection.active_ms = self.now_ms;
+                }
                 Err(error) if error.kind() == ErrorKind::Interrupted => continue,
                 Err(error) if error.kind() == ErrorKind::WouldBlock => return,
                 Err(_) => {
@@ -493,6 +499,12 @@ impl Worker {
             let mut used = 0;
             let mut garbage = false;
             while used < input.len() {
+                // CRLF keep-alives between messages are read and dropped,
+                // so a connection that only pings holds no input.
+                if input.get(used..used + 2) == Some(b"\r\n") {
+                    used += 2;
+                    continue;
+                }
                 match message::frame_length(&input[used..], bytes_max) {
                     Ok(Some(length)) => {
                         let reply = Reply::Tcp { key, generation };
@@ -567,6 +579,35 @@ impl Worker {
         }
         let unsent = connection.output.len() - connection.sent;
         if broken || unsent > limit || (connection.closing && unsent == 0) {
+            self.sip_close(key);
+        }
+    }
+
+    /// Closes SIP connections silent for `idle_timeout_s` (as binary
+    /// sessions are; a proxy keeps its connection alive with OPTIONS or
+    /// CRLF keep-alives), unless an answer is still owed to them.
+    pub(super) fn sip_sweep(&mut self) {
+        let idle_ms = self
+            .shared
+            .config
+            .limits
+            .idle_timeout_s
+            .saturating_mul(1000);
+        let now_ms = self.now_ms;
+        let Some(sip) = self.sip.as_ref() else {
+            return;
+        };
+        if idle_ms == 0 {
+            return;
+        }
+        let idle: Vec<usize> = sip
+            .connections
+            .iter()
+            .filter(|(_, c)| c.in_flight == 0 && now_ms.saturating_sub(c.active_ms) >= idle_ms)
+            .map(|(key, _)| key)
+            .collect();
+        for key in idle {
+            self.metrics.guard(crate::server::metrics::Guard::Idle, 1);
             self.sip_close(key);
         }
     }
