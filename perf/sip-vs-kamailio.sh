@@ -22,8 +22,12 @@
 # Memory per entry: Kamailio's processes' PSS with the table loaded minus
 # with an empty table, per entry and per binding; x700's
 # `x700 stats --json` bytes per binding.
-# If sipp's core is saturated at peak (its CPU near 1 s per second), the
-# figure is sipp's, not the server's: the server's CPU per call says then.
+# sipp saturates neither server (it ticks in milliseconds and schedules its
+# calls a tick at a time): the server's CPU per call compares them, and the
+# same figures are taken again with examples/sip_blast.rs as the caller
+# (one socket, a microsecond clock, no retransmissions): closed loop with
+# BLAST_WINDOW (256) calls open for the peak, open loop at half of each
+# one's peak (and Kamailio at half of x700's) for latency in microseconds.
 # Installs sip-tester (sipp) and kamailio with apt-get when missing.
 #
 # Usage: perf/sip-vs-kamailio.sh
@@ -49,6 +53,8 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 source perf/lib.sh
 perf_setup sip-vs-kamailio
+cargo build --release --quiet --example sip_blast
+blast="${CARGO_TARGET_DIR:-target}/release/examples/sip_blast"
 out="perf/results/sip-vs-kamailio-$(date -u +%Y-%m-%d).txt"
 
 # ---- the bindings, for both ----
@@ -275,6 +281,52 @@ for target in x700 kamailio; do
   echo "$target - half_peak $half $cps $retrans $failed $sipp_cpu $server_cpu $us $p50 $p99 $within" | tee -a "$out"
   echo "$target median_peak_calls_per_s $peak" | tee -a "$out"
 done
+# ---- the same, with examples/sip_blast.rs as the caller ----
+# sipp cannot saturate either server (see the header); sip_blast (one
+# socket, a microsecond clock, no retransmissions) can. Closed loop with
+# BLAST_WINDOW calls open: the peak; then open loop at half of each one's
+# peak: latency in microseconds.
+# One run: TARGET_PORT WINDOW [RATE]; prints "calls_per_s ok other lost
+# p50_us p99_us server_cpu_s client_cpu_s server_us_per_call".
+run_blast() {
+  local port=$1 window=$2 rate=${3:-} server_pids
+  if [ "$port" = "$x700_port" ]; then server_pids=$x700_pid; else server_pids=$kam_all; fi
+  local before_server before_self
+  before_server=$(cpu_s $server_pids)
+  local line
+  line=$(cd "$dir" && /usr/bin/time -f "%U %S" -o "$dir/blast.time" taskset -c 1 "$blast" "127.0.0.1:$port" calls.csv "$window" "$duration" $rate)
+  local server_cpu client_cpu
+  server_cpu=$(echo "$(cpu_s $server_pids) - $before_server" | bc)
+  client_cpu=$(awk '{print $1 + $2}' "$dir/blast.time")
+  read -r cps ok other lost p50 p99 <<<"$line"
+  echo "$cps $ok $other $lost $p50 $p99 $server_cpu $client_cpu $(echo "scale=2; $server_cpu * 1000000 / ($ok + $other + 1)" | bc)"
+}
+blast_window=${BLAST_WINDOW:-256}
+echo "# sip_blast: columns: target round kind window rate calls_per_s answered_302 other lost p50_us p99_us server_cpu_s client_cpu_s server_us_per_call" | tee -a "$out"
+declare -A blast_peaks
+for round in $(seq "$repeats"); do
+  for target in x700 kamailio; do
+    port=$x700_port
+    [ "$target" = kamailio ] && port=$kam_port
+    read -r cps rest < <(run_blast "$port" "$blast_window")
+    echo "blast $target $round peak $blast_window - $cps $rest" | tee -a "$out"
+    blast_peaks[$target]="${blast_peaks[$target]:-} $cps"
+  done
+done
+x700_blast_peak=$(echo ${blast_peaks[x700]} | tr ' ' '\n' | median)
+kam_blast_peak=$(echo ${blast_peaks[kamailio]} | tr ' ' '\n' | median)
+for target in x700 kamailio; do
+  port=$x700_port
+  [ "$target" = kamailio ] && port=$kam_port
+  peak=$x700_blast_peak
+  [ "$target" = kamailio ] && peak=$kam_blast_peak
+  read -r cps rest < <(run_blast "$port" 4096 "$((peak / 2))")
+  echo "blast $target - half_own_peak 4096 $((peak / 2)) $cps $rest" | tee -a "$out"
+done
+read -r cps rest < <(run_blast "$kam_port" 4096 "$((x700_blast_peak / 2))")
+echo "blast kamailio - half_x700_peak 4096 $((x700_blast_peak / 2)) $cps $rest" | tee -a "$out"
+echo "blast ratio x700/kamailio median peak calls/s: $(echo "scale=2; $x700_blast_peak / $kam_blast_peak" | bc)" | tee -a "$out"
+
 kam_per_entry=$(echo "scale=1; ($kam_full_kb - $kam_empty_kb) * 1024 / (2 * $n)" | bc)
 {
   echo "kamailio memory: PSS $kam_empty_kb KiB empty, $kam_full_kb KiB with $((2 * n)) entries: $kam_per_entry B per entry, $(echo "scale=1; $kam_per_entry * 2" | bc) B per binding"
