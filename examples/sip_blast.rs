@@ -81,11 +81,7 @@ fn main() {
             }
             open[slot] = Some((id, Instant::now()));
         }
-        loop {
-            let n = match socket.recv(&mut buffer) {
-                Ok(n) => n,
-                Err(_) => break,
-            };
+        while let Ok(n) = socket.recv(&mut buffer) {
             let answer = &buffer[..n];
             let Some(id) = call_id(answer) else { continue };
             let slot = (id % window as u64) as usize;
