@@ -16,7 +16,9 @@
 //! Only `switch_networks` are answered; UDP obeys
 //! `udp_lookups_per_source_per_s` (one per message), TCP the node's
 //! connection limits (`connections_max`, `connections_per_source_max`,
-//! counted with the binary protocol's) and `in_flight_per_connection_max`.
+//! counted with the binary protocol's), `in_flight_per_connection_max`,
+//! `output_buffer_bytes_max` and `idle_timeout_s` (`sip_sweep`; CRLF
+//! keep-alives count as activity and are dropped from the input).
 
 use super::Worker;
 use crate::binding::LookupResult;
