@@ -5,8 +5,9 @@
 # page with: promtool (Debian package `prometheus`) and the Python client's
 # OpenMetrics parser (PyPI `prometheus-client`); tcpdump and tshark, for the
 # real captures tests/capture_read.rs and tests/dissector.rs decode; kdig
-# (knot-dnsutils), the DNS client of tests/enum_dns.rs. Each is installed
-# only when missing, quietly.
+# (knot-dnsutils), the DNS client of tests/enum_dns.rs; sipp (Debian
+# `sip-tester`) and kamailio, for the SIP front-end's tests. Each is
+# installed only when missing, quietly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! cargo nextest --version >/dev/null 2>&1; then
@@ -39,6 +40,16 @@ if ! command -v kdig >/dev/null 2>&1; then
   echo "tools/test.sh: installing kdig (Debian package knot-dnsutils: tests/enum_dns.rs asks a real node)"
   quietly apt-get update
   DEBIAN_FRONTEND=noninteractive quietly apt-get install -y --no-install-recommends knot-dnsutils
+fi
+if ! command -v sipp >/dev/null 2>&1; then
+  echo "tools/test.sh: installing sipp (Debian package sip-tester; tests/sip.rs and tests/sip_kamailio.rs)"
+  quietly apt-get update
+  DEBIAN_FRONTEND=noninteractive quietly apt-get install -y --no-install-recommends sip-tester
+fi
+if ! command -v kamailio >/dev/null 2>&1; then
+  echo "tools/test.sh: installing kamailio (tests/sip_kamailio.rs: the proxy that follows x700's 302)"
+  quietly apt-get update
+  DEBIAN_FRONTEND=noninteractive quietly apt-get install -y --no-install-recommends kamailio
 fi
 if ! python3 -c 'import prometheus_client.openmetrics.parser' >/dev/null 2>&1; then
   echo "tools/test.sh: installing the Python OpenMetrics parser (prometheus-client)"

@@ -41,6 +41,9 @@ fn config_of(args: &ServeArgs) -> Result<Config, String> {
             _ => crate::frontend::enum_dns::EnumConfig::Address(address.clone()),
         });
     }
+    if args.sip.is_some() {
+        config.sip.listen.clone_from(&args.sip);
+    }
     if let Some(event_loops) = args.event_loops {
         config.event_loops = event_loops;
     }
@@ -200,6 +203,9 @@ pub fn serve(args: &ServeArgs) -> i32 {
     let admin = server
         .admin_address
         .map_or_else(|| "off".to_string(), |a| a.to_string());
+    let sip = server
+        .sip_address
+        .map_or_else(|| "off".to_string(), |a| a.to_string());
     let raft = server
         .raft_address()
         .map_or_else(|| "off".to_string(), |a| a.to_string());
@@ -208,7 +214,7 @@ pub fn serve(args: &ServeArgs) -> i32 {
         .map_or_else(|| "off".to_string(), |a| a.to_string());
     println!(
         "x700 serving tcp={} udp={udp} admin={admin} data={data} event_loops={} table_shards={} \
-         io={} open_files_limit={} output_bytes_total_max={} raft={raft} enum={enum_dns}",
+         io={} open_files_limit={} output_bytes_total_max={} raft={raft} enum={enum_dns} sip={sip}",
         server.tcp_address,
         server.event_loops(),
         server.table_shards(),

@@ -1,4 +1,7 @@
-//! Front-ends that speak the switches' own protocols (DNS for ENUM, SIP),
-//! each a pure core here, served by the event loops (`server::worker`).
+//! The switches' own languages, beside the binary protocol: pure cores that
+//! turn a standard request (DNS for ENUM, SIP) into a `LookupQuery` and a
+//! lookup's answer into a standard reply. The event loops (`server::worker`)
+//! do the I/O.
 
 pub mod enum_dns;
+pub mod sip;

@@ -121,12 +121,27 @@ pub fn parse_extension(input: &str) -> Result<Number, NumberError> {
     Ok(Number::extension_key(input.as_bytes()))
 }
 
+/// Longest plausible spelling: `+0086` plus 15 digits, with room to spare.
+const INPUT_BYTES_MAX: usize = 24;
+
+/// A number's spelling, checked, on the stack: the SIP front-end parses
+/// numbers per call, and an allocation there would be one per call.
+struct Spelling {
+    bytes: [u8; INPUT_BYTES_MAX],
+    len: usize,
+}
+
+impl std::ops::Deref for Spelling {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
 /// The input's digits, with an optional leading `+` kept as a marker.
-/// Rejects empty input, other characters and absurd lengths before any
-/// allocation grows with the input.
-fn plain_digits(input: &str) -> Result<Vec<u8>, NumberError> {
-    /// Longest plausible spelling: `+0086` plus 15 digits, with room to spare.
-    const INPUT_BYTES_MAX: usize = 24;
+/// Rejects empty input, other characters and absurd lengths; no
+/// allocation unless it refuses.
+fn plain_digits(input: &str) -> Result<Spelling, NumberError> {
     if input.is_empty() {
         return Err(NumberError::Empty);
     }
@@ -143,7 +158,12 @@ fn plain_digits(input: &str) -> Result<Vec<u8>, NumberError> {
             max: DIGITS_MAX,
         });
     }
-    Ok(bytes.to_vec())
+    let mut spelling = Spelling {
+        bytes: [0; INPUT_BYTES_MAX],
+        len: bytes.len(),
+    };
+    spelling.bytes[..bytes.len()].copy_from_slice(bytes);
+    Ok(spelling)
 }
 
 /// Removes `+86` or `0086`, or a bare `86` in front of a 15-digit 700 number

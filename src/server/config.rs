@@ -11,8 +11,9 @@
 //! io = "epoll"                   # the loops' I/O: "epoll" (default) or "uring" (io_uring)
 //! table_shards = 8               # table shards of a new data directory
 //! allow_legacy_x = false
-//! switch_networks = ["127.0.0.0/8", "::1/128"]   # who may use UDP (and ENUM)
+//! switch_networks = ["127.0.0.0/8", "::1/128"]   # who may use UDP (and ENUM, SIP)
 //! enum = "127.0.0.1:5353"        # optional: ENUM (DNS over UDP and TCP); or an [enum] table
+//! sip = "127.0.0.1:5060"         # optional: the SIP redirect front-end (UDP and TCP)
 //!
 //! [[credentials]]
 //! token = "s3cret"
@@ -45,6 +46,17 @@
 //! max_bytes = 268435456          # a file is rotated before this size
 //! files = 8                      # files kept, the one in hand included
 //! on_at_start = true             # false: off until POST /capture/start
+//!
+//! # Instead of `sip = "ADDR"` (a key cannot be both a string and a table):
+//! [sip]                          # the SIP redirect front-end (frontend::sip::config)
+//! listen = "127.0.0.1:5060"
+//! contact = "sip:{callee}@{host}"  # also {display}
+//! route_info = "uri"             # display and recording: "uri" parameters or "header"s
+//! trusted_networks = []          # whose P-Asserted-Identity names the caller
+//! retry_after_s = 5
+//! message_bytes_max = 8192
+//! [sip.status]                   # not_bound expired direction_denied not_a_party
+//! not_bound = 404                # bad_number tenant_suspended blocked rate_limited busy
 //! ```
 
 use crate::protocol::Role;
@@ -211,6 +223,9 @@ pub struct Config {
     /// The ENUM front-end (`enum = "ADDR"` or an `[enum]` table), if any.
     #[serde(rename = "enum")]
     pub enum_dns: Option<crate::frontend::enum_dns::EnumConfig>,
+    /// The SIP redirect front-end: `sip = "ADDR"` or a `[sip]` table.
+    #[serde(deserialize_with = "crate::frontend::sip::config::deserialize")]
+    pub sip: crate::frontend::sip::SipConfig,
 }
 
 /// `[history]`: the traceability history (`history::History`).
@@ -391,6 +406,7 @@ impl Default for Config {
             pools: PoolSettings::default(),
             history: HistorySettings::default(),
             enum_dns: None,
+            sip: crate::frontend::sip::SipConfig::default(),
         }
     }
 }
@@ -637,8 +653,15 @@ impl Config {
                 Some((address("enum", listen)?, zone))
             }
         };
+        crate::frontend::sip::Settings::from_config(&self.sip).map_err(ConfigError::Invalid)?;
         Ok(Resolved {
             enum_dns,
+            sip: self
+                .sip
+                .listen
+                .as_deref()
+                .map(|a| address("sip", a))
+                .transpose()?,
             listen: address("listen", &self.listen)?,
             udp: self.udp.as_deref().map(|a| address("udp", a)).transpose()?,
             admin: self
@@ -678,6 +701,8 @@ pub struct Resolved {
     pub workers: usize,
     /// The ENUM front-end's address (UDP and TCP) and zone.
     pub enum_dns: Option<(SocketAddr, crate::frontend::enum_dns::Zone)>,
+    /// SIP address (UDP and TCP).
+    pub sip: Option<SocketAddr>,
 }
 
 /// Parses a role name.

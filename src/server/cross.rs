@@ -27,6 +27,11 @@ pub enum Origin {
         /// Slab key of the pending query (`worker::enum_dns`).
         query: u32,
     },
+    /// A SIP request waiting for its lookup (`worker::sip`).
+    Sip {
+        /// Slab key of the pending request.
+        pending: u32,
+    },
 }
 
 /// One forwarded request.

@@ -95,6 +95,36 @@ const GUARDS: [(Guard, &str, &str); 7] = [
     (Guard::OutputFull, "x700_requests_refused_output_full", ""),
 ];
 
+/// SIP response codes counted one by one: 100 to 699.
+const SIP_CODES: std::ops::RangeInclusive<u16> = 100..=699;
+/// Slots of the SIP response counts.
+const SIP_CODE_SLOTS: usize = 600;
+
+/// Why a SIP message got no answer, each counted
+/// (`x700_sip_unanswered_total{reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SipUnanswered {
+    /// An ACK, absorbed.
+    Ack,
+    /// A response (x700 sends no requests).
+    Response,
+    /// No usable Via: nobody to answer.
+    NoVia,
+    /// From outside `switch_networks`.
+    NotSwitchNetwork,
+    /// Over `udp_lookups_per_source_per_s`.
+    RateLimited,
+}
+
+/// Reasons in slot order, with their label.
+const SIP_UNANSWERED: [(SipUnanswered, &str); 5] = [
+    (SipUnanswered::Ack, "ack"),
+    (SipUnanswered::Response, "response"),
+    (SipUnanswered::NoVia, "no_via"),
+    (SipUnanswered::NotSwitchNetwork, "not_switch_network"),
+    (SipUnanswered::RateLimited, "rate_limited"),
+];
+
 fn opcode_slot(op: u8) -> usize {
     OPCODES
         .iter()
@@ -113,6 +143,8 @@ pub struct LocalMetrics {
     latency_sum_ns: u64,
     guards: [u64; GUARDS.len()],
     enum_answers: [u64; ENUM_RCODE_SLOTS],
+    sip_responses: [u64; SIP_CODE_SLOTS],
+    sip_unanswered: [u64; SIP_UNANSWERED.len()],
     /// Open connections.
     pub connections: u64,
 }
@@ -125,6 +157,8 @@ impl Default for LocalMetrics {
             latency_sum_ns: 0,
             guards: [0; GUARDS.len()],
             enum_answers: [0; ENUM_RCODE_SLOTS],
+            sip_responses: [0; SIP_CODE_SLOTS],
+            sip_unanswered: [0; SIP_UNANSWERED.len()],
             connections: 0,
         }
     }
@@ -165,6 +199,20 @@ impl LocalMetrics {
         self.enum_answers[slot] += 1;
     }
 
+    /// Counts one SIP response sent, by status code.
+    #[inline]
+    pub fn sip_answered(&mut self, code: u16) {
+        if SIP_CODES.contains(&code) {
+            self.sip_responses[usize::from(code - SIP_CODES.start())] += 1;
+        }
+    }
+
+    /// Counts one SIP message that got no answer.
+    #[inline]
+    pub fn sip_unanswered(&mut self, why: SipUnanswered) {
+        self.sip_unanswered[why as usize] += 1;
+    }
+
     /// Copies the counters into the shared snapshot.
     pub fn publish(&self, shared: &WorkerMetrics, queue_depth: u64, bindings_live: u64) {
         for (slot, &count) in self.enum_answers.iter().enumerate() {
@@ -184,6 +232,14 @@ impl LocalMetrics {
         for (slot, &count) in self.guards.iter().enumerate() {
             shared.guards[slot].store(count, Ordering::Relaxed);
         }
+        for (slot, &count) in self.sip_responses.iter().enumerate() {
+            if count > 0 {
+                shared.sip_responses[slot].store(count, Ordering::Relaxed);
+            }
+        }
+        for (slot, &count) in self.sip_unanswered.iter().enumerate() {
+            shared.sip_unanswered[slot].store(count, Ordering::Relaxed);
+        }
         shared
             .connections
             .store(self.connections, Ordering::Relaxed);
@@ -200,6 +256,8 @@ pub struct WorkerMetrics {
     latency_sum_ns: AtomicU64,
     guards: Vec<AtomicU64>,
     enum_answers: Vec<AtomicU64>,
+    sip_responses: Vec<AtomicU64>,
+    sip_unanswered: Vec<AtomicU64>,
     connections: AtomicU64,
     queue_depth: AtomicU64,
     bindings_live: AtomicU64,
@@ -215,6 +273,10 @@ impl Default for WorkerMetrics {
             latency_sum_ns: AtomicU64::new(0),
             guards: (0..GUARDS.len()).map(|_| AtomicU64::new(0)).collect(),
             enum_answers: (0..ENUM_RCODE_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            sip_responses: (0..SIP_CODE_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            sip_unanswered: (0..SIP_UNANSWERED.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             connections: AtomicU64::new(0),
             queue_depth: AtomicU64::new(0),
             bindings_live: AtomicU64::new(0),
@@ -306,6 +368,39 @@ impl NodeMetrics {
                     ("status", crate::protocol::status::name(status)),
                     ("tenant", tenant.as_str()),
                 ])?
+                .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+        }
+        Ok(())
+    }
+
+    /// `x700_sip_responses_total{code}` (codes sent at least once) and
+    /// `x700_sip_unanswered_total{reason}`.
+    fn encode_sip(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "x700_sip_responses",
+            "SIP responses sent by the redirect front-end, by status code.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (slot, code) in SIP_CODES.enumerate() {
+            let count = self.sum(|w| w.sip_responses[slot].load(Ordering::Relaxed));
+            if count > 0 {
+                let code = code.to_string();
+                family
+                    .encode_family(&[("code", code.as_str())])?
+                    .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "x700_sip_unanswered",
+            "SIP messages the redirect front-end did not answer, by reason.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (slot, &(_, reason)) in SIP_UNANSWERED.iter().enumerate() {
+            let count = self.sum(|w| w.sip_unanswered[slot].load(Ordering::Relaxed));
+            family
+                .encode_family(&[("reason", reason)])?
                 .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
         }
         Ok(())
@@ -428,6 +523,7 @@ impl Collector for NodeMetrics {
         self.encode_guards(&mut encoder)?;
         self.encode_screened(&mut encoder)?;
         self.encode_enum_answers(&mut encoder)?;
+        self.encode_sip(&mut encoder)?;
         let gauges: [(&str, &str, u64); 3] = [
             (
                 "x700_connections",

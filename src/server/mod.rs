@@ -78,6 +78,8 @@ pub struct Shared {
     /// The ENUM front-end's sockets and zone, if configured: every loop
     /// serves duplicates of the two sockets.
     pub enum_dns: Option<worker::EnumSockets>,
+    /// The SIP redirect front-end, if configured.
+    pub sip: Option<worker::SipFront>,
 }
 
 impl Shared {
@@ -233,6 +235,8 @@ pub struct Server {
     pub udp_address: Option<SocketAddr>,
     /// The ENUM front-end's address (UDP and TCP) actually bound.
     pub enum_address: Option<SocketAddr>,
+    /// The SIP address actually bound (UDP and TCP).
+    pub sip_address: Option<SocketAddr>,
     /// The admin address actually bound.
     pub admin_address: Option<SocketAddr>,
     /// The open-file limit the node runs with.
@@ -282,6 +286,40 @@ fn udp_socket(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     socket.bind(&address.into())?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+/// Tries port 0 gets to find a port free for both UDP and TCP.
+const SIP_PORT_TRIES: usize = 16;
+
+/// The SIP front-end's sockets: UDP first, then TCP on the port UDP got
+/// (port 0 picks one for both: another port is tried while the one UDP got
+/// is taken for TCP), and its checked settings.
+fn sip_front(address: SocketAddr, config: &Config) -> Result<worker::SipFront, StartError> {
+    let mut tries = 0;
+    let (udp, listener, bound) = loop {
+        let udp = udp_socket(address).map_err(socket_error("sip", address))?;
+        let bound = udp.local_addr().map_err(socket_error("sip", address))?;
+        match tcp_listener(bound) {
+            Ok(listener) => break (udp, listener, bound),
+            Err(error)
+                if address.port() == 0
+                    && error.kind() == std::io::ErrorKind::AddrInUse
+                    && tries < SIP_PORT_TRIES =>
+            {
+                tries += 1;
+            }
+            Err(error) => return Err(socket_error("sip", bound)(error)),
+        }
+    };
+    let settings =
+        crate::frontend::sip::Settings::from_config(&config.sip).map_err(ConfigError::Invalid)?;
+    Ok(worker::SipFront {
+        settings,
+        udp,
+        listener,
+        address: bound,
+        local_host: bound.to_string().into_bytes(),
+    })
 }
 
 /// Descriptors kept free beside `connections_max` for the data directory's
@@ -448,6 +486,11 @@ impl Server {
             None => None,
         };
         let enum_address = enum_dns.as_ref().map(|sockets| sockets.address);
+        let sip = match resolved.sip {
+            Some(address) => Some(sip_front(address, &config)?),
+            None => None,
+        };
+        let sip_address = sip.as_ref().map(|front| front.address);
         let output_bytes_total_max = match config.limits.output_bytes_total_max {
             0 => config::output_bytes_total_default(crate::sys::memory_bytes()),
             bytes => bytes,
@@ -505,6 +548,7 @@ impl Server {
             replica: std::sync::OnceLock::new(),
             replica_stopped: AtomicBool::new(false),
             apply_stall: Arc::new(apply::ApplyStall::default()),
+            sip,
             config,
         });
         let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -607,6 +651,7 @@ impl Server {
             tcp_address,
             udp_address,
             enum_address,
+            sip_address,
             admin_address,
             open_files_limit,
             output_bytes_total_max,

@@ -139,6 +139,8 @@ pub struct Node {
     pub raft: Option<SocketAddr>,
     /// ENUM address (UDP and TCP), when started with `--enum`.
     pub enum_dns: Option<SocketAddr>,
+    /// SIP address (UDP and TCP), when started with `--sip`.
+    pub sip: Option<SocketAddr>,
     /// Its data directory.
     pub data: PathBuf,
     /// Event loops (`--event-loops`).
@@ -250,6 +252,10 @@ impl Node {
             enum_dns: first
                 .split_whitespace()
                 .find_map(|word| word.strip_prefix("enum="))
+                .and_then(|value| value.parse().ok()),
+            sip: first
+                .split_whitespace()
+                .find_map(|word| word.strip_prefix("sip="))
                 .and_then(|value| value.parse().ok()),
             data: PathBuf::from(field("data")),
             event_loops: field("event_loops").parse().expect("event_loops"),

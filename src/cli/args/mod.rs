@@ -41,7 +41,7 @@ pub enum Command {
     /// Load and look up bindings in a local data directory, to see x700 work.
     Demo(DemoArgs),
     /// Run a node: the binary protocol over TCP (and UDP), admin HTTP.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Load benchmark over the wire (open or closed loop), against a node
     /// or Redis.
     Bench(Box<BenchArgs>),
@@ -482,6 +482,9 @@ pub struct ServeArgs {
     /// (`[enum]` in the config file holds the zone's other keys).
     #[arg(long = "enum", value_name = "ADDR")]
     pub enum_dns: Option<String>,
+    /// SIP redirect front-end address, UDP and TCP (port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    pub sip: Option<String>,
     /// Admin HTTP address (/metrics, /healthz, /readyz).
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,

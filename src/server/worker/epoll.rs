@@ -61,6 +61,7 @@ impl Worker {
                 UDP if !self.draining => self.read_datagrams(),
                 ENUM => self.enum_woken(),
                 WAKER | LISTENER | UDP => {}
+                token if super::sip::owns(token) => self.sip_event(event),
                 Token(token) => {
                     if event.is_readable() {
                         self.read_ready(token, event.is_read_closed());

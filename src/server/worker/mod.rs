@@ -94,12 +94,14 @@ mod read;
 mod remote;
 mod route;
 mod session;
+mod sip;
 mod tenancy;
 mod udp;
 mod uring;
 mod write;
 
 pub use enum_dns::EnumSockets;
+pub use sip::SipFront;
 pub use uring::{probe as probe_uring, RingError};
 
 /// The I/O backend of one loop (`config::IoBackend`).
@@ -185,6 +187,8 @@ pub struct Worker {
     /// shows as a hole, not as a stream that looks whole. Grown to the
     /// highest slot used while capturing (at most `connections_max`).
     capture_offsets: Vec<[u64; 2]>,
+    /// The SIP front-end's sockets, connections and pending requests.
+    sip: Option<Box<sip::Sip>>,
     /// BIND_AXB_AUTO writes proposed and not yet answered: the
     /// allocator's provisional binding for each, by (origin, request id).
     auto_pending: std::collections::HashMap<(Origin, u32), u64>,
@@ -233,6 +237,7 @@ impl Worker {
             Some(sockets) => Some(enum_dns::EnumFront::new(sockets, &poll)?),
             None => None,
         };
+        let sip = sip::Sip::open(shared.sip.as_ref(), poll.registry())?;
         let workers = shared.workers;
         let read_buffer_bytes = read::read_buffer_bytes(&shared.config.limits);
         let policy = XPolicy {
@@ -281,6 +286,7 @@ impl Worker {
             tcp_local,
             udp_local,
             capture_offsets: Vec::new(),
+            sip,
             auto_pending: std::collections::HashMap::new(),
             provisional_next: 0,
             binds_this_second: (0, std::collections::HashMap::new()),
@@ -298,7 +304,8 @@ impl Worker {
         let mut reported_drained = false;
         loop {
             let enum_more = self.enum_front.as_ref().is_some_and(|f| f.has_more());
-            let timeout = if self.udp_more || self.inbox_more || enum_more {
+            let sip_more = self.sip.as_ref().is_some_and(|s| s.more);
+            let timeout = if self.udp_more || self.inbox_more || enum_more || sip_more {
                 Duration::ZERO
             } else if self.unsent_replies.is_empty() {
                 TICK
@@ -316,6 +323,9 @@ impl Worker {
                 self.read_datagrams();
             }
             self.enum_serve();
+            if self.sip.as_ref().is_some_and(|s| s.more) && !self.draining {
+                self.sip_datagrams();
+            }
             self.drain_inbox();
             self.end_index_waits();
             self.resume_held();
@@ -334,6 +344,7 @@ impl Worker {
                 next_sweep = self.iteration_started + SWEEP;
                 self.sweep_connections();
                 self.enum_sweep();
+                self.sip_sweep();
             }
             if draining_since.is_none() && self.shared.stopping.load(Ordering::SeqCst) {
                 self.stop_intake();
@@ -443,6 +454,7 @@ impl Worker {
             let _ = self.poll.registry().deregister(&mut socket);
         }
         self.enum_stop();
+        self.sip_stop_intake();
     }
 
     fn tick(&mut self) {

@@ -113,7 +113,7 @@ impl Worker {
                 .get(token as usize)
                 .and_then(|c| c.session.as_ref())
                 .map_or(0, |s| s.credential),
-            Origin::Udp { .. } | Origin::Enum { .. } => 0,
+            Origin::Udp { .. } | Origin::Enum { .. } | Origin::Sip { .. } => 0,
         };
         if !self.proposal.push_from(tenants, credential, &frame) {
             self.flush_proposal();

@@ -50,6 +50,7 @@ impl Worker {
                 self.deliver_datagram_answer(datagram as usize, slot, frame);
             }
             Origin::Enum { query } => self.deliver_enum_answer(query as usize, frame),
+            Origin::Sip { pending } => self.deliver_sip_answer(pending as usize, frame),
         }
     }
 

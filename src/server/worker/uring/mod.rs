@@ -88,7 +88,7 @@ impl Uring {
             ring: Ring::new()?,
             slots: Vec::new(),
             completions: Vec::with_capacity(1024),
-            events: mio::Events::with_capacity(8),
+            events: mio::Events::with_capacity(64),
             accepting: false,
             receiving_datagrams: false,
             waker_watched: false,
@@ -322,6 +322,17 @@ impl Worker {
                     let _ = self.poll.poll(&mut uring.events, Some(Duration::ZERO));
                     if !more {
                         uring.waker_watched = false;
+                    }
+                }
+                // The SIP front-end's sockets are in the poll too.
+                if self.sip.is_some() {
+                    if let Backend::Uring(uring) = &mut self.io {
+                        let events =
+                            std::mem::replace(&mut uring.events, mio::Events::with_capacity(0));
+                        self.sip_events(&events);
+                        if let Backend::Uring(uring) = &mut self.io {
+                            uring.events = events;
+                        }
                     }
                 }
                 self.arm_waker();
