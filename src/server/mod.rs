@@ -253,11 +253,12 @@ fn socket_error(what: &'static str, address: SocketAddr) -> impl Fn(std::io::Err
     }
 }
 
-/// The TCP listener. No `SO_REUSEPORT`: a second process (or anything
+/// A TCP listener (the binary protocol's, and the SIP and ENUM
+/// front-ends'). No `SO_REUSEPORT`: a second process (or anything
 /// running as the same user) cannot bind the node's address and take a
 /// share of its connections; binding fails with "address in use". Every
 /// event loop polls a duplicate of this one socket.
-fn tcp_listener(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+pub(crate) fn tcp_listener(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(address),
         socket2::Type::STREAM,
@@ -272,10 +273,11 @@ fn tcp_listener(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// The UDP socket, with large buffers. Neither `SO_REUSEPORT` nor
+/// A UDP socket (the binary protocol's, and the SIP and ENUM
+/// front-ends'), with large buffers. Neither `SO_REUSEPORT` nor
 /// `SO_REUSEADDR` (which for UDP would let another socket share the
 /// address): a second bind fails.
-fn udp_socket(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+pub(crate) fn udp_socket(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(address),
         socket2::Type::DGRAM,

@@ -25,16 +25,16 @@ impl Worker {
         }
     }
 
-    /// Admits a connection just accepted (the node-wide and per-source
-    /// caps), then serves it here or hands it to the next loop in turn.
-    pub(super) fn admit_connection(&mut self, stream: TcpStream, peer: SocketAddr) {
+    /// Counts a connection just accepted (binary protocol, SIP or ENUM)
+    /// against the node-wide and per-source caps; false (counted and
+    /// logged) if either is full, and the caller closes it.
+    pub(super) fn take_connection_slot(&mut self, peer: SocketAddr) -> bool {
         let limits = &self.shared.config.limits;
         let open = self.shared.connections.fetch_add(1, Ordering::SeqCst);
         if open >= limits.connections_max {
             self.shared.connections.fetch_sub(1, Ordering::SeqCst);
             self.metrics.guard(Guard::RefusedNodeFull, 1);
-            drop(stream);
-            return;
+            return false;
         }
         if !self
             .shared
@@ -50,6 +50,24 @@ impl Worker {
                     limits.connections_per_source_max
                 );
             }
+            return false;
+        }
+        true
+    }
+
+    /// True if `peer` is on one of the switch networks, the only sources
+    /// UDP lookups, SIP and ENUM are answered for.
+    pub(super) fn is_switch_network(&self, peer: SocketAddr) -> bool {
+        self.shared
+            .switch_networks
+            .iter()
+            .any(|n| n.contains(peer.ip()))
+    }
+
+    /// Admits a connection just accepted (the node-wide and per-source
+    /// caps), then serves it here or hands it to the next loop in turn.
+    pub(super) fn admit_connection(&mut self, stream: TcpStream, peer: SocketAddr) {
+        if !self.take_connection_slot(peer) {
             drop(stream);
             return;
         }

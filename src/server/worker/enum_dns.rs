@@ -32,6 +32,7 @@ use crate::server::auth::Access;
 use crate::server::cross::Origin;
 use crate::server::dispatch::Op;
 use crate::server::metrics::Guard;
+use crate::server::{tcp_listener, udp_socket};
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
@@ -104,34 +105,6 @@ impl EnumSockets {
             }
         }
     }
-}
-
-/// As the binary UDP socket: no `SO_REUSEPORT`, so a second process cannot
-/// take a share of the queries.
-fn udp_socket(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(address),
-        socket2::Type::DGRAM,
-        None,
-    )?;
-    let _ = socket.set_recv_buffer_size(4 << 20);
-    let _ = socket.set_send_buffer_size(4 << 20);
-    socket.bind(&address.into())?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
-}
-
-fn tcp_listener(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(address),
-        socket2::Type::STREAM,
-        None,
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&address.into())?;
-    socket.listen(1024)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
 }
 
 /// Where an answer goes.
@@ -419,12 +392,7 @@ impl Worker {
     /// A datagram from `peer`: answered if `peer` is on a switch network
     /// and within its rate.
     fn enum_datagram(&mut self, message: &[u8], peer: SocketAddr) {
-        if !self
-            .shared
-            .switch_networks
-            .iter()
-            .any(|n| n.contains(peer.ip()))
-        {
+        if !self.is_switch_network(peer) {
             return;
         }
         if let Some(rate) = self.shared.udp_rate.as_ref() {
@@ -533,28 +501,7 @@ impl Worker {
                     return;
                 }
             };
-            if !self
-                .shared
-                .switch_networks
-                .iter()
-                .any(|n| n.contains(peer.ip()))
-            {
-                continue;
-            }
-            let limits = &self.shared.config.limits;
-            let open = self.shared.connections.fetch_add(1, Ordering::SeqCst);
-            if open >= limits.connections_max {
-                self.shared.connections.fetch_sub(1, Ordering::SeqCst);
-                self.metrics.guard(Guard::RefusedNodeFull, 1);
-                continue;
-            }
-            if !self
-                .shared
-                .sources
-                .admit(peer.ip(), limits.connections_per_source_max)
-            {
-                self.shared.connections.fetch_sub(1, Ordering::SeqCst);
-                self.metrics.guard(Guard::RefusedPerSource, 1);
+            if !self.is_switch_network(peer) || !self.take_connection_slot(peer) {
                 continue;
             }
             self.enum_adopt(stream, peer);

@@ -234,11 +234,7 @@ impl Worker {
 
     /// True if `peer` is on a switch network; counts it otherwise.
     fn sip_admits(&mut self, peer: SocketAddr) -> bool {
-        let admitted = self
-            .shared
-            .switch_networks
-            .iter()
-            .any(|n| n.contains(peer.ip()));
+        let admitted = self.is_switch_network(peer);
         if !admitted {
             self.metrics.sip_unanswered(SipUnanswered::NotSwitchNetwork);
         }
@@ -406,21 +402,7 @@ impl Worker {
             if !self.sip_admits(peer) {
                 continue;
             }
-            let limits = &self.shared.config.limits;
-            if self.shared.connections.fetch_add(1, Ordering::SeqCst) >= limits.connections_max {
-                self.shared.connections.fetch_sub(1, Ordering::SeqCst);
-                self.metrics
-                    .guard(crate::server::metrics::Guard::RefusedNodeFull, 1);
-                continue;
-            }
-            if !self
-                .shared
-                .sources
-                .admit(peer.ip(), limits.connections_per_source_max)
-            {
-                self.shared.connections.fetch_sub(1, Ordering::SeqCst);
-                self.metrics
-                    .guard(crate::server::metrics::Guard::RefusedPerSource, 1);
+            if !self.take_connection_slot(peer) {
                 continue;
             }
             self.sip_adopt(stream, peer);

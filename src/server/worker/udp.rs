@@ -47,12 +47,7 @@ impl Worker {
     /// io_uring: in place in a provided buffer), if `peer` is on a switch
     /// network.
     pub(super) fn datagram_arrived(&mut self, buffer: &[u8], peer: SocketAddr) {
-        if !self
-            .shared
-            .switch_networks
-            .iter()
-            .any(|n| n.contains(peer.ip()))
-        {
+        if !self.is_switch_network(peer) {
             return;
         }
         if self.shared.capture.on() {
