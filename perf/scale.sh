@@ -31,6 +31,8 @@ out="perf/results/scale-$(date -u +%Y-%m-%d).txt"
 node_pid=""
 cleanup() {
   [ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null && wait "$node_pid" 2>/dev/null
+  # The node's own log, for what a figure cannot say.
+  [ -f "$root/node.log" ] && cp "$root/node.log" "perf/results/scale-node-$(date -u +%Y-%m-%d).log"
   rm -rf "$root"
 }
 trap cleanup EXIT
@@ -70,7 +72,7 @@ for n in $sizes; do
   dir="$root/d$n"
   "$bin" load --data "$dir" --bindings "$n" --shards "$shards" --quiet --json >"$root/load-$n.json"
   disk=$(du -sb "$dir" | cut -f1)
-  log "size $n load: $(jq -c '{binds_per_s, binds_over_1ms, checkpoints_during_load, peak_rss_bytes, max_us: .bind_latency_us.max}' "$root/load-$n.json") peak_rss_per_binding=$(jq ".peak_rss_bytes / $n" "$root/load-$n.json") disk_bytes_per_binding=$(echo "scale=1; $disk / $n" | bc)"
+  log "size $n load: $(jq -c '{binds_per_s, binds_over_1ms, binds_over_1ms_by_cause, checkpoints_during_load, peak_rss_bytes, max_us: .bind_latency_us.max}' "$root/load-$n.json") peak_rss_per_binding=$(jq ".peak_rss_bytes / $n" "$root/load-$n.json") disk_bytes_per_binding=$(echo "scale=1; $disk / $n" | bc)"
   starts=()
   for _ in 1 2 3; do
     start_node "$dir"
@@ -84,6 +86,7 @@ for n in $sizes; do
   taskset -c 1 "$bin" bench --server "127.0.0.1:$tcp" --bindings "$n" --connections 4 --pipeline 64 \
     --duration-s 10 --warmup-s 2 --quiet --json "$root/bench-$n.json" >/dev/null 2>&1 || true
   log "size $n lookups 4x64: $(jq -c '{achieved_rate_per_s, p50: .latency_us.p50, p99: .latency_us.p99, client_cpu}' "$root/bench-$n.json")"
+  log "size $n after lookups: RssFile_kB $(status_kb "$node_pid" RssFile) FilePmdMapped_kB $(awk '/FilePmdMapped/ {s+=$2} END {print s}' "/proc/$node_pid/smaps") major_faults $(awk '{print $12}' "/proc/$node_pid/stat") MemAvailable_kB $(awk '/MemAvailable/ {print $2}' /proc/meminfo)"
   "$bin" load --server "127.0.0.1:$tcp" --bindings 1000000 --seed 99 --quiet --json >"$root/binds-$n.json"
   # Checkpoints run while writes arrive: one more bind after the interval
   # makes the node take one that holds every bind above.

@@ -1,4 +1,4 @@
-//! Proves that the lookup path's files (records, index, overflow) are mapped with `MADV_HUGEPAGE` and the cold file is not (the `hg` flag in /proc/self/smaps), and that closing a store the way `x700 load` does (`close_and_uncache`) leaves those files out of the page cache (mincore), while a plain close leaves the pages it wrote cached.
+//! Proves that the lookup path's files (records, index, overflow) are mapped with `MADV_HUGEPAGE` and the cold file is not (the `hg` flag in /proc/self/smaps), and that closing a store the way `x700 load` does (`close_and_uncache`) leaves the table files out of the page cache (mincore), while a plain close leaves the pages it wrote cached.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use x700::store::Store;
 
 const T0: u32 = 1_800_000_000;
 const LOOKUP_FILES: [&str; 3] = ["records", "index", "overflow"];
+const TABLE_FILES: [&str; 4] = ["records", "index", "overflow", "cold"];
 
 fn request(i: u64) -> BindRequest {
     BindRequest {
@@ -78,7 +79,7 @@ fn cached_pages(path: &Path) -> usize {
     resident.iter().filter(|&&r| r & 1 == 1).count()
 }
 
-fn lookup_pages_cached(dir: &Path) -> usize {
+fn table_pages_cached(dir: &Path) -> usize {
     (0..2)
         .flat_map(|shard| LOOKUP_FILES.map(|name| dir.join(format!("shard-{shard:03}")).join(name)))
         .map(|path| cached_pages(&path))
@@ -105,16 +106,16 @@ fn the_lookup_files_are_mapped_with_huge_pages_and_the_cold_file_is_not() {
 }
 
 #[test]
-fn a_close_for_handover_leaves_the_lookup_files_out_of_the_page_cache() {
+fn a_close_for_handover_leaves_the_table_files_out_of_the_page_cache() {
     let plain = tempfile::tempdir().unwrap();
     filled(plain.path()).close().unwrap();
     assert!(
-        lookup_pages_cached(plain.path()) > 100,
+        table_pages_cached(plain.path()) > 100,
         "a plain close leaves what it wrote cached"
     );
     let handed_over = tempfile::tempdir().unwrap();
     filled(handed_over.path()).close_and_uncache().unwrap();
-    assert_eq!(lookup_pages_cached(handed_over.path()), 0);
+    assert_eq!(table_pages_cached(handed_over.path()), 0);
     // The files are whole: they open and answer.
     let store = Store::open(handed_over.path(), Arc::new(FakeClock::new(T0))).unwrap();
     store.verify().unwrap();

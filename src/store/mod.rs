@@ -415,17 +415,23 @@ impl Store {
             .map_err(|e| TableError::io(&self.dir.join(crate::tenant::REGISTRY_NAME), e))
     }
 
-    /// Closes like `close`, then drops the lookup path's files (records and
-    /// index) from the page cache (docs/STORAGE.md section 12, "Huge pages
-    /// on the lookup path"). A bulk load's own faults and checkpoint writes
-    /// leave them cached in small pieces, which a serving node can only map
-    /// 4 KiB at a time; read again on its first touch, they come back as
-    /// 2 MiB pages.
+    /// Closes like `close`, then drops the table files from the page cache
+    /// (docs/STORAGE.md section 12, "Huge pages on the lookup path"). A
+    /// bulk load's own faults and checkpoint writes leave the lookup files
+    /// cached in small pieces, which a serving node can only map 4 KiB at a
+    /// time; read again on its first touch, they come back as 2 MiB pages.
+    /// The cold file, which no lookup reads, is dropped too, so that it
+    /// does not hold memory the lookup files need at the start.
     pub fn close_and_uncache(self) -> Result<(), TableError> {
         let dirs: Vec<PathBuf> = self.set.owned().map(|s| s.dir().to_path_buf()).collect();
         self.close()?;
         for dir in dirs {
-            for kind in [FileKind::Records, FileKind::Index, FileKind::Overflow] {
+            for kind in [
+                FileKind::Records,
+                FileKind::Index,
+                FileKind::Overflow,
+                FileKind::Cold,
+            ] {
                 let path = dir.join(kind.file_name());
                 let file = std::fs::File::open(&path).map_err(|e| TableError::io(&path, e))?;
                 crate::sys::drop_cached(&file, 0, 0);
