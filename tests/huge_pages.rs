@@ -81,7 +81,7 @@ fn cached_pages(path: &Path) -> usize {
 
 fn table_pages_cached(dir: &Path) -> usize {
     (0..2)
-        .flat_map(|shard| LOOKUP_FILES.map(|name| dir.join(format!("shard-{shard:03}")).join(name)))
+        .flat_map(|shard| TABLE_FILES.map(|name| dir.join(format!("shard-{shard:03}")).join(name)))
         .map(|path| cached_pages(&path))
         .sum()
 }
