@@ -1,9 +1,10 @@
 //! Proves that the lookup path's files (records, index, overflow) are mapped with `MADV_HUGEPAGE` and the cold file is not (the `hg` flag in /proc/self/smaps), and that closing a store the way `x700 load` does (`close_and_uncache`) leaves the table files out of the page cache (mincore), while a plain close leaves the pages it wrote cached.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
-use x700::binding::{BindRequest, Direction, OrderRef, Parties};
-use x700::number::{parse_real, parse_virtual, XPolicy};
+use x700::binding::BindRequest;
 use x700::store::clock::FakeClock;
 use x700::store::Store;
 
@@ -12,18 +13,7 @@ const LOOKUP_FILES: [&str; 3] = ["records", "index", "overflow"];
 const TABLE_FILES: [&str; 4] = ["records", "index", "overflow", "cold"];
 
 fn request(i: u64) -> BindRequest {
-    BindRequest {
-        x: parse_virtual(&format!("700{i:012}"), XPolicy::default()).unwrap(),
-        parties: Parties::Axb {
-            a: parse_real(&format!("138{i:08}")).unwrap(),
-            b: parse_real(&format!("139{i:08}")).unwrap(),
-        },
-        tenant: 1,
-        order: OrderRef::new(format!("order-{i}").as_bytes()).unwrap(),
-        ttl_s: 86_400,
-        direction: Direction::Both,
-        recording: false,
-    }
+    common::synthetic_bind(i, 1, 86_400)
 }
 
 fn filled(dir: &Path) -> Store {

@@ -6,8 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
-use x700::binding::{BindRequest, BindingId, Direction, OrderRef, Parties};
-use x700::number::{parse_real, parse_virtual, XPolicy};
+use x700::binding::{BindRequest, BindingId};
 use x700::store::clock::FakeClock;
 use x700::store::Store;
 
@@ -17,18 +16,7 @@ const DAMAGED_PAGE_EXIT_STATUS: i32 = 74;
 const BINDINGS: u64 = 5_000;
 
 fn request(i: u64) -> BindRequest {
-    BindRequest {
-        x: parse_virtual(&format!("700{i:012}"), XPolicy::default()).unwrap(),
-        parties: Parties::Axb {
-            a: parse_real(&format!("138{i:08}")).unwrap(),
-            b: parse_real(&format!("139{i:08}")).unwrap(),
-        },
-        tenant: 0,
-        order: OrderRef::new(format!("order-{i}").as_bytes()).unwrap(),
-        ttl_s: 30 * 86_400,
-        direction: Direction::Both,
-        recording: false,
-    }
+    common::synthetic_bind(i, 0, 30 * 86_400)
 }
 
 /// A closed one-shard store with `BINDINGS` bindings and their ids.

@@ -398,6 +398,24 @@ pub fn x(n: u64) -> Number {
     parse_virtual(&format!("700{n:012}"), XPolicy::default()).expect("valid X")
 }
 
+/// The in-process bind of synthetic AXB binding `i`: X = `700` + i, A =
+/// `138` + i, B = `139` + i, order `order-i` (the shape the store tests
+/// fill tables with).
+pub fn synthetic_bind(i: u64, tenant: u32, ttl_s: u32) -> x700::binding::BindRequest {
+    x700::binding::BindRequest {
+        x: x(i),
+        parties: x700::binding::Parties::Axb {
+            a: parse_real(&format!("138{i:08}")).unwrap(),
+            b: parse_real(&format!("139{i:08}")).unwrap(),
+        },
+        tenant,
+        order: OrderRef::new(format!("order-{i}").as_bytes()).unwrap(),
+        ttl_s,
+        direction: Direction::Both,
+        recording: false,
+    }
+}
+
 /// A real number.
 pub fn real(text: &str) -> Number {
     parse_real(text).expect("valid real number")
