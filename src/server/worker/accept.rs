@@ -55,6 +55,13 @@ impl Worker {
         true
     }
 
+    /// Gives back the slot `take_connection_slot` counted for a connection
+    /// from `peer` that is closed (or could not be registered).
+    pub(super) fn release_connection_slot(&self, peer: std::net::IpAddr) {
+        self.shared.connections.fetch_sub(1, Ordering::SeqCst);
+        self.shared.sources.release(peer);
+    }
+
     /// True if `peer` is on one of the switch networks, the only sources
     /// UDP lookups, SIP and ENUM are answered for.
     pub(super) fn is_switch_network(&self, peer: SocketAddr) -> bool {
@@ -110,8 +117,7 @@ impl Worker {
             super::Backend::Uring(uring) => uring.adopt(&stream, token, generation),
         };
         if !registered {
-            self.shared.connections.fetch_sub(1, Ordering::SeqCst);
-            self.shared.sources.release(peer.ip());
+            self.release_connection_slot(peer.ip());
             return;
         }
         self.next_generation = self.next_generation.wrapping_add(1);
@@ -145,8 +151,7 @@ impl Worker {
                 // memory.
                 super::Backend::Uring(uring) => uring.closed(token, conn.generation),
             }
-            self.shared.connections.fetch_sub(1, Ordering::SeqCst);
-            self.shared.sources.release(conn.peer.ip());
+            self.release_connection_slot(conn.peer.ip());
             self.output_bytes -= conn.output_counted;
             self.metrics.connections -= 1;
         }

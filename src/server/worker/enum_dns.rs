@@ -38,7 +38,6 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -528,8 +527,7 @@ impl Worker {
             )
             .is_ok();
         if !registered {
-            self.shared.connections.fetch_sub(1, Ordering::SeqCst);
-            self.shared.sources.release(peer.ip());
+            self.release_connection_slot(peer.ip());
             return;
         }
         let generation = front.next_generation;
@@ -692,8 +690,7 @@ impl Worker {
         };
         if let Some(mut conn) = front.conns.try_remove(token) {
             let _ = front.poll.registry().deregister(&mut conn.stream);
-            self.shared.connections.fetch_sub(1, Ordering::SeqCst);
-            self.shared.sources.release(conn.peer.ip());
+            self.release_connection_slot(conn.peer.ip());
             self.metrics.connections -= 1;
         }
     }

@@ -34,7 +34,6 @@ use mio::{Interest, Token};
 use slab::Slab;
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 
 /// Token of the SIP UDP socket.
 const SIP_UDP: Token = Token(usize::MAX - 8);
@@ -421,8 +420,7 @@ impl Worker {
             Interest::READABLE | Interest::WRITABLE,
         );
         if registered.is_err() {
-            self.shared.connections.fetch_sub(1, Ordering::SeqCst);
-            self.shared.sources.release(peer.ip());
+            self.release_connection_slot(peer.ip());
             return;
         }
         let generation = sip.next_generation;
@@ -602,8 +600,7 @@ impl Worker {
         };
         if let Some(mut connection) = sip.connections.try_remove(key) {
             let _ = self.poll.registry().deregister(&mut connection.stream);
-            self.shared.connections.fetch_sub(1, Ordering::SeqCst);
-            self.shared.sources.release(connection.peer.ip());
+            self.release_connection_slot(connection.peer.ip());
         }
     }
 }
