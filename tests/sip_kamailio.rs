@@ -9,7 +9,7 @@
 mod common;
 
 use common::{axb, x, Node};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -42,14 +42,7 @@ impl Drop for Running {
 /// A port free for both UDP and TCP on 127.0.0.1 (Kamailio and sipp need
 /// one named in advance).
 fn free_port() -> u16 {
-    for _ in 0..50 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let port = udp.local_addr().expect("address").port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both UDP and TCP");
+    common::unassigned_port()
 }
 
 fn tool(name: &str, package: &str) -> &'static str {

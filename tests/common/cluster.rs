@@ -33,10 +33,11 @@ pub fn start_member(dir: &Path, id: u64, raft: &str, extra: &[&str]) -> Node {
 }
 
 /// A loopback address no one listens on now (a member's raft address, fixed
-/// so that a restarted member comes back at its own).
+/// so that a restarted member comes back at its own), below the kernel's
+/// ephemeral range so no outgoing connection takes it while the member is
+/// down.
 pub fn free_port() -> String {
-    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    socket.local_addr().expect("address").to_string()
+    format!("127.0.0.1:{}", super::unassigned_port())
 }
 
 /// CLUSTER_STATUS of the node at `address`, if it answers.
@@ -98,8 +99,8 @@ pub fn routes_all(address: SocketAddr, acked: &[(Number, BindingId)], wait: Dura
 
 /// Starts `count` members (ids 1..=count), each on a new temporary
 /// directory, each picking its own raft port. Returns the directories (a
-/// restarted member reuses its own), the nodes by id, and the raft
-/// addresses they picked (index `id - 1`).
+/// restarted member reuses its own), the nodes by id, and their raft
+/// addresses (index `id - 1`, from `free_port`).
 pub fn start_members(
     count: u64,
 ) -> (
@@ -113,7 +114,7 @@ pub fn start_members(
     let nodes: std::collections::BTreeMap<u64, Node> = (1..=count)
         .map(|id| {
             let i = usize::try_from(id - 1).expect("small");
-            (id, start_member(dirs[i].path(), id, "127.0.0.1:0", &[]))
+            (id, start_member(dirs[i].path(), id, &free_port(), &[]))
         })
         .collect();
     let rafts = nodes

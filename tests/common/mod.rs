@@ -29,6 +29,8 @@ use x700::protocol::{limits, opcode, Role, VERSION};
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest wait for the server's first stdout line.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest a restart waits for a port another process holds for a moment.
+const ADDRESS_IN_USE_WAIT: Duration = Duration::from_secs(10);
 /// Longest wait for the server to exit after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Tokens of the credentials `CREDENTIALS` configures.
@@ -165,6 +167,39 @@ pub struct Stopped {
     pub stderr: String,
 }
 
+/// A loopback port free now for both TCP and UDP, chosen at random below the
+/// kernel's ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`): a
+/// port the kernel picked for `:0` can be handed to any outgoing connection
+/// once its owner closes it, so a node restarted on it may find it taken.
+pub fn unassigned_port() -> u16 {
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let low = 10_000u16;
+    let span = u64::from(ephemeral_low.saturating_sub(low).max(1000));
+    let mut state = u64::from(std::process::id())
+        ^ u64::from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |t| t.subsec_nanos()),
+        )
+        .rotate_left(17);
+    for _ in 0..200 {
+        // xorshift64*: enough to spread parallel test processes apart.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let port = low + u16::try_from(state % span).expect("span fits a port");
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no loopback port free for TCP and UDP below {ephemeral_low}");
+}
+
 impl Node {
     /// Starts a node in a fresh temporary data directory; `args` are extra
     /// `serve` flags such as `--event-loops 2` or `--credential admin:adm`.
@@ -177,7 +212,29 @@ impl Node {
 
     /// Starts a node on an existing (or new) data directory, which the
     /// caller keeps.
+    ///
+    /// A restarted node names its old ports again. While it was down another
+    /// process may hold one for a moment (a connection from the kernel's
+    /// ephemeral range, even a peer's connect that met itself on the dead
+    /// port), so a start refused with "Address already in use" is tried
+    /// again for up to `ADDRESS_IN_USE_WAIT`.
     pub fn start_on(data: &Path, args: &[&str]) -> Node {
+        let deadline = Instant::now() + ADDRESS_IN_USE_WAIT;
+        loop {
+            match Node::try_start_on(data, args) {
+                Ok(node) => return node,
+                Err(refusal)
+                    if refusal.contains("Address already in use") && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(refusal) => panic!("{refusal}"),
+            }
+        }
+    }
+
+    /// One start: the node, or why it did not start.
+    fn try_start_on(data: &Path, args: &[&str]) -> Result<Node, String> {
         let mut child = Command::new(binary())
             .arg("serve")
             .arg("--data")
@@ -232,7 +289,9 @@ impl Node {
             let _ = child.kill();
             let _ = child.wait();
             let errors = stderr.join().unwrap_or_default();
-            panic!("x700 serve {args:?} did not start: {first:?}; stderr: {errors}");
+            return Err(format!(
+                "x700 serve {args:?} did not start: {first:?}; stderr: {errors}"
+            ));
         }
         let field = |name: &str| -> String {
             first
@@ -266,7 +325,7 @@ impl Node {
             stderr: Some(stderr),
         };
         node.smoke_check(args);
-        node
+        Ok(node)
     }
 
     /// One session, three answers on it, each within `IO_TIMEOUT`: a node
