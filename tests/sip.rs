@@ -617,3 +617,64 @@ fn only_switch_networks_are_answered() {
         "{page}"
     );
 }
+
+/// A proxy that sends its INVITEs on a TCP connection and then closes its
+/// side still gets every answer before the node closes the connection
+/// (the node used to close at the end of the stream and drop the answers
+/// whose lookups were out); an open SIP connection counts in
+/// `x700_connections`, as the binary protocol's and ENUM's do.
+#[test]
+fn a_half_closed_sip_connection_gets_every_answer_and_counts_as_a_connection() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let node = start(dir.path());
+    let sip = node.sip.expect("sip address");
+    bind_all(&node);
+    let connections = |node: &Node| -> u64 {
+        // Metrics are published every 10 ms.
+        std::thread::sleep(Duration::from_millis(100));
+        let (_, page) = common::http_get(node.admin, "/metrics");
+        page.lines()
+            .find_map(|line| line.strip_prefix("x700_connections "))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no x700_connections in {page}"))
+    };
+    let before = connections(&node);
+    let mut stream = TcpStream::connect(sip).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let port = stream.local_addr().expect("address").port();
+    let calls = 20;
+    let mut requests = String::new();
+    for call in 0..calls {
+        requests.push_str(&format!(
+            "INVITE sip:700000000000001@x SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:{port};branch=z9hG4bK-h{call}\r\n\
+             From: <sip:13800000001@a>;tag=f-h{call}\r\nTo: <sip:700000000000001@x>\r\nCall-ID: h{call}\r\n\
+             CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        ));
+    }
+    assert_eq!(
+        connections(&node),
+        before + 1,
+        "the SIP connection is counted"
+    );
+    // The end of the stream comes right behind the INVITEs, while their
+    // lookups are out.
+    stream.write_all(requests.as_bytes()).expect("send");
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    let mut answers = String::new();
+    stream
+        .read_to_string(&mut answers)
+        .expect("every answer, then the node's close");
+    let moved = answers.matches("SIP/2.0 302 Moved Temporarily\r\n").count();
+    assert_eq!(moved, calls, "{answers}");
+    for call in 0..calls {
+        assert!(
+            answers.contains(&format!("Call-ID: h{call}\r\n")),
+            "{answers}"
+        );
+    }
+    assert_eq!(connections(&node), before, "the close is counted");
+}

@@ -376,6 +376,13 @@ impl Replica {
         self.log.lock().map_or(0, |log| log.disk_bytes())
     }
 
+    /// Index of the first log entry still on disk: those before it were
+    /// purged after a checkpoint, so a member that lacks them catches up by
+    /// snapshot.
+    pub fn log_first_index(&self) -> u64 {
+        self.log.lock().map_or(0, |log| log.first_index())
+    }
+
     /// Stops taking writes, waits for those in flight, takes a last
     /// checkpoint (so the next start replays nothing) and stops openraft.
     /// The shards' owners must keep serving `Applier` calls until this

@@ -106,6 +106,7 @@ impl Shared {
                 "disk_full": health.disk_full.load(Ordering::Relaxed),
                 "failed": health.failed.load(Ordering::Relaxed),
                 "segment_bytes": replica.log_bytes(),
+                "first_index": replica.log_first_index(),
                 "applied_index": replica.applied_index(),
                 "checkpoints": replica.checkpoints.count.load(Ordering::Relaxed),
                 "checkpoint_page_bytes": replica.checkpoints.page_bytes.load(Ordering::Relaxed),

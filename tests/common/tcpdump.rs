@@ -135,14 +135,33 @@ impl Tcpdump {
     pub fn stop(mut self) {
         // Everything sent before a last knock is in the file once the knock
         // is: tcpdump writes packets in the order it reads them. A loaded
-        // machine can keep it behind for seconds, so wait for the knock
-        // (bounded) rather than a fixed time.
-        let size = |file: &Path| std::fs::metadata(file).map_or(0, |m| m.len());
-        let before = size(&self.file);
+        // machine can keep it behind for seconds, so wait (bounded) until
+        // the file holds a knock, found by its TCP ports (source, then
+        // destination, as in its TCP header). The file merely growing is
+        // not enough: it grows with the session's own late packets too.
+        let mut knocks: Vec<[u8; 4]> = Vec::new();
+        let mut last_knock: Option<Instant> = None;
         let deadline = Instant::now() + WAIT;
-        while size(&self.file) <= before && Instant::now() < deadline {
-            drop(TcpStream::connect(self.knock));
-            std::thread::sleep(Duration::from_millis(100));
+        loop {
+            if last_knock.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                if let Ok(stream) = TcpStream::connect(self.knock) {
+                    if let Ok(local) = stream.local_addr() {
+                        let mut ports = [0u8; 4];
+                        ports[..2].copy_from_slice(&local.port().to_be_bytes());
+                        ports[2..].copy_from_slice(&self.knock.port().to_be_bytes());
+                        knocks.push(ports);
+                    }
+                }
+                last_knock = Some(Instant::now());
+            }
+            let bytes = std::fs::read(&self.file).unwrap_or_default();
+            let seen = knocks
+                .iter()
+                .any(|ports| bytes.windows(4).any(|window| window == ports));
+            if seen || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
         std::thread::sleep(SETTLE);
         let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");

@@ -21,6 +21,7 @@
 //! past it they are dropped unanswered), and TCP connections against
 //! `connections_max` and `connections_per_source_max`.
 
+use super::front_tcp::{Flushed, FrontConnections, Received};
 use super::{Worker, ENUM};
 use crate::frontend::enum_dns::wire::QUERY_BYTES_MAX;
 use crate::frontend::enum_dns::{
@@ -36,7 +37,7 @@ use crate::server::{tcp_listener, udp_socket};
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,21 +121,6 @@ struct PendingQuery {
     to: Destination,
 }
 
-/// A DNS-over-TCP connection (RFC 7766: 2-byte length, then a message).
-struct EnumConn {
-    stream: TcpStream,
-    peer: SocketAddr,
-    generation: u32,
-    /// A partial message, at most 2 + `QUERY_BYTES_MAX` bytes once handled.
-    input: Vec<u8>,
-    output: Vec<u8>,
-    sent: usize,
-    in_flight: u32,
-    active_ms: u64,
-    peer_finished: bool,
-    queued: bool,
-}
-
 /// One loop's ENUM state.
 pub(super) struct EnumFront {
     zone: Arc<Zone>,
@@ -142,8 +128,10 @@ pub(super) struct EnumFront {
     events: Events,
     udp: UdpSocket,
     listener: TcpListener,
-    conns: Slab<EnumConn>,
-    next_generation: u32,
+    /// DNS-over-TCP connections (RFC 7766: a two-byte length, then a
+    /// message); their input holds at most one partial message of at most
+    /// 2 + `QUERY_BYTES_MAX` bytes once handled.
+    conns: FrontConnections,
     pending: Slab<PendingQuery>,
     /// `recvmmsg`'s slots.
     datagrams: Box<[u8]>,
@@ -155,7 +143,6 @@ pub(super) struct EnumFront {
     udp_answers: Vec<(SocketAddr, usize, usize)>,
     read_buffer: Box<[u8]>,
     out: Vec<u8>,
-    dirty: Vec<usize>,
     /// Ready connections taken from the last look: (token, readable,
     /// writable, closed).
     ready: Vec<(usize, bool, bool)>,
@@ -191,8 +178,7 @@ impl EnumFront {
             events: Events::with_capacity(EVENTS_MAX),
             udp,
             listener,
-            conns: Slab::new(),
-            next_generation: 1,
+            conns: FrontConnections::new(),
             pending: Slab::new(),
             datagrams: vec![0u8; crate::sys::DATAGRAMS_PER_CALL * DATAGRAM_SLOT_BYTES]
                 .into_boxed_slice(),
@@ -203,7 +189,6 @@ impl EnumFront {
             udp_answers: Vec::with_capacity(UDP_ANSWERS_QUEUED_MAX),
             read_buffer: vec![0u8; READ_BYTES].into_boxed_slice(),
             out: Vec::with_capacity(TCP_ANSWER_BYTES_MAX),
-            dirty: Vec::new(),
             ready: Vec::with_capacity(EVENTS_MAX),
             // Look once at start: a query may have come before the loop ran.
             due: true,
@@ -247,20 +232,14 @@ impl EnumFront {
                 }
             }
             Destination::Tcp { token, generation } => {
-                let Some(conn) = self.conns.get_mut(token) else {
+                let Some(conn) = self.conns.current(token, generation) else {
                     return;
                 };
-                if conn.generation != generation {
-                    return;
-                }
                 // Messages are at most TCP_ANSWER_BYTES_MAX: fit u16.
                 let length = u16::try_from(message.len()).unwrap_or(u16::MAX);
-                conn.output.extend_from_slice(&length.to_be_bytes());
-                conn.output.extend_from_slice(message);
-                if !conn.queued {
-                    conn.queued = true;
-                    self.dirty.push(token);
-                }
+                conn.queue(&length.to_be_bytes());
+                conn.queue(message);
+                self.conns.mark(token);
             }
         }
     }
@@ -337,7 +316,9 @@ impl Worker {
                 self.enum_read_connection(token);
             }
             if writable {
-                self.enum_mark_dirty(token);
+                if let Some(front) = self.enum_front.as_mut() {
+                    front.conns.mark(token);
+                }
             }
         }
         if let Some(front) = self.enum_front.as_mut() {
@@ -474,11 +455,7 @@ impl Worker {
         let result = codec::decode_lookup_answer(&header, body);
         let answer = Zone::answer_of(result, pending.empty_on_reject);
         if let Destination::Tcp { token, generation } = pending.to {
-            if let Some(conn) = front.conns.get_mut(token) {
-                if conn.generation == generation {
-                    conn.in_flight = conn.in_flight.saturating_sub(1);
-                }
-            }
+            front.conns.answered(token, generation);
         }
         let code = front.answer(&pending.question, answer, pending.to);
         self.metrics.enum_answered(code);
@@ -500,7 +477,7 @@ impl Worker {
                     return;
                 }
             };
-            if !self.is_switch_network(peer) || !self.take_connection_slot(peer) {
+            if !self.is_switch_network(peer) || !self.take_front_connection_slot(peer) {
                 continue;
             }
             self.enum_adopt(stream, peer);
@@ -511,40 +488,17 @@ impl Worker {
         }
     }
 
-    fn enum_adopt(&mut self, mut stream: TcpStream, peer: SocketAddr) {
-        let Some(front) = self.enum_front.as_mut() else {
-            return;
-        };
-        let _ = stream.set_nodelay(true);
-        let token = front.conns.vacant_key();
-        let registered = front
-            .poll
-            .registry()
-            .register(
-                &mut stream,
-                Token(token),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .is_ok();
-        if !registered {
-            self.release_connection_slot(peer.ip());
-            return;
-        }
-        let generation = front.next_generation;
-        front.next_generation = front.next_generation.wrapping_add(1);
-        front.conns.insert(EnumConn {
-            stream,
-            peer,
-            generation,
-            input: Vec::new(),
-            output: Vec::new(),
-            sent: 0,
-            in_flight: 0,
-            active_ms: self.now_ms,
-            peer_finished: false,
-            queued: false,
+    fn enum_adopt(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let now_ms = self.now_ms;
+        let adopted = self.enum_front.as_mut().and_then(|front| {
+            let front = &mut **front;
+            front
+                .conns
+                .adopt(stream, peer, front.poll.registry(), Token, now_ms)
         });
-        self.metrics.connections += 1;
+        if adopted.is_none() {
+            self.front_connection_closed(peer, None);
+        }
     }
 
     /// Reads a connection and handles each whole message. A length under
@@ -552,32 +506,30 @@ impl Worker {
     /// connection is closed.
     fn enum_read_connection(&mut self, token: usize) {
         for _ in 0..READS_PER_LOOK {
+            let now_ms = self.now_ms;
             let Some(front) = self.enum_front.as_mut() else {
                 return;
             };
+            let front = &mut **front;
             let Some(conn) = front.conns.get_mut(token) else {
                 return;
             };
-            if conn.peer_finished {
+            if conn.finished {
                 return;
             }
-            let read = conn.stream.read(&mut front.read_buffer);
-            let n = match read {
-                Ok(0) => {
-                    conn.peer_finished = true;
-                    self.enum_mark_dirty(token);
+            match conn.receive(&mut front.read_buffer, now_ms) {
+                Received::Bytes => {}
+                Received::Nothing => return,
+                // Answers still owed are sent before it closes.
+                Received::Finished => {
+                    front.conns.mark(token);
                     return;
                 }
-                Ok(n) => n,
-                Err(error) if error.kind() == ErrorKind::WouldBlock => return,
-                Err(error) if error.kind() == ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    self.enum_close(token);
+                Received::Broken => {
+                    self.enum_close(token, None);
                     return;
                 }
-            };
-            conn.input.extend_from_slice(&front.read_buffer[..n]);
-            conn.active_ms = self.now_ms;
+            }
             let generation = conn.generation;
             let input = std::mem::take(&mut conn.input);
             let mut at = 0;
@@ -599,13 +551,13 @@ impl Worker {
             let Some(conn) = self
                 .enum_front
                 .as_mut()
-                .and_then(|front| front.conns.get_mut(token))
+                .and_then(|front| front.conns.current(token, generation))
             else {
                 return;
             };
             conn.input = input;
             if broken {
-                self.enum_close(token);
+                self.enum_close(token, None);
                 return;
             }
         }
@@ -616,82 +568,30 @@ impl Worker {
         }
     }
 
-    fn enum_mark_dirty(&mut self, token: usize) {
-        let Some(front) = self.enum_front.as_mut() else {
-            return;
-        };
-        if let Some(conn) = front.conns.get_mut(token) {
-            if !conn.queued {
-                conn.queued = true;
-                front.dirty.push(token);
-            }
-        }
-    }
-
-    /// Sends each queued connection's answers; closes a connection whose
-    /// client stopped reading past `output_buffer_bytes_max`, or that the
-    /// client finished and that is owed nothing.
+    /// Sends the queued UDP answers and each marked connection's; closes
+    /// a connection whose client stopped reading past
+    /// `output_buffer_bytes_max`, or that the client finished and that is
+    /// owed nothing.
     pub(super) fn enum_flush(&mut self) {
+        let limit = self.shared.config.limits.output_buffer_bytes_max;
         let Some(front) = self.enum_front.as_mut() else {
             return;
         };
         front.send_udp_answers();
-        let limit = self.shared.config.limits.output_buffer_bytes_max;
-        let dirty = std::mem::take(&mut front.dirty);
         let mut closing = Vec::new();
-        for &token in &dirty {
-            let Some(conn) = front.conns.get_mut(token) else {
-                continue;
-            };
-            conn.queued = false;
-            let mut broken = false;
-            while conn.sent < conn.output.len() {
-                match conn.stream.write(&conn.output[conn.sent..]) {
-                    Ok(0) => {
-                        broken = true;
-                        break;
-                    }
-                    Ok(n) => conn.sent += n,
-                    Err(error) if error.kind() == ErrorKind::WouldBlock => break,
-                    Err(error) if error.kind() == ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        broken = true;
-                        break;
-                    }
-                }
-            }
-            if conn.sent == conn.output.len() {
-                conn.output.clear();
-                conn.sent = 0;
-            }
-            let unsent = conn.output.len() - conn.sent;
-            if unsent > limit {
-                self.metrics.guard(Guard::UnreadOutput, 1);
-                broken = true;
-            }
-            let finished = conn.peer_finished && conn.in_flight == 0 && unsent == 0;
-            if broken || finished {
-                closing.push(token);
-            }
-        }
-        let mut dirty = dirty;
-        dirty.clear();
-        if let Some(front) = self.enum_front.as_mut() {
-            front.dirty = dirty;
-        }
-        for token in closing {
-            self.enum_close(token);
+        front.conns.flush_marked(limit, &mut closing);
+        for (token, flushed) in closing {
+            self.enum_close(token, Some(flushed));
         }
     }
 
-    fn enum_close(&mut self, token: usize) {
+    /// Closes connection `token`; `flushed` says why, when a flush did.
+    fn enum_close(&mut self, token: usize, flushed: Option<Flushed>) {
         let Some(front) = self.enum_front.as_mut() else {
             return;
         };
-        if let Some(mut conn) = front.conns.try_remove(token) {
-            let _ = front.poll.registry().deregister(&mut conn.stream);
-            self.release_connection_slot(conn.peer.ip());
-            self.metrics.connections -= 1;
+        if let Some(conn) = front.conns.remove(token, front.poll.registry()) {
+            self.front_connection_closed(conn.peer, flushed);
         }
     }
 
@@ -701,16 +601,9 @@ impl Worker {
         let Some(front) = self.enum_front.as_ref() else {
             return;
         };
-        let now_ms = self.now_ms;
-        let idle: Vec<usize> = front
-            .conns
-            .iter()
-            .filter(|(_, c)| c.in_flight == 0 && now_ms.saturating_sub(c.active_ms) >= TCP_IDLE_MS)
-            .map(|(token, _)| token)
-            .collect();
-        for token in idle {
+        for token in front.conns.idle(self.now_ms, TCP_IDLE_MS) {
             self.metrics.guard(Guard::Idle, 1);
-            self.enum_close(token);
+            self.enum_close(token, None);
         }
     }
 

@@ -89,6 +89,7 @@ enum Framing {
 mod accept;
 mod enum_dns;
 mod epoll;
+mod front_tcp;
 mod propose;
 mod read;
 mod remote;
@@ -335,6 +336,7 @@ impl Worker {
             self.retry_replies();
             self.write_dirty();
             self.enum_flush();
+            self.sip_flush();
             self.publish_output();
             if self.iteration_started >= next_tick {
                 next_tick = self.iteration_started + TICK;

@@ -20,6 +20,7 @@
 //! `output_buffer_bytes_max` and `idle_timeout_s` (`sip_sweep`; CRLF
 //! keep-alives count as activity and are dropped from the input).
 
+use super::front_tcp::{Flushed, FrontConnections, Received};
 use super::Worker;
 use crate::binding::LookupResult;
 use crate::frontend::sip::{self, message, response, Answer, Settings, Step, Unanswered};
@@ -32,7 +33,7 @@ use crate::server::metrics::SipUnanswered;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Interest, Token};
 use slab::Slab;
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 
 /// Token of the SIP UDP socket.
@@ -84,27 +85,11 @@ struct Pending {
     request: Vec<u8>,
 }
 
-/// One SIP connection.
-struct SipConnection {
-    stream: TcpStream,
-    peer: SocketAddr,
-    generation: u32,
-    input: Vec<u8>,
-    output: Vec<u8>,
-    sent: usize,
-    in_flight: u32,
-    /// Garbage was read: close once the output (a 400) is sent.
-    closing: bool,
-    /// The loop's clock (`Worker::now_ms`) when it last sent something.
-    active_ms: u64,
-}
-
 /// One loop's SIP state.
 pub(super) struct Sip {
     udp: Option<UdpSocket>,
     listener: Option<TcpListener>,
-    connections: Slab<SipConnection>,
-    next_generation: u32,
+    connections: FrontConnections,
     pending: Slab<Pending>,
     spare: Vec<Vec<u8>>,
     datagram: Box<[u8]>,
@@ -130,8 +115,7 @@ impl Sip {
         Ok(Some(Box::new(Sip {
             udp: Some(udp),
             listener: Some(listener),
-            connections: Slab::new(),
-            next_generation: 1,
+            connections: FrontConnections::new(),
             pending: Slab::new(),
             spare: Vec::new(),
             // One byte more than the limit tells a datagram cut at it.
@@ -160,7 +144,9 @@ impl Worker {
                     self.sip_read(key);
                 }
                 if event.is_writable() {
-                    self.sip_flush(key);
+                    if let Some(sip) = self.sip.as_mut() {
+                        sip.connections.mark(key);
+                    }
                 }
             }
         }
@@ -268,7 +254,7 @@ impl Worker {
                     Reply::Udp => true,
                     Reply::Tcp { key, .. } => sip
                         .connections
-                        .get(key)
+                        .get_mut(key)
                         .is_some_and(|c| c.in_flight < in_flight_max),
                 };
                 if !admitted || sip.pending.len() >= PENDING_MAX || self.draining {
@@ -310,11 +296,7 @@ impl Worker {
             return;
         };
         if let Reply::Tcp { key, generation } = pending.reply {
-            if let Some(connection) = sip.connections.get_mut(key) {
-                if connection.generation == generation {
-                    connection.in_flight = connection.in_flight.saturating_sub(1);
-                }
-            }
+            sip.connections.answered(key, generation);
         }
         let shared = std::sync::Arc::clone(&self.shared);
         let Some(front) = shared.sip.as_ref() else {
@@ -369,14 +351,10 @@ impl Worker {
                 let _ = socket.send_to(&sip.out, to);
             }
             Reply::Tcp { key, generation } => {
-                let Some(connection) = sip.connections.get_mut(key) else {
-                    return;
-                };
-                if connection.generation != generation {
-                    return;
+                if let Some(connection) = sip.connections.current(key, generation) {
+                    connection.queue(&sip.out);
+                    sip.connections.mark(key);
                 }
-                connection.output.extend_from_slice(&sip.out);
-                self.sip_flush(key);
             }
         }
     }
@@ -398,44 +376,23 @@ impl Worker {
                     return;
                 }
             };
-            if !self.sip_admits(peer) {
-                continue;
-            }
-            if !self.take_connection_slot(peer) {
+            if !self.sip_admits(peer) || !self.take_front_connection_slot(peer) {
                 continue;
             }
             self.sip_adopt(stream, peer);
         }
     }
 
-    fn sip_adopt(&mut self, mut stream: TcpStream, peer: SocketAddr) {
-        let Some(sip) = self.sip.as_mut() else {
-            return;
-        };
-        let _ = stream.set_nodelay(true);
-        let key = sip.connections.vacant_key();
-        let registered = self.poll.registry().register(
-            &mut stream,
-            Token(SIP_CONNECTION_BASE + key),
-            Interest::READABLE | Interest::WRITABLE,
-        );
-        if registered.is_err() {
-            self.release_connection_slot(peer.ip());
-            return;
-        }
-        let generation = sip.next_generation;
-        sip.next_generation = sip.next_generation.wrapping_add(1);
-        sip.connections.insert(SipConnection {
-            stream,
-            peer,
-            generation,
-            input: Vec::new(),
-            output: Vec::new(),
-            sent: 0,
-            in_flight: 0,
-            closing: false,
-            active_ms: self.now_ms,
+    fn sip_adopt(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let now_ms = self.now_ms;
+        let adopted = self.sip.as_mut().and_then(|sip| {
+            let token_of = |key| Token(SIP_CONNECTION_BASE + key);
+            sip.connections
+                .adopt(stream, peer, self.poll.registry(), token_of, now_ms)
         });
+        if adopted.is_none() {
+            self.front_connection_closed(peer, None);
+        }
     }
 
     /// Reads a SIP connection until it would block, serving each whole
@@ -452,26 +409,26 @@ impl Worker {
         };
         let mut chunk = [0u8; READ_BYTES];
         loop {
-            let Some(connection) = self.sip.as_mut().and_then(|s| s.connections.get_mut(key))
-            else {
+            let now_ms = self.now_ms;
+            let Some(sip) = self.sip.as_mut() else {
                 return;
             };
-            if connection.closing {
+            let Some(connection) = sip.connections.get_mut(key) else {
+                return;
+            };
+            if connection.finished {
                 return;
             }
-            match connection.stream.read(&mut chunk) {
-                Ok(0) => {
-                    self.sip_close(key);
+            match connection.receive(&mut chunk, now_ms) {
+                Received::Bytes => {}
+                Received::Nothing => return,
+                // Answers still owed are sent before it closes.
+                Received::Finished => {
+                    sip.connections.mark(key);
                     return;
                 }
-                Ok(n) => {
-                    connection.input.extend_from_slice(&chunk[..n]);
-                    connection.active_ms = self.now_ms;
-                }
-                Err(error) if error.kind() == ErrorKind::Interrupted => continue,
-                Err(error) if error.kind() == ErrorKind::WouldBlock => return,
-                Err(_) => {
-                    self.sip_close(key);
+                Received::Broken => {
+                    self.sip_close(key, None);
                     return;
                 }
             }
@@ -512,56 +469,35 @@ impl Worker {
                 }
             }
             input.drain(..used);
-            let Some(connection) = self.sip.as_mut().and_then(|s| s.connections.get_mut(key))
-            else {
+            let Some(sip) = self.sip.as_mut() else {
                 return;
             };
-            if connection.generation != generation {
+            let Some(connection) = sip.connections.current(key, generation) else {
                 return;
-            }
+            };
             connection.input = input;
             if garbage {
-                connection.closing = true;
-                self.sip_flush(key);
+                // Nothing more is read; it closes once the 400 and the
+                // answers owed are sent.
+                connection.finished = true;
+                sip.connections.mark(key);
                 return;
             }
         }
     }
 
-    /// Sends what a SIP connection's output holds; closes it when it is
-    /// broken, when a closing one has sent everything, or when its unsent
-    /// output passes `output_buffer_bytes_max` (it does not read).
-    fn sip_flush(&mut self, key: usize) {
+    /// Sends what the SIP connections marked this iteration hold; closes
+    /// those that are broken, finished and owed nothing, or whose unsent
+    /// output passed `output_buffer_bytes_max` (they do not read).
+    pub(super) fn sip_flush(&mut self) {
         let limit = self.shared.config.limits.output_buffer_bytes_max;
-        let Some(connection) = self.sip.as_mut().and_then(|s| s.connections.get_mut(key)) else {
+        let Some(sip) = self.sip.as_mut() else {
             return;
         };
-        let mut broken = false;
-        while connection.sent < connection.output.len() {
-            match connection
-                .stream
-                .write(&connection.output[connection.sent..])
-            {
-                Ok(0) => {
-                    broken = true;
-                    break;
-                }
-                Ok(n) => connection.sent += n,
-                Err(error) if error.kind() == ErrorKind::Interrupted => {}
-                Err(error) if error.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    broken = true;
-                    break;
-                }
-            }
-        }
-        if connection.sent == connection.output.len() {
-            connection.output.clear();
-            connection.sent = 0;
-        }
-        let unsent = connection.output.len() - connection.sent;
-        if broken || unsent > limit || (connection.closing && unsent == 0) {
-            self.sip_close(key);
+        let mut closing = Vec::new();
+        sip.connections.flush_marked(limit, &mut closing);
+        for (key, flushed) in closing {
+            self.sip_close(key, Some(flushed));
         }
     }
 
@@ -579,28 +515,19 @@ impl Worker {
         let Some(sip) = self.sip.as_ref() else {
             return;
         };
-        if idle_ms == 0 {
-            return;
-        }
-        let idle: Vec<usize> = sip
-            .connections
-            .iter()
-            .filter(|(_, c)| c.in_flight == 0 && now_ms.saturating_sub(c.active_ms) >= idle_ms)
-            .map(|(key, _)| key)
-            .collect();
-        for key in idle {
+        for key in sip.connections.idle(now_ms, idle_ms) {
             self.metrics.guard(crate::server::metrics::Guard::Idle, 1);
-            self.sip_close(key);
+            self.sip_close(key, None);
         }
     }
 
-    fn sip_close(&mut self, key: usize) {
+    /// Closes connection `key`; `flushed` says why, when a flush did.
+    fn sip_close(&mut self, key: usize, flushed: Option<Flushed>) {
         let Some(sip) = self.sip.as_mut() else {
             return;
         };
-        if let Some(mut connection) = sip.connections.try_remove(key) {
-            let _ = self.poll.registry().deregister(&mut connection.stream);
-            self.release_connection_slot(connection.peer.ip());
+        if let Some(connection) = sip.connections.remove(key, self.poll.registry()) {
+            self.front_connection_closed(connection.peer, flushed);
         }
     }
 }
