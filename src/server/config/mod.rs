@@ -1,5 +1,13 @@
 //! Node configuration: a TOML file (`--config FILE`), overridden by flags.
-//! Every limit has a named default here and is checked at start-up.
+//! Every limit has a named default and is checked at start-up.
+//!
+//! This file holds `Config` (the whole file), its defaults, reading it,
+//! `validate` (every check, and the addresses and networks it resolves)
+//! and `ConfigError`. Each section has a file of its own: `limits`
+//! (`[limits]`), `log` (`[log]`), `pools`, `history`, `capture`,
+//! `credentials` (`[[credentials]]` and roles), `network`
+//! (`switch_networks`) and `io_backend` (`io`). Their items are re-exported
+//! here, so `server::config::Limits` and the like name them.
 //!
 //! ```toml
 //! node_id = 1
@@ -59,114 +67,35 @@
 //! not_bound = 404                # bad_number tenant_suspended blocked rate_limited busy
 //! ```
 
-use crate::protocol::Role;
+mod capture;
+mod credentials;
+mod history;
+mod io_backend;
+mod limits;
+mod log;
+mod network;
+mod pools;
+
+pub use capture::CaptureConfig;
+pub use credentials::{role_of, Credential, TOKEN_BYTES_MIN};
+pub use history::HistorySettings;
+pub use io_backend::IoBackend;
+pub use limits::{output_bytes_total_default, Limits, HELLO_DEADLINE_MS_RANGE};
+pub use log::{
+    LogSettings, GROUP_COMMIT_WAIT_US_MAX, LOG_MARGIN_ENTRIES_MAX, PROPOSAL_DEADLINE_MS_MAX,
+    PROPOSAL_DEADLINE_MS_MIN,
+};
+pub use network::Network;
+pub use pools::PoolSettings;
+
 use serde::Deserialize;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Default TCP address.
 pub const LISTEN_DEFAULT: &str = "127.0.0.1:7700";
 /// Default data directory.
 pub const DATA_DEFAULT: &str = "x700-data";
-
-/// A credential: a token, the role it grants, and for platforms the tenants.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct Credential {
-    /// The secret a client presents in HELLO.
-    pub token: String,
-    /// `switch`, `platform` or `admin`.
-    pub role: String,
-    /// Tenants a platform may read and change.
-    #[serde(default)]
-    pub tenants: Vec<u32>,
-}
-
-/// Limits, each with a default.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Limits {
-    /// Open TCP connections per node; more are accepted and closed at once.
-    /// At most the process's open-file limit (less a reserve for the data
-    /// directory's files).
-    pub connections_max: usize,
-    /// Open TCP connections from one source address.
-    pub connections_per_source_max: u32,
-    /// A connection that has not completed HELLO this long after it was
-    /// accepted is closed, without an answer.
-    pub hello_deadline_ms: u64,
-    /// A session that sends nothing for this long is closed (0: never).
-    /// PING keeps a session alive.
-    pub idle_timeout_s: u64,
-    /// Largest request frame, header included.
-    pub request_frame_bytes_max: u32,
-    /// Requests one connection may have waiting on another core.
-    pub in_flight_per_connection_max: u32,
-    /// Unsent answer bytes per connection before it is cut off.
-    pub output_buffer_bytes_max: usize,
-    /// Unsent answer bytes of all connections together; past it, requests
-    /// are answered BUSY until clients read (0: an eighth of the machine's
-    /// memory, at most 4 GiB).
-    pub output_bytes_total_max: u64,
-    /// Batches queued from one core to another before BUSY.
-    pub queue_batches_max: usize,
-    /// UDP lookups answered per source address and second; beyond it
-    /// datagrams are dropped unanswered (0: no limit).
-    pub udp_lookups_per_source_per_s: u32,
-    /// A follower this many committed entries behind the leader answers
-    /// 503 on `/readyz` until it catches up (0: lag never makes it
-    /// unready).
-    pub ready_lag_entries_max: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            connections_max: 10_000,
-            connections_per_source_max: 1000,
-            hello_deadline_ms: 5000,
-            idle_timeout_s: 300,
-            request_frame_bytes_max: crate::protocol::limits::REQUEST_FRAME_BYTES_DEFAULT,
-            in_flight_per_connection_max: 1024,
-            output_buffer_bytes_max: 4 << 20,
-            output_bytes_total_max: 0,
-            queue_batches_max: 256,
-            udp_lookups_per_source_per_s: 0,
-            ready_lag_entries_max: 100_000,
-        }
-    }
-}
-
-/// How the event loops talk to the kernel.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum IoBackend {
-    /// `mio` over epoll: readiness, then `recv` and `send` per socket.
-    #[default]
-    Epoll,
-    /// io_uring: multishot accept and receive into a ring of provided
-    /// buffers, and every send of an iteration in one `io_uring_enter`.
-    Uring,
-}
-
-impl IoBackend {
-    /// The name the configuration, the flag and `stats` use.
-    pub fn name(self) -> &'static str {
-        match self {
-            IoBackend::Epoll => "epoll",
-            IoBackend::Uring => "uring",
-        }
-    }
-
-    /// Parses `epoll` or `uring`.
-    pub fn parse(text: &str) -> Option<IoBackend> {
-        match text {
-            "epoll" => Some(IoBackend::Epoll),
-            "uring" => Some(IoBackend::Uring),
-            _ => None,
-        }
-    }
-}
 
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -228,159 +157,6 @@ pub struct Config {
     pub sip: crate::frontend::sip::SipConfig,
 }
 
-/// `[history]`: the traceability history (`history::History`).
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct HistorySettings {
-    /// Days every binding's life is kept (default 180, 1 to 3660).
-    pub retention_days: u32,
-}
-
-impl Default for HistorySettings {
-    fn default() -> HistorySettings {
-        HistorySettings {
-            retention_days: 180,
-        }
-    }
-}
-
-impl HistorySettings {
-    /// The history's configuration.
-    pub fn history_config(self) -> crate::history::HistoryConfig {
-        crate::history::HistoryConfig {
-            retention_s: self.retention_days.saturating_mul(86_400),
-            ..crate::history::HistoryConfig::default()
-        }
-    }
-}
-
-/// `[pools]`: automatic X selection (`pool::Allocator`).
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct PoolSettings {
-    /// Most live AXB pairs one X carries (default 200).
-    pub max_pairs_per_x: u32,
-    /// Seconds an X released by a pair waits before that pair's numbers
-    /// use it again (default 0, at most 3600).
-    pub cool_off_s: u32,
-    /// Released pairs remembered, for cool-off and for giving a pair that
-    /// binds again its previous X (default 65,536).
-    pub sticky_pairs_max: u32,
-}
-
-impl Default for PoolSettings {
-    fn default() -> PoolSettings {
-        let defaults = crate::pool::AllocConfig::default();
-        PoolSettings {
-            max_pairs_per_x: defaults.max_pairs_per_x,
-            cool_off_s: defaults.cool_off_s,
-            sticky_pairs_max: defaults.sticky_pairs_max,
-        }
-    }
-}
-
-impl PoolSettings {
-    /// The allocator's configuration.
-    pub fn alloc_config(self) -> crate::pool::AllocConfig {
-        crate::pool::AllocConfig {
-            max_pairs_per_x: self.max_pairs_per_x,
-            cool_off_s: self.cool_off_s,
-            sticky_pairs_max: self.sticky_pairs_max,
-        }
-    }
-}
-
-/// `[capture]`: the client listeners' traffic written as pcapng
-/// (`server::capture`).
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct CaptureConfig {
-    /// The capture file (none: the node cannot capture, not even at run
-    /// time through the admin port).
-    pub file: Option<PathBuf>,
-    /// A file is rotated before it passes this size, bytes.
-    pub max_bytes: u64,
-    /// Files kept, the one in hand included.
-    pub files: usize,
-    /// Capture from the start (else from `POST /capture/start`).
-    pub on_at_start: bool,
-}
-
-impl Default for CaptureConfig {
-    fn default() -> CaptureConfig {
-        CaptureConfig {
-            file: None,
-            max_bytes: crate::server::capture::FILE_BYTES_DEFAULT,
-            files: crate::server::capture::FILES_DEFAULT,
-            on_at_start: true,
-        }
-    }
-}
-
-/// `[log]`: group commit and checkpoints.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogSettings {
-    /// Longest the group commit waits for more writes before one
-    /// `fdatasync`, microseconds (0: sync as soon as the last sync ends;
-    /// writes arriving meanwhile share the next one).
-    pub group_commit_wait_us: u64,
-    /// A checkpoint is taken at least this often while writes arrive.
-    pub checkpoint_interval_s: u64,
-    /// ... or once the log's segments hold this many MiB.
-    pub checkpoint_log_mb: u64,
-    /// On a member of a cluster of several, the log keeps this many
-    /// entries before its last checkpoint, so a member that was down a
-    /// short while catches up from the log rather than by a snapshot of
-    /// every table. A one-member node keeps none.
-    pub margin_entries: u64,
-    /// A write not answered this long after it was proposed is answered
-    /// (`busy` if it never reached the log, `outcome_unknown` once it did),
-    /// milliseconds; so is every pending write at once when this node
-    /// stops leading.
-    pub proposal_deadline_ms: u64,
-}
-
-impl Default for LogSettings {
-    fn default() -> LogSettings {
-        LogSettings {
-            group_commit_wait_us: 0,
-            checkpoint_interval_s: 60,
-            checkpoint_log_mb: 512,
-            margin_entries: crate::replication::LOG_MARGIN_ENTRIES_DEFAULT,
-            proposal_deadline_ms: 10_000,
-        }
-    }
-}
-
-/// Largest log margin accepted: the log of a cluster member holds at
-/// least this many entries, each up to a write batch, so the margin is a
-/// bound on disk use too.
-pub const LOG_MARGIN_ENTRIES_MAX: u64 = 10_000_000;
-
-/// Shortest proposal deadline accepted: an election takes 150-300 ms,
-/// and a commit through one must not be cut short.
-pub const PROPOSAL_DEADLINE_MS_MIN: u64 = 1_000;
-/// Longest proposal deadline accepted: a platform's write waits at most
-/// this long for its answer.
-pub const PROPOSAL_DEADLINE_MS_MAX: u64 = 600_000;
-
-/// Longest group-commit wait accepted: a write's latency is at least this.
-pub const GROUP_COMMIT_WAIT_US_MAX: u64 = 100_000;
-
-/// Shortest token accepted without `allow_short_tokens`: 16 bytes of a
-/// random token are beyond guessing over the wire.
-pub const TOKEN_BYTES_MIN: usize = 16;
-
-/// Shortest and longest HELLO deadline accepted, milliseconds.
-pub const HELLO_DEADLINE_MS_RANGE: std::ops::RangeInclusive<u64> = 100..=600_000;
-
-/// The automatic `output_bytes_total_max`: an eighth of `memory_bytes`, at
-/// least 64 MiB and at most 4 GiB.
-pub fn output_bytes_total_default(memory_bytes: u64) -> u64 {
-    (memory_bytes / 8).clamp(64 << 20, 4 << 30)
-}
-
 impl Default for Config {
     fn default() -> Config {
         Config {
@@ -433,56 +209,6 @@ pub enum ConfigError {
     /// A value is out of range.
     #[error("invalid configuration: {0}")]
     Invalid(String),
-}
-
-/// A parsed CIDR network.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Network {
-    address: IpAddr,
-    prefix: u8,
-}
-
-impl Network {
-    /// Parses `a.b.c.d/n` or `x::y/n` (a bare address is a /32 or /128).
-    pub fn parse(text: &str) -> Result<Network, ConfigError> {
-        let (address, prefix) = match text.split_once('/') {
-            Some((address, prefix)) => (address, Some(prefix)),
-            None => (text, None),
-        };
-        let address: IpAddr = address
-            .parse()
-            .map_err(|_| ConfigError::Invalid(format!("switch network {text:?}: bad address")))?;
-        let bits = if address.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            Some(p) => p.parse::<u8>().ok().filter(|&p| p <= bits).ok_or_else(|| {
-                ConfigError::Invalid(format!("switch network {text:?}: bad prefix"))
-            })?,
-            None => bits,
-        };
-        Ok(Network { address, prefix })
-    }
-
-    /// True if `ip` is inside the network.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.address, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            (IpAddr::V6(_), IpAddr::V4(ip)) => self.contains(IpAddr::V6(ip.to_ipv6_mapped())),
-            (IpAddr::V4(_), IpAddr::V6(ip)) => ip
-                .to_ipv4_mapped()
-                .is_some_and(|v4| self.contains(IpAddr::V4(v4))),
-        }
-    }
 }
 
 impl Config {
@@ -705,34 +431,9 @@ pub struct Resolved {
     pub sip: Option<SocketAddr>,
 }
 
-/// Parses a role name.
-pub fn role_of(name: &str) -> Option<Role> {
-    match name {
-        "switch" => Some(Role::Switch),
-        "platform" => Some(Role::Platform),
-        "admin" => Some(Role::Admin),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn networks_match() {
-        let loopback = Network::parse("127.0.0.0/8").unwrap();
-        assert!(loopback.contains("127.1.2.3".parse().unwrap()));
-        assert!(!loopback.contains("10.0.0.1".parse().unwrap()));
-        assert!(Network::parse("::1/128")
-            .unwrap()
-            .contains("::1".parse().unwrap()));
-        assert!(Network::parse("0.0.0.0/0")
-            .unwrap()
-            .contains("8.8.8.8".parse().unwrap()));
-        assert!(Network::parse("10.0.0.0/33").is_err());
-        assert!(Network::parse("nonsense").is_err());
-    }
 
     #[test]
     fn toml_parses_with_defaults_and_rejects_unknown_keys() {
@@ -761,63 +462,5 @@ mod tests {
             IoBackend::parse(IoBackend::Epoll.name()),
             Some(IoBackend::Epoll)
         );
-    }
-
-    /// Guards `--max-frame-bytes 64`, which started a node that could not
-    /// read a BIND.
-    #[test]
-    fn a_frame_limit_below_the_largest_request_is_refused() {
-        let mut config = Config::default();
-        config.limits.request_frame_bytes_max = 79;
-        let error = config.validate().unwrap_err().to_string();
-        assert!(error.contains("80"), "{error}");
-        config.limits.request_frame_bytes_max = 80;
-        config.validate().unwrap();
-    }
-
-    /// Guards an unbounded log margin: it bounds how much log a member
-    /// keeps on disk.
-    #[test]
-    fn a_log_margin_past_the_limit_is_refused() {
-        let mut config: Config = toml::from_str("[log]\nmargin_entries = 10000001\n").unwrap();
-        assert!(config
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("margin"));
-        config.log.margin_entries = LOG_MARGIN_ENTRIES_MAX;
-        config.validate().unwrap();
-    }
-
-    /// A proposal deadline shorter than an election would answer
-    /// `outcome_unknown` to writes that were about to commit; a longer one
-    /// than ten minutes leaves a platform's write hanging.
-    #[test]
-    fn a_proposal_deadline_out_of_range_is_refused() {
-        for (deadline_ms, accepted) in [
-            (999, false),
-            (1000, true),
-            (600_000, true),
-            (600_001, false),
-        ] {
-            let mut config = Config::default();
-            config.log.proposal_deadline_ms = deadline_ms;
-            assert_eq!(config.validate().is_ok(), accepted, "{deadline_ms} ms");
-        }
-        let config: Config = toml::from_str("[log]\nproposal_deadline_ms = 2000\n").unwrap();
-        assert_eq!(config.log.proposal_deadline_ms, 2000);
-    }
-
-    #[test]
-    fn short_tokens_need_an_explicit_allowance() {
-        let mut config = Config::default();
-        config.credentials.push(Credential {
-            token: "short".into(),
-            role: "switch".into(),
-            tenants: vec![],
-        });
-        assert!(config.validate().unwrap_err().to_string().contains("16"));
-        config.allow_short_tokens = true;
-        config.validate().unwrap();
     }
 }
