@@ -52,14 +52,12 @@ impl Shard {
     /// slot. `None` means no entry has the tag: the key is surely absent.
     #[inline(always)]
     pub fn prefetch_candidate(&self, hash: u64) -> Option<u32> {
-        let records = self.records.items();
-        self.index.find(hash, |slot| {
-            prefetch(&records[slot as usize]);
-            true
-        })
+        let slot = self.index.first_candidate(hash)?;
+        prefetch(&self.records.items()[slot as usize]);
+        Some(slot)
     }
 
-    /// Batch stage 4: answers a lookup from the candidates the earlier
+    /// Batch stage 3: answers a lookup from the candidates the earlier
     /// stages found (`first` for the query's own key, `representative` for
     /// (X, NONE) when the own key was absent), whose records are now in
     /// cache. Falls back to `lookup` when a candidate was a tag collision.
