@@ -45,37 +45,17 @@ impl Member {
     }
 }
 
-/// The node's count of checkpoints taken, from STATS.
-fn checkpoints(address: SocketAddr) -> u64 {
+/// `log.<key>` of the node's STATS: `checkpoints` (taken since start),
+/// `first_index` (the first log entry it still holds), `applied_index`,
+/// `snapshots_installed` (from the leader).
+fn log_stat(address: SocketAddr, key: &str) -> u64 {
     let mut client = Client::connect(address, Role::Admin, "").expect("connect");
     let (code, text) = client.stats().expect("STATS answered");
     assert_eq!(status::name(code), "ok", "{text}");
     let stats: serde_json::Value = serde_json::from_str(&text).expect("STATS is JSON");
-    stats["log"]["checkpoints"]
+    stats["log"][key]
         .as_u64()
-        .expect("log.checkpoints")
-}
-
-/// The first log entry the node still holds, from STATS.
-fn first_index(address: SocketAddr) -> u64 {
-    let mut client = Client::connect(address, Role::Admin, "").expect("connect");
-    let (code, text) = client.stats().expect("STATS answered");
-    assert_eq!(status::name(code), "ok", "{text}");
-    let stats: serde_json::Value = serde_json::from_str(&text).expect("STATS is JSON");
-    stats["log"]["first_index"]
-        .as_u64()
-        .expect("log.first_index")
-}
-
-/// The node's applied log index, from STATS.
-fn applied_index(address: SocketAddr) -> u64 {
-    let mut client = Client::connect(address, Role::Admin, "").expect("connect");
-    let (code, text) = client.stats().expect("STATS answered");
-    assert_eq!(status::name(code), "ok", "{text}");
-    let stats: serde_json::Value = serde_json::from_str(&text).expect("STATS is JSON");
-    stats["log"]["applied_index"]
-        .as_u64()
-        .expect("log.applied_index")
+        .unwrap_or_else(|| panic!("log.{key} in {text}"))
 }
 
 /// Starts three members with `margin_entries`, initialises the cluster and
@@ -116,17 +96,6 @@ fn index(id: u64) -> usize {
     usize::try_from(id - 1).expect("small")
 }
 
-/// The node's count of snapshots installed from the leader, from STATS.
-fn snapshots_installed(address: SocketAddr) -> u64 {
-    let mut client = Client::connect(address, Role::Admin, "").expect("connect");
-    let (code, text) = client.stats().expect("STATS answered");
-    assert_eq!(status::name(code), "ok", "{text}");
-    let stats: serde_json::Value = serde_json::from_str(&text).expect("STATS is JSON");
-    stats["log"]["snapshots_installed"]
-        .as_u64()
-        .expect("log.snapshots_installed")
-}
-
 /// Stops a follower, takes writes at the leader until it has taken at
 /// least three checkpoints more (and, if `until_purged`, until its log no
 /// longer holds the entries after the follower's last), restarts the
@@ -148,22 +117,26 @@ fn stopped_member_catches_up(margin_entries: u64, until_purged: bool) -> u64 {
     // the margin (at most 100 entries) since the stop: on a busy machine
     // three checkpoints can come before that many binds, and the purge
     // would then not yet have passed the stopped member's place.
-    let stopped_at = applied_index(leader);
+    let stopped_at = log_stat(leader, "applied_index");
     let moved_on = 2 * margin_entries.min(50);
     let mut checkpoints_before = None;
     let mut first = 410_000;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if checkpoints_before.is_none() && applied_index(leader) > stopped_at + moved_on {
-            checkpoints_before = Some(checkpoints(leader));
+        if checkpoints_before.is_none() && log_stat(leader, "applied_index") > stopped_at + moved_on
+        {
+            checkpoints_before = Some(log_stat(leader, "checkpoints"));
         }
         // openraft purges after a checkpoint only once no replication in
         // flight needs the entries, which a loaded machine can delay past
         // the checkpoints: wait for the purge itself.
         // (Twenty entries of room: the stopped member may have held a
         // few entries the leader had not applied yet.)
-        let purged = !until_purged || first_index(leader) > stopped_at + 20;
-        if purged && checkpoints_before.is_some_and(|before| checkpoints(leader) >= before + 3) {
+        let purged = !until_purged || log_stat(leader, "first_index") > stopped_at + 20;
+        if purged
+            && checkpoints_before
+                .is_some_and(|before| log_stat(leader, "checkpoints") >= before + 3)
+        {
             break;
         }
         assert!(
@@ -184,7 +157,7 @@ fn stopped_member_catches_up(margin_entries: u64, until_purged: bool) -> u64 {
             "member {id} misses acknowledged binds"
         );
     }
-    let installed = snapshots_installed(nodes[&stopped_id].tcp);
+    let installed = log_stat(nodes[&stopped_id].tcp, "snapshots_installed");
     // The member goes on taking the log after the snapshot.
     let later = bind_many(leader, first, 50);
     assert!(

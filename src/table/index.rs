@@ -505,21 +505,26 @@ mod tests {
         }
     }
 
+    /// A new shard's empty index and overflow files in `dir`.
+    fn empty_files(dir: &std::path::Path) -> (TableFile<Bucket>, TableFile<Bucket>) {
+        let identity = ShardIdentity {
+            shard_id: 0,
+            shard_count: 1,
+            store_nonce: 1,
+        };
+        (
+            TableFile::create(dir, FileKind::Index, identity, 0).unwrap(),
+            TableFile::create(dir, FileKind::Overflow, identity, 0).unwrap(),
+        )
+    }
+
     /// The batch lookup's `first_candidate` returns what `find` accepting
     /// every candidate returns, for present and absent keys, with chains
     /// into overflow buckets (few primaries, many entries, no splits).
     #[test]
     fn first_candidate_is_the_first_tag_match_find_returns() {
         let dir = tempfile::tempdir().unwrap();
-        let identity = ShardIdentity {
-            shard_id: 0,
-            shard_count: 1,
-            store_nonce: 1,
-        };
-        let primary =
-            TableFile::<Bucket>::create(dir.path(), FileKind::Index, identity, 0).unwrap();
-        let overflow =
-            TableFile::<Bucket>::create(dir.path(), FileKind::Overflow, identity, 0).unwrap();
+        let (primary, overflow) = empty_files(dir.path());
         let mut index = Index::new(primary, overflow, IndexState::new());
         let hash = |i: u64| {
             let mut state = i;
@@ -545,16 +550,8 @@ mod tests {
     #[test]
     fn reserve_makes_room_even_when_the_free_list_has_buckets() {
         let dir = tempfile::tempdir().unwrap();
-        let identity = ShardIdentity {
-            shard_id: 0,
-            shard_count: 1,
-            store_nonce: 1,
-        };
-        let mut primary =
-            TableFile::<Bucket>::create(dir.path(), FileKind::Index, identity, 0).unwrap();
+        let (mut primary, mut overflow) = empty_files(dir.path());
         primary.reserve(IndexState::new().primaries() + 2).unwrap();
-        let mut overflow =
-            TableFile::<Bucket>::create(dir.path(), FileKind::Overflow, identity, 0).unwrap();
         overflow.reserve(1).unwrap();
         let full = overflow.capacity();
         // Every bucket handed out, one of them back on the free list.
