@@ -1,6 +1,9 @@
 //! The node: one pinned event loop per core, each owning its share of the
 //! table shards, plus the admin HTTP endpoint. `Server::start` opens the
 //! data directory and starts everything; `stop` drains and closes cleanly.
+//! Beside it: the STATS and CLUSTER_STATUS answers (`stats`), the
+//! listening sockets (`sockets`) and the checks the start makes around the
+//! data directory (`start_checks`).
 
 pub mod admin;
 pub mod apply;
@@ -12,7 +15,14 @@ pub mod cross;
 pub mod dispatch;
 pub mod limits;
 pub mod metrics;
+mod sockets;
+mod start_checks;
+mod stats;
 pub mod worker;
+
+pub(crate) use sockets::{tcp_listener, udp_socket};
+pub use start_checks::DESCRIPTORS_RESERVED;
+pub use stats::member_versions;
 
 use crate::store::clock::Clock;
 use crate::store::Store;
@@ -21,6 +31,8 @@ use cross::Message;
 use crossbeam_channel::Sender;
 use metrics::{NodeMetrics, WorkerMetrics};
 use mio::{Poll, Waker};
+use sockets::{sip_front, socket_error};
+use start_checks::{claim_member_ids, open_files_limit, spawn_page_checks};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
@@ -80,107 +92,6 @@ pub struct Shared {
     pub enum_dns: Option<worker::EnumSockets>,
     /// The SIP redirect front-end, if configured.
     pub sip: Option<worker::SipFront>,
-}
-
-impl Shared {
-    /// The STATS answer.
-    pub fn stats_json(&self) -> String {
-        let mut stats = serde_json::json!({
-            "node_id": self.config.node_id,
-            "event_loops": self.workers,
-            "io": self.config.io.name(),
-            "table_shards": self.table_shards,
-            "bindings_live": self.metrics.bindings_live(),
-            "connections": self.connections.load(Ordering::Relaxed),
-            "request_time_us": self.metrics.request_time_json(),
-        });
-        if let Some(replica) = self.replica.get() {
-            let health = replica.log_health();
-            let syncs = health.syncs.load(Ordering::Relaxed);
-            let appends = health.synced_appends.load(Ordering::Relaxed);
-            let sync_us = health.sync_time_us.load(Ordering::Relaxed);
-            stats["log"] = serde_json::json!({
-                "syncs": syncs,
-                "appends_synced": appends,
-                "sync_time_us_mean": sync_us.checked_div(syncs).unwrap_or(0),
-                "disk_full": health.disk_full.load(Ordering::Relaxed),
-                "failed": health.failed.load(Ordering::Relaxed),
-                "segment_bytes": replica.log_bytes(),
-                "first_index": replica.log_first_index(),
-                "applied_index": replica.applied_index(),
-                "checkpoints": replica.checkpoints.count.load(Ordering::Relaxed),
-                "checkpoint_page_bytes": replica.checkpoints.page_bytes.load(Ordering::Relaxed),
-                "checkpoint_failures": replica.checkpoints.failures.load(Ordering::Relaxed),
-                "snapshots_installed": replica.checkpoints.installed.load(Ordering::Relaxed),
-                "apply_stalled": self.apply_stall.is_stalled(),
-                "apply_stalls": self.apply_stall.stalls(),
-            });
-            let lag = replica.lag();
-            stats["cluster"] = serde_json::json!({
-                "lag_entries": lag.entries,
-                "lag_ms": lag.ms,
-            });
-        }
-        stats.to_string()
-    }
-}
-
-/// The formats a member must share with the others to join them (log
-/// entries are raw frames over tables of a fixed shard count): CLUSTER_STATUS
-/// carries them, and `cluster init` and `add-node` compare them.
-pub fn member_versions() -> serde_json::Value {
-    serde_json::json!({
-        "protocol": crate::protocol::VERSION,
-        "table_format": crate::table::layout::FORMAT_VERSION,
-        "log_format": crate::log::segment::FORMAT_VERSION,
-        "peer": crate::replication::peer::codec::PEER_VERSION,
-        "apply": crate::replication::batch::APPLY_VERSION,
-    })
-}
-
-impl Shared {
-    /// The CLUSTER_STATUS answer: the cluster as this node sees it.
-    pub fn cluster_status_json(&self) -> String {
-        let Some(replica) = self.replica.get() else {
-            return serde_json::json!({ "node_id": self.config.node_id }).to_string();
-        };
-        let view = replica.status();
-        let address_of = |id: Option<u64>| {
-            id.and_then(|id| view.members.iter().find(|m| m.member.id == id))
-                .map(|m| m.member.client_addr.clone())
-        };
-        let apply_stalled = self.apply_stall.is_stalled();
-        // A member knows only whether its own apply waits: for the others
-        // the field is null (ask them: `cluster status --server` theirs).
-        let members: Vec<serde_json::Value> = view
-            .members
-            .iter()
-            .map(|m| {
-                serde_json::json!({
-                    "id": m.member.id,
-                    "raft_addr": m.member.raft_addr,
-                    "client_addr": m.member.client_addr,
-                    "role": m.role,
-                    "applied_index": m.matched_index,
-                    "apply_stalled": (m.member.id == view.node_id).then_some(apply_stalled),
-                })
-            })
-            .collect();
-        serde_json::json!({
-            "node_id": view.node_id,
-            "raft_addr": replica.raft_addr().map(|a| a.to_string()),
-            "leader_id": view.leader_id,
-            "leader_addr": address_of(view.leader_id),
-            "term": view.term,
-            "applied_index": view.applied_index,
-            "apply_stalled": apply_stalled,
-            "apply_stall_reason": self.apply_stall.reason(),
-            "members": members,
-            "table_shards": self.table_shards,
-            "versions": member_versions(),
-        })
-        .to_string()
-    }
 }
 
 /// Why the server could not start.
@@ -244,140 +155,6 @@ pub struct Server {
     pub open_files_limit: u64,
     /// The resolved limit on unsent output, bytes.
     pub output_bytes_total_max: usize,
-}
-
-fn socket_error(what: &'static str, address: SocketAddr) -> impl Fn(std::io::Error) -> StartError {
-    move |source| StartError::Socket {
-        what,
-        address: address.to_string(),
-        source,
-    }
-}
-
-/// A TCP listener (the binary protocol's, and the SIP and ENUM
-/// front-ends'). No `SO_REUSEPORT`: a second process (or anything
-/// running as the same user) cannot bind the node's address and take a
-/// share of its connections; binding fails with "address in use". Every
-/// event loop polls a duplicate of this one socket.
-pub(crate) fn tcp_listener(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(address),
-        socket2::Type::STREAM,
-        None,
-    )?;
-    // Only lets a restarted node bind while old connections linger in
-    // TIME_WAIT; on Linux it never lets two listeners share an address.
-    socket.set_reuse_address(true)?;
-    socket.bind(&address.into())?;
-    socket.listen(1024)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
-}
-
-/// A UDP socket (the binary protocol's, and the SIP and ENUM
-/// front-ends'), with large buffers. Neither `SO_REUSEPORT` nor
-/// `SO_REUSEADDR` (which for UDP would let another socket share the
-/// address): a second bind fails.
-pub(crate) fn udp_socket(address: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(address),
-        socket2::Type::DGRAM,
-        None,
-    )?;
-    let _ = socket.set_recv_buffer_size(4 << 20);
-    let _ = socket.set_send_buffer_size(4 << 20);
-    socket.bind(&address.into())?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
-}
-
-/// Tries port 0 gets to find a port free for both UDP and TCP.
-const SIP_PORT_TRIES: usize = 16;
-
-/// The SIP front-end's sockets: UDP first, then TCP on the port UDP got
-/// (port 0 picks one for both: another port is tried while the one UDP got
-/// is taken for TCP), and its checked settings.
-fn sip_front(address: SocketAddr, config: &Config) -> Result<worker::SipFront, StartError> {
-    let mut tries = 0;
-    let (udp, listener, bound) = loop {
-        let udp = udp_socket(address).map_err(socket_error("sip", address))?;
-        let bound = udp.local_addr().map_err(socket_error("sip", address))?;
-        match tcp_listener(bound) {
-            Ok(listener) => break (udp, listener, bound),
-            Err(error)
-                if address.port() == 0
-                    && error.kind() == std::io::ErrorKind::AddrInUse
-                    && tries < SIP_PORT_TRIES =>
-            {
-                tries += 1;
-            }
-            Err(error) => return Err(socket_error("sip", bound)(error)),
-        }
-    };
-    let settings =
-        crate::frontend::sip::Settings::from_config(&config.sip).map_err(ConfigError::Invalid)?;
-    Ok(worker::SipFront {
-        settings,
-        udp,
-        listener,
-        address: bound,
-        local_host: bound.to_string().into_bytes(),
-    })
-}
-
-/// Descriptors kept free beside `connections_max` for the data directory's
-/// files, log segments, the admin port and the event loops' own.
-pub const DESCRIPTORS_RESERVED: u64 = 512;
-
-/// Raises the open-file limit to its hard maximum and checks that
-/// `connections_max` fits under it (less `DESCRIPTORS_RESERVED`). An
-/// explicit value that does not fit is refused; the default (10,000) is
-/// lowered to fit, with a note on stderr, so that `x700 serve` starts on a
-/// machine with a low limit. Returns the limit and the connections allowed.
-fn open_files_limit(connections_max: usize) -> Result<(u64, usize), ConfigError> {
-    let limit = crate::sys::raise_open_files_limit();
-    let needed = connections_max as u64 + DESCRIPTORS_RESERVED;
-    if limit >= needed {
-        return Ok((limit, connections_max));
-    }
-    let fits = usize::try_from(limit.saturating_sub(DESCRIPTORS_RESERVED)).unwrap_or(0);
-    if connections_max == config::Limits::default().connections_max && fits >= 64 {
-        eprintln!(
-            "x700: the open-file limit is {limit}: connections_max lowered from its default \
-             {connections_max} to {fits}"
-        );
-        return Ok((limit, fits));
-    }
-    Err(ConfigError::Invalid(format!(
-        "connections_max = {connections_max} needs {needed} open files \
-         ({DESCRIPTORS_RESERVED} kept for the node's own), but the open-file limit is \
-         {limit} (ulimit -Hn): lower connections_max or raise the hard limit"
-    )))
-}
-
-/// A member of a cluster of several claims its data directory for its node
-/// and cluster id (the first start writes them, later starts must match); a
-/// node started alone refuses a member's directory, which would otherwise
-/// try to lead that cluster's membership by itself.
-fn claim_member_ids(config: &Config, clustered: bool) -> Result<(), StartError> {
-    use crate::store::member_file::{self, MemberIds};
-    let invalid = |error: member_file::MemberFileError| ConfigError::Invalid(error.to_string());
-    if clustered {
-        let ids = MemberIds {
-            node_id: u64::from(config.node_id),
-            cluster_id: config.cluster_id,
-        };
-        member_file::claim(&config.data, ids).map_err(invalid)?;
-    } else if let Some(stored) = member_file::read(&config.data).map_err(invalid)? {
-        return Err(ConfigError::Invalid(format!(
-            "{} belongs to node {} of cluster {}: start it with --raft and that --node-id",
-            config.data.display(),
-            stored.node_id,
-            stored.cluster_id
-        ))
-        .into());
-    }
-    Ok(())
 }
 
 impl Server {
@@ -728,28 +505,5 @@ impl Server {
         // Everything the loops captured is written before the node exits.
         self.shared.capture.finish();
         first_error.map_or(Ok(()), Err)
-    }
-}
-
-/// Checks the cold files' pages left after the start, in one background
-/// thread at the lowest CPU priority; a damaged page stops the node
-/// (`table::page_check::refuse`), as it would have stopped the start.
-fn spawn_page_checks(checks: Vec<crate::store::BackgroundCheck>) {
-    if checks.is_empty() {
-        return;
-    }
-    let spawned = std::thread::Builder::new()
-        .name("x700-page-check".into())
-        .spawn(move || {
-            crate::sys::lower_thread_priority();
-            for (check, file) in &checks {
-                if let Err(error) = check.check_all(file) {
-                    crate::table::page_check::refuse(&error);
-                }
-            }
-        });
-    if let Err(error) = spawned {
-        // Without the thread every page is still checked on first touch.
-        eprintln!("x700: page check thread: {error}; cold pages are checked on first use only");
     }
 }
