@@ -29,9 +29,7 @@ use crate::frontend::enum_dns::{
 };
 use crate::protocol::codec;
 use crate::protocol::frame::{Header, HEADER_BYTES};
-use crate::server::auth::Access;
 use crate::server::cross::Origin;
-use crate::server::dispatch::Op;
 use crate::server::metrics::Guard;
 use crate::server::{tcp_listener, udp_socket};
 use mio::net::{TcpListener, TcpStream, UdpSocket};
@@ -436,7 +434,7 @@ impl Worker {
             // two batch lookups: far below u32::MAX.
             query: u32::try_from(key).unwrap_or(u32::MAX),
         };
-        self.route(origin, 0, Op::Lookup(query), Access::AllTenants);
+        self.route_lookup(origin, 0, query);
     }
 
     /// The lookup of pending query `key` is answered: answer the query.

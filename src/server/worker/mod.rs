@@ -132,6 +132,9 @@ pub struct Worker {
     udp: Option<UdpSocket>,
     inbox: Receiver<Message>,
     set: ShardSet,
+    /// The loop that owns each table shard (shard modulo loops, worked out
+    /// once rather than divided per request).
+    shard_owner: Box<[usize]>,
     conns: Slab<Connection>,
     next_generation: u32,
     lookups: Vec<LookupQuery>,
@@ -252,6 +255,9 @@ impl Worker {
             listener: Some(listener),
             udp,
             inbox,
+            shard_owner: (0..set.shard_count())
+                .map(|shard| usize::from(shard) % workers)
+                .collect(),
             set,
             conns: Slab::new(),
             next_generation: 1,

@@ -57,7 +57,7 @@ impl Worker {
                 };
                 match dispatch::check_lookup(&query, self.policy) {
                     Ok(query) => {
-                        self.route(origin, request_id, Op::Lookup(query), Access::AllTenants);
+                        self.route_lookup(origin, request_id, query);
                     }
                     Err(code) => self.answer(token, header.opcode, code, request_id, &[]),
                 }
@@ -184,7 +184,7 @@ impl Worker {
                 self.answer(token, header.opcode, code, request_id, json.as_bytes());
             }
             Request::Lookup { query, .. } => match dispatch::check_lookup(&query, self.policy) {
-                Ok(query) => self.route(origin, request_id, Op::Lookup(query), Access::AllTenants),
+                Ok(query) => self.route_lookup(origin, request_id, query),
                 Err(code) => self.answer(token, header.opcode, code, request_id, &[]),
             },
             ref write => match dispatch::check_write(write, self.policy) {

@@ -26,9 +26,8 @@ use crate::binding::LookupResult;
 use crate::frontend::sip::{self, message, response, Answer, Settings, Step, Unanswered};
 use crate::protocol::codec;
 use crate::protocol::frame::{Header, HEADER_BYTES};
-use crate::server::auth::Access;
 use crate::server::cross::Origin;
-use crate::server::dispatch::{self, Op};
+use crate::server::dispatch;
 use crate::server::metrics::SipUnanswered;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Interest, Token};
@@ -277,12 +276,7 @@ impl Worker {
                 });
                 // At most PENDING_MAX (65,536) keys: fits u32.
                 let pending = u32::try_from(key).unwrap_or(u32::MAX);
-                self.route(
-                    Origin::Sip { pending },
-                    0,
-                    Op::Lookup(query),
-                    Access::AllTenants,
-                );
+                self.route_lookup(Origin::Sip { pending }, 0, query);
             }
         }
     }

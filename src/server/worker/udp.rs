@@ -6,10 +6,9 @@ use super::{Worker, DATAGRAMS_PER_EVENT, LOOKUPS_PER_DATAGRAM_MAX, LOOKUP_ANSWER
 use crate::protocol::codec;
 use crate::protocol::frame::{next_frame, HEADER_BYTES};
 use crate::protocol::{opcode, status};
-use crate::server::auth::Access;
 use crate::server::capture::Direction;
 use crate::server::cross::Origin;
-use crate::server::dispatch::{self, Op};
+use crate::server::dispatch;
 use crate::server::metrics::Guard;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
@@ -101,12 +100,7 @@ impl Worker {
                         .and_then(|(query, _)| dispatch::check_lookup(&query, self.policy))
                 };
                 match checked {
-                    Ok(query) => self.route(
-                        origin,
-                        header.request_id,
-                        Op::Lookup(query),
-                        Access::AllTenants,
-                    ),
+                    Ok(query) => self.route_lookup(origin, header.request_id, query),
                     Err(code) => {
                         self.deliver_status(origin, header.opcode, code, header.request_id);
                     }
