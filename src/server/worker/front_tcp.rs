@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 /// One front-end connection.
 pub(super) struct FrontConnection {
     /// The socket.
-    pub(super) stream: TcpStream,
+    stream: TcpStream,
     /// Who connected (its connection slot is released on close).
     pub(super) peer: SocketAddr,
     /// Tells this connection from a later one under the same slab key.
@@ -36,7 +36,7 @@ pub(super) struct FrontConnection {
     /// Lookups out for this connection's messages.
     pub(super) in_flight: u32,
     /// The loop's clock (`Worker::now_ms`) when it last sent something.
-    pub(super) active_ms: u64,
+    active_ms: u64,
     /// Nothing more is read: the peer closed its side, or sent what cannot
     /// be framed. The connection closes once it owes nothing.
     pub(super) finished: bool,
