@@ -72,15 +72,9 @@ PY
 vm_rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 # ---- x700: one event loop on core 0 ----
-read -r tcp admin x700_port knot_port < <(free_ports 4)
-taskset -c 0 "$bin" serve --data "$dir/x700" --listen "127.0.0.1:$tcp" --admin "127.0.0.1:$admin" \
-  --enum "127.0.0.1:$x700_port" --event-loops 1 --no-pin >"$dir/x700.log" 2>&1 &
-x700_pid=$!
-pids+=("$x700_pid")
-for _ in $(seq 200); do
-  curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+read -r x700_port knot_port < <(free_ports 2)
+node_cpus=0 start_node x700 --enum "127.0.0.1:$x700_port" --event-loops 1 --no-pin
+x700_pid=$node_pid
 x700_rss_empty=$(vm_rss_kb "$x700_pid")
 "$bin" import --tenant 1 "$dir/bindings.csv" --server "127.0.0.1:$tcp" --batch 10000 --json >"$dir/import.json"
 

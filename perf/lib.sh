@@ -1,5 +1,6 @@
 # Pieces shared by perf/*.sh scripts that run nodes: sourced, not run.
-# Used by perf/capture-cost.sh and perf/replay-check.sh.
+# Used by perf/capture-cost.sh, perf/replay-check.sh, perf/sip-vs-kamailio.sh
+# and perf/enum-vs-knot.sh.
 #
 #   perf_setup NAME          cd to the repository, build the release binary;
 #                            sets $perf_name (for messages), $bin, $dir (a
@@ -9,7 +10,8 @@
 #   start_node NAME [ARGS]   `x700 serve` on free ports with data in
 #                            $dir/NAME (log $dir/NAME.log) and ARGS; sets
 #                            $tcp, $admin, $node_pid; waits (at most 20 s)
-#                            for /readyz
+#                            for /readyz; pinned with taskset -c when
+#                            $node_cpus is set
 #   stop_node PID            SIGTERM, up to 10 s, then SIGKILL
 #   metric NAME              sums the samples of NAME on $admin's /metrics
 #   process_cpu_s PID        user + system CPU seconds PID has used
@@ -41,7 +43,9 @@ start_node() {
   local name=$1
   shift
   read -r tcp admin < <(free_ports 2)
-  "$bin" serve --data "$dir/$name" --listen "127.0.0.1:$tcp" --admin "127.0.0.1:$admin" \
+  local pin=()
+  [ -n "${node_cpus:-}" ] && pin=(taskset -c "$node_cpus")
+  "${pin[@]}" "$bin" serve --data "$dir/$name" --listen "127.0.0.1:$tcp" --admin "127.0.0.1:$admin" \
     "$@" >"$dir/$name.log" 2>&1 &
   node_pid=$!
   pids+=("$node_pid")

@@ -188,15 +188,8 @@ start_kamailio "$dir/db"
 kam_full_kb=$(pss_kb $(kam_pids "$kam_pid"))
 
 # ---- x700 ----
-read -r tcp admin < <(free_ports 2)
-taskset -c 0 "$bin" serve --data "$dir/x700" --listen "127.0.0.1:$tcp" --admin "127.0.0.1:$admin" \
-  --sip "127.0.0.1:$x700_port" --event-loops 1 --no-pin >"$dir/x700.log" 2>&1 &
-x700_pid=$!
-pids+=("$x700_pid")
-for _ in $(seq 200); do
-  curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+node_cpus=0 start_node x700 --sip "127.0.0.1:$x700_port" --event-loops 1 --no-pin
+x700_pid=$node_pid
 kam_all=$(kam_pids "$kam_pid")
 
 cpu_s() { # PIDS: user + system seconds, summed
