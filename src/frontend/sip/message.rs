@@ -65,6 +65,27 @@ pub struct Request<'a> {
     pub body: &'a [u8],
 }
 
+impl<'a> Request<'a> {
+    /// A request line read, no header yet.
+    fn start(method: Method, method_name: &'a [u8], uri: &'a [u8]) -> Request<'a> {
+        Request {
+            method,
+            method_name,
+            uri,
+            vias: [&[]; VIAS_MAX],
+            via_count: 0,
+            from: &[],
+            to: &[],
+            call_id: &[],
+            cseq: &[],
+            cseq_number: 0,
+            max_forwards: None,
+            asserted_identity: None,
+            body: &[],
+        }
+    }
+}
+
 /// Why a message is not a request x700 can answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParseError {
@@ -195,21 +216,7 @@ pub fn parse(message: &[u8]) -> Result<Request<'_>, ParseError> {
         b"OPTIONS" => Method::Options,
         _ => Method::Other,
     };
-    let mut request = Request {
-        method,
-        method_name,
-        uri,
-        vias: [&[]; VIAS_MAX],
-        via_count: 0,
-        from: &[],
-        to: &[],
-        call_id: &[],
-        cseq: &[],
-        cseq_number: 0,
-        max_forwards: None,
-        asserted_identity: None,
-        body: &[],
-    };
+    let mut request = Request::start(method, method_name, uri);
     let mut content_length = None;
     let mut position = first_end + 2;
     let mut lines = 0;
@@ -328,21 +335,7 @@ pub fn parse(message: &[u8]) -> Result<Request<'_>, ParseError> {
 pub fn salvage(message: &[u8]) -> Option<Request<'_>> {
     let first_end = line_end(message, 0).unwrap_or(message.len());
     let method_name = message[..first_end].split(|&b| b == b' ').next()?;
-    let mut request = Request {
-        method: Method::Other,
-        method_name,
-        uri: &[],
-        vias: [&[]; VIAS_MAX],
-        via_count: 0,
-        from: &[],
-        to: &[],
-        call_id: &[],
-        cseq: &[],
-        cseq_number: 0,
-        max_forwards: None,
-        asserted_identity: None,
-        body: &[],
-    };
+    let mut request = Request::start(Method::Other, method_name, &[]);
     let head = &message[(first_end + 2).min(message.len())..];
     for line in head.split(|&b| b == b'\n').take(HEADERS_MAX) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);

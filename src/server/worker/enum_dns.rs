@@ -21,7 +21,7 @@
 //! past it they are dropped unanswered), and TCP connections against
 //! `connections_max` and `connections_per_source_max`.
 
-use super::front_tcp::{Flushed, FrontConnections, Received};
+use super::front_tcp::{Flushed, FrontConnections, Reading};
 use super::{Worker, ENUM};
 use crate::frontend::enum_dns::wire::QUERY_BYTES_MAX;
 use crate::frontend::enum_dns::{
@@ -509,27 +509,17 @@ impl Worker {
                 return;
             };
             let front = &mut **front;
-            let Some(conn) = front.conns.get_mut(token) else {
-                return;
-            };
-            if conn.finished {
-                return;
-            }
-            match conn.receive(&mut front.read_buffer, now_ms) {
-                Received::Bytes => {}
-                Received::Nothing => return,
-                // Answers still owed are sent before it closes.
-                Received::Finished => {
-                    front.conns.mark(token);
-                    return;
-                }
-                Received::Broken => {
+            let (generation, input) = match front.conns.read(token, &mut front.read_buffer, now_ms)
+            {
+                Reading::Input {
+                    generation, input, ..
+                } => (generation, input),
+                Reading::Idle => return,
+                Reading::Broken => {
                     self.enum_close(token, None);
                     return;
                 }
-            }
-            let generation = conn.generation;
-            let input = std::mem::take(&mut conn.input);
+            };
             let mut at = 0;
             let mut broken = false;
             while let Some(prefix) = input.get(at..at + 2) {
@@ -546,14 +536,13 @@ impl Worker {
             }
             let mut input = input;
             input.drain(..at);
-            let Some(conn) = self
+            let restored = self
                 .enum_front
                 .as_mut()
-                .and_then(|front| front.conns.current(token, generation))
-            else {
+                .and_then(|front| front.conns.restore(token, generation, input));
+            if restored.is_none() {
                 return;
-            };
-            conn.input = input;
+            }
             if broken {
                 self.enum_close(token, None);
                 return;

@@ -46,13 +46,27 @@ pub(super) struct FrontConnection {
 
 /// What one read did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Received {
+enum Received {
     /// Bytes were added to `input`.
     Bytes,
     /// The socket has nothing now.
     Nothing,
     /// The peer closed its side: `finished` is set.
     Finished,
+    /// The socket failed: close the connection.
+    Broken,
+}
+
+/// What `FrontConnections::read` found.
+pub(super) enum Reading {
+    /// New input: all the connection's unused bytes, taken out of it.
+    Input {
+        peer: SocketAddr,
+        generation: u32,
+        input: Vec<u8>,
+    },
+    /// Nothing to serve now.
+    Idle,
     /// The socket failed: close the connection.
     Broken,
 }
@@ -71,7 +85,7 @@ pub(super) enum Flushed {
 
 impl FrontConnection {
     /// Reads once into `input` through `buffer`.
-    pub(super) fn receive(&mut self, buffer: &mut [u8], now_ms: u64) -> Received {
+    fn receive(&mut self, buffer: &mut [u8], now_ms: u64) -> Received {
         loop {
             return match self.stream.read(buffer) {
                 Ok(0) => {
@@ -184,6 +198,46 @@ impl FrontConnections {
             finished: false,
             marked: false,
         }))
+    }
+
+    /// Reads connection `key` once, unless nothing more is to be read from
+    /// it. New bytes come back with the connection's input, taken out so
+    /// that the front-end can frame and serve it while it calls the worker
+    /// (`restore` puts the rest back). A peer that closed its side gets its
+    /// owed answers flushed (it is marked) before it closes.
+    pub(super) fn read(&mut self, key: usize, buffer: &mut [u8], now_ms: u64) -> Reading {
+        let Some(connection) = self.slab.get_mut(key) else {
+            return Reading::Idle;
+        };
+        if connection.finished {
+            return Reading::Idle;
+        }
+        match connection.receive(buffer, now_ms) {
+            Received::Bytes => Reading::Input {
+                peer: connection.peer,
+                generation: connection.generation,
+                input: std::mem::take(&mut connection.input),
+            },
+            Received::Nothing => Reading::Idle,
+            Received::Finished => {
+                self.mark(key);
+                Reading::Idle
+            }
+            Received::Broken => Reading::Broken,
+        }
+    }
+
+    /// Puts back what `read` took and the front-end did not use; the
+    /// connection, if it is still the one of `generation`.
+    pub(super) fn restore(
+        &mut self,
+        key: usize,
+        generation: u32,
+        input: Vec<u8>,
+    ) -> Option<&mut FrontConnection> {
+        let connection = self.current(key, generation)?;
+        connection.input = input;
+        Some(connection)
     }
 
     /// Connection `key`, whichever generation.

@@ -20,7 +20,7 @@
 //! `output_buffer_bytes_max` and `idle_timeout_s` (`sip_sweep`; CRLF
 //! keep-alives count as activity and are dropped from the input).
 
-use super::front_tcp::{Flushed, FrontConnections, Received};
+use super::front_tcp::{Flushed, FrontConnections, Reading};
 use super::Worker;
 use crate::binding::LookupResult;
 use crate::frontend::sip::{self, message, response, Answer, Settings, Step, Unanswered};
@@ -407,28 +407,19 @@ impl Worker {
             let Some(sip) = self.sip.as_mut() else {
                 return;
             };
-            let Some(connection) = sip.connections.get_mut(key) else {
-                return;
-            };
-            if connection.finished {
-                return;
-            }
-            match connection.receive(&mut chunk, now_ms) {
-                Received::Bytes => {}
-                Received::Nothing => return,
-                // Answers still owed are sent before it closes.
-                Received::Finished => {
-                    sip.connections.mark(key);
-                    return;
-                }
-                Received::Broken => {
+            let (peer, generation, mut input) = match sip.connections.read(key, &mut chunk, now_ms)
+            {
+                Reading::Input {
+                    peer,
+                    generation,
+                    input,
+                } => (peer, generation, input),
+                Reading::Idle => return,
+                Reading::Broken => {
                     self.sip_close(key, None);
                     return;
                 }
-            }
-            let peer = connection.peer;
-            let generation = connection.generation;
-            let mut input = std::mem::take(&mut connection.input);
+            };
             let mut used = 0;
             let mut garbage = false;
             while used < input.len() {
@@ -466,10 +457,9 @@ impl Worker {
             let Some(sip) = self.sip.as_mut() else {
                 return;
             };
-            let Some(connection) = sip.connections.current(key, generation) else {
+            let Some(connection) = sip.connections.restore(key, generation, input) else {
                 return;
             };
-            connection.input = input;
             if garbage {
                 // Nothing more is read; it closes once the 400 and the
                 // answers owed are sent.
