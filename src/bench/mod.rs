@@ -23,6 +23,7 @@ pub mod tally;
 mod uring;
 pub mod wire;
 pub mod workload;
+mod zipf;
 
 use driver::{Io, Phase, Wire};
 use indicatif::{ProgressBar, ProgressStyle};
